@@ -1,0 +1,38 @@
+"""lbedge: the edge-deployment SDK for LanguageBind.
+
+``import lbedge`` is light (numpy, OpenCV, tokenizers): torch is imported only when a torch
+model is built, e.g. by :func:`from_pretrained`.
+
+>>> enc = lbedge.from_pretrained("checkpoints/LanguageBind_Thermal")
+>>> clf = lbedge.ZeroShotClassifier(enc, labels=["person", "car", "dog"])
+>>> clf("frame.jpg").label
+"""
+
+from __future__ import annotations
+
+from .config import MODALITIES, ModelConfig, PreprocessConfig, TextConfig, VisionConfig
+from .encoder import Encoder
+from .errors import CheckpointError, EngineMismatch, InputError, LBEdgeError, MissingDependency, SensorError
+from .preprocess import Preprocessor
+from .tokenizer import ClipTokenizer
+from .zeroshot import Prediction, PromptCache, ZeroShotClassifier, cross_modal_similarity
+
+__version__ = "0.1.0"
+
+
+def from_pretrained(path, *, device: str = "cpu", batch_size: int = 8) -> Encoder:
+    """Load an official LanguageBind checkpoint folder as an :class:`Encoder` (PyTorch backend).
+
+    Needs ``lbedge[torch]``. See :func:`lbedge.checkpoint.from_pretrained`.
+    """
+    from .checkpoint import from_pretrained as _load
+
+    return _load(path, device=device, batch_size=batch_size)
+
+
+__all__ = [
+    "MODALITIES", "CheckpointError", "ClipTokenizer", "Encoder", "EngineMismatch", "InputError", "LBEdgeError",
+    "MissingDependency", "ModelConfig", "Prediction", "PreprocessConfig", "Preprocessor", "PromptCache",
+    "SensorError", "TextConfig", "VisionConfig", "ZeroShotClassifier", "__version__", "cross_modal_similarity",
+    "from_pretrained",
+]

@@ -1,0 +1,31 @@
+"""Imports of optional dependencies with a message that names the extra to install."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from types import ModuleType
+
+from .errors import MissingDependency
+
+# module name -> (pip extra, what it is for)
+_EXTRAS: dict[str, tuple[str, str]] = {
+    "torch": ("torch", "the PyTorch reference backend (lbedge.from_pretrained)"),
+    "soundfile": ("audio", "reading audio files other than PCM WAV"),
+    "huggingface_hub": ("hub", "downloading official checkpoints"),
+}
+
+
+def require(module: str) -> ModuleType:
+    """Import ``module`` or raise :class:`MissingDependency` naming the lbedge extra that installs it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        extra, purpose = _EXTRAS.get(module, (None, module))
+        hint = f'pip install "lbedge[{extra}]"' if extra else f"pip install {module}"
+        raise MissingDependency(f"{module} is needed for {purpose} but is not installed: {hint} ({exc})") from exc
+
+
+def available(module: str) -> bool:
+    """True when ``module`` can be imported (without importing it twice)."""
+    return importlib.util.find_spec(module) is not None

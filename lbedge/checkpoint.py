@@ -1,0 +1,110 @@
+"""Loading official LanguageBind checkpoint folders (config.json, weights, tokenizer) with PyTorch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ._deps import require
+from .config import ModelConfig
+from .encoder import Encoder, fingerprint_arrays
+from .errors import CheckpointError
+from .tokenizer import ClipTokenizer
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .models.towers import LanguageBindModel
+
+
+def load_model(path: str | Path) -> "LanguageBindModel":
+    """Build the torch model of a checkpoint folder and load its weights (LoRA merged)."""
+    require("torch")
+    from .models.towers import LanguageBindModel
+    from .models.weights import find_weights, load_into, merge_lora, read_state_dict
+
+    folder = Path(path)
+    if not folder.is_dir():
+        raise CheckpointError(f"checkpoint folder not found: {folder}")
+    cfg = ModelConfig.from_json(folder)
+    weights = find_weights(folder)
+    sd = read_state_dict(weights)
+    scaling = cfg.vision.lora_alpha / cfg.vision.lora_r if cfg.vision.lora_r else None
+    sd, merged = merge_lora(sd, scaling)
+    model = LanguageBindModel(cfg)
+    load_into(model, sd, str(weights))
+    model.eval()
+    model.lora_pairs_merged = merged  # type: ignore[attr-defined]
+    return model
+
+
+def text_fingerprint(model: "LanguageBindModel") -> str:
+    """sha256 of the text tower and text projection weights."""
+    sd = model.state_dict()
+    keys = sorted(k for k in sd if k.startswith(("text_model.", "text_projection.")))
+    return fingerprint_arrays([(k, sd[k].detach().cpu().numpy()) for k in keys])
+
+
+def encoder_from_model(model: "LanguageBindModel", tokenizer: ClipTokenizer, *, name: str = "",
+                       device: str = "cpu", batch_size: int = 8) -> Encoder:
+    """Wrap a torch ``LanguageBindModel`` as an :class:`Encoder` on the PyTorch backend."""
+    from .backends.torch_backend import TorchBackend
+    from .models.towers import TextTower, VisionTower
+
+    cfg = model.config
+    if tokenizer.vocab_size > cfg.text.vocab_size:
+        raise CheckpointError(f"tokenizer has {tokenizer.vocab_size} tokens but the text tower's vocab_size is "
+                              f"{cfg.text.vocab_size}: tokenizer files and weights come from different models")
+    return Encoder(
+        modality=cfg.modality,
+        preprocess_config=cfg.preprocess,
+        vision=TorchBackend(VisionTower(model), ("pixel_values",), "embeds", device=device),
+        text=TorchBackend(TextTower(model), ("input_ids",), "embeds", device=device),
+        tokenizer=tokenizer,
+        logit_scale=float(model.logit_scale.detach().exp()),
+        embed_dim=cfg.projection_dim,
+        name=name,
+        text_fingerprint=lambda: text_fingerprint(model),
+        batch_size=batch_size,
+    )
+
+
+def from_pretrained(path: str | Path, *, device: str = "cpu", batch_size: int = 8) -> Encoder:
+    """Load an official LanguageBind checkpoint folder as an :class:`Encoder` (PyTorch backend).
+
+    The folder holds ``config.json``, ``model.safetensors`` or ``pytorch_model.bin`` (optionally
+    sharded) and the tokenizer's ``vocab.json`` and ``merges.txt``. LoRA weights are merged.
+    """
+    folder = Path(path)
+    model = load_model(folder)
+    tok = ClipTokenizer.from_dir(folder, context_length=model.config.text.max_position_embeddings)
+    return encoder_from_model(model, tok, name=folder.name, device=device, batch_size=batch_size)
+
+
+def save_pretrained(model: "LanguageBindModel", folder: str | Path, *, tokenizer_dir: str | Path | None = None,
+                    safetensors: bool = True) -> Path:
+    """Write ``model`` as an official-layout checkpoint folder (config.json, weights, tokenizer files).
+
+    The weights are plain (LoRA already merged), so the config records ``lora_r = 0``; the official
+    code and :func:`from_pretrained` both load the result.
+    """
+    import dataclasses
+    import json
+    import shutil
+
+    import torch
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    cfg = model.config
+    cfg = dataclasses.replace(cfg, vision=dataclasses.replace(cfg.vision, lora_r=0))
+    (folder / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n", encoding="utf-8")
+    sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if safetensors:
+        from safetensors.torch import save_file
+
+        save_file(sd, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    else:
+        torch.save(sd, folder / "pytorch_model.bin")
+    if tokenizer_dir is not None:
+        for name in ("vocab.json", "merges.txt"):
+            shutil.copyfile(Path(tokenizer_dir) / name, folder / name)
+    return folder

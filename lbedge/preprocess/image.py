@@ -1,0 +1,142 @@
+"""Image, thermal and depth preprocessing: the official LanguageBind inference transforms in numpy.
+
+image / thermal: RGB in [0, 1] -> bicubic resize of the short side (torchvision ``Resize(224)`` on a
+tensor, no antialias) -> centre crop -> CLIP mean/std.
+depth: 16-bit millimetres -> metres -> clip below ``min_depth`` -> clip at and divide by
+``max_depth`` -> 3 channels -> the same resize, crop and normalisation.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from ..config import PreprocessConfig
+from ..errors import InputError
+from .resize import center_crop_box, resize, short_side_size
+
+PathLike = (str, os.PathLike)
+
+
+def read_image_file(path: str | os.PathLike, flags: int = cv2.IMREAD_COLOR) -> np.ndarray:
+    """Decode an image file with OpenCV; a missing, unreadable or corrupt file is an ``InputError``."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"image file not found: {p}")
+    try:
+        data = np.fromfile(str(p), dtype=np.uint8)
+    except OSError as exc:
+        raise InputError(f"cannot read image file {p}: {exc}") from exc
+    img = cv2.imdecode(data, flags) if data.size else None
+    if img is None:
+        raise InputError(f"cannot decode image file {p}: empty, truncated or not an image format OpenCV reads")
+    return img
+
+
+def _from_object(x: Any) -> np.ndarray:
+    """Arrays, PIL images and encoded bytes as a numpy array (PIL is used only if the caller passes one)."""
+    if isinstance(x, (bytes, bytearray, memoryview)):
+        img = cv2.imdecode(np.frombuffer(x, np.uint8), cv2.IMREAD_UNCHANGED)
+        if img is None:
+            raise InputError("cannot decode the given image bytes: truncated or not an image")
+        return img[..., ::-1] if img.ndim == 3 and img.shape[2] in (3, 4) else img
+    if hasattr(x, "mode") and hasattr(x, "convert"):     # a PIL image
+        if x.mode not in ("I;16", "I;16B", "I;16L", "I", "F"):
+            x = x.convert("RGB")
+        return np.asarray(x)
+    if isinstance(x, np.ndarray):
+        return x
+    raise InputError(f"unsupported image input of type {type(x).__name__}: pass a path, a numpy array "
+                     "(HWC uint8 RGB, or float32 in [0, 1]), a PIL image or encoded bytes")
+
+
+def to_rgb01(x: Any, *, bgr: bool = False) -> np.ndarray:
+    """Any image input -> HWC float32 RGB in [0, 1] (grey is replicated, alpha dropped)."""
+    if isinstance(x, PathLike):
+        img = read_image_file(x, cv2.IMREAD_COLOR)[..., ::-1]
+    else:
+        img = _from_object(x)
+        if bgr and img.ndim == 3:
+            img = img[..., ::-1]
+    if img.ndim == 2:
+        img = img[..., None]
+    if img.ndim != 3 or img.shape[0] == 0 or img.shape[1] == 0:
+        raise InputError(f"expected an image of shape HxW or HxWxC, got shape {img.shape}")
+    c = img.shape[2]
+    if c == 1:
+        img = np.repeat(img, 3, axis=2)
+    elif c == 4:
+        img = img[..., :3]
+    elif c != 3:
+        raise InputError(f"expected 1, 3 or 4 colour channels (HWC), got {c} channels in shape {img.shape}")
+    if img.dtype == np.uint8:
+        return img.astype(np.float32) / np.float32(255.0)
+    if img.dtype == np.uint16:
+        raise InputError("got a 16-bit image for an 8-bit modality: convert radiometric or 16-bit frames "
+                         "to 8-bit first (thermal: apply automatic gain control)")
+    if np.issubdtype(img.dtype, np.floating):
+        f = img.astype(np.float32)
+        if not np.isfinite(f).all():
+            raise InputError("image contains NaN or infinite values")
+        if f.min() < -1e-3 or f.max() > 1.0 + 1e-3:
+            raise InputError(f"float images must hold values in [0, 1], got range [{f.min():.3g}, {f.max():.3g}]"
+                             ": pass uint8 or divide by 255")
+        return f
+    raise InputError(f"unsupported image dtype {img.dtype}: use uint8, or float32 in [0, 1]")
+
+
+def to_depth_mm(x: Any) -> np.ndarray:
+    """Any depth input -> HxW float32 millimetres; non-finite pixels become 0 (invalid, as a sensor reports)."""
+    if isinstance(x, PathLike):
+        img = read_image_file(x, cv2.IMREAD_UNCHANGED)
+    else:
+        img = _from_object(x)
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[..., 0]
+    if img.ndim != 2 or img.size == 0:
+        raise InputError(f"depth must be a single-channel HxW map in millimetres, got shape {img.shape}")
+    if img.dtype == np.uint8:
+        raise InputError("got an 8-bit depth map, which has no metric scale: pass 16-bit millimetres (uint16)")
+    if img.dtype == np.uint16 or np.issubdtype(img.dtype, np.integer):
+        return img.astype(np.float32)
+    if np.issubdtype(img.dtype, np.floating):
+        f = img.astype(np.float32)
+        return np.where(np.isfinite(f), f, np.float32(0.0))
+    raise InputError(f"unsupported depth dtype {img.dtype}: use uint16 millimetres or float millimetres")
+
+
+def resize_crop_normalize(img: np.ndarray, cfg: PreprocessConfig, rounding: str = "torchvision") -> np.ndarray:
+    """HWC float32 -> CHW float32: short-side resize, centre crop and mean/std normalisation."""
+    h, w = img.shape[:2]
+    nh, nw = short_side_size(h, w, cfg.size, rounding)
+    top, left = center_crop_box(nh, nw, cfg.size)
+    out = resize(img, nh, nw, cfg.interpolation, crop=(top, left, cfg.size, cfg.size))
+    if out.ndim == 2:
+        out = out[..., None]
+    if out.shape[2] == 1:
+        out = np.repeat(out, 3, axis=2)
+    mean = np.asarray(cfg.mean, np.float32)
+    std = np.asarray(cfg.std, np.float32)
+    out = (out - mean) / std
+    return np.ascontiguousarray(out.transpose(2, 0, 1))
+
+
+def image_transform(x: Any, cfg: PreprocessConfig, *, bgr: bool = False) -> np.ndarray:
+    """One image or thermal frame -> ``[3, size, size]`` float32."""
+    return resize_crop_normalize(to_rgb01(x, bgr=bgr), cfg)
+
+
+def depth_transform(x: Any, cfg: PreprocessConfig) -> np.ndarray:
+    """One depth map in millimetres -> ``[3, size, size]`` float32."""
+    d = to_depth_mm(x) / np.float32(cfg.depth_scale)
+    d = np.maximum(d, np.float32(cfg.min_depth))
+    if cfg.max_depth:
+        d = np.minimum(d, np.float32(cfg.max_depth)) / np.float32(cfg.max_depth)
+    else:
+        d = d / d.max()
+    # the official transform repeats to 3 channels before resizing; resizing once is identical
+    return resize_crop_normalize(d[..., None], cfg)

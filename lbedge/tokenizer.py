@@ -1,0 +1,111 @@
+"""The CLIP BPE tokenizer of LanguageBind's text tower, built on the ``tokenizers`` library.
+
+Matches the official ``LanguageBind*Tokenizer`` (a transformers ``CLIPTokenizer``) called with
+``max_length=77, padding="max_length", truncation=True``: CLIP's text clean-up (HTML unescape,
+whitespace collapse, lower case), byte-level BPE with ``</w>`` word ends, BOS/EOS added, sequences
+over 77 tokens truncated with EOS kept, padding with the EOS id, attention mask 1 on real tokens.
+
+The official tokenizer also runs ``ftfy.fix_text`` (repairs mojibake such as "cafÃ©"); lbedge
+applies it when ftfy is installed and otherwise does Unicode NFC normalisation, which gives the
+same result on ordinary text.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import unicodedata
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .errors import CheckpointError, InputError
+
+try:  # optional, as in the official requirements
+    import ftfy as _ftfy
+except ImportError:  # pragma: no cover - depends on the environment
+    _ftfy = None
+
+_CLIP_SPLIT = r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
+_WS = re.compile(r"\s+")
+
+
+def clean_text(text: str) -> str:
+    """CLIP's clean-up: fix text, unescape HTML twice, collapse whitespace, strip, lower-case."""
+    text = _ftfy.fix_text(text) if _ftfy is not None else unicodedata.normalize("NFC", text)
+    text = html.unescape(html.unescape(text)).strip()
+    return _WS.sub(" ", text).strip().lower()
+
+
+class ClipTokenizer:
+    """CLIP BPE from a checkpoint's ``vocab.json`` and ``merges.txt``."""
+
+    def __init__(self, vocab_file: str | Path, merges_file: str | Path, context_length: int = 77):
+        from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+
+        vocab_file, merges_file = Path(vocab_file), Path(merges_file)
+        try:
+            vocab = json.loads(vocab_file.read_text(encoding="utf-8"))
+            lines = merges_file.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise CheckpointError(f"cannot read tokenizer files {vocab_file.name}/{merges_file.name} "
+                                  f"in {vocab_file.parent}: {exc}") from exc
+        merges = [tuple(l.split()) for l in lines if l and not l.startswith("#version")]
+        bad = [m for m in merges if len(m) != 2]
+        if bad or not isinstance(vocab, dict):
+            raise CheckpointError(f"malformed tokenizer files in {vocab_file.parent}: re-download vocab.json "
+                                  "and merges.txt")
+        try:
+            self.bos_id = int(vocab["<|startoftext|>"])
+            self.eos_id = int(vocab["<|endoftext|>"])
+        except KeyError as exc:
+            raise CheckpointError(f"{vocab_file} lacks CLIP's special tokens <|startoftext|>/<|endoftext|>") from exc
+        bpe = models.BPE(vocab=vocab, merges=merges, end_of_word_suffix="</w>", unk_token="<|endoftext|>",
+                         fuse_unk=False, continuing_subword_prefix="")
+        tok = Tokenizer(bpe)
+        tok.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(_CLIP_SPLIT), behavior="removed", invert=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ])
+        tok.decoder = decoders.ByteLevel()
+        self._tok = tok
+        self.vocab_size = len(vocab)
+        self.context_length = context_length
+
+    @classmethod
+    def from_dir(cls, folder: str | Path, context_length: int = 77) -> "ClipTokenizer":
+        folder = Path(folder)
+        vocab, merges = folder / "vocab.json", folder / "merges.txt"
+        missing = [p.name for p in (vocab, merges) if not p.is_file()]
+        if missing:
+            raise CheckpointError(f"tokenizer files {', '.join(missing)} missing in {folder}: copy them from "
+                                  "the official checkpoint")
+        return cls(vocab, merges, context_length)
+
+    def encode(self, text: str) -> list[int]:
+        """BPE ids of one text, without BOS/EOS."""
+        return self._tok.encode(clean_text(text), add_special_tokens=False).ids
+
+    def __call__(self, texts: str | Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Token ids and attention mask, both int64 ``[N, context_length]``."""
+        if isinstance(texts, str):
+            texts = [texts]
+        if not isinstance(texts, (list, tuple)) or not all(isinstance(t, str) for t in texts):
+            raise InputError("texts must be a string or a list of strings")
+        n, L = len(texts), self.context_length
+        ids = np.full((n, L), self.eos_id, dtype=np.int64)
+        mask = np.zeros((n, L), dtype=np.int64)
+        cleaned = [clean_text(t) for t in texts]
+        for i, enc in enumerate(self._tok.encode_batch(cleaned, add_special_tokens=False)):
+            body = enc.ids[: L - 2]
+            row = [self.bos_id, *body, self.eos_id]
+            ids[i, : len(row)] = row
+            mask[i, : len(row)] = 1
+        return ids, mask
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """Text of a row of ids (special tokens and padding dropped)."""
+        keep = [int(i) for i in ids if int(i) not in (self.bos_id, self.eos_id)]
+        return self._tok.decode(keep).replace("</w>", " ").strip()
