@@ -5,9 +5,10 @@ Matches the official ``LanguageBind*Tokenizer`` (a transformers ``CLIPTokenizer`
 whitespace collapse, lower case), byte-level BPE with ``</w>`` word ends, BOS/EOS added, sequences
 over 77 tokens truncated with EOS kept, padding with the EOS id, attention mask 1 on real tokens.
 
-The official tokenizer also runs ``ftfy.fix_text`` (repairs mojibake such as "cafÃ©"); lbedge
-applies it when ftfy is installed and otherwise does Unicode NFC normalisation, which gives the
-same result on ordinary text.
+The clean-up is the official one: ``ftfy.fix_text`` (NFC, HTML entities when the text has no
+``<``/``>``, mojibake such as "cafÃ©", ligatures, full-width characters), whitespace collapse and
+lower case. ftfy is a small pure-Python dependency of lbedge; should it be missing, lbedge falls
+back to NFC plus the same HTML rule, which agrees with it on ordinary prompts.
 """
 
 from __future__ import annotations
@@ -33,9 +34,13 @@ _WS = re.compile(r"\s+")
 
 
 def clean_text(text: str) -> str:
-    """CLIP's clean-up: fix text, unescape HTML twice, collapse whitespace, strip, lower-case."""
-    text = _ftfy.fix_text(text) if _ftfy is not None else unicodedata.normalize("NFC", text)
-    text = html.unescape(html.unescape(text)).strip()
+    """The official CLIP tokenizer's clean-up: ftfy, whitespace collapse, strip, lower-case."""
+    if _ftfy is not None:
+        text = _ftfy.fix_text(text)
+    else:
+        text = unicodedata.normalize("NFC", text)
+        if "<" not in text and ">" not in text:
+            text = html.unescape(text)
     return _WS.sub(" ", text).strip().lower()
 
 
@@ -70,6 +75,8 @@ class ClipTokenizer:
             pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
         ])
         tok.decoder = decoders.ByteLevel()
+        # like the official tokenizer, a literal <|startoftext|> / <|endoftext|> in text is that token
+        tok.add_special_tokens(["<|startoftext|>", "<|endoftext|>"])
         self._tok = tok
         self.vocab_size = len(vocab)
         self.context_length = context_length
