@@ -261,7 +261,7 @@ def _vision_config(vc: dict[str, Any], modality: str) -> VisionConfig:
         add_time_attn=bool(vc.get("add_time_attn", False)) and modality == "video",
         tube_size=tube,
         patch_3d=patch_3d,
-        lora_r=int(vc.get("lora_r", 0) or 0),
+        lora_r=int(vc.get("lora_r", 2) or 0),          # the official CLIPVisionConfig default is 2
         lora_alpha=float(vc.get("lora_alpha", 16)),
     )
 

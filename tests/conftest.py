@@ -1,0 +1,82 @@
+"""Shared test helpers: fixture paths, tiny random checkpoints built by lbedge, fake backends."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+OFFICIAL = ROOT / "tests" / "fixtures" / "official"
+TOKENIZER_DIR = OFFICIAL / "tokenizer"
+SAMPLES = ROOT.parent / "shared" / "languagebind_samples"
+
+needs_samples = pytest.mark.skipif(not SAMPLES.is_dir(), reason=f"official sample media not found at {SAMPLES}")
+
+
+def tiny_config_dict(modality: str, *, vocab_size: int = 49408, lora_r: int = 0, **vision) -> dict:
+    """An official-layout config.json dict for a tiny tower of ``modality``."""
+    vc = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, patch_size=14,
+              image_size=224, lora_r=lora_r, lora_alpha=16)
+    if modality == "audio":
+        vc.update(num_mel_bins=112, target_length=1036, audio_sample_rate=16000,
+                  audio_mean=-4.2677393, audio_std=4.5689974)
+    if modality == "depth":
+        vc.update(max_depth=10)
+    if modality == "video":
+        vc.update(add_time_attn=True, num_frames=8)
+    vc.update(vision)
+    arch = "LanguageBind" + modality.capitalize()
+    return {"architectures": [arch], "model_type": arch, "projection_dim": 8, "logit_scale_init_value": 2.6592,
+            "vision_config": vc,
+            "text_config": dict(hidden_size=8, intermediate_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                vocab_size=vocab_size, max_position_embeddings=77)}
+
+
+def random_model(modality: str, seed: int = 0, **kw):
+    """A tiny ``LanguageBindModel`` with non-trivial random weights."""
+    import torch
+
+    from lbedge.config import ModelConfig
+    from lbedge.models.towers import LanguageBindModel
+
+    torch.manual_seed(seed)
+    model = LanguageBindModel(ModelConfig.from_dict(tiny_config_dict(modality, **kw)))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("logit_scale"):
+                p.fill_(3.0)
+            elif p.dim() == 1 and "norm" in name and name.endswith("weight"):
+                p.copy_(1 + 0.1 * torch.randn_like(p))
+            else:
+                p.copy_(0.1 * torch.randn_like(p))
+    return model.eval()
+
+
+@pytest.fixture
+def make_checkpoint(tmp_path):
+    """Factory: save a tiny random checkpoint of a modality in the official folder layout."""
+    from lbedge.checkpoint import save_pretrained
+
+    def make(modality: str = "image", name: str | None = None, seed: int = 0, safetensors: bool = True, **kw):
+        model = random_model(modality, seed=seed, **kw)
+        return save_pretrained(model, tmp_path / (name or f"{modality}-{seed}"), tokenizer_dir=TOKENIZER_DIR,
+                               safetensors=safetensors)
+
+    return make
+
+
+class TableBackend:
+    """A test double of the Backend protocol: returns rows from a fixed table, counting calls."""
+
+    def __init__(self, table: Mapping, input_name: str, key=lambda row: tuple(np.asarray(row).ravel()[:4])):
+        self.name = "table"
+        self.input_names = (input_name,)
+        self.output_names = ("embeds",)
+        self.table, self.key, self.calls = table, key, 0
+
+    def run(self, inputs):
+        self.calls += 1
+        return {"embeds": np.stack([np.asarray(self.table[self.key(r)], np.float32) for r in inputs[self.input_names[0]]])}
