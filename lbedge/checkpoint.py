@@ -31,7 +31,7 @@ def load_model(path: str | Path) -> "LanguageBindModel":
     sd, merged = merge_lora(sd, scaling)
     model = LanguageBindModel(cfg)
     load_into(model, sd, str(weights))
-    model.eval()
+    model.eval().requires_grad_(False)       # an inference model; training re-enables what it tunes
     model.lora_pairs_merged = merged  # type: ignore[attr-defined]
     return model
 

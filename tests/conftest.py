@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping
-
 import numpy as np
 import pytest
 
@@ -68,15 +66,15 @@ def make_checkpoint(tmp_path):
     return make
 
 
-class TableBackend:
-    """A test double of the Backend protocol: returns rows from a fixed table, counting calls."""
+class FuncBackend:
+    """A test double of the Backend protocol: applies ``fn`` to the batch and counts calls."""
 
-    def __init__(self, table: Mapping, input_name: str, key=lambda row: tuple(np.asarray(row).ravel()[:4])):
-        self.name = "table"
+    def __init__(self, fn, input_name: str):
+        self.name = "func"
         self.input_names = (input_name,)
         self.output_names = ("embeds",)
-        self.table, self.key, self.calls = table, key, 0
+        self.fn, self.calls = fn, 0
 
     def run(self, inputs):
         self.calls += 1
-        return {"embeds": np.stack([np.asarray(self.table[self.key(r)], np.float32) for r in inputs[self.input_names[0]]])}
+        return {"embeds": np.asarray(self.fn(inputs[self.input_names[0]]), np.float32)}

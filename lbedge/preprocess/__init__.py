@@ -44,8 +44,8 @@ class Preprocessor:
             if m == "audio":
                 return [inputs], False     # an array is one clip ([samples] or [channels, samples])
             batched_ndim = {"image": 4, "thermal": 4, "depth": 3, "video": 5}[m]
-            if m == "depth" and inputs.ndim == 3 and inputs.shape[2] == 1:
-                return [inputs], False
+            if m == "depth" and inputs.ndim == 3 and inputs.shape[2] <= 4:
+                return [inputs], False     # HxWxC: one map (multi-channel is rejected with a clear error)
             return (list(inputs), True) if inputs.ndim == batched_ndim else ([inputs], False)
         if m == "video" and is_frame_list(inputs):
             return [inputs], False

@@ -1,0 +1,166 @@
+"""Zero-shot classification: ranking, template ensembles, abstaining, the prompt cache and its sharing rule."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import OFFICIAL, FuncBackend, needs_samples, SAMPLES
+from lbedge import ClipTokenizer, Encoder, InputError, PreprocessConfig, PromptCache, ZeroShotClassifier
+from lbedge.zeroshot import cross_modal_similarity
+
+TOK = ClipTokenizer.from_dir(OFFICIAL / "tokenizer")
+WORDS = {w: TOK.encode(w)[0] for w in ("cat", "dog", "car", "photo", "sketch")}
+BASIS = {w: np.eye(8, dtype=np.float32)[i] for i, w in enumerate(WORDS)}
+
+
+def fake_text(ids: np.ndarray) -> np.ndarray:
+    """Sum of basis vectors of the known words present in each row (prompt-dependent, deterministic)."""
+    out = np.zeros((len(ids), 8), np.float32)
+    for r, row in enumerate(ids):
+        for w, tid in WORDS.items():
+            out[r] += BASIS[w] * float((row == tid).sum())
+        out[r, 7] += 0.01
+    return out
+
+
+def make_encoder(fingerprint="fp-A", text_fn=fake_text):
+    """An Encoder whose vision tower maps a preprocessed image to basis[k] where k = x[0, 0, 0]."""
+    cfg = PreprocessConfig("image")
+    words = list(WORDS)
+    vision = FuncBackend(lambda x: np.stack([BASIS[words[int(v[0, 0, 0])]] + 0.05 for v in x]), "pixel_values")
+    text = FuncBackend(text_fn, "input_ids")
+    return Encoder(modality="image", preprocess_config=cfg, vision=vision, text=text, tokenizer=TOK,
+                   logit_scale=100.0, embed_dim=8, name="fake", text_fingerprint=fingerprint)
+
+
+def images(*classes: int) -> np.ndarray:
+    x = np.zeros((len(classes), 3, 224, 224), np.float32)
+    for i, k in enumerate(classes):
+        x[i, 0, 0, 0] = k
+    return x
+
+
+def test_ranks_labels_by_similarity(tmp_path):
+    clf = ZeroShotClassifier(make_encoder(), ["cat", "dog", "car"], templates=["{}"], cache=tmp_path)
+    preds = clf(images(0, 1, 2))
+    assert [p.label for p in preds] == ["cat", "dog", "car"]
+    assert clf.top_k == 3
+    for p in preds:
+        assert p.scores == sorted(p.scores, reverse=True)
+        assert sum(p.scores) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_probabilities_are_softmax_of_scaled_cosine(tmp_path):
+    enc = make_encoder()
+    clf = ZeroShotClassifier(enc, ["cat", "dog", "car"], templates=["a photo of a {}."], cache=tmp_path)
+    x = images(1)
+    e = enc.embed(x)
+    t = enc.embed_text(["a photo of a cat.", "a photo of a dog.", "a photo of a car."])
+    logits = 100.0 * e @ t.T
+    expected = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+    p = clf(x[0])                                         # a single sample gives a single Prediction
+    assert p.label == "dog"
+    np.testing.assert_allclose(sorted(expected[0], reverse=True), p.scores, rtol=1e-5)
+
+
+def test_template_ensemble_is_the_normalised_mean(tmp_path):
+    enc = make_encoder()
+    tpl = ["a photo of a {}.", "a sketch of a {}."]
+    clf = ZeroShotClassifier(enc, ["cat", "dog"], templates=tpl, cache=tmp_path)
+    m = enc.embed_text(["a photo of a cat.", "a sketch of a cat."]).mean(0)
+    np.testing.assert_allclose(clf.text_embeds[0], m / np.linalg.norm(m), atol=1e-6)
+
+
+def test_default_templates_follow_the_modality(tmp_path):
+    clf = ZeroShotClassifier(make_encoder(), ["cat"], cache=tmp_path)
+    assert "a photo of a {}." in clf.templates
+
+
+def test_threshold_abstains(tmp_path):
+    def flat(ids):                      # every label equally similar: top probability 1/3
+        return np.ones((len(ids), 8), np.float32)
+
+    clf = ZeroShotClassifier(make_encoder(text_fn=flat), ["cat", "dog", "car"], templates=["{}"], threshold=0.5,
+                             cache=tmp_path)
+    p = clf(images(0))[0]
+    assert p.abstained and p.label is None and p.score == pytest.approx(1 / 3, abs=1e-5)
+
+
+def test_top_k_limits_output(tmp_path):
+    clf = ZeroShotClassifier(make_encoder(), ["cat", "dog", "car"], templates=["{}"], top_k=2, cache=tmp_path)
+    assert len(clf(images(2))[0].labels) == 2
+
+
+@pytest.mark.parametrize("labels,templates,match", [
+    ([], None, "non-empty"), (["cat", ""], None, "non-empty"), (["cat", "cat"], None, "duplicate"),
+    (["cat"], ["no placeholder"], "must contain"),
+])
+def test_bad_labels_and_templates(tmp_path, labels, templates, match):
+    with pytest.raises(InputError, match=match):
+        ZeroShotClassifier(make_encoder(), labels, templates=templates, cache=tmp_path)
+
+
+def test_prompt_cache_hits_on_disk(tmp_path):
+    enc = make_encoder()
+    ZeroShotClassifier(enc, ["cat", "dog"], templates=["{}"], cache=tmp_path)
+    calls = enc.text.calls
+    assert calls == 1 and len(list(tmp_path.glob("*.npy"))) == 1
+    enc2 = make_encoder()                                # a new process would see the same files
+    clf = ZeroShotClassifier(enc2, ["cat", "dog"], templates=["{}"], cache=tmp_path)
+    assert enc2.text.calls == 0
+    assert clf(images(1))[0].label == "dog"
+
+
+def test_prompt_cache_is_keyed_by_text_tower(tmp_path):
+    """A different text tower must not reuse cached prompts, even with identical prompts."""
+    ZeroShotClassifier(make_encoder("fp-A"), ["cat", "dog"], templates=["{}"], cache=tmp_path)
+    other = make_encoder("fp-B")
+    ZeroShotClassifier(other, ["cat", "dog"], templates=["{}"], cache=tmp_path)
+    assert other.text.calls == 1 and len(list(tmp_path.glob("*.npy"))) == 2
+
+
+def test_damaged_cache_entry_is_recomputed(tmp_path):
+    enc = make_encoder()
+    ZeroShotClassifier(enc, ["cat", "dog"], templates=["{}"], cache=tmp_path)
+    (entry,) = tmp_path.glob("*.npy")
+    entry.write_bytes(b"garbage")
+    enc2 = make_encoder()
+    clf = ZeroShotClassifier(enc2, ["cat", "dog"], templates=["{}"], cache=tmp_path)
+    assert enc2.text.calls == 1 and clf(images(0))[0].label == "cat"
+    assert PromptCache(tmp_path).get("fp-A", ["cat", "dog"]) is not None
+
+
+def test_cache_can_be_disabled(tmp_path, monkeypatch):
+    monkeypatch.setenv("LBEDGE_CACHE", str(tmp_path))
+    ZeroShotClassifier(make_encoder(), ["cat"], templates=["{}"], use_cache=False)
+    assert not list(tmp_path.rglob("*.npy"))
+
+
+def test_cross_modal_similarity_requires_the_same_text_tower():
+    a, b = make_encoder("fp-A"), make_encoder("fp-A")
+    s = cross_modal_similarity(a, images(0, 1), b, images(0, 1, 2))
+    assert s.shape == (2, 3) and s[0, 0] > s[0, 1] and s[1, 1] > s[1, 2]
+    with pytest.raises(InputError, match="different text towers"):
+        cross_modal_similarity(a, images(0), make_encoder("fp-B"), images(0))
+
+
+def test_nan_input_is_rejected():
+    x = images(0)
+    x[0, 1, 5, 5] = np.nan
+    with pytest.raises(InputError, match="NaN"):
+        make_encoder().embed(x)
+
+
+@needs_samples
+def test_real_checkpoint_classifier_end_to_end(tmp_path):
+    pytest.importorskip("torch")
+    import lbedge
+
+    enc = lbedge.from_pretrained(OFFICIAL / "image")
+    clf = lbedge.ZeroShotClassifier(enc, ["parakeet", "lion", "room"], cache=tmp_path)
+    preds = clf([str(SAMPLES / "image" / "0.jpg"), str(SAMPLES / "image" / "1.jpg")])
+    assert len(preds) == 2
+    e = enc.embed([SAMPLES / "image" / "0.jpg", SAMPLES / "image" / "1.jpg"])
+    assert [p.label for p in preds] == [clf.labels[i] for i in (e @ clf.text_embeds.T).argmax(1)]
+    assert enc.text_fingerprint == lbedge.from_pretrained(OFFICIAL / "image").text_fingerprint
