@@ -13,6 +13,17 @@ _EXTRAS: dict[str, tuple[str, str]] = {
     "torch": ("torch", "the PyTorch reference backend (lbedge.from_pretrained)"),
     "soundfile": ("audio", "reading audio files other than PCM WAV"),
     "huggingface_hub": ("hub", "downloading official checkpoints"),
+    "onnxruntime": ("onnx", "the ONNX Runtime backend (lbedge.load_bundle)"),
+    "onnx": ("quantize", "ONNX export and quantization"),
+    "onnxslim": ("quantize", "ONNX graph simplification"),
+    "onnxconverter_common": ("quantize", "FP16 conversion"),
+    "psutil": ("bench", "memory measurements in lbedge bench"),
+}
+# not on PyPI for every platform: a hint instead of an extra
+_HINTS: dict[str, str] = {
+    "tensorrt": "TensorRT Python bindings are needed for the TensorRT backend: on a Jetson they come with JetPack "
+                "(apt install python3-libnvinfer); on x86 GPU hosts pip install tensorrt",
+    "cuda": "cuda-python is needed by the TensorRT backend: pip install \"lbedge[tensorrt]\" (cuda-python)",
 }
 
 
@@ -21,6 +32,8 @@ def require(module: str) -> ModuleType:
     try:
         return importlib.import_module(module)
     except ImportError as exc:
+        if module.split(".")[0] in _HINTS:
+            raise MissingDependency(f"{_HINTS[module.split('.')[0]]} ({exc})") from exc
         extra, purpose = _EXTRAS.get(module, (None, module))
         hint = f'pip install "lbedge[{extra}]"' if extra else f"pip install {module}"
         raise MissingDependency(f"{module} is needed for {purpose} but is not installed: {hint} ({exc})") from exc

@@ -88,11 +88,14 @@ class TextTransformer(nn.Module):
         self.register_buffer("causal_mask", torch.ones(n, n, dtype=torch.bool).tril(), persistent=False)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """``input_ids`` int64 or int32 ``[B, n]`` -> pooled EOS features ``[B, D]``."""
         n = input_ids.shape[1]
         x = self.embeddings.token_embedding(input_ids) + self.embeddings.position_embedding.weight[:n]
         x = self.final_layer_norm(self.encoder(x, self.causal_mask[:n, :n]))
-        eos = input_ids.argmax(dim=-1)
-        return x[torch.arange(x.shape[0], device=x.device), eos]
+        # the EOS token has the highest id: argmax on float ids (exact below 2**24) and a gather keep the
+        # exported graph free of int64 ArgMax and advanced indexing, which TensorRT handles poorly
+        eos = input_ids.float().argmax(dim=-1)
+        return torch.gather(x, 1, eos[:, None, None].expand(-1, 1, x.shape[-1]))[:, 0]
 
 
 class LanguageBindModel(nn.Module):

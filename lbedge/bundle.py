@@ -1,0 +1,186 @@
+"""Bundles: self-contained, relocatable deployment folders, loaded without torch.
+
+A bundle holds ``manifest.json``, the tokenizer files, and per tower and precision an ONNX graph
+(``vision.int8.onnx``, ``text.fp32.onnx``...), plus TensorRT engines compiled on the target device
+under ``engines/`` with their own manifests. Every file is listed with its sha256; ``load_bundle``
+verifies them, so a truncated copy or a swapped file is an error, not silent garbage.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ._deps import available
+from .config import PreprocessConfig
+from .encoder import Encoder
+from .engine import EngineManifest, sha256_file
+from .errors import CheckpointError, EngineMismatch, InputError
+from .tokenizer import ClipTokenizer
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+PRECISIONS = ("fp32", "fp16", "int8")
+BACKENDS = ("auto", "tensorrt", "onnxruntime")
+
+
+@dataclass
+class TowerFile:
+    """One graph of one tower at one precision."""
+
+    file: str
+    sha256: str
+    inputs: dict[str, Any] = field(default_factory=dict)
+    extra_files: dict[str, str] = field(default_factory=dict)     # external data: name -> sha256
+    agreement: dict[str, Any] | None = None                       # vs FP32 on held-out inputs
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Manifest:
+    """The contents of ``manifest.json``."""
+
+    modality: str
+    embed_dim: int
+    logit_scale: float
+    preprocess: dict[str, Any]
+    text: dict[str, Any]                                  # context_length, vocab_size, fingerprint
+    tokenizer: dict[str, str]                             # file -> sha256
+    towers: dict[str, dict[str, TowerFile]]               # tower -> precision -> file
+    engines: list[dict[str, Any]] = field(default_factory=list)   # {"tower", "precision", "file", "manifest"}
+    provenance: dict[str, Any] = field(default_factory=dict)
+    name: str = ""
+    lbedge_version: str = ""
+    schema_version: int = SCHEMA_VERSION
+
+    def to_json(self) -> str:
+        def enc(o: Any) -> Any:
+            return o.__dict__ if isinstance(o, TowerFile) else o
+        return json.dumps(self.__dict__, default=enc, indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def read(cls, folder: Path) -> "Manifest":
+        path = folder / "manifest.json"
+        if not path.is_file():
+            raise CheckpointError(f"no manifest.json in {folder}: not an lbedge bundle (build one with `lbedge build`)")
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(f"{path} is unreadable or not JSON: {exc}") from exc
+        if raw.get("schema_version") != SCHEMA_VERSION:
+            raise CheckpointError(f"{path} has bundle schema {raw.get('schema_version')!r}; this lbedge reads "
+                                  f"schema {SCHEMA_VERSION}: rebuild the bundle or upgrade lbedge")
+        try:
+            raw["towers"] = {t: {p: TowerFile(**f) for p, f in by_p.items()} for t, by_p in raw["towers"].items()}
+            return cls(**raw)
+        except (KeyError, TypeError) as exc:
+            raise CheckpointError(f"{path} is missing fields or has unknown ones ({exc})") from exc
+
+    def write(self, folder: Path) -> None:
+        (folder / "manifest.json").write_text(self.to_json(), encoding="utf-8")
+
+
+def verify_file(folder: Path, name: str, sha256: str) -> Path:
+    path = folder / name
+    if not path.is_file():
+        raise CheckpointError(f"bundle file {name} is missing from {folder}: copy the whole bundle folder")
+    got = sha256_file(path)
+    if got != sha256:
+        raise CheckpointError(f"bundle file {path} is corrupt or was replaced (sha256 {got[:12]}... != manifest "
+                              f"{sha256[:12]}...): rebuild or re-copy the bundle")
+    return path
+
+
+def pick_precision(man: Manifest, tower: str, precision: str, backend: str) -> str:
+    have = man.towers.get(tower, {})
+    if not have:
+        raise CheckpointError(f"bundle has no {tower} tower")
+    if precision != "auto":
+        if precision not in have:
+            raise InputError(f"bundle has no {precision} {tower} graph (has: {', '.join(have)})")
+        return precision
+    # int8 is the CPU/VNNI and TensorRT speed win; fp16 is slow on CPUs, so ORT prefers fp32 over it
+    order = ("int8", "fp16", "fp32") if backend == "tensorrt" else ("int8", "fp32", "fp16")
+    if tower == "text":
+        order = ("fp16", "fp32") if backend == "tensorrt" else ("fp32", "fp16")
+    return next(p for p in order if p in have)
+
+
+def _engine_for(man: Manifest, folder: Path, tower: str, precision: str) -> Path | None:
+    for e in man.engines:
+        if e["tower"] == tower and e["precision"] == precision and (folder / e["file"]).is_file():
+            return folder / e["file"]
+    return None
+
+
+def choose_backend(man: Manifest, folder: Path, backend: str) -> str:
+    """``auto``: TensorRT when it is installed and the bundle has engines compiled for it, else ONNX Runtime.
+
+    Never a silent fallback: with TensorRT installed but no engine, the choice is logged with the command
+    that compiles one; an engine that exists but does not match this device raises (see TensorRTBackend).
+    """
+    if backend not in BACKENDS:
+        raise InputError(f"unknown backend {backend!r}: choose {', '.join(BACKENDS)}")
+    if backend != "auto":
+        return backend
+    if available("tensorrt"):
+        if man.engines:
+            return "tensorrt"
+        log.warning("TensorRT is installed but bundle %s has no engines: using ONNX Runtime. "
+                    "Run `lbedge compile %s` to build them for this device.", folder, folder)
+    return "onnxruntime"
+
+
+def load_bundle(path: str | Path, *, backend: str = "auto", precision: str = "auto",
+                text_precision: str = "auto", providers: list[str] | None = None, threads: int | None = None,
+                batch_size: int = 8, verify: bool = True, cuda_graph: bool = False) -> Encoder:
+    """Load a bundle as an :class:`Encoder` on ONNX Runtime or TensorRT; torch is never imported.
+
+    ``precision`` picks the vision graph (``int8``, ``fp16``, ``fp32`` or ``auto``); ``verify`` checks every
+    file's sha256 against the manifest.
+    """
+    folder = Path(path)
+    if not folder.is_dir():
+        raise CheckpointError(f"bundle folder not found: {folder}")
+    man = Manifest.read(folder)
+    chosen = choose_backend(man, folder, backend)
+    for name, sha in man.tokenizer.items():
+        verify_file(folder, f"tokenizer/{name}", sha) if verify else None
+    tok = ClipTokenizer.from_dir(folder / "tokenizer", context_length=int(man.text["context_length"]))
+
+    def backend_for(tower: str, prec: str):
+        entry = man.towers[tower][prec]
+        if verify:
+            verify_file(folder, entry.file, entry.sha256)
+            for extra, sha in entry.extra_files.items():
+                verify_file(folder, extra, sha)
+        if chosen == "tensorrt":
+            engine = _engine_for(man, folder, tower, prec)
+            if engine is None:
+                raise EngineMismatch(f"bundle {folder} has no TensorRT engine for the {prec} {tower} tower: "
+                                     f"run `lbedge compile {folder} --precision {prec}` on this device")
+            from .backends.tensorrt_backend import TensorRTBackend
+
+            return TensorRTBackend(engine, onnx_sha256=entry.sha256, cuda_graph=cuda_graph, verify=verify)
+        from .backends.onnxruntime_backend import OnnxRuntimeBackend
+
+        return OnnxRuntimeBackend(folder / entry.file, providers=providers, threads=threads)
+
+    vp = pick_precision(man, "vision", precision, chosen)
+    tp = pick_precision(man, "text", text_precision, chosen)
+    enc = Encoder(modality=man.modality, preprocess_config=PreprocessConfig.from_dict(man.preprocess),
+                  vision=backend_for("vision", vp), text=backend_for("text", tp), tokenizer=tok,
+                  logit_scale=man.logit_scale, embed_dim=man.embed_dim, name=man.name or folder.name,
+                  text_fingerprint=man.text.get("fingerprint"), batch_size=batch_size)
+    enc.precision = {"vision": vp, "text": tp}          # type: ignore[attr-defined]
+    enc.bundle_path = folder                            # type: ignore[attr-defined]
+    return enc
+
+
+def engine_manifests(folder: Path) -> list[EngineManifest]:
+    man = Manifest.read(folder)
+    return [EngineManifest.load(folder / e["manifest"]) for e in man.engines]

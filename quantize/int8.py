@@ -1,0 +1,154 @@
+"""INT8 post-training quantization: QDQ ONNX that TensorRT consumes as explicit quantization.
+
+onnxruntime's ``quantize_static`` inserts QuantizeLinear/DequantizeLinear pairs around MatMul and Conv:
+int8 weights, symmetric and per output channel; int8 activations, symmetric (zero point 0, which
+TensorRT requires), their ranges calibrated on real inputs with MinMax, Entropy or Percentile.
+ONNX Runtime runs the same file with its int8 kernels (VNNI on x86).
+
+When the quantized tower's agreement with FP32 on held-out inputs falls short, the most sensitive
+layers fall back to floating point: first the patch embedding and the output projection, then the MLP
+output projections (fc2, where CLIP's outlier activations live) from the last layer backwards. On
+TensorRT the fallback layers run in FP16 (engines from QDQ graphs are built with FP16 enabled).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from lbedge.errors import LBEdgeError
+
+from . import onnx_utils
+
+log = logging.getLogger(__name__)
+
+METHODS = ("minmax", "entropy", "percentile")
+
+
+class QuantizationError(LBEdgeError):
+    """Quantization could not reach the requested agreement with FP32."""
+
+
+@dataclass
+class Int8Config:
+    method: str = "percentile"            # minmax | entropy | percentile
+    percentile: float = 99.999
+    per_channel: bool = True
+    min_cosine: float = 0.99              # target: worst held-out embedding cosine vs FP32
+    max_fallback_rounds: int = 4
+    op_types: tuple[str, ...] = ("MatMul", "Conv", "Gemm")
+
+
+@dataclass
+class Int8Report:
+    method: str
+    seconds: float
+    calibration_samples: int
+    excluded_nodes: list[str]
+    agreement: onnx_utils.Agreement | None
+    rounds: list[dict[str, Any]] = field(default_factory=list)
+    quantized_nodes: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": self.method, "seconds": round(self.seconds, 2), "calibration_samples":
+                self.calibration_samples, "excluded_nodes": self.excluded_nodes, "quantized_nodes":
+                self.quantized_nodes, "agreement": self.agreement.to_dict() if self.agreement else None,
+                "rounds": self.rounds}
+
+
+class _Reader:
+    """onnxruntime CalibrationDataReader over a preprocessed array, one sample per call."""
+
+    def __init__(self, name: str, data: np.ndarray):
+        self.name, self.data, self.i = name, data, 0
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self.i >= len(self.data):
+            return None
+        self.i += 1
+        return {self.name: self.data[self.i - 1:self.i]}
+
+    def rewind(self) -> None:
+        self.i = 0
+
+
+def fallback_groups(model: onnx.ModelProto, op_types: tuple[str, ...]) -> list[list[str]]:
+    """Node groups to keep in floating point, most sensitive first (see module docstring)."""
+    nodes = [n for n in model.graph.node if n.op_type in op_types]
+    first_last = [n.name for n in nodes if n.op_type == "Conv"] + ([nodes[-1].name] if nodes else [])
+    groups = [first_last]
+    fc2 = [n.name for n in nodes if "fc2" in n.name or "mlp" in n.name and "fc2" in "".join(n.input)]
+    if not fc2:   # names lost by simplification: fall back to every 6th MatMul (one MLP output per layer)
+        mm = [n.name for n in nodes if n.op_type == "MatMul"]
+        fc2 = mm[5::6]
+    fc2.reverse()
+    step = max(1, len(fc2) // 3)
+    groups += [fc2[i:i + step] for i in range(0, len(fc2), step)]
+    return [g for g in groups if g]
+
+
+def quantize_int8(src: str | Path, dst: str | Path, calib: np.ndarray, *, holdout: np.ndarray | None = None,
+                  reference: np.ndarray | None = None, text_embeds: np.ndarray | None = None,
+                  config: Int8Config | None = None) -> Int8Report:
+    """Quantize the FP32 graph ``src`` to ``dst`` (QDQ), calibrating on ``calib`` (preprocessed inputs).
+
+    ``holdout`` inputs and their FP32 ``reference`` embeddings measure agreement; when the worst cosine
+    is below ``config.min_cosine`` sensitive layers fall back to float, round by round.
+    """
+    from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType, quantize_static)
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from .export import ort_outputs
+
+    cfg = config or Int8Config()
+    if cfg.method not in METHODS:
+        raise QuantizationError(f"unknown calibration method {cfg.method!r}: choose {', '.join(METHODS)}")
+    method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+              "percentile": CalibrationMethod.Percentile}[cfg.method]
+    t0 = time.perf_counter()
+    src, dst = Path(src), Path(dst)
+    model = onnx.load(str(src), load_external_data=False)
+    input_name = model.graph.input[0].name
+    groups = fallback_groups(model, cfg.op_types)
+    excluded: list[str] = []
+    rounds: list[dict[str, Any]] = []
+    agree = None
+    with tempfile.TemporaryDirectory() as tmp:
+        pre = Path(tmp) / "pre.onnx"
+        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+        for round_no in range(cfg.max_fallback_rounds + 1):
+            extra = {"ActivationSymmetric": True, "WeightSymmetric": True,
+                     "CalibPercentile": cfg.percentile, "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1}}
+            if cfg.method == "entropy":
+                extra["CalibNumBins"] = 512
+            with contextlib.redirect_stdout(io.StringIO()):      # onnxruntime prints calibration chatter
+                quantize_static(str(pre), str(dst), _Reader(input_name, calib), quant_format=QuantFormat.QDQ,
+                                activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                                per_channel=cfg.per_channel, calibrate_method=method,
+                                op_types_to_quantize=list(cfg.op_types), nodes_to_exclude=list(excluded),
+                                use_external_data_format=src.with_name(src.name + ".data").exists(),
+                                extra_options=extra)
+            if holdout is None or reference is None:
+                break
+            agree = onnx_utils.agreement(reference, ort_outputs(dst, holdout), text_embeds)
+            rounds.append({"excluded": len(excluded), **agree.to_dict()})
+            log.info("int8 round %d: %d nodes in float, min cosine %.5f", round_no, len(excluded), agree.min_cosine)
+            if agree.min_cosine >= cfg.min_cosine or round_no == len(groups) or round_no == cfg.max_fallback_rounds:
+                break
+            excluded += groups[round_no]
+    q = onnx.load(str(dst), load_external_data=False)
+    n_q = sum(1 for n in q.graph.node if n.op_type == "DequantizeLinear")
+    report = Int8Report(cfg.method, time.perf_counter() - t0, len(calib), excluded, agree, rounds, n_q)
+    if agree is not None and agree.min_cosine < cfg.min_cosine:
+        log.warning("int8 agreement %.4f is below the target %.4f even with %d layers in float", agree.min_cosine,
+                    cfg.min_cosine, len(excluded))
+    return report
