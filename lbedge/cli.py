@@ -13,7 +13,9 @@ import numpy as np
 
 from . import __version__
 from ._deps import available
+from .config import PreprocessConfig
 from .errors import LBEdgeError
+from .preprocess import Preprocessor
 
 
 def _friendly(fn):
@@ -140,6 +142,189 @@ def embed(checkpoint: Path, texts: tuple[str, ...], output: Path, device: str, f
     e = enc.embed(list(files)) if files else enc.embed_text(list(texts))
     np.save(output, e)
     click.echo(f"wrote {output} {tuple(e.shape)} float32 ({enc.modality if files else 'text'})")
+
+
+def _batches(text: str) -> list[int]:
+    from .errors import InputError
+
+    try:
+        out = [int(b) for b in text.split(",") if b.strip()]
+    except ValueError as exc:
+        raise InputError(f"--batch takes comma-separated integers, got {text!r}") from exc
+    if not out or min(out) < 1:
+        raise InputError(f"--batch needs positive batch sizes, got {text!r}")
+    return out
+
+
+def _print_rows(man) -> None:
+    from .quantize.bundle_build import summary
+
+    for r in summary(man):
+        cos = "-" if r["min_cosine"] is None else f"{r['min_cosine']:.5f}"
+        top1 = "-" if r["top1_agreement"] is None else f"{r['top1_agreement']:.3f}"
+        click.echo(f"  {r['tower']:<7}{r['precision']:<6}{r['file']:<22} min cos vs fp32 {cos:<9} top-1 agree {top1}")
+
+
+@main.command("export")
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option("--output", "-o", required=True, type=click.Path(path_type=Path), help="Bundle folder to create.")
+@click.option("--opset", default=17, show_default=True, help="ONNX opset (>= 17).")
+@click.option("--atol", default=1e-4, show_default=True, help="Max abs difference ORT vs PyTorch before failing.")
+@click.option("--no-simplify", is_flag=True, help="Skip onnxslim constant folding and simplification.")
+@_friendly
+def export_cmd(checkpoint: Path, output: Path, opset: int, atol: float, no_simplify: bool) -> None:
+    """Export CHECKPOINT's vision and text towers to an FP32 ONNX bundle (validated against PyTorch)."""
+    from .quantize.bundle_build import export_bundle
+    from .quantize.export import ExportConfig
+
+    man, reports = export_bundle(checkpoint, output, config=ExportConfig(opset=opset, atol=atol,
+                                                                          simplify=not no_simplify))
+    for tower, r in reports.items():
+        a = r["agreement"]
+        trt = "; ".join(f"TensorRT {k}: {'ok' if not v else ', '.join(v)}" for k, v in r["tensorrt"].items())
+        click.echo(f"{tower}: {r['file']} nodes {r['nodes_exported']} -> {r['nodes_final']} (onnxslim "
+                   f"{r['simplify_seconds']:.1f} s), ORT vs torch max abs {a['max_abs_diff']:.1e}, "
+                   f"cos {a['min_cosine']:.6f}; {trt}")
+    click.echo(f"wrote bundle {output} ({man.modality})")
+
+
+@main.command("quantize")
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--precision", "-p", type=click.Choice(["fp16", "int8"]), required=True)
+@click.option("--calib", multiple=True, type=click.Path(path_type=Path),
+              help="Folder(s) or files of real inputs for INT8 calibration (repeatable).")
+@click.option("--val", multiple=True, type=click.Path(path_type=Path), help="Held-out inputs (default: 1 in 4 of --calib).")
+@click.option("--method", type=click.Choice(["minmax", "entropy", "percentile"]), default="percentile", show_default=True)
+@click.option("--min-cosine", default=0.99, show_default=True, help="INT8 target; below it layers fall back to float.")
+@click.option("--limit", default=256, show_default=True, help="At most this many calibration files.")
+@_friendly
+def quantize_cmd(bundle: Path, precision: str, calib: tuple[Path, ...], val: tuple[Path, ...], method: str,
+                 min_cosine: float, limit: int) -> None:
+    """Add an FP16 or calibrated INT8 graph to BUNDLE, with its agreement to FP32."""
+    from .bundle import Manifest
+    from .errors import InputError
+    from .quantize.bundle_build import add_fp16, add_int8
+    from .quantize.calibration import load_inputs
+    from .quantize.int8 import Int8Config
+
+    man = Manifest.read(bundle)
+    pre = Preprocessor(PreprocessConfig.from_dict(man.preprocess))
+    val_set = load_inputs(val, pre) if val else None
+    if precision == "fp16":
+        man = add_fp16(bundle, inputs=val_set.arrays if val_set else None)
+    else:
+        if not calib:
+            raise InputError("INT8 needs real calibration inputs: pass --calib DIR")
+        calib_set = load_inputs(calib, pre, limit=limit)
+        for f, why in calib_set.skipped:
+            click.echo(f"skipped {f}: {why}", err=True)
+        man = add_int8(bundle, calib_set, holdout=val_set, config=Int8Config(method=method, min_cosine=min_cosine))
+    _print_rows(man)
+
+
+@main.command("build")
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option("--output", "-o", required=True, type=click.Path(path_type=Path), help="Bundle folder to create.")
+@click.option("--precision", "-p", type=click.Choice(["fp32", "fp16", "int8"]), default="int8", show_default=True,
+              help="Highest reduction to build: int8 builds fp32+fp16+int8, fp16 builds fp32+fp16.")
+@click.option("--calib", multiple=True, type=click.Path(path_type=Path), help="Real inputs for INT8 calibration.")
+@click.option("--val", multiple=True, type=click.Path(path_type=Path), help="Held-out inputs (default: 1 in 4 of --calib).")
+@click.option("--method", type=click.Choice(["minmax", "entropy", "percentile"]), default="percentile", show_default=True)
+@click.option("--min-cosine", default=0.99, show_default=True, help="INT8 target; below it layers fall back to float.")
+@_friendly
+def build_cmd(checkpoint: Path, output: Path, precision: str, calib: tuple[Path, ...], val: tuple[Path, ...],
+              method: str, min_cosine: float) -> None:
+    """Export, FP16 and INT8 in one go: CHECKPOINT -> a torch-free bundle."""
+    from .quantize.bundle_build import build_bundle
+    from .quantize.int8 import Int8Config
+
+    precs = {"fp32": ["fp32"], "fp16": ["fp32", "fp16"], "int8": ["fp32", "fp16", "int8"]}[precision]
+    man = build_bundle(checkpoint, output, precisions=precs, calib=calib, val=val,
+                       int8_config=Int8Config(method=method, min_cosine=min_cosine))
+    click.echo(f"wrote bundle {output} ({man.modality}):")
+    _print_rows(man)
+
+
+@main.command("compile")
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--precision", "-p", multiple=True, type=click.Choice(["fp32", "fp16", "int8"]),
+              help="Graphs to compile (default: vision int8+fp16, text fp16, those present).")
+@click.option("--max-batch", default=8, show_default=True)
+@click.option("--opt-batch", default=1, show_default=True)
+@click.option("--workspace-mb", default=2048, show_default=True)
+@click.option("--dla-core", default=-1, show_default=True, help="DLA core (AGX Orin / Orin NX) with GPU fallback; -1 = GPU.")
+@click.option("--version-compatible", is_flag=True, help="Build version-compatible engines (TensorRT >= 8.6).")
+@click.option("--rebuild", is_flag=True, help="Replace cached engines that do not match this device or options.")
+@_friendly
+def compile_cmd(bundle: Path, precision: tuple[str, ...], max_batch: int, opt_batch: int, workspace_mb: int,
+                dla_core: int, version_compatible: bool, rebuild: bool) -> None:
+    """On the target device: build TensorRT engines for BUNDLE (cached, checked against this runtime)."""
+    from .quantize.tensorrt_build import BuildOptions, compile_bundle
+
+    opts = BuildOptions(opt_batch=opt_batch, max_batch=max_batch, workspace_mb=workspace_mb, dla_core=dla_core,
+                        version_compatible=version_compatible)
+    rows = compile_bundle(bundle, precisions=list(precision) or None, opts=opts, rebuild=rebuild, say=click.echo)
+    for r in rows:
+        how = "cached" if r["reused"] else f"built in {r['seconds']} s"
+        click.echo(f"{r['tower']} {r['precision']}: {r['file']} ({how})")
+
+
+@main.command("validate")
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--inputs", "-i", multiple=True, required=True, type=click.Path(path_type=Path),
+              help="Held-out inputs: folder(s) or files of the bundle's modality.")
+@click.option("--labels", "-l", help="Comma-separated labels for top-1 agreement (default: 30 common objects).")
+@click.option("--backend", type=click.Choice(["onnxruntime", "tensorrt"]), default="onnxruntime", show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@_friendly
+def validate_cmd(bundle: Path, inputs: tuple[Path, ...], labels: str | None, backend: str, as_json: bool) -> None:
+    """Embedding cosine and zero-shot top-1 agreement of every precision vs FP32. Exit 1 if below target."""
+    from .bundle import Manifest
+    from .quantize.calibration import load_inputs
+    from .validate import PROBE_LABELS, validate_bundle
+
+    man = Manifest.read(bundle)
+    data = load_inputs(inputs, Preprocessor(PreprocessConfig.from_dict(man.preprocess)))
+    for f, why in data.skipped:
+        click.echo(f"skipped {f}: {why}", err=True)
+    rows = validate_bundle(bundle, data.arrays, labels=_labels(labels, None) if labels else PROBE_LABELS,
+                           backend=backend)
+    if as_json:
+        click.echo(json.dumps([r.to_dict() for r in rows], indent=2))
+    else:
+        for r in rows:
+            top1 = "-" if r.top1_agreement is None else f"{r.top1_agreement:.3f}"
+            click.echo(f"{r.tower:<7}{r.precision:<6} n={r.samples:<4} min cos {r.min_cosine:.5f} mean {r.mean_cosine:.5f}"
+                       f" top-1 agree {top1:<6} target {r.threshold} {'PASS' if r.passed else 'FAIL'}")
+    if not all(r.passed for r in rows):
+        sys.exit(1)
+
+
+@main.command("bench")
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--backend", default="onnxruntime", show_default=True,
+              help="onnxruntime, tensorrt, or all (those installed).")
+@click.option("--precision", "-p", multiple=True, type=click.Choice(["fp32", "fp16", "int8"]), help="Default: all present.")
+@click.option("--batch", default="1", show_default=True, help="Comma-separated batch sizes, e.g. 1,4,8.")
+@click.option("--threads", type=int, help="Intra-op threads for ONNX Runtime (default: all cores).")
+@click.option("--iters", default=10, show_default=True)
+@click.option("--warmup", default=2, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@_friendly
+def bench_cmd(bundle: Path, backend: str, precision: tuple[str, ...], batch: str, threads: int | None, iters: int,
+              warmup: int, as_json: bool) -> None:
+    """Latency p50/p90/p99 and throughput per backend, precision and batch; preprocessing included."""
+    from .bench import bench_bundle, format_table
+
+    backends = [backend] if backend != "all" else ["onnxruntime"] + (["tensorrt"] if available("tensorrt") else [])
+    res = bench_bundle(bundle, backends=backends, precisions=list(precision) or None, batches=_batches(batch),
+                       threads=threads, warmup=warmup, iters=iters)
+    if as_json:
+        click.echo(json.dumps(res, indent=2))
+        return
+    click.echo(format_table(res["rows"]))
+    click.echo(f"peak RSS {res['peak_rss_mb']} MiB; {res['machine']['cpus']} CPUs; threads: "
+               f"{threads or 'onnxruntime default (all cores)'}")
 
 
 @main.command()

@@ -75,7 +75,7 @@ def load_inputs(sources: Sequence[str | Path], preprocessor: Preprocessor, *, li
         except LBEdgeError as exc:
             if on_error == "raise":
                 raise
-            log.warning("skipping %s: %s", f, exc)
+            log.info("skipping %s: %s", f, exc)
             skipped.append((f, str(exc)))
             continue
         used.append(f)

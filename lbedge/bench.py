@@ -1,0 +1,136 @@
+"""``lbedge bench``: latency percentiles and throughput per backend, precision and batch, plus preprocessing.
+
+Warm-up runs are excluded; thread counts are stated; peak resident memory is read from the OS.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .config import PreprocessConfig
+from .preprocess import Preprocessor
+
+
+@dataclass
+class BenchRow:
+    stage: str              # preprocess | vision | text
+    backend: str
+    precision: str
+    batch: int
+    threads: int | None
+    iters: int
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    mean_ms: float
+    throughput: float       # samples per second at p50
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+
+
+def time_fn(fn: Callable[[], Any], *, warmup: int, iters: int, min_seconds: float = 0.0) -> np.ndarray:
+    """Milliseconds per call of ``fn`` after ``warmup`` calls (warm-up excluded)."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    start = time.perf_counter()
+    while len(times) < iters or (time.perf_counter() - start) < min_seconds:
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1000)
+        if len(times) >= 10 * iters:
+            break
+    return np.asarray(times)
+
+
+def row(stage: str, backend: str, precision: str, batch: int, threads: int | None, ms: np.ndarray) -> BenchRow:
+    p50 = float(np.percentile(ms, 50))
+    return BenchRow(stage, backend, precision, batch, threads, len(ms), p50, float(np.percentile(ms, 90)),
+                    float(np.percentile(ms, 99)), float(ms.mean()), batch * 1000.0 / p50)
+
+
+def sample_raw_input(cfg: PreprocessConfig) -> Any:
+    """A realistic raw input of the modality: a 720p frame, a 848x480 16-bit depth map, 10 s of audio, 8 frames."""
+    rng = np.random.default_rng(0)
+    if cfg.modality in ("image", "thermal"):
+        return rng.integers(0, 256, (720, 1280, 3), dtype=np.uint8)
+    if cfg.modality == "depth":
+        return rng.integers(300, 6000, (480, 848), dtype=np.uint16)
+    if cfg.modality == "audio":
+        return (0.1 * rng.standard_normal(160000).astype(np.float32), 16000)
+    return [rng.integers(0, 256, (720, 1280, 3), dtype=np.uint8) for _ in range(cfg.num_frames)]
+
+
+def bench_preprocess(cfg: PreprocessConfig, *, warmup: int = 2, iters: int = 10) -> BenchRow:
+    pre = Preprocessor(cfg)
+    x = sample_raw_input(cfg)
+    return row("preprocess", "numpy", "fp32", 1, 1, time_fn(lambda: pre(x), warmup=warmup, iters=iters))
+
+
+def bench_backend(backend: Any, x: np.ndarray, *, stage: str, precision: str, batches: Sequence[int],
+                  threads: int | None, warmup: int = 2, iters: int = 10) -> list[BenchRow]:
+    name = backend.input_names[0]
+    rows = []
+    for b in batches:
+        xb = np.ascontiguousarray(np.repeat(x[:1], b, axis=0))
+        ms = time_fn(lambda: backend.run({name: xb}), warmup=warmup, iters=iters)
+        rows.append(row(stage, backend.name, precision, b, threads, ms))
+    return rows
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process in MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def machine() -> dict[str, Any]:
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count()}
+
+
+def bench_bundle(path: str | Path, *, backends: Sequence[str], precisions: Sequence[str] | None,
+                 batches: Sequence[int], threads: int | None, warmup: int = 2, iters: int = 10,
+                 towers: Sequence[str] = ("vision", "text")) -> dict[str, Any]:
+    """Benchmark every (backend, precision) graph of a bundle."""
+    from .bundle import Manifest, load_bundle
+
+    folder = Path(path)
+    man = Manifest.read(folder)
+    cfg = PreprocessConfig.from_dict(man.preprocess)
+    rows = [bench_preprocess(cfg, warmup=warmup, iters=iters)]
+    ids = None
+    for be in backends:
+        for tower in towers:
+            for prec in [p for p in man.towers[tower] if precisions is None or p in precisions]:
+                kw = {"precision": prec} if tower == "vision" else {"text_precision": prec}
+                enc = load_bundle(folder, backend=be, threads=threads, **kw)
+                runner = enc.vision if tower == "vision" else enc.text
+                if tower == "vision":
+                    x = enc.preprocess(sample_raw_input(cfg))
+                else:
+                    ids = ids if ids is not None else enc.tokenize(["a photo of a dog."])[0]
+                    x = np.minimum(ids, int(man.text["vocab_size"]) - 1)
+                rows += bench_backend(runner, x, stage=tower, precision=prec, batches=batches, threads=threads,
+                                      warmup=warmup, iters=iters)
+    return {"bundle": str(folder), "modality": man.modality, "machine": machine(),
+            "peak_rss_mb": round(peak_rss_mb(), 1), "rows": [r.to_dict() for r in rows]}
+
+
+def format_table(rows: Sequence[dict[str, Any]]) -> str:
+    head = f"{'stage':<11}{'backend':<13}{'prec':<6}{'batch':>6}{'threads':>8}{'p50 ms':>10}{'p90 ms':>10}" \
+           f"{'p99 ms':>10}{'items/s':>10}"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        lines.append(f"{r['stage']:<11}{r['backend']:<13}{r['precision']:<6}{r['batch']:>6}"
+                     f"{str(r['threads'] or 'auto'):>8}{r['p50_ms']:>10.2f}{r['p90_ms']:>10.2f}{r['p99_ms']:>10.2f}"
+                     f"{r['throughput']:>10.1f}")
+    return "\n".join(lines)
