@@ -109,6 +109,9 @@ def bench_bundle(path: str | Path, *, backends: Sequence[str], precisions: Seque
     rows = [bench_preprocess(cfg, warmup=warmup, iters=iters)]
     ids = None
     for be in backends:
+        if be == "torch":
+            rows += _bench_torch(man, cfg, batches, threads, warmup, iters, towers)
+            continue
         for tower in towers:
             for prec in [p for p in man.towers[tower] if precisions is None or p in precisions]:
                 kw = {"precision": prec} if tower == "vision" else {"text_precision": prec}
@@ -123,6 +126,29 @@ def bench_bundle(path: str | Path, *, backends: Sequence[str], precisions: Seque
                                       warmup=warmup, iters=iters)
     return {"bundle": str(folder), "modality": man.modality, "machine": machine(),
             "peak_rss_mb": round(peak_rss_mb(), 1), "rows": [r.to_dict() for r in rows]}
+
+
+def _bench_torch(man: Any, cfg: PreprocessConfig, batches: Sequence[int], threads: int | None, warmup: int,
+                 iters: int, towers: Sequence[str]) -> list[BenchRow]:
+    """The PyTorch reference on the bundle's source checkpoint (eager FP32), for comparison."""
+    from .checkpoint import from_pretrained
+    from .errors import CheckpointError
+
+    src = man.provenance.get("source")
+    if not src or not Path(src).is_dir():
+        raise CheckpointError(f"the torch backend benchmarks the bundle's source checkpoint, which is not here ({src})")
+    if threads:
+        import torch
+        torch.set_num_threads(threads)
+    enc = from_pretrained(src)
+    rows = []
+    if "vision" in towers:
+        rows += bench_backend(enc.vision, enc.preprocess(sample_raw_input(cfg)), stage="vision", precision="fp32",
+                              batches=batches, threads=threads, warmup=warmup, iters=iters)
+    if "text" in towers:
+        rows += bench_backend(enc.text, enc.tokenize(["a photo of a dog."])[0], stage="text", precision="fp32",
+                              batches=batches, threads=threads, warmup=warmup, iters=iters)
+    return rows
 
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:

@@ -303,7 +303,7 @@ def validate_cmd(bundle: Path, inputs: tuple[Path, ...], labels: str | None, bac
 @main.command("bench")
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.option("--backend", default="onnxruntime", show_default=True,
-              help="onnxruntime, tensorrt, or all (those installed).")
+              help="onnxruntime, tensorrt, torch (the source checkpoint, eager FP32), or all (those installed).")
 @click.option("--precision", "-p", multiple=True, type=click.Choice(["fp32", "fp16", "int8"]), help="Default: all present.")
 @click.option("--batch", default="1", show_default=True, help="Comma-separated batch sizes, e.g. 1,4,8.")
 @click.option("--threads", type=int, help="Intra-op threads for ONNX Runtime (default: all cores).")
@@ -316,7 +316,8 @@ def bench_cmd(bundle: Path, backend: str, precision: tuple[str, ...], batch: str
     """Latency p50/p90/p99 and throughput per backend, precision and batch; preprocessing included."""
     from .bench import bench_bundle, format_table
 
-    backends = [backend] if backend != "all" else ["onnxruntime"] + (["tensorrt"] if available("tensorrt") else [])
+    backends = [backend] if backend != "all" else (["onnxruntime"] + (["tensorrt"] if available("tensorrt") else [])
+                                                   + (["torch"] if available("torch") else []))
     res = bench_bundle(bundle, backends=backends, precisions=list(precision) or None, batches=_batches(batch),
                        threads=threads, warmup=warmup, iters=iters)
     if as_json:
