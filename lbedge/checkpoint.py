@@ -79,6 +79,33 @@ def from_pretrained(path: str | Path, *, device: str = "cpu", batch_size: int = 
     return encoder_from_model(model, tok, name=folder.name, device=device, batch_size=batch_size)
 
 
+def write_checkpoint(state_dict: dict, cfg: ModelConfig, folder: str | Path, *, tokenizer_dir: str | Path | None = None,
+                     safetensors: bool = True) -> Path:
+    """Write a state dict and its config as an official-layout checkpoint folder."""
+    import json
+    import shutil
+
+    import torch
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n", encoding="utf-8")
+    sd = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
+    for stale in ("model.safetensors", "pytorch_model.bin"):
+        if (folder / stale).exists():
+            (folder / stale).unlink()
+    if safetensors:
+        from safetensors.torch import save_file
+
+        save_file(sd, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    else:
+        torch.save(sd, folder / "pytorch_model.bin")
+    if tokenizer_dir is not None and Path(tokenizer_dir).resolve() != folder.resolve():
+        for name in ("vocab.json", "merges.txt"):
+            shutil.copyfile(Path(tokenizer_dir) / name, folder / name)
+    return folder
+
+
 def save_pretrained(model: "LanguageBindModel", folder: str | Path, *, tokenizer_dir: str | Path | None = None,
                     safetensors: bool = True) -> Path:
     """Write ``model`` as an official-layout checkpoint folder (config.json, weights, tokenizer files).
@@ -87,24 +114,7 @@ def save_pretrained(model: "LanguageBindModel", folder: str | Path, *, tokenizer
     code and :func:`from_pretrained` both load the result.
     """
     import dataclasses
-    import json
-    import shutil
 
-    import torch
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     cfg = model.config
     cfg = dataclasses.replace(cfg, vision=dataclasses.replace(cfg.vision, lora_r=0))
-    (folder / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n", encoding="utf-8")
-    sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    if safetensors:
-        from safetensors.torch import save_file
-
-        save_file(sd, str(folder / "model.safetensors"), metadata={"format": "pt"})
-    else:
-        torch.save(sd, folder / "pytorch_model.bin")
-    if tokenizer_dir is not None:
-        for name in ("vocab.json", "merges.txt"):
-            shutil.copyfile(Path(tokenizer_dir) / name, folder / name)
-    return folder
+    return write_checkpoint(model.state_dict(), cfg, folder, tokenizer_dir=tokenizer_dir, safetensors=safetensors)

@@ -1,0 +1,196 @@
+"""Training on CPU with tiny models: binding learns, the language tower stays frozen, merge is exact,
+distillation reaches its teacher, resume is bit-exact, and bad data is reported."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("peft")
+
+import cv2  # noqa: E402
+
+from conftest import TOKENIZER_DIR, random_model  # noqa: E402
+from lbedge.checkpoint import from_pretrained, load_model, save_pretrained  # noqa: E402
+from lbedge.train.bind import Binder  # noqa: E402
+from lbedge.train.config import BindConfig, DistillConfig, load_config  # noqa: E402
+from lbedge.train.data import BadDataError  # noqa: E402
+from lbedge.train.distill import Distiller, PRESETS  # noqa: E402
+from lbedge.train.merge import merge  # noqa: E402
+
+CLASSES = {"red circle": (0, 0, 255), "blue square": (255, 0, 0), "green triangle": (0, 200, 0)}
+
+
+def shapes(root: Path, n_per: int = 8, seed: int = 0) -> Path:
+    """A small learnable dataset: coloured shapes in class folders."""
+    rng = np.random.default_rng(seed)
+    for name, color in CLASSES.items():
+        d = root / name.replace(" ", "_")
+        d.mkdir(parents=True, exist_ok=True)
+        for i in range(n_per):
+            img = np.full((128, 128, 3), int(rng.integers(20, 80)), np.uint8)
+            c, r = (int(rng.integers(45, 85)), int(rng.integers(45, 85))), int(rng.integers(20, 35))
+            if "circle" in name:
+                cv2.circle(img, c, r, color, -1)
+            elif "square" in name:
+                cv2.rectangle(img, (c[0] - r, c[1] - r), (c[0] + r, c[1] + r), color, -1)
+            else:
+                cv2.fillPoly(img, [np.array([[c[0], c[1] - r], [c[0] - r, c[1] + r], [c[0] + r, c[1] + r]])], color)
+            cv2.imwrite(str(d / f"{i}.png"), img)
+    return root
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    return save_pretrained(random_model("image", seed=0), root / "base", tokenizer_dir=TOKENIZER_DIR)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return shapes(tmp_path_factory.mktemp("shapes"))
+
+
+def cfg(base, data, out, **kw) -> BindConfig:
+    args = dict(base=str(base), modality="image", data=str(data), output=str(out), lora_r=4, lr=1e-2, max_steps=30,
+                batch_size=12, warmup_steps=3, eval_every=10, save_every=10, val_fraction=0.25)
+    args.update(kw)
+    return BindConfig(**args)
+
+
+def test_binding_learns_and_keeps_the_language_tower_frozen(base, data, tmp_path):
+    b = Binder(cfg(base, data, tmp_path / "run"))
+    before = b.evaluate()
+    res = b.run(progress=False)
+    rows = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in rows if "loss" in r]
+    assert np.mean(losses[-5:]) < np.mean(losses[:5])
+    after = res.evals[-1]
+    assert after["zero_shot_top1"] > before["zero_shot_top1"] and after["zero_shot_top1"] >= 0.6
+    assert after["retrieval_r1"] > before["retrieval_r1"]
+    assert b.text_tower_unchanged()                          # bit-identical language tower
+    ref = load_model(base).state_dict()
+    trained = load_model(tmp_path / "run" / "last").state_dict()
+    for k in ref:
+        if k.startswith("text_"):
+            assert torch.equal(ref[k], trained[k]), k
+    from safetensors.torch import load_file
+
+    stored = load_file(str(tmp_path / "run" / "last" / "model.safetensors"))
+    assert any(k.startswith("vision_model.encoder.base_model.model.") and ".lora_A." in k for k in stored)
+
+
+def test_merge_equals_lora_outputs(base, data, tmp_path):
+    Binder(cfg(base, data, tmp_path / "run", max_steps=10)).run(progress=False)
+    rep = merge(tmp_path / "run", tmp_path / "merged")
+    assert rep.min_cosine >= 0.9999 and rep.lora_pairs == 8
+    conf = json.loads((tmp_path / "merged" / "config.json").read_text())
+    assert conf["vision_config"]["lora_r"] == 0 and (tmp_path / "merged" / "model.safetensors").is_file()
+    enc = from_pretrained(tmp_path / "merged")                 # loads as an ordinary checkpoint
+    assert enc.embed(np.zeros((1, 3, 224, 224), np.float32)).shape == (1, 8)
+
+
+def test_resume_gives_the_same_result_as_an_uninterrupted_run(base, data, tmp_path):
+    c1 = cfg(base, data, tmp_path / "straight", max_steps=12, save_every=4, eval_every=100)
+    Binder(c1).run(progress=False)
+    c2 = cfg(base, data, tmp_path / "interrupted", max_steps=12, save_every=4, eval_every=100)
+    Binder(c2).run(progress=False, stop_after=8)              # "killed" after step 8 (checkpoint at 8)
+    state = json.loads((tmp_path / "interrupted" / "last" / "trainer_state.json").read_text())
+    assert state["step"] == 8
+    resumed = Binder(c2)
+    assert resumed.try_resume() and resumed.step == 8
+    resumed.run(progress=False)
+    a = load_model(tmp_path / "straight" / "last").state_dict()
+    b = load_model(tmp_path / "interrupted" / "last").state_dict()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_bad_data_is_reported_or_stops(base, data, tmp_path):
+    bad = tmp_path / "data"
+    shutil.copytree(data, bad)
+    (bad / "red_circle" / "broken.png").write_bytes(b"nope")
+    (bad / "red_circle" / "notes.wav").write_bytes(b"RIFF")
+    b = Binder(cfg(base, bad, tmp_path / "skip", max_steps=2))
+    res = b.run(progress=False)
+    reported = {Path(r["file"]).name: r["reason"] for r in res.bad_samples}
+    assert set(reported) == {"broken.png", "notes.wav"}
+    assert "cannot decode" in reported["broken.png"] and "not a image file" in reported["notes.wav"]
+    lines = (tmp_path / "skip" / "bad_samples.jsonl").read_text().splitlines()
+    assert len(lines) == 2
+    with pytest.raises(BadDataError, match="broken.png|notes.wav"):
+        Binder(cfg(base, bad, tmp_path / "stop", on_bad_data="stop"))
+
+
+def test_manifest_with_multiview_texts(base, data, tmp_path):
+    rows = []
+    for f in sorted(data.rglob("*.png")):
+        label = f.parent.name.replace("_", " ")
+        rows.append({"file": str(f), "texts": [label, f"a {label}", f"{label} on grey"]})
+    rows.append({"file": str(next(data.rglob("*.png"))), "texts": []})          # empty texts: reported
+    man = tmp_path / "m.jsonl"
+    man.write_text("\n".join(json.dumps(r) for r in rows))
+    b = Binder(cfg(base, man, tmp_path / "run", max_steps=3))
+    assert any("no text" in x.reason for x in b.store.bad)
+    assert all(len(s.texts) == 3 for s in b.store.samples)
+    b.run(progress=False)
+
+
+def test_config_file_and_overrides(tmp_path, base, data):
+    f = tmp_path / "bind.toml"
+    f.write_text(f'[bind]\nbase = "{base}"\ndata = "{data}"\nlora_r = 8\nmax_steps = 5\n')
+    c = load_config(BindConfig, f, {"max_steps": 7})
+    assert c.lora_r == 8 and c.max_steps == 7
+    f.write_text('[bind]\nnonsense = 1\n')
+    with pytest.raises(Exception, match="unknown BindConfig option"):
+        load_config(BindConfig, f)
+
+
+def test_new_modality_starts_from_the_image_tower(base, tmp_path):
+    from lbedge.train.modality import convert_modality
+
+    img = load_model(base)
+    audio = convert_modality(img, "audio")
+    assert audio.config.modality == "audio" and audio.vision_model.embeddings.position_embedding.weight.shape[0] == 593
+    video = convert_modality(img, "video")
+    x = torch.randn(2, 3, 224, 224)
+    clip = x[:, :, None].repeat(1, 1, 8, 1, 1)          # a still clip: the new temporal layers start as identity
+    with torch.no_grad():
+        torch.testing.assert_close(video.encode_vision(clip), img.encode_vision(x), atol=1e-5, rtol=1e-4)
+
+
+def test_distilled_student_matches_its_teacher(base, data, tmp_path):
+    d = Distiller(DistillConfig(teacher=str(base), student="16,2,2,16", data=str(data), output=str(tmp_path / "d"),
+                                max_steps=40, batch_size=16, lr=3e-3, eval_every=40, augment=False))
+    res = d.run(progress=False)
+    assert res.heldout["after"]["mean_cosine"] >= 0.9
+    assert res.heldout["after"]["mean_cosine"] > res.heldout["before"]["mean_cosine"]
+    assert res.student["params"] < res.teacher["params"] and res.student["gflops"] < res.teacher["gflops"]
+    teacher_text = load_model(base).state_dict()
+    student = load_model(res.output)                      # an ordinary checkpoint, same language tower
+    for k, v in student.state_dict().items():
+        if k.startswith("text_"):
+            assert torch.equal(v, teacher_text[k])
+    assert (tmp_path / "d" / "report.json").is_file() and list((tmp_path / "d" / "teacher_cache").glob("*.npy"))
+    assert set(PRESETS) >= {"vit-s16", "vit-ti16"}
+
+
+def test_trained_student_flows_into_the_deploy_path(base, data, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from lbedge.bundle import load_bundle
+    from lbedge.quantize.bundle_build import build_bundle
+
+    d = Distiller(DistillConfig(teacher=str(base), student="16,2,2,16", data=str(data), output=str(tmp_path / "d"),
+                                max_steps=5, batch_size=8, augment=False))
+    out = d.run(progress=False).output
+    build_bundle(out, tmp_path / "bundle", calib=[data])
+    enc = load_bundle(tmp_path / "bundle")
+    ref = from_pretrained(out)
+    x = enc.preprocess(sorted(data.rglob("*.png"))[:3])
+    assert (load_bundle(tmp_path / "bundle", precision="fp32").embed(x) * ref.embed(x)).sum(1).min() > 0.9999
+    assert enc.embed(x).shape == (3, 8)

@@ -1,0 +1,285 @@
+"""``lbedge train bind``: bind a modality to the frozen language tower by contrastive LoRA tuning.
+
+The recipe of the LanguageBind paper, in a resumable trainer: the language tower is frozen; the modality
+tower starts from a given tower; LoRA (peft) on its attention projections; a learnable temperature;
+symmetric InfoNCE between the tower's and the text tower's embeddings (samples sharing a text count as
+positives of each other); one of each sample's texts (title, tags, captions...) drawn per step.
+
+Determinism: each step's batch, text views, augmentation and dropout come from generators seeded by
+``(seed, step)``, and checkpoints hold the model, optimizer and scheduler state, so a run interrupted and
+resumed ends with the same weights as an uninterrupted one.
+
+Outputs in ``output/``: ``last/`` (an official-layout LoRA checkpoint that ``lbedge.from_pretrained`` loads
+with LoRA merged, plus ``optimizer.pt`` and ``trainer_state.json``), ``metrics.jsonl``, ``bad_samples.jsonl``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from lbedge.checkpoint import load_model, write_checkpoint
+from lbedge.config import ModelConfig
+from lbedge.errors import CheckpointError
+from lbedge.models.towers import LanguageBindModel
+from lbedge.preprocess import Preprocessor
+from lbedge.tokenizer import ClipTokenizer
+
+from .config import BindConfig
+from .data import SampleStore, augment, read_samples
+from .modality import convert_modality, with_lora_config
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BindResult:
+    output: Path
+    steps: int
+    final: dict[str, Any]
+    evals: list[dict[str, Any]] = field(default_factory=list)
+    bad_samples: list[dict[str, str]] = field(default_factory=list)
+
+
+def wrap_lora(model: LanguageBindModel, r: int, alpha: float, dropout: float, targets: list[str]) -> LanguageBindModel:
+    """Wrap the vision encoder with peft LoRA (the official layout: ``vision_model.encoder.base_model.model...``)."""
+    from peft import LoraConfig, get_peft_model
+
+    for p in model.parameters():
+        p.requires_grad_(False)
+    if model.config.vision.add_time_attn:      # as LanguageBind_Video: LoRA on the temporal attention
+        targets = [f"temporal_attn.{t}" for t in targets]
+    cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, bias="none")
+    model.vision_model.encoder = get_peft_model(model.vision_model.encoder, cfg)
+    model.config = with_lora_config(model.config, r, alpha)
+    return model
+
+
+def trainable_parameters(model: LanguageBindModel, learn_temperature: bool) -> list[torch.nn.Parameter]:
+    model.logit_scale.requires_grad_(learn_temperature)
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def symmetric_infonce(v: torch.Tensor, t: torch.Tensor, scale: torch.Tensor, same: torch.Tensor) -> torch.Tensor:
+    """InfoNCE in both directions; rows sharing a text are each other's positives (soft targets)."""
+    logits = scale * v @ t.T
+    target = same.float() / same.float().sum(1, keepdim=True)
+    return 0.5 * (torch.sum(-target * F.log_softmax(logits, 1), 1).mean()
+                  + torch.sum(-target * F.log_softmax(logits.T, 1), 1).mean())
+
+
+def cosine_schedule(warmup: int, total: int) -> Callable[[int], float]:
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / max(1, warmup)
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return f
+
+
+class Binder:
+    """One binding run; ``run()`` trains (resuming from ``output/last`` when present)."""
+
+    def __init__(self, cfg: BindConfig):
+        self.cfg = cfg.validate()
+        self.out = Path(cfg.output)
+        base = Path(cfg.base)
+        self.tokenizer = ClipTokenizer.from_dir(base)
+        self.tokenizer_dir = base
+        model = convert_modality(load_model(base), cfg.modality)
+        for p in model.parameters():
+            p.requires_grad_(False)
+        self.text_before = {k: v.clone() for k, v in model.state_dict().items() if k.startswith("text_")}
+        torch.manual_seed(cfg.seed)                 # LoRA initialisation is part of the run's determinism
+        self.model = wrap_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, list(cfg.lora_targets))
+        self.pre = Preprocessor(model.config.preprocess)
+        good, bad = read_samples(cfg.data, cfg.modality)
+        self.store = SampleStore(good, self.pre, on_bad=cfg.on_bad_data, bad=bad)
+        if cfg.val_data:
+            vgood, vbad = read_samples(cfg.val_data, cfg.modality)
+            self.val = SampleStore(vgood, self.pre, on_bad=cfg.on_bad_data, bad=vbad)
+            self.train_idx, self.val_idx = list(range(len(self.store))), []
+        else:
+            self.val = None
+            self.train_idx, self.val_idx = self.store.split(cfg.val_fraction, cfg.seed)
+        params = trainable_parameters(self.model, cfg.learn_temperature)
+        self.opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, cosine_schedule(cfg.warmup_steps, cfg.max_steps))
+        self.step = 0
+        self.device = torch.device(cfg.device)
+        self.model.to(self.device)
+        self.autocast = self._autocast()
+
+    def _autocast(self):
+        want = self.cfg.precision
+        if want == "auto":
+            want = "bf16" if self.device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+        if want == "bf16":
+            return lambda: torch.autocast(self.device.type, dtype=torch.bfloat16)
+        import contextlib
+        return contextlib.nullcontext
+
+    # --- checkpoints ---------------------------------------------------------------------------------------
+    def save(self, folder: Path) -> None:
+        write_checkpoint(self.model.state_dict(), self.model.config, folder, tokenizer_dir=self.tokenizer_dir)
+        torch.save({"optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict()}, folder / "optimizer.pt")
+        (folder / "trainer_state.json").write_text(json.dumps({"step": self.step, "config": asdict(self.cfg)}, indent=2))
+
+    def try_resume(self) -> bool:
+        last = self.out / "last"
+        state = last / "trainer_state.json"
+        if not state.is_file():
+            return False
+        from safetensors.torch import load_file
+
+        try:
+            sd = load_file(str(last / "model.safetensors"))
+            self.model.load_state_dict(sd, strict=True)
+            opt = torch.load(last / "optimizer.pt", map_location="cpu", weights_only=True)
+            self.opt.load_state_dict(opt["optimizer"])
+            self.sched.load_state_dict(opt["scheduler"])
+            self.step = int(json.loads(state.read_text())["step"])
+        except Exception as exc:
+            raise CheckpointError(f"cannot resume from {last}: {exc}; delete it to start over") from exc
+        log.info("resumed %s at step %d", last, self.step)
+        return True
+
+    # --- training ------------------------------------------------------------------------------------------
+    def _texts_for(self, idx: list[int], gen: torch.Generator, store: SampleStore) -> list[str]:
+        out = []
+        for i in idx:
+            texts = store.samples[i].texts
+            out.append(texts[int(torch.randint(0, len(texts), (1,), generator=gen))])
+        return out
+
+    def _embed_text(self, texts: list[str]) -> torch.Tensor:
+        ids, _ = self.tokenizer(texts)
+        with torch.no_grad():
+            return self.model.encode_text(torch.from_numpy(ids).to(self.device))
+
+    def train_step(self) -> dict[str, float]:
+        cfg = self.cfg
+        self.model.train()
+        self.opt.zero_grad(set_to_none=True)
+        total = 0.0
+        for micro in range(cfg.grad_accum):
+            torch.manual_seed(cfg.seed * 1_000_003 + self.step * 101 + micro)       # dropout
+            gen = torch.Generator().manual_seed(cfg.seed * 7_919 + self.step * 131 + micro)
+            n = len(self.train_idx)
+            pick = torch.randperm(n, generator=gen)[: min(cfg.batch_size, n)].tolist()
+            idx = [self.train_idx[i] for i in pick]
+            texts = self._texts_for(idx, gen, self.store)
+            x = torch.from_numpy(self.store.arrays[idx])
+            if cfg.augment:
+                x = augment(x, cfg.modality, gen)
+            t = self._embed_text(texts)
+            same = torch.tensor([[a == b for b in texts] for a in texts])
+            with self.autocast():
+                v = self.model.encode_vision(x.to(self.device))
+                loss = symmetric_infonce(v.float(), t.float(), self.model.logit_scale.exp(), same.to(self.device))
+            (loss / cfg.grad_accum).backward()
+            total += float(loss.detach()) / cfg.grad_accum
+        self.opt.step()
+        self.sched.step()
+        with torch.no_grad():
+            self.model.logit_scale.clamp_(0, math.log(100))
+        self.step += 1
+        return {"step": self.step, "loss": total, "lr": self.sched.get_last_lr()[0],
+                "logit_scale": float(self.model.logit_scale.detach().exp())}
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, Any]:
+        """Zero-shot top-1 over the dataset's texts as labels, and retrieval R@1 (vision -> text)."""
+        store, idx = (self.val, list(range(len(self.val)))) if self.val is not None else (self.store, self.val_idx)
+        if not idx:
+            return {}
+        self.model.eval()
+        truth = [store.samples[i].texts[0] for i in idx]
+        labels = sorted({s.texts[0] for s in self.store.samples} | set(truth))
+        v = torch.cat([self.model.encode_vision(torch.from_numpy(store.arrays[idx[i:i + 32]]).to(self.device))
+                       for i in range(0, len(idx), 32)])
+        lt = self._embed_text(labels)
+        pred = (v @ lt.T).argmax(1).tolist()
+        top1 = float(np.mean([labels[p] == t for p, t in zip(pred, truth)]))
+        tt = self._embed_text(truth)
+        r1 = float(np.mean([truth[j] == truth[i] for i, j in enumerate((v @ tt.T).argmax(1).tolist())]))
+        return {"zero_shot_top1": top1, "retrieval_r1": r1, "n": len(idx), "labels": len(labels),
+                "chance_top1": 1.0 / len(labels)}
+
+    def text_tower_unchanged(self) -> bool:
+        sd = self.model.state_dict()
+        return all(torch.equal(sd[k], v) for k, v in self.text_before.items())
+
+    def run(self, *, resume: bool = True, stop_after: int | None = None, progress: bool = True) -> BindResult:
+        """Train to ``max_steps`` (``stop_after`` ends early, as an interruption would)."""
+        cfg = self.cfg
+        self.out.mkdir(parents=True, exist_ok=True)
+        if resume:
+            self.try_resume()
+        (self.out / "bad_samples.jsonl").write_text(
+            "".join(json.dumps({"file": str(b.path), "reason": b.reason}) + "\n" for b in self.store.bad))
+        metrics = open(self.out / "metrics.jsonl", "a", encoding="utf-8")
+        writer = _tensorboard(self.out) if cfg.tensorboard else None
+        bar = _progress(cfg.max_steps, self.step) if progress else None
+        evals, last = [], {}
+        t0 = time.perf_counter()
+        try:
+            while self.step < cfg.max_steps:
+                if stop_after is not None and self.step >= stop_after:
+                    break
+                last = self.train_step()
+                last["seconds"] = round(time.perf_counter() - t0, 2)
+                metrics.write(json.dumps(last) + "\n")
+                if writer:
+                    writer.add_scalar("loss", last["loss"], self.step)
+                if bar:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{last['loss']:.3f}")
+                if self.step % cfg.eval_every == 0 or self.step == cfg.max_steps:
+                    ev = self.evaluate()
+                    if ev:
+                        evals.append({"step": self.step, **ev})
+                        metrics.write(json.dumps({"step": self.step, "eval": ev}) + "\n")
+                if self.step % cfg.save_every == 0 or self.step == cfg.max_steps:
+                    self.save(self.out / "last")
+            self.save(self.out / "last")
+        finally:
+            metrics.close()
+            if bar:
+                bar.close()
+        return BindResult(self.out, self.step, last, evals,
+                          [{"file": str(b.path), "reason": b.reason} for b in self.store.bad])
+
+
+def bind(cfg: BindConfig, **kw: Any) -> BindResult:
+    """Run (or resume) a binding; see :class:`Binder`."""
+    return Binder(cfg).run(**kw)
+
+
+def _progress(total: int, start: int):
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, initial=start, desc="bind", unit="step", leave=False)
+
+
+def _tensorboard(out: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        log.warning("tensorboard is not installed: metrics go to metrics.jsonl only")
+        return None
+    return SummaryWriter(str(out / "tb"))
+
+
+__all__ = ["BindResult", "Binder", "ModelConfig", "bind", "symmetric_infonce", "wrap_lora"]

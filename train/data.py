@@ -1,0 +1,176 @@
+"""Training data: (file, texts) samples from a folder or a CSV/JSONL manifest, with bad data reported.
+
+Layouts:
+- a folder of class subfolders: ``data/<label>/<files>``; each file's texts are ``[label]``;
+- a folder of files with sidecar texts: ``x.jpg`` + ``x.txt`` (one text per line: title, tags, captions...);
+- a folder of files alone (distillation needs no text);
+- a manifest ``.csv`` (columns ``file`` and one or more of ``text``, ``texts`` (``|``-separated), ``caption``,
+  ``tags``...) or ``.jsonl`` (``{"file": ..., "texts": [...]}`` or ``"text"``), paths relative to it.
+
+Samples are preprocessed with the inference transform; training-time augmentation is applied afterwards,
+on the preprocessed tensors (``augment``), and never touches ``lbedge.preprocess``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from lbedge.errors import InputError, LBEdgeError
+from lbedge.preprocess import Preprocessor
+
+log = logging.getLogger(__name__)
+
+EXTENSIONS = {
+    "image": {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"},
+    "thermal": {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"},
+    "depth": {".png", ".tif", ".tiff"},
+    "audio": {".wav", ".flac", ".ogg", ".mp3"},
+    "video": {".mp4", ".avi", ".mkv", ".mov", ".webm"},
+}
+
+
+class BadDataError(LBEdgeError):
+    """A training sample cannot be used and the run was asked to stop on bad data."""
+
+
+@dataclass
+class Sample:
+    path: Path
+    texts: list[str] = field(default_factory=list)
+
+
+@dataclass
+class BadSample:
+    path: Path
+    reason: str
+
+
+def _texts_from_row(row: dict[str, Any]) -> list[str]:
+    out: list[str] = []
+    for key, value in row.items():
+        if key in ("file", "path") or value is None:
+            continue
+        if isinstance(value, list):
+            out += [str(v) for v in value]
+        elif key in ("texts", "tags") and isinstance(value, str):
+            out += value.split("|")
+        elif key in ("text", "caption", "title", "enhanced_caption", "label") or key.startswith("text"):
+            out.append(str(value))
+    return [t.strip() for t in out if t and str(t).strip()]
+
+
+def read_samples(source: str | Path, modality: str, *, need_text: bool = True) -> tuple[list[Sample], list[BadSample]]:
+    """All samples of ``source`` and the ones that are unusable, each with its reason."""
+    src = Path(source)
+    exts = EXTENSIONS[modality]
+    samples: list[Sample] = []
+    if src.is_file() and src.suffix.lower() in (".csv", ".jsonl"):
+        rows: list[dict[str, Any]] = []
+        try:
+            if src.suffix.lower() == ".csv":
+                with open(src, newline="", encoding="utf-8") as f:
+                    rows = list(csv.DictReader(f))
+            else:
+                for i, line in enumerate(src.read_text(encoding="utf-8").splitlines()):
+                    if line.strip():
+                        rows.append(json.loads(line))
+        except (OSError, ValueError, csv.Error) as exc:
+            raise InputError(f"cannot read manifest {src}: {exc}") from exc
+        for row in rows:
+            f = row.get("file") or row.get("path")
+            if not f:
+                raise InputError(f"manifest {src} has a row without a 'file' column: {row}")
+            samples.append(Sample((src.parent / f).resolve(), _texts_from_row(row)))
+    elif src.is_dir():
+        files = sorted(p for p in src.rglob("*") if p.is_file() and p.suffix.lower() != ".txt")
+        for p in files:
+            side = p.with_suffix(".txt")
+            if side.is_file():
+                texts = [l.strip() for l in side.read_text(encoding="utf-8").splitlines() if l.strip()]
+            elif p.parent != src:
+                texts = [p.parent.name.replace("_", " ")]
+            else:
+                texts = []
+            samples.append(Sample(p, texts))
+    else:
+        raise InputError(f"training data not found or not a folder/.csv/.jsonl: {src}")
+    good, bad = [], []
+    for s in samples:
+        if s.path.suffix.lower() not in exts:
+            bad.append(BadSample(s.path, f"not a {modality} file (extension {s.path.suffix or 'none'})"))
+        elif not s.path.is_file():
+            bad.append(BadSample(s.path, "file not found"))
+        elif need_text and not s.texts:
+            bad.append(BadSample(s.path, "no text for this sample"))
+        else:
+            good.append(s)
+    return good, bad
+
+
+class SampleStore:
+    """Preprocessed samples, loaded once; unreadable files reported and skipped, or raised, per ``on_bad``."""
+
+    def __init__(self, samples: Sequence[Sample], preprocessor: Preprocessor, *, on_bad: str = "skip",
+                 bad: Sequence[BadSample] = ()):
+        self.bad: list[BadSample] = list(bad)
+        if on_bad == "stop" and self.bad:
+            b = self.bad[0]
+            raise BadDataError(f"bad training sample {b.path}: {b.reason} (run with on_bad_data='skip' to skip it)")
+        arrays, kept = [], []
+        for s in samples:
+            try:
+                arrays.append(preprocessor.one(s.path))
+                kept.append(s)
+            except LBEdgeError as exc:
+                if on_bad == "stop":
+                    raise BadDataError(f"bad training sample {s.path}: {exc}") from exc
+                self.bad.append(BadSample(s.path, str(exc)))
+        for b in self.bad:
+            log.warning("skipping bad sample %s: %s", b.path, b.reason)
+        if not kept:
+            raise InputError("no usable training samples" + (f" ({len(self.bad)} bad)" if self.bad else ""))
+        self.samples = kept
+        self.arrays = np.stack(arrays).astype(np.float32)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def split(self, fraction: float, seed: int) -> tuple[list[int], list[int]]:
+        """Deterministic train/held-out index split."""
+        n = len(self)
+        order = np.random.default_rng(seed).permutation(n)
+        k = int(round(n * fraction)) if n > 1 else 0
+        return sorted(order[k:].tolist()), sorted(order[:k].tolist())
+
+
+def augment(x: "Any", modality: str, generator: "Any") -> "Any":
+    """Training-time augmentation of a preprocessed batch (torch): random resized crop + flip for pixels,
+    random time shift and gain for audio. Deterministic given ``generator``."""
+    import torch
+    import torch.nn.functional as F
+
+    if modality == "audio":
+        shift = int(torch.randint(0, x.shape[-1], (1,), generator=generator))
+        gain = (torch.rand(1, generator=generator) - 0.5) * 0.2        # +-0.1 in normalised log-mel units
+        return torch.roll(x, shifts=shift, dims=-1) + gain
+    out = []
+    for sample in x:
+        h, w = sample.shape[-2:]
+        scale = 0.7 + 0.3 * float(torch.rand(1, generator=generator))
+        ch, cw = max(8, int(h * scale)), max(8, int(w * scale))
+        top = int(torch.randint(0, h - ch + 1, (1,), generator=generator))
+        left = int(torch.randint(0, w - cw + 1, (1,), generator=generator))
+        crop = sample[..., top:top + ch, left:left + cw]
+        flat = crop.reshape(-1, 1, ch, cw) if crop.dim() == 3 else crop.reshape(-1, 1, ch, cw)
+        res = F.interpolate(flat, size=(h, w), mode="bilinear", align_corners=False).reshape(sample.shape)
+        if float(torch.rand(1, generator=generator)) < 0.5:
+            res = res.flip(-1)
+        out.append(res)
+    return torch.stack(out)

@@ -1,0 +1,261 @@
+"""``lbedge train distill``: a smaller vision tower that reproduces a teacher's embeddings in the same
+language space, trained on unlabeled sensor data (no captions).
+
+Loss: ``(1 - cos(student, teacher))`` plus affinity mimicking (TinyCLIP): the KL divergence between the
+student's and the teacher's similarity distributions over a set of text embeddings. The student keeps the
+teacher's text tower and projection size, so prompt caches, labels and bundles still apply. Teacher
+embeddings are cached on disk. Weight inheritance: the student starts from the teacher's weights where the
+shapes allow (evenly spaced layers, leading slices of wider matrices, the position table resized).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from lbedge.checkpoint import load_model, save_pretrained, text_fingerprint
+from lbedge.config import ModelConfig, VisionConfig
+from lbedge.errors import InputError
+from lbedge.models.towers import LanguageBindModel, resize_position_embedding
+from lbedge.preprocess import Preprocessor
+from lbedge.tokenizer import ClipTokenizer
+
+from .bind import cosine_schedule
+from .config import DistillConfig
+from .data import SampleStore, augment, read_samples
+
+log = logging.getLogger(__name__)
+
+#: student presets: width, depth, heads, patch (MLP 4x width)
+PRESETS: dict[str, tuple[int, int, int, int]] = {
+    "vit-b16": (768, 12, 12, 16),
+    "vit-s16": (384, 12, 6, 16),
+    "vit-ti16": (192, 12, 3, 16),
+    "vit-s16-d6": (384, 6, 6, 16),
+}
+DEFAULT_PROBES = ("person", "car", "dog", "cat", "bicycle", "bird", "tree", "building", "road", "chair", "bottle",
+                  "phone", "horse", "boat", "flower", "door", "fire", "water", "music", "engine")
+
+
+def student_vision_config(teacher: VisionConfig, spec: str, grid_rows_cols: tuple[int, int]) -> VisionConfig:
+    """The student's VisionConfig from a preset name or ``"width,depth,heads,patch"``."""
+    if spec in PRESETS:
+        width, depth, heads, patch = PRESETS[spec]
+    else:
+        try:
+            width, depth, heads, patch = (int(v) for v in spec.split(","))
+        except ValueError as exc:
+            raise InputError(f"unknown student {spec!r}: a preset ({', '.join(PRESETS)}) or 'width,depth,heads,patch'") from exc
+    rows, cols = grid_rows_cols
+    return dataclasses.replace(teacher, hidden_size=width, intermediate_size=4 * width, num_hidden_layers=depth,
+                               num_attention_heads=heads, patch_size=patch, grid=(rows // patch, cols // patch),
+                               lora_r=0)
+
+
+def inherit_weights(student: LanguageBindModel, teacher: LanguageBindModel) -> int:
+    """Copy teacher weights into the student where shapes allow; returns the number of tensors set."""
+    t_sd, s_sd = teacher.state_dict(), student.state_dict()
+    t_layers, s_layers = teacher.config.vision.num_hidden_layers, student.config.vision.num_hidden_layers
+    layer_map = {s: round(s * (t_layers - 1) / max(1, s_layers - 1)) for s in range(s_layers)}
+    n = 0
+    with torch.no_grad():
+        for key, dst in s_sd.items():
+            src_key = key
+            if key.startswith("vision_model.encoder.layers."):
+                i = int(key.split(".")[3])
+                src_key = key.replace(f"layers.{i}.", f"layers.{layer_map[i]}.", 1)
+            if key.startswith(("text_model.", "text_projection", "logit_scale")):
+                dst.copy_(t_sd[key])                 # the language tower is the teacher's, unchanged
+                n += 1
+                continue
+            src = t_sd.get(src_key)
+            if src is None:
+                continue
+            if key.endswith("position_embedding.weight") and src.shape != dst.shape:
+                if src.shape[1] >= dst.shape[1]:
+                    try:
+                        src = resize_position_embedding(src, student.config.vision.grid)
+                    except ValueError:
+                        continue
+            if src.dim() != dst.dim() or any(a < b for a, b in zip(src.shape, dst.shape)):
+                continue
+            if src.dim() == 4 and src.shape[2:] != dst.shape[2:]:
+                continue                              # patch embedding of another patch size
+            dst.copy_(src[tuple(slice(0, d) for d in dst.shape)])
+            n += 1
+    return n
+
+
+def flops_and_params(model: LanguageBindModel) -> tuple[float, int]:
+    """Forward FLOPs (GFLOP) of the vision tower at batch 1 and its parameter count."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.zeros(1, *model.config.preprocess.input_shape)
+    with torch.no_grad(), FlopCounterMode(display=False) as fc:
+        model.encode_vision(x)
+    params = sum(p.numel() for p in model.vision_model.parameters()) + model.visual_projection.weight.numel()
+    return fc.get_total_flops() / 1e9, params
+
+
+@dataclass
+class DistillResult:
+    output: Path
+    steps: int
+    teacher: dict[str, Any]
+    student: dict[str, Any]
+    heldout: dict[str, Any] = field(default_factory=dict)
+
+
+class Distiller:
+    def __init__(self, cfg: DistillConfig):
+        self.cfg = cfg.validate()
+        self.out = Path(cfg.output)
+        self.teacher_dir = Path(cfg.teacher)
+        self.teacher = load_model(self.teacher_dir)
+        tcfg = self.teacher.config
+        rows, cols = (tcfg.preprocess.num_mel_bins, tcfg.preprocess.target_length) if tcfg.modality == "audio" \
+            else (tcfg.vision.image_size, tcfg.vision.image_size)
+        svc = student_vision_config(tcfg.vision, cfg.student, (rows, cols))
+        self.student_cfg = dataclasses.replace(tcfg, vision=svc)
+        torch.manual_seed(cfg.seed)
+        self.student = LanguageBindModel(self.student_cfg)
+        self.inherited = inherit_weights(self.student, self.teacher) if cfg.inherit else 0
+        if not cfg.inherit:
+            inherit_weights_text_only(self.student, self.teacher)
+        for name, p in self.student.named_parameters():
+            p.requires_grad_(name.startswith(("vision_model.", "visual_projection")))
+        self.pre = Preprocessor(tcfg.preprocess)
+        good, bad = read_samples(cfg.data, tcfg.modality, need_text=False)
+        self.store = SampleStore(good, self.pre, on_bad=cfg.on_bad_data, bad=bad)
+        self.train_idx, self.val_idx = self.store.split(cfg.val_fraction, cfg.seed)
+        self.teacher_embeds = self._teacher_embeddings()
+        tok = ClipTokenizer.from_dir(self.teacher_dir)
+        ids, _ = tok([f"a photo of a {l}." for l in (cfg.probe_labels or DEFAULT_PROBES)])
+        ids = np.minimum(ids, tcfg.text.vocab_size - 1)
+        with torch.no_grad():
+            self.text_embeds = self.teacher.encode_text(torch.from_numpy(ids))
+        params = [p for p in self.student.parameters() if p.requires_grad]
+        self.opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, cosine_schedule(cfg.warmup_steps, cfg.max_steps))
+        self.step = 0
+
+    def _teacher_embeddings(self) -> np.ndarray:
+        """Teacher embeddings of every sample, cached on disk by teacher weights and inputs."""
+        h = hashlib.sha256(text_fingerprint(self.teacher).encode())
+        h.update(hashlib.sha256(self.store.arrays.tobytes()).digest())
+        for k, v in self.teacher.state_dict().items():
+            if k.startswith("vision_model.") or k.startswith("visual_projection"):
+                h.update(k.encode())
+                h.update(v.numpy().tobytes()[:4096])
+        cache = self.out / "teacher_cache" / f"{h.hexdigest()[:20]}.npy"
+        if cache.is_file():
+            arr = np.load(cache, allow_pickle=False)
+            if arr.shape[0] == len(self.store):
+                return arr
+        outs = []
+        with torch.no_grad():
+            for i in range(0, len(self.store), 16):
+                outs.append(self.teacher.encode_vision(torch.from_numpy(self.store.arrays[i:i + 16])).numpy())
+        arr = np.concatenate(outs)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        np.save(cache, arr, allow_pickle=False)
+        return arr
+
+    def loss(self, s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        cos = 1 - F.cosine_similarity(s, t).mean()
+        if self.cfg.affinity_weight <= 0:
+            return cos
+        tau = self.cfg.affinity_temperature
+        ps = F.log_softmax(s @ self.text_embeds.T / tau, 1)
+        pt = F.log_softmax(t @ self.text_embeds.T / tau, 1)
+        return cos + self.cfg.affinity_weight * F.kl_div(ps, pt, log_target=True, reduction="batchmean")
+
+    def train_step(self) -> dict[str, float]:
+        cfg = self.cfg
+        self.student.train()
+        gen = torch.Generator().manual_seed(cfg.seed * 7_919 + self.step)
+        torch.manual_seed(cfg.seed * 1_000_003 + self.step)
+        n = len(self.train_idx)
+        idx = [self.train_idx[i] for i in torch.randperm(n, generator=gen)[: min(cfg.batch_size, n)].tolist()]
+        x = torch.from_numpy(self.store.arrays[idx])
+        t = torch.from_numpy(self.teacher_embeds[idx])
+        if cfg.augment:                       # augmented views need fresh teacher targets
+            x = augment(x, self.student_cfg.modality, gen)
+            with torch.no_grad():
+                t = self.teacher.encode_vision(x)
+        loss = self.loss(self.student.encode_vision(x), t)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.sched.step()
+        self.step += 1
+        return {"step": self.step, "loss": float(loss.detach()), "lr": self.sched.get_last_lr()[0]}
+
+    @torch.no_grad()
+    def evaluate(self, idx: list[int] | None = None) -> dict[str, Any]:
+        """Held-out teacher-vs-student cosine and zero-shot agreement over the probe texts."""
+        idx = self.val_idx if idx is None else idx
+        if not idx:
+            return {}
+        self.student.eval()
+        s = torch.cat([self.student.encode_vision(torch.from_numpy(self.store.arrays[idx[i:i + 32]]))
+                       for i in range(0, len(idx), 32)])
+        t = torch.from_numpy(self.teacher_embeds[idx])
+        cos = F.cosine_similarity(s, t)
+        agree = ((s @ self.text_embeds.T).argmax(1) == (t @ self.text_embeds.T).argmax(1)).float().mean()
+        return {"mean_cosine": float(cos.mean()), "min_cosine": float(cos.min()), "zero_shot_agreement": float(agree),
+                "n": len(idx)}
+
+    def run(self, progress: bool = True) -> DistillResult:
+        cfg = self.cfg
+        self.out.mkdir(parents=True, exist_ok=True)
+        metrics = open(self.out / "metrics.jsonl", "a", encoding="utf-8")
+        t0 = time.perf_counter()
+        first = self.evaluate()
+        metrics.write(json.dumps({"step": 0, "eval": first}) + "\n")
+        try:
+            while self.step < cfg.max_steps:
+                row = self.train_step()
+                row["seconds"] = round(time.perf_counter() - t0, 2)
+                metrics.write(json.dumps(row) + "\n")
+                if self.step % cfg.eval_every == 0 or self.step == cfg.max_steps:
+                    metrics.write(json.dumps({"step": self.step, "eval": self.evaluate()}) + "\n")
+        finally:
+            metrics.close()
+        save_pretrained(self.student.eval(), self.out / "student", tokenizer_dir=self.teacher_dir)
+        t_flops, t_params = flops_and_params(self.teacher)
+        s_flops, s_params = flops_and_params(self.student)
+        result = DistillResult(self.out / "student", self.step,
+                               {"gflops": round(t_flops, 3), "params": t_params},
+                               {"gflops": round(s_flops, 3), "params": s_params, "inherited_tensors": self.inherited,
+                                "preset": cfg.student},
+                               {"before": first, "after": self.evaluate()})
+        (self.out / "report.json").write_text(json.dumps(dataclasses.asdict(result), default=str, indent=2))
+        return result
+
+
+def inherit_weights_text_only(student: LanguageBindModel, teacher: LanguageBindModel) -> None:
+    t_sd = teacher.state_dict()
+    with torch.no_grad():
+        for key, dst in student.state_dict().items():
+            if key.startswith(("text_model.", "text_projection", "logit_scale")):
+                dst.copy_(t_sd[key])
+
+
+def distill(cfg: DistillConfig, **kw: Any) -> DistillResult:
+    return Distiller(cfg).run(**kw)
+
+
+__all__ = ["PRESETS", "DistillResult", "Distiller", "distill", "flops_and_params", "inherit_weights",
+           "student_vision_config", "math"]
