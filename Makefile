@@ -10,7 +10,7 @@ TORCH  := torch==2.13.0
 .PHONY: test venv clean help
 
 help:
-	@echo "make test   create .venv if missing, install lbedge[torch,quantize,test,audio,hub], run the tests"
+	@echo "make test   create .venv if missing, install lbedge[torch,quantize,train,test,audio,hub], run the tests"
 	@echo "make venv   only create/refresh the environment"
 	@echo "make clean  remove .venv and caches"
 
@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH)"
-	$(BIN)/python -m pip install -q -e ".[torch,quantize,test,audio,hub]" "$(TORCH)"
+	$(BIN)/python -m pip install -q -e ".[torch,quantize,train,test,audio,hub]" "$(TORCH)"
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -18,6 +18,7 @@ _EXTRAS: dict[str, tuple[str, str]] = {
     "onnxslim": ("quantize", "ONNX graph simplification"),
     "onnxconverter_common": ("quantize", "FP16 conversion"),
     "psutil": ("bench", "memory measurements in lbedge bench"),
+    "peft": ("train", "LoRA binding (lbedge train)"),
 }
 # not on PyPI for every platform: a hint instead of an extra
 _HINTS: dict[str, str] = {

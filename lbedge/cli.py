@@ -328,6 +328,82 @@ def bench_cmd(bundle: Path, backend: str, precision: tuple[str, ...], batch: str
                f"{threads or 'onnxruntime default (all cores)'}")
 
 
+@main.group()
+def train() -> None:
+    """Bind a modality by contrastive LoRA, merge LoRA, distil a smaller student (needs lbedge[train])."""
+
+
+@train.command("bind")
+@click.option("--config", "config_file", type=click.Path(path_type=Path), help="TOML file ([bind] table or top-level keys).")
+@click.option("--base", help="Checkpoint whose towers start the run (a new modality starts from the image tower).")
+@click.option("--modality", type=click.Choice(["image", "depth", "thermal", "audio", "video"]))
+@click.option("--data", help="Folder (class subfolders or .txt sidecars) or CSV/JSONL manifest of (file, texts).")
+@click.option("--val-data", help="Held-out set (default: --val-fraction of the data).")
+@click.option("--output", "-o", help="Run folder (resumed when it holds a checkpoint).")
+@click.option("--lora-r", type=int)
+@click.option("--lora-alpha", type=float)
+@click.option("--lr", type=float)
+@click.option("--batch-size", type=int)
+@click.option("--grad-accum", type=int)
+@click.option("--max-steps", type=int)
+@click.option("--seed", type=int)
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]))
+@click.option("--on-bad-data", type=click.Choice(["skip", "stop"]))
+@click.option("--no-resume", is_flag=True, help="Start over even if the run folder has a checkpoint.")
+@_friendly
+def train_bind(config_file: Path | None, no_resume: bool, **opts) -> None:
+    """Bind a modality tower to the frozen language tower (LoRA, symmetric InfoNCE)."""
+    from .train.bind import Binder
+    from .train.config import BindConfig, load_config
+
+    cfg = load_config(BindConfig, config_file, opts)
+    b = Binder(cfg)
+    click.echo(f"binding {cfg.modality}: {len(b.train_idx)} training samples, {len(b.val_idx) or len(b.val or [])} "
+               f"held out, {len(b.store.bad)} bad (see {cfg.output}/bad_samples.jsonl)")
+    res = b.run(resume=not no_resume)
+    for ev in res.evals:
+        click.echo(f"step {ev['step']}: zero-shot top-1 {ev['zero_shot_top1']:.3f} (chance {ev['chance_top1']:.3f}), "
+                   f"retrieval R@1 {ev['retrieval_r1']:.3f}")
+    click.echo(f"checkpoint {res.output / 'last'} (step {res.steps}); metrics in {res.output / 'metrics.jsonl'}")
+
+
+@train.command("merge")
+@click.argument("run", type=click.Path(path_type=Path))
+@click.option("--output", "-o", required=True, type=click.Path(path_type=Path))
+@_friendly
+def train_merge(run: Path, output: Path) -> None:
+    """Fold RUN's LoRA into plain weights (official layout, safetensors) and check they agree."""
+    from .train.merge import merge
+
+    rep = merge(run, output)
+    click.echo(f"merged {rep.lora_pairs} LoRA pairs into {rep.output}: min cosine vs LoRA model {rep.min_cosine:.6f}")
+
+
+@train.command("distill")
+@click.option("--config", "config_file", type=click.Path(path_type=Path), help="TOML file ([distill] table).")
+@click.option("--teacher", help="Teacher checkpoint (official layout).")
+@click.option("--student", help="Preset (vit-b16, vit-s16, vit-ti16, vit-s16-d6) or 'width,depth,heads,patch'.")
+@click.option("--data", help="Unlabeled inputs of the teacher's modality (folder).")
+@click.option("--output", "-o", help="Run folder; the student lands in OUTPUT/student.")
+@click.option("--max-steps", type=int)
+@click.option("--batch-size", type=int)
+@click.option("--lr", type=float)
+@click.option("--seed", type=int)
+@_friendly
+def train_distill(config_file: Path | None, **opts) -> None:
+    """Distil the teacher's vision tower into a smaller student in the same language space."""
+    from .train.config import DistillConfig, load_config
+    from .train.distill import Distiller
+
+    cfg = load_config(DistillConfig, config_file, opts)
+    res = Distiller(cfg).run()
+    after, before = res.heldout["after"], res.heldout["before"]
+    click.echo(f"student {res.output}: {res.student['params'] / 1e6:.2f} M params, {res.student['gflops']:.2f} GFLOP "
+               f"(teacher {res.teacher['params'] / 1e6:.2f} M, {res.teacher['gflops']:.2f} GFLOP)")
+    click.echo(f"held-out cosine to teacher {before.get('mean_cosine', 0):.3f} -> {after.get('mean_cosine', 0):.3f}, "
+               f"zero-shot agreement {after.get('zero_shot_agreement', 0):.3f}")
+
+
 @main.command()
 @click.argument("name")
 @click.option("--output", "-o", required=True, type=click.Path(path_type=Path), help="Destination folder.")

@@ -1,4 +1,4 @@
-"""lbedge.quantize: ONNX export, FP16/INT8 quantization and TensorRT engines (the deploy issue).
-
-The package is installed from the ``quantize/`` folder; its modules land with the deploy issue.
+"""lbedge.quantize: ONNX export (``export``), FP16 (``fp16``) and calibrated INT8 (``int8``) graphs,
+bundles (``bundle_build``), TensorRT engines (``tensorrt_build``) and the TensorRT op-set check
+(``trt_ops``). Needs ``lbedge[quantize]``; the bundles it writes load without torch.
 """

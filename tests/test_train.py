@@ -194,3 +194,21 @@ def test_trained_student_flows_into_the_deploy_path(base, data, tmp_path):
     x = enc.preprocess(sorted(data.rglob("*.png"))[:3])
     assert (load_bundle(tmp_path / "bundle", precision="fp32").embed(x) * ref.embed(x)).sum(1).min() > 0.9999
     assert enc.embed(x).shape == (3, 8)
+
+
+def test_cli_train_commands(base, data, tmp_path):
+    from click.testing import CliRunner
+
+    from lbedge.cli import main
+
+    r = CliRunner().invoke(main, ["train", "bind", "--base", str(base), "--modality", "image", "--data", str(data),
+                                  "-o", str(tmp_path / "run"), "--max-steps", "4", "--lora-r", "4", "--batch-size", "8"])
+    assert r.exit_code == 0, r.output
+    assert "zero-shot top-1" in r.output and (tmp_path / "run" / "last" / "config.json").is_file()
+    r = CliRunner().invoke(main, ["train", "merge", str(tmp_path / "run"), "-o", str(tmp_path / "merged")])
+    assert r.exit_code == 0 and "min cosine vs LoRA model 1.0" in r.output, r.output
+    r = CliRunner().invoke(main, ["train", "distill", "--teacher", str(tmp_path / "merged"), "--student", "16,2,2,16",
+                                  "--data", str(data), "-o", str(tmp_path / "d"), "--max-steps", "3"])
+    assert r.exit_code == 0 and "M params" in r.output, r.output
+    r = CliRunner().invoke(main, ["train", "bind", "--data", str(data)])
+    assert r.exit_code == 2 and r.output.startswith("error: bind needs `base`")

@@ -52,7 +52,10 @@ class BindResult:
 
 def wrap_lora(model: LanguageBindModel, r: int, alpha: float, dropout: float, targets: list[str]) -> LanguageBindModel:
     """Wrap the vision encoder with peft LoRA (the official layout: ``vision_model.encoder.base_model.model...``)."""
-    from peft import LoraConfig, get_peft_model
+    from lbedge._deps import require
+
+    peft = require("peft")
+    LoraConfig, get_peft_model = peft.LoraConfig, peft.get_peft_model
 
     for p in model.parameters():
         p.requires_grad_(False)
