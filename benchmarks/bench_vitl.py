@@ -103,6 +103,7 @@ def run(modality: str, threads: int, work: Path) -> dict:
     from lbedge.quantize.bundle_build import add_fp16, add_int8, export_bundle
     from lbedge.quantize.calibration import InputSet
     from lbedge.quantize.export import ort_outputs, tower_module
+    from lbedge.quantize.int8 import Int8Config, quantize_int8
     from lbedge.quantize.onnx_utils import agreement
 
     torch.manual_seed(0)
@@ -132,27 +133,40 @@ def run(modality: str, threads: int, work: Path) -> dict:
     bundle = work / f"bundle_{modality}"
     export_bundle(ckpt, bundle, inputs=held[:2])
     res["export_seconds"] = round(time.perf_counter() - t, 1)
-    t = time.perf_counter()
-    add_fp16(bundle, inputs=held, towers=("vision",))
-    res["fp16_seconds"] = round(time.perf_counter() - t, 1)
+    if modality == "image":
+        t = time.perf_counter()
+        add_fp16(bundle, inputs=held, towers=("vision",))
+        res["fp16_seconds"] = round(time.perf_counter() - t, 1)
+    # the CPU deployment flavour goes into the bundle (U8S8, MinMax calibration)
     t = time.perf_counter()
     man = add_int8(bundle, InputSet(calib, [Path(f"c{i}") for i in range(len(calib))]),
-                   holdout=InputSet(held, [Path(f"h{i}") for i in range(len(held))]))
-    res["int8_seconds"] = round(time.perf_counter() - t, 1)
+                   holdout=InputSet(held, [Path(f"h{i}") for i in range(len(held))]),
+                   config=Int8Config(target="cpu", method="minmax"))
+    res["int8_cpu_seconds"] = round(time.perf_counter() - t, 1)
+    res["int8_cpu_report"] = man.towers["vision"]["int8"].details["int8"]
+    graphs = {"fp32": bundle / "vision.fp32.onnx", "int8_cpu": bundle / "vision.int8.onnx"}
+    if modality == "image":
+        graphs["fp16"] = bundle / "vision.fp16.onnx"
+        t = time.perf_counter()        # the TensorRT flavour (S8S8 symmetric) beside it, for comparison
+        ref_h = ort_outputs(bundle / "vision.fp32.onnx", held, threads=threads)
+        rep = quantize_int8(bundle / "vision.fp32.onnx", work / "vision.int8_tensorrt.onnx", calib, holdout=held,
+                            reference=ref_h, config=Int8Config(target="tensorrt", method="minmax"))
+        res["int8_tensorrt_seconds"] = round(time.perf_counter() - t, 1)
+        res["int8_tensorrt_report"] = rep.to_dict()
+        graphs["int8_tensorrt"] = work / "vision.int8_tensorrt.onnx"
     ref = ort_outputs(bundle / "vision.fp32.onnx", held, threads=threads)
     from lbedge.backends.onnxruntime_backend import OnnxRuntimeBackend
-    for prec in ("fp32", "fp16", "int8"):
-        be = OnnxRuntimeBackend(bundle / f"vision.{prec}.onnx", providers=["CPUExecutionProvider"], threads=threads)
+    for prec, path in graphs.items():
+        be = OnnxRuntimeBackend(path, providers=["CPUExecutionProvider"], threads=threads)
         xb = held[:1]
         res[f"ort_{prec}"] = measure(lambda: be.run({"pixel_values": xb}))
         res[f"ort_{prec}"]["agreement_vs_fp32"] = agreement(ref, be.run({"pixel_values": held})["embeds"]).to_dict()
     tb = OnnxRuntimeBackend(bundle / "text.fp32.onnx", providers=["CPUExecutionProvider"], threads=threads)
     res["text_ort_fp32"] = measure(lambda: tb.run({"input_ids": ids.numpy().astype(np.int32)}))
-    res["int8_report"] = man.towers["vision"]["int8"].details["int8"]
     gf = flops / 1e9
-    for k in ("torch_eager_fp32", "ort_fp32", "ort_fp16", "ort_int8"):
+    for k in ("torch_eager_fp32", *(f"ort_{p}" for p in graphs)):
         res[k]["gflop_per_s"] = round(gf / (res[k]["p50_ms"] / 1000), 1)
-    res["speedup_int8_vs_eager"] = round(res["torch_eager_fp32"]["p50_ms"] / res["ort_int8"]["p50_ms"], 2)
+    res["speedup_int8_cpu_vs_eager"] = round(res["torch_eager_fp32"]["p50_ms"] / res["ort_int8_cpu"]["p50_ms"], 2)
     res["speedup_ort_fp32_vs_eager"] = round(res["torch_eager_fp32"]["p50_ms"] / res["ort_fp32"]["p50_ms"], 2)
     res["peak_rss_mb_int8_bundle"] = rss_of_bundle(bundle, "int8", threads)
     res["bundle_mb"] = {p.name: round(p.stat().st_size / 2**20, 1) for p in sorted(bundle.glob("*.onnx*"))}

@@ -148,8 +148,9 @@ def load_bundle(path: str | Path, *, backend: str = "auto", precision: str = "au
         raise CheckpointError(f"bundle folder not found: {folder}")
     man = Manifest.read(folder)
     chosen = choose_backend(man, folder, backend)
-    for name, sha in man.tokenizer.items():
-        verify_file(folder, f"tokenizer/{name}", sha) if verify else None
+    if verify:
+        for name, sha in man.tokenizer.items():
+            verify_file(folder, f"tokenizer/{name}", sha)
     tok = ClipTokenizer.from_dir(folder / "tokenizer", context_length=int(man.text["context_length"]))
 
     def backend_for(tower: str, prec: str):

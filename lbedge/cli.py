@@ -194,12 +194,15 @@ def export_cmd(checkpoint: Path, output: Path, opset: int, atol: float, no_simpl
 @click.option("--calib", multiple=True, type=click.Path(path_type=Path),
               help="Folder(s) or files of real inputs for INT8 calibration (repeatable).")
 @click.option("--val", multiple=True, type=click.Path(path_type=Path), help="Held-out inputs (default: 1 in 4 of --calib).")
-@click.option("--method", type=click.Choice(["minmax", "entropy", "percentile"]), default="percentile", show_default=True)
+@click.option("--method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax", show_default=True,
+              help="Calibration; entropy/percentile build histograms (much slower on big towers).")
 @click.option("--min-cosine", default=0.99, show_default=True, help="INT8 target; below it layers fall back to float.")
+@click.option("--int8-target", type=click.Choice(["tensorrt", "cpu"]), default="tensorrt", show_default=True,
+              help="tensorrt: symmetric int8 activations (for lbedge compile); cpu: uint8 activations, fastest on ORT x86.")
 @click.option("--limit", default=256, show_default=True, help="At most this many calibration files.")
 @_friendly
 def quantize_cmd(bundle: Path, precision: str, calib: tuple[Path, ...], val: tuple[Path, ...], method: str,
-                 min_cosine: float, limit: int) -> None:
+                 min_cosine: float, int8_target: str, limit: int) -> None:
     """Add an FP16 or calibrated INT8 graph to BUNDLE, with its agreement to FP32."""
     from .bundle import Manifest
     from .errors import InputError
@@ -218,7 +221,8 @@ def quantize_cmd(bundle: Path, precision: str, calib: tuple[Path, ...], val: tup
         calib_set = load_inputs(calib, pre, limit=limit)
         for f, why in calib_set.skipped:
             click.echo(f"skipped {f}: {why}", err=True)
-        man = add_int8(bundle, calib_set, holdout=val_set, config=Int8Config(method=method, min_cosine=min_cosine))
+        man = add_int8(bundle, calib_set, holdout=val_set,
+                       config=Int8Config(target=int8_target, method=method, min_cosine=min_cosine))
     _print_rows(man)
 
 
@@ -229,18 +233,21 @@ def quantize_cmd(bundle: Path, precision: str, calib: tuple[Path, ...], val: tup
               help="Highest reduction to build: int8 builds fp32+fp16+int8, fp16 builds fp32+fp16.")
 @click.option("--calib", multiple=True, type=click.Path(path_type=Path), help="Real inputs for INT8 calibration.")
 @click.option("--val", multiple=True, type=click.Path(path_type=Path), help="Held-out inputs (default: 1 in 4 of --calib).")
-@click.option("--method", type=click.Choice(["minmax", "entropy", "percentile"]), default="percentile", show_default=True)
+@click.option("--method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax", show_default=True,
+              help="Calibration; entropy/percentile build histograms (much slower on big towers).")
 @click.option("--min-cosine", default=0.99, show_default=True, help="INT8 target; below it layers fall back to float.")
+@click.option("--int8-target", type=click.Choice(["tensorrt", "cpu"]), default="tensorrt", show_default=True,
+              help="tensorrt: symmetric int8 activations (for lbedge compile); cpu: uint8 activations, fastest on ORT x86.")
 @_friendly
 def build_cmd(checkpoint: Path, output: Path, precision: str, calib: tuple[Path, ...], val: tuple[Path, ...],
-              method: str, min_cosine: float) -> None:
+              method: str, min_cosine: float, int8_target: str) -> None:
     """Export, FP16 and INT8 in one go: CHECKPOINT -> a torch-free bundle."""
     from .quantize.bundle_build import build_bundle
     from .quantize.int8 import Int8Config
 
     precs = {"fp32": ["fp32"], "fp16": ["fp32", "fp16"], "int8": ["fp32", "fp16", "int8"]}[precision]
     man = build_bundle(checkpoint, output, precisions=precs, calib=calib, val=val,
-                       int8_config=Int8Config(method=method, min_cosine=min_cosine))
+                       int8_config=Int8Config(target=int8_target, method=method, min_cosine=min_cosine))
     click.echo(f"wrote bundle {output} ({man.modality}):")
     _print_rows(man)
 

@@ -10,11 +10,9 @@ import numpy as np
 
 from .bundle import Manifest, load_bundle
 from .errors import InputError
+from .zeroshot import PROBE_LABELS
 
 DEFAULT_MIN_COSINE = {"fp16": 0.999, "int8": 0.99}
-PROBE_LABELS = ("person", "car", "dog", "cat", "bicycle", "bird", "tree", "building", "road", "chair", "table",
-                "bottle", "phone", "laptop", "horse", "boat", "airplane", "train", "flower", "lion", "parakeet",
-                "door", "window", "fire", "water", "music", "speech", "engine", "rain", "wind")
 
 
 @dataclass

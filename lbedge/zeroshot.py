@@ -29,6 +29,14 @@ TEMPLATES: dict[str, tuple[str, ...]] = {
 }
 
 
+#: generic labels for measuring zero-shot agreement between two versions of a tower (quantized vs FP32,
+#: student vs teacher) when the caller gives none
+PROBE_LABELS: tuple[str, ...] = (
+    "person", "car", "dog", "cat", "bicycle", "bird", "tree", "building", "road", "chair", "table", "bottle",
+    "phone", "laptop", "horse", "boat", "airplane", "train", "flower", "lion", "parakeet", "door", "window",
+    "fire", "water", "music", "speech", "engine", "rain", "wind")
+
+
 def default_cache_dir() -> Path:
     """``$LBEDGE_CACHE`` or ``~/.cache/lbedge``."""
     return Path(os.environ.get("LBEDGE_CACHE", Path.home() / ".cache" / "lbedge"))

@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import shutil
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -20,21 +19,18 @@ from lbedge import __version__
 from lbedge.bundle import Manifest, TowerFile
 from lbedge.engine import sha256_file
 from lbedge.errors import CheckpointError, InputError
+from lbedge.zeroshot import PROBE_LABELS
 from lbedge.preprocess import Preprocessor
 from lbedge.config import PreprocessConfig
 
 from . import onnx_utils
 from .calibration import InputSet, load_inputs
-from .export import ExportConfig, dummy_input, export_tower, ort_outputs
+from .export import ExportConfig, export_tower, ort_outputs
 from .fp16 import convert_fp16
 from .int8 import Int8Config, quantize_int8
 
 log = logging.getLogger(__name__)
 
-#: labels used to measure zero-shot top-1 agreement when the caller gives none
-PROBE_LABELS = ("person", "car", "dog", "cat", "bicycle", "bird", "tree", "building", "road", "chair", "table",
-                "bottle", "phone", "laptop", "horse", "boat", "airplane", "train", "flower", "lion", "parakeet",
-                "door", "window", "fire", "water", "music", "speech", "engine", "rain", "wind")
 
 
 def _tower_entry(folder: Path, files: list[Path], **kw: Any) -> TowerFile:
@@ -191,4 +187,4 @@ def summary(man: Manifest) -> list[dict[str, Any]]:
     return rows
 
 
-__all__ = ["PROBE_LABELS", "add_fp16", "add_int8", "build_bundle", "export_bundle", "summary", "asdict"]
+__all__ = ["PROBE_LABELS", "add_fp16", "add_int8", "build_bundle", "export_bundle", "summary"]

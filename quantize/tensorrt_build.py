@@ -135,6 +135,11 @@ def compile_bundle(folder: str | Path, *, precisions: list[str] | None = None, t
         have = man.towers.get(tower, {})
         wanted = precisions or (["int8", "fp16"] if tower == "vision" else ["fp16"])
         for prec in [p for p in wanted if p in have]:
+            target = have[prec].details.get("int8", {}).get("target", "tensorrt") if prec == "int8" else None
+            if target == "cpu":
+                raise EngineBuildError("the bundle's INT8 graph was quantized for ONNX Runtime on CPUs (uint8 "
+                                       "activations with zero points), which TensorRT cannot import: rerun "
+                                       "`lbedge quantize BUNDLE -p int8 --int8-target tensorrt --calib DIR`")
             onnx_file = folder / have[prec].file
             onnx_sha = have[prec].sha256
             existing = [e for e in man.engines if e["tower"] == tower and e["precision"] == prec]

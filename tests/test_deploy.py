@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import OFFICIAL, ROOT
+from conftest import OFFICIAL
 
 torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")

@@ -212,3 +212,19 @@ def test_cli_train_commands(base, data, tmp_path):
     assert r.exit_code == 0 and "M params" in r.output, r.output
     r = CliRunner().invoke(main, ["train", "bind", "--data", str(data)])
     assert r.exit_code == 2 and r.output.startswith("error: bind needs `base`")
+
+
+def test_distillation_resumes_exactly(base, data, tmp_path):
+    def run(out, **kw):
+        d = Distiller(DistillConfig(teacher=str(base), student="16,2,2,16", data=str(data), output=str(out),
+                                    max_steps=8, batch_size=8, save_every=2, augment=False))
+        return d.run(progress=False, **kw)
+
+    run(tmp_path / "straight")
+    run(tmp_path / "cut", stop_after=4)
+    assert json.loads((tmp_path / "cut" / "last" / "trainer_state.json").read_text())["step"] == 4
+    run(tmp_path / "cut")
+    a = load_model(tmp_path / "straight" / "student").state_dict()
+    b = load_model(tmp_path / "cut" / "student").state_dict()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k

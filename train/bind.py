@@ -28,7 +28,6 @@ import torch
 import torch.nn.functional as F
 
 from lbedge.checkpoint import load_model, write_checkpoint
-from lbedge.config import ModelConfig
 from lbedge.errors import CheckpointError
 from lbedge.models.towers import LanguageBindModel
 from lbedge.preprocess import Preprocessor
@@ -285,4 +284,4 @@ def _tensorboard(out: Path):
     return SummaryWriter(str(out / "tb"))
 
 
-__all__ = ["BindResult", "Binder", "ModelConfig", "bind", "symmetric_infonce", "wrap_lora"]
+__all__ = ["BindResult", "Binder", "bind", "symmetric_infonce", "wrap_lora"]

@@ -14,7 +14,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,11 +24,12 @@ import torch
 import torch.nn.functional as F
 
 from lbedge.checkpoint import load_model, save_pretrained, text_fingerprint
-from lbedge.config import ModelConfig, VisionConfig
+from lbedge.config import VisionConfig
 from lbedge.errors import InputError
 from lbedge.models.towers import LanguageBindModel, resize_position_embedding
 from lbedge.preprocess import Preprocessor
 from lbedge.tokenizer import ClipTokenizer
+from lbedge.zeroshot import PROBE_LABELS
 
 from .bind import cosine_schedule
 from .config import DistillConfig
@@ -44,8 +44,6 @@ PRESETS: dict[str, tuple[int, int, int, int]] = {
     "vit-ti16": (192, 12, 3, 16),
     "vit-s16-d6": (384, 6, 6, 16),
 }
-DEFAULT_PROBES = ("person", "car", "dog", "cat", "bicycle", "bird", "tree", "building", "road", "chair", "bottle",
-                  "phone", "horse", "boat", "flower", "door", "fire", "water", "music", "engine")
 
 
 def student_vision_config(teacher: VisionConfig, spec: str, grid_rows_cols: tuple[int, int]) -> VisionConfig:
@@ -141,7 +139,7 @@ class Distiller:
         self.train_idx, self.val_idx = self.store.split(cfg.val_fraction, cfg.seed)
         self.teacher_embeds = self._teacher_embeddings()
         tok = ClipTokenizer.from_dir(self.teacher_dir)
-        ids, _ = tok([f"a photo of a {l}." for l in (cfg.probe_labels or DEFAULT_PROBES)])
+        ids, _ = tok([f"a photo of a {l}." for l in (cfg.probe_labels or PROBE_LABELS)])
         ids = np.minimum(ids, tcfg.text.vocab_size - 1)
         with torch.no_grad():
             self.text_embeds = self.teacher.encode_text(torch.from_numpy(ids))
@@ -217,20 +215,45 @@ class Distiller:
         return {"mean_cosine": float(cos.mean()), "min_cosine": float(cos.min()), "zero_shot_agreement": float(agree),
                 "n": len(idx)}
 
-    def run(self, progress: bool = True) -> DistillResult:
+    def save(self) -> None:
+        last = self.out / "last"
+        save_pretrained(self.student, last, tokenizer_dir=self.teacher_dir)
+        torch.save({"optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict()}, last / "optimizer.pt")
+        (last / "trainer_state.json").write_text(json.dumps({"step": self.step, "before": self.before}))
+
+    def try_resume(self) -> bool:
+        """Continue from ``output/last`` when an earlier run left a checkpoint there."""
+        last = self.out / "last"
+        if not (last / "trainer_state.json").is_file():
+            return False
+        self.student.load_state_dict(load_model(last).state_dict())
+        state = torch.load(last / "optimizer.pt", map_location="cpu", weights_only=True)
+        self.opt.load_state_dict(state["optimizer"])
+        self.sched.load_state_dict(state["scheduler"])
+        saved = json.loads((last / "trainer_state.json").read_text())
+        self.step, self.before = int(saved["step"]), saved.get("before", {})
+        return True
+
+    def run(self, progress: bool = True, resume: bool = True, stop_after: int | None = None) -> DistillResult:
         cfg = self.cfg
         self.out.mkdir(parents=True, exist_ok=True)
+        self.before = self.evaluate()
+        if resume:
+            self.try_resume()
         metrics = open(self.out / "metrics.jsonl", "a", encoding="utf-8")
         t0 = time.perf_counter()
-        first = self.evaluate()
-        metrics.write(json.dumps({"step": 0, "eval": first}) + "\n")
+        if self.step == 0:
+            metrics.write(json.dumps({"step": 0, "eval": self.before}) + "\n")
         try:
-            while self.step < cfg.max_steps:
+            while self.step < cfg.max_steps and (stop_after is None or self.step < stop_after):
                 row = self.train_step()
                 row["seconds"] = round(time.perf_counter() - t0, 2)
                 metrics.write(json.dumps(row) + "\n")
                 if self.step % cfg.eval_every == 0 or self.step == cfg.max_steps:
                     metrics.write(json.dumps({"step": self.step, "eval": self.evaluate()}) + "\n")
+                if self.step % cfg.save_every == 0:
+                    self.save()
+            self.save()
         finally:
             metrics.close()
         save_pretrained(self.student.eval(), self.out / "student", tokenizer_dir=self.teacher_dir)
@@ -240,7 +263,7 @@ class Distiller:
                                {"gflops": round(t_flops, 3), "params": t_params},
                                {"gflops": round(s_flops, 3), "params": s_params, "inherited_tensors": self.inherited,
                                 "preset": cfg.student},
-                               {"before": first, "after": self.evaluate()})
+                               {"before": self.before, "after": self.evaluate()})
         (self.out / "report.json").write_text(json.dumps(dataclasses.asdict(result), default=str, indent=2))
         return result
 
@@ -258,4 +281,4 @@ def distill(cfg: DistillConfig, **kw: Any) -> DistillResult:
 
 
 __all__ = ["PRESETS", "DistillResult", "Distiller", "distill", "flops_and_params", "inherit_weights",
-           "student_vision_config", "math"]
+           "student_vision_config"]
