@@ -84,13 +84,16 @@ def measure(fn, warmup=1, iters=5) -> dict:
             "iters": len(ms)}
 
 
-def rss_of_bundle(folder: Path, precision: str, threads: int) -> float:
-    code = ("import sys, numpy as np, resource; from lbedge.bundle import load_bundle; "
+def rss_of_bundle(folder: Path, precision: str, threads: int) -> dict:
+    """Peak RSS (MiB) of a fresh process that loads the bundle and embeds one input, before and after the text
+    tower is used (with a warm prompt cache a deployed classifier never loads the text graph)."""
+    code = ("import sys, numpy as np; from lbedge.bundle import load_bundle; from lbedge.bench import peak_rss_mb; "
             f"e = load_bundle(sys.argv[1], precision='{precision}', threads={threads}); "
-            "x = np.zeros((1, *e.input_shape), np.float32); e.embed(x); e.embed_text(['a dog']); "
-            "assert 'torch' not in sys.modules; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
+            "x = np.zeros((1, *e.input_shape), np.float32); e.embed(x); a = peak_rss_mb(); e.embed_text(['a dog']); "
+            "assert 'torch' not in sys.modules; print(a, peak_rss_mb())")
     out = subprocess.run([sys.executable, "-c", code, str(folder)], check=True, capture_output=True, text=True)
-    return round(float(out.stdout.strip().splitlines()[-1]), 1)
+    vision_only, with_text = (round(float(v), 1) for v in out.stdout.strip().splitlines()[-1].split())
+    return {"vision_only_mb": vision_only, "with_text_tower_mb": with_text}
 
 
 def run(modality: str, threads: int, work: Path) -> dict:
@@ -173,13 +176,69 @@ def run(modality: str, threads: int, work: Path) -> dict:
     return res
 
 
+def timing_only(modality: str, threads: int, work: Path) -> dict:
+    """Re-time the graphs a previous full run left in ``work`` (eager and ORT in one quiet process)."""
+    import torch
+
+    from lbedge.backends.onnxruntime_backend import OnnxRuntimeBackend
+    from lbedge.checkpoint import load_model
+    from lbedge.quantize.export import tower_module
+
+    torch.set_num_threads(threads)
+    model = load_model(work / f"ckpt_{modality}")
+    shape = model.config.preprocess.input_shape
+    x = np.random.default_rng(0).normal(size=(1, *shape)).astype(np.float32)
+    vision, text = tower_module(model, "vision"), tower_module(model, "text")
+    ids = np.full((1, 77), 49407, np.int32)
+    ids[0, :4] = [49406, 320, 1929, 269]
+    out: dict = {}
+    with torch.inference_mode():
+        out["torch_eager_fp32"] = measure(lambda: vision(torch.from_numpy(x)))
+        out["text_torch_eager_fp32"] = measure(lambda: text(torch.from_numpy(ids)))
+    graphs = {"ort_fp32": work / f"bundle_{modality}" / "vision.fp32.onnx",
+              "ort_fp16": work / f"bundle_{modality}" / "vision.fp16.onnx",
+              "ort_int8_cpu": work / f"bundle_{modality}" / "vision.int8.onnx",
+              "ort_int8_tensorrt": work / "vision.int8_tensorrt.onnx"}
+    for name, path in graphs.items():
+        if path.is_file() and (modality == "image" or "tensorrt" not in name):
+            be = OnnxRuntimeBackend(path, providers=["CPUExecutionProvider"], threads=threads)
+            out[name] = measure(lambda: be.run({"pixel_values": x}))
+    tb = OnnxRuntimeBackend(work / f"bundle_{modality}" / "text.fp32.onnx", providers=["CPUExecutionProvider"],
+                            threads=threads)
+    out["text_ort_fp32"] = measure(lambda: tb.run({"input_ids": ids}))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--timing-only", action="store_true",
+                    help="Only re-time eager vs ORT on the graphs a full run left in --work; merge into --out.")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--modalities", default="image,audio")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results_vitl.json"))
     ap.add_argument("--work", default=None, help="Keep the exported bundles here (default: a temp folder).")
     args = ap.parse_args()
+    if args.timing_only:
+        res = json.loads(Path(args.out).read_text())
+        for m in args.modalities.split(","):
+            res[m]["peak_rss_mb_int8_bundle"] = rss_of_bundle(Path(args.work) / f"bundle_{m}", "int8", args.threads)
+        res["gemm_fp32_gflop_per_s"] = round(gemm_rate(args.threads), 1)
+        res["timing_command"] = " ".join(sys.argv)
+        for m in args.modalities.split(","):
+            t = timing_only(m, args.threads, Path(args.work))
+            for k, v in t.items():
+                res[m].setdefault(k, {}).update(v)
+            gf = res[m]["vision_gflop"]
+            for k in t:
+                if k.startswith(("torch_eager", "ort_")) and "text" not in k:
+                    res[m][k]["gflop_per_s"] = round(gf / (res[m][k]["p50_ms"] / 1000), 1)
+            res[m]["speedup_int8_cpu_vs_eager"] = round(res[m]["torch_eager_fp32"]["p50_ms"]
+                                                        / res[m]["ort_int8_cpu"]["p50_ms"], 2)
+            res[m]["speedup_ort_fp32_vs_eager"] = round(res[m]["torch_eager_fp32"]["p50_ms"]
+                                                        / res[m]["ort_fp32"]["p50_ms"], 2)
+            print(json.dumps({m: t}), flush=True)
+        Path(args.out).write_text(json.dumps(res, indent=2) + "\n")
+        return
     out = {"command": " ".join(sys.argv), "threads": args.threads, "cpus": os.cpu_count(),
            "gemm_fp32_gflop_per_s": round(gemm_rate(args.threads), 1)}
     with tempfile.TemporaryDirectory() as tmp:

@@ -88,8 +88,19 @@ def bench_backend(backend: Any, x: np.ndarray, *, stage: str, precision: str, ba
 
 
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process in MiB (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    """Peak resident set size of this process in MiB.
+
+    Linux: ``VmHWM`` from /proc/self/status. (``ru_maxrss`` is not used there: the kernel carries the
+    parent's high-water mark across fork+exec, so a child started by a big process reports the parent's peak.)
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    scale = 1024.0 if platform.system() == "Linux" else 1024.0 * 1024.0    # macOS reports bytes
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale
 
 
 def machine() -> dict[str, Any]:

@@ -174,7 +174,7 @@ def load_bundle(path: str | Path, *, backend: str = "auto", precision: str = "au
     vp = pick_precision(man, "vision", precision, chosen)
     tp = pick_precision(man, "text", text_precision, chosen)
     enc = Encoder(modality=man.modality, preprocess_config=PreprocessConfig.from_dict(man.preprocess),
-                  vision=backend_for("vision", vp), text=backend_for("text", tp), tokenizer=tok,
+                  vision=backend_for("vision", vp), text=lambda: backend_for("text", tp), tokenizer=tok,
                   logit_scale=man.logit_scale, embed_dim=man.embed_dim, name=man.name or folder.name,
                   text_fingerprint=man.text.get("fingerprint"), batch_size=batch_size)
     enc.precision = {"vision": vp, "text": tp}          # type: ignore[attr-defined]

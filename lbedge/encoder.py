@@ -21,14 +21,15 @@ from .tokenizer import ClipTokenizer
 class Encoder:
     """Embeds one modality and text into LanguageBind's shared, L2-normalised space."""
 
-    def __init__(self, *, modality: str, preprocess_config: PreprocessConfig, vision: Backend, text: Backend,
+    def __init__(self, *, modality: str, preprocess_config: PreprocessConfig, vision: Backend,
+                 text: Backend | Callable[[], Backend],
                  tokenizer: ClipTokenizer, logit_scale: float, embed_dim: int, name: str = "",
                  text_fingerprint: str | Callable[[], str] | None = None, batch_size: int = 8):
         self.modality = modality
         self.preprocess_config = preprocess_config
         self.preprocessor = Preprocessor(preprocess_config)
         self.vision = vision
-        self.text = text
+        self._text = text
         self.tokenizer = tokenizer
         self.logit_scale = float(logit_scale)
         self.embed_dim = int(embed_dim)
@@ -39,6 +40,13 @@ class Encoder:
     def __repr__(self) -> str:
         return (f"Encoder(modality={self.modality!r}, name={self.name!r}, dim={self.embed_dim}, "
                 f"backend={self.vision.name!r})")
+
+    @property
+    def text(self) -> Backend:
+        """The text tower's backend, loaded on first use: with a warm prompt cache it is never loaded."""
+        if callable(self._text) and not hasattr(self._text, "run"):
+            self._text = self._text()
+        return self._text
 
     @property
     def input_shape(self) -> tuple[int, ...]:

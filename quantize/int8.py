@@ -141,27 +141,39 @@ def quantize_int8(src: str | Path, dst: str | Path, calib: np.ndarray, *, holdou
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
         cache = {"calibration_cache_path": str(Path(tmp) / "ranges.json")} if cache_kw else {}
-        for round_no in range(cfg.max_fallback_rounds + 1):
-            extra = {"ActivationSymmetric": cfg.target == "tensorrt", "WeightSymmetric": True,
-                     "CalibPercentile": cfg.percentile, "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1}}
-            act_type = QuantType.QInt8 if cfg.target == "tensorrt" else QuantType.QUInt8
-            if cfg.method == "entropy":
-                extra["CalibNumBins"] = 512
+        def run(exclude: list[str]) -> None:
             with contextlib.redirect_stdout(io.StringIO()):      # onnxruntime prints calibration chatter
                 quantize_static(str(pre), str(dst), _Reader(input_name, calib), quant_format=QuantFormat.QDQ,
                                 activation_type=act_type, weight_type=QuantType.QInt8,
                                 per_channel=cfg.per_channel, calibrate_method=method,
-                                op_types_to_quantize=list(cfg.op_types), nodes_to_exclude=list(excluded),
+                                op_types_to_quantize=list(cfg.op_types), nodes_to_exclude=list(exclude),
                                 use_external_data_format=src.with_name(src.name + ".data").exists(),
                                 extra_options=extra, **cache)
+
+        extra = {"ActivationSymmetric": cfg.target == "tensorrt", "WeightSymmetric": True,
+                 "CalibPercentile": cfg.percentile, "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1}}
+        if cfg.method == "entropy":
+            extra["CalibNumBins"] = 512
+        act_type = QuantType.QInt8 if cfg.target == "tensorrt" else QuantType.QUInt8
+        tried: list[tuple[list[str], onnx_utils.Agreement]] = []
+        for round_no in range(cfg.max_fallback_rounds + 1):
+            run(excluded)
             if holdout is None or reference is None:
                 break
             agree = onnx_utils.agreement(reference, ort_outputs(dst, holdout), text_embeds)
             rounds.append({"excluded": len(excluded), **agree.to_dict()})
+            tried.append((list(excluded), agree))
             log.info("int8 round %d: %d nodes in float, min cosine %.5f", round_no, len(excluded), agree.min_cosine)
-            if agree.min_cosine >= cfg.min_cosine or round_no == len(groups) or round_no == cfg.max_fallback_rounds:
+            if agree.min_cosine >= cfg.min_cosine or round_no >= len(groups) or round_no == cfg.max_fallback_rounds:
                 break
-            excluded += groups[round_no]
+            excluded = excluded + groups[round_no]
+        if tried and tried[-1][1].min_cosine < cfg.min_cosine:
+            # the target was not reached: keep the fewest float layers that come within 0.001 of the best
+            # agreement seen (layers in float cost speed and, here, bought nothing)
+            best = max(a.min_cosine for _, a in tried)
+            excluded, agree = next((e, a) for e, a in tried if a.min_cosine >= best - 1e-3)
+            if len(excluded) != len(tried[-1][0]):
+                run(excluded)
     q = onnx.load(str(dst), load_external_data=False)
     n_q = sum(1 for n in q.graph.node if n.op_type == "DequantizeLinear")
     report = Int8Report(cfg.target, cfg.method, time.perf_counter() - t0, len(calib), excluded, agree, rounds, n_q)

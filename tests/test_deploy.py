@@ -151,8 +151,12 @@ def test_int8_falls_back_to_float_when_agreement_falls_short(tmp_path):
     ref = ort_outputs(tmp_path / "v.onnx", x[8:])
     rep = quantize_int8(tmp_path / "v.onnx", tmp_path / "q.onnx", x[:8], holdout=x[8:], reference=ref,
                         config=Int8Config(min_cosine=1.01, max_fallback_rounds=2))   # unreachable on purpose
-    assert len(rep.rounds) == 3 and rep.excluded_nodes
+    assert len(rep.rounds) == 3                           # two fallback rounds were tried
     assert rep.rounds[0]["excluded"] == 0 and rep.rounds[-1]["excluded"] > 0
+    # none reached the target: the kept graph has the fewest float layers within 0.001 of the best agreement
+    best = max(r["min_cosine"] for r in rep.rounds)
+    kept = next(r for r in rep.rounds if r["min_cosine"] >= best - 1e-3)
+    assert len(rep.excluded_nodes) == kept["excluded"]
     q = onnx.load(str(tmp_path / "q.onnx"))
     dq_outputs = {o for n in q.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
     by_name = {n.name: n for n in q.graph.node}
