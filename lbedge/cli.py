@@ -390,6 +390,7 @@ def train_merge(run: Path, output: Path) -> None:
 @click.option("--config", "config_file", type=click.Path(path_type=Path), help="TOML file ([distill] table).")
 @click.option("--teacher", help="Teacher checkpoint (official layout).")
 @click.option("--student", help="Preset (vit-b16, vit-s16, vit-ti16, vit-s16-d6) or 'width,depth,heads,patch'.")
+@click.option("--resolution", type=int, help="Student input size in pixels (default: the teacher's 224).")
 @click.option("--data", help="Unlabeled inputs of the teacher's modality (folder).")
 @click.option("--output", "-o", help="Run folder; the student lands in OUTPUT/student.")
 @click.option("--max-steps", type=int)

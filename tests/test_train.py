@@ -228,3 +228,13 @@ def test_distillation_resumes_exactly(base, data, tmp_path):
     b = load_model(tmp_path / "cut" / "student").state_dict()
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def test_student_with_a_smaller_input_resolution(base, data, tmp_path):
+    d = Distiller(DistillConfig(teacher=str(base), student="16,2,2,16", resolution=112, data=str(data),
+                                output=str(tmp_path / "d"), max_steps=20, batch_size=8, lr=3e-3, augment=False))
+    res = d.run(progress=False)
+    enc = from_pretrained(res.output)
+    assert enc.input_shape == (3, 112, 112)
+    assert enc.embed(sorted(data.rglob("*.png"))[:2]).shape == (2, 8)          # preprocessed at 112 directly
+    assert res.heldout["after"]["mean_cosine"] > res.heldout["before"]["mean_cosine"]

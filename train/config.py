@@ -56,6 +56,7 @@ class DistillConfig:
 
     teacher: str = ""
     student: str = "vit-s16"           # preset name, or "width,depth,heads,patch"
+    resolution: int = 0                # student input size (pixels); 0 = the teacher's (224). Not for audio.
     data: str = ""                     # unlabeled inputs of the teacher's modality
     val_fraction: float = 0.2
     output: str = "runs/distill"

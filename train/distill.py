@@ -124,8 +124,16 @@ class Distiller:
         tcfg = self.teacher.config
         rows, cols = (tcfg.preprocess.num_mel_bins, tcfg.preprocess.target_length) if tcfg.modality == "audio" \
             else (tcfg.vision.image_size, tcfg.vision.image_size)
+        res = cfg.resolution or 0
+        if res and tcfg.modality == "audio":
+            raise InputError("an audio student's input is the fixed 112 x 1036 fbank: resolution does not apply")
+        if res:
+            rows = cols = res
         svc = student_vision_config(tcfg.vision, cfg.student, (rows, cols))
-        self.student_cfg = dataclasses.replace(tcfg, vision=svc)
+        if res:
+            svc = dataclasses.replace(svc, image_size=res)
+        pre = dataclasses.replace(tcfg.preprocess, size=res) if res else tcfg.preprocess
+        self.student_cfg = dataclasses.replace(tcfg, vision=svc, preprocess=pre)
         torch.manual_seed(cfg.seed)
         self.student = LanguageBindModel(self.student_cfg)
         self.inherited = inherit_weights(self.student, self.teacher) if cfg.inherit else 0
@@ -170,6 +178,15 @@ class Distiller:
         np.save(cache, arr, allow_pickle=False)
         return arr
 
+    def student_input(self, x: torch.Tensor) -> torch.Tensor:
+        """The teacher's preprocessed batch at the student's resolution (bicubic, antialiased)."""
+        size = self.student_cfg.preprocess.size
+        if self.student_cfg.modality == "audio" or x.shape[-1] == size:
+            return x
+        planes = F.interpolate(x.reshape(-1, 1, *x.shape[-2:]), size=(size, size), mode="bicubic",
+                               antialias=True, align_corners=False)
+        return planes.reshape(*x.shape[:-2], size, size)
+
     def loss(self, s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         cos = 1 - F.cosine_similarity(s, t).mean()
         if self.cfg.affinity_weight <= 0:
@@ -192,7 +209,7 @@ class Distiller:
             x = augment(x, self.student_cfg.modality, gen)
             with torch.no_grad():
                 t = self.teacher.encode_vision(x)
-        loss = self.loss(self.student.encode_vision(x), t)
+        loss = self.loss(self.student.encode_vision(self.student_input(x)), t)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
@@ -207,7 +224,7 @@ class Distiller:
         if not idx:
             return {}
         self.student.eval()
-        s = torch.cat([self.student.encode_vision(torch.from_numpy(self.store.arrays[idx[i:i + 32]]))
+        s = torch.cat([self.student.encode_vision(self.student_input(torch.from_numpy(self.store.arrays[idx[i:i + 32]])))
                        for i in range(0, len(idx), 32)])
         t = torch.from_numpy(self.teacher_embeds[idx])
         cos = F.cosine_similarity(s, t)
