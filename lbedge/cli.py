@@ -165,6 +165,26 @@ def _print_rows(man) -> None:
         click.echo(f"  {r['tower']:<7}{r['precision']:<6}{r['file']:<22} min cos vs fp32 {cos:<9} top-1 agree {top1}")
 
 
+def _int8_options(fn):
+    """The calibration and INT8 options shared by ``quantize`` and ``build``."""
+    for opt in reversed([
+        click.option("--calib", multiple=True, type=click.Path(path_type=Path),
+                     help="Folder(s) or files of real inputs for INT8 calibration (repeatable)."),
+        click.option("--val", multiple=True, type=click.Path(path_type=Path),
+                     help="Held-out inputs (default: 1 in 4 of --calib)."),
+        click.option("--method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax",
+                     show_default=True, help="Calibration; entropy/percentile build histograms (much slower on "
+                                             "big towers)."),
+        click.option("--min-cosine", default=0.99, show_default=True,
+                     help="INT8 target; below it layers fall back to float."),
+        click.option("--int8-target", type=click.Choice(["tensorrt", "cpu"]), default="tensorrt", show_default=True,
+                     help="tensorrt: symmetric int8 activations (for lbedge compile); cpu: uint8 activations, "
+                          "fastest on ORT x86."),
+    ]):
+        fn = opt(fn)
+    return fn
+
+
 @main.command("export")
 @click.argument("checkpoint", type=click.Path(path_type=Path))
 @click.option("--output", "-o", required=True, type=click.Path(path_type=Path), help="Bundle folder to create.")
@@ -191,14 +211,7 @@ def export_cmd(checkpoint: Path, output: Path, opset: int, atol: float, no_simpl
 @main.command("quantize")
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.option("--precision", "-p", type=click.Choice(["fp16", "int8"]), required=True)
-@click.option("--calib", multiple=True, type=click.Path(path_type=Path),
-              help="Folder(s) or files of real inputs for INT8 calibration (repeatable).")
-@click.option("--val", multiple=True, type=click.Path(path_type=Path), help="Held-out inputs (default: 1 in 4 of --calib).")
-@click.option("--method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax", show_default=True,
-              help="Calibration; entropy/percentile build histograms (much slower on big towers).")
-@click.option("--min-cosine", default=0.99, show_default=True, help="INT8 target; below it layers fall back to float.")
-@click.option("--int8-target", type=click.Choice(["tensorrt", "cpu"]), default="tensorrt", show_default=True,
-              help="tensorrt: symmetric int8 activations (for lbedge compile); cpu: uint8 activations, fastest on ORT x86.")
+@_int8_options
 @click.option("--limit", default=256, show_default=True, help="At most this many calibration files.")
 @_friendly
 def quantize_cmd(bundle: Path, precision: str, calib: tuple[Path, ...], val: tuple[Path, ...], method: str,
@@ -231,13 +244,7 @@ def quantize_cmd(bundle: Path, precision: str, calib: tuple[Path, ...], val: tup
 @click.option("--output", "-o", required=True, type=click.Path(path_type=Path), help="Bundle folder to create.")
 @click.option("--precision", "-p", type=click.Choice(["fp32", "fp16", "int8"]), default="int8", show_default=True,
               help="Highest reduction to build: int8 builds fp32+fp16+int8, fp16 builds fp32+fp16.")
-@click.option("--calib", multiple=True, type=click.Path(path_type=Path), help="Real inputs for INT8 calibration.")
-@click.option("--val", multiple=True, type=click.Path(path_type=Path), help="Held-out inputs (default: 1 in 4 of --calib).")
-@click.option("--method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax", show_default=True,
-              help="Calibration; entropy/percentile build histograms (much slower on big towers).")
-@click.option("--min-cosine", default=0.99, show_default=True, help="INT8 target; below it layers fall back to float.")
-@click.option("--int8-target", type=click.Choice(["tensorrt", "cpu"]), default="tensorrt", show_default=True,
-              help="tensorrt: symmetric int8 activations (for lbedge compile); cpu: uint8 activations, fastest on ORT x86.")
+@_int8_options
 @_friendly
 def build_cmd(checkpoint: Path, output: Path, precision: str, calib: tuple[Path, ...], val: tuple[Path, ...],
               method: str, min_cosine: float, int8_target: str) -> None:

@@ -12,17 +12,10 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from lbedge.errors import InputError, LBEdgeError
-from lbedge.preprocess import Preprocessor
+from lbedge.preprocess import FILE_EXTENSIONS, Preprocessor
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = {
-    "image": {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"},
-    "thermal": {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"},
-    "depth": {".png", ".tif", ".tiff"},
-    "audio": {".wav", ".flac", ".ogg", ".mp3"},
-    "video": {".mp4", ".avi", ".mkv", ".mov", ".webm"},
-}
 
 
 @dataclass
@@ -47,7 +40,7 @@ class InputSet:
 
 def list_files(sources: Iterable[str | Path], modality: str) -> list[Path]:
     """Files of ``modality`` in the given folders (recursively, sorted) and files."""
-    exts = EXTENSIONS[modality]
+    exts = FILE_EXTENSIONS[modality]
     out: list[Path] = []
     for src in sources:
         p = Path(src)

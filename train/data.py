@@ -23,17 +23,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from lbedge.errors import InputError, LBEdgeError
-from lbedge.preprocess import Preprocessor
+from lbedge.preprocess import FILE_EXTENSIONS, Preprocessor
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = {
-    "image": {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"},
-    "thermal": {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"},
-    "depth": {".png", ".tif", ".tiff"},
-    "audio": {".wav", ".flac", ".ogg", ".mp3"},
-    "video": {".mp4", ".avi", ".mkv", ".mov", ".webm"},
-}
 
 
 class BadDataError(LBEdgeError):
@@ -69,7 +62,7 @@ def _texts_from_row(row: dict[str, Any]) -> list[str]:
 def read_samples(source: str | Path, modality: str, *, need_text: bool = True) -> tuple[list[Sample], list[BadSample]]:
     """All samples of ``source`` and the ones that are unusable, each with its reason."""
     src = Path(source)
-    exts = EXTENSIONS[modality]
+    exts = FILE_EXTENSIONS[modality]
     samples: list[Sample] = []
     if src.is_file() and src.suffix.lower() in (".csv", ".jsonl"):
         rows: list[dict[str, Any]] = []

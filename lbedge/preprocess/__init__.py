@@ -19,7 +19,16 @@ from .image import depth_transform, image_transform
 from .resize import resize
 from .video import is_frame_list, video_transform
 
-__all__ = ["Preprocessor", "AudioClip", "audio_transform", "depth_transform", "fbank", "image_transform",
+#: file name extensions each modality reads (calibration folders, training data)
+FILE_EXTENSIONS: dict[str, frozenset[str]] = {
+    "image": frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}),
+    "thermal": frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}),
+    "depth": frozenset({".png", ".tif", ".tiff"}),
+    "audio": frozenset({".wav", ".flac", ".ogg", ".mp3"}),
+    "video": frozenset({".mp4", ".avi", ".mkv", ".mov", ".webm"}),
+}
+
+__all__ = ["FILE_EXTENSIONS", "Preprocessor", "AudioClip", "audio_transform", "depth_transform", "fbank", "image_transform",
            "read_audio_file", "resample", "resize", "video_transform"]
 
 
