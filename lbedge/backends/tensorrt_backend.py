@@ -135,7 +135,7 @@ class TensorRTBackend:
                 graph = self._capture()
                 self._graphs[key] = graph
             _ok(cudart.cudaGraphLaunch(graph, self.stream))
-        elif not self.context.execute_async_v3(self.stream):
+        elif not self.context.execute_async_v3(int(self.stream)):
             raise EngineMismatch(f"TensorRT execution failed for {self.path.name}")
         outs = {}
         for n in self.output_names:
@@ -151,9 +151,9 @@ class TensorRTBackend:
     def _capture(self) -> Any:
         """Capture one execution into a CUDA graph for replay at this input shape."""
         cudart = self._cudart
-        self.context.execute_async_v3(self.stream)          # TensorRT needs one run before capture
+        self.context.execute_async_v3(int(self.stream))     # TensorRT needs one run before capture
         _ok(cudart.cudaStreamBeginCapture(self.stream, cudart.cudaStreamCaptureMode.cudaStreamCaptureModeGlobal))
-        self.context.execute_async_v3(self.stream)
+        self.context.execute_async_v3(int(self.stream))
         graph = _ok(cudart.cudaStreamEndCapture(self.stream))
         return _ok(cudart.cudaGraphInstantiate(graph, 0))
 
