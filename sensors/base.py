@@ -1,0 +1,91 @@
+"""Shared behaviour of lbedge sources: context manager, iterator, sequence numbers, real-time pacing."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Iterator
+
+import numpy as np
+
+from lbedge.errors import SensorError
+from lbedge.frames import Frame
+
+
+class BaseSource:
+    """Subclasses implement ``_open``, ``_read`` (data, device timestamp or None; None at the end) and ``_close``.
+
+    ``realtime`` (replay sources): pace frames at the recording's rate instead of as fast as possible.
+    """
+
+    modality = "image"
+    units = ""
+    live = False
+
+    def __init__(self, name: str = "", *, realtime: bool = False, fps: float | None = None):
+        self.name = name or type(self).__name__
+        self.realtime = realtime
+        self.fps = fps
+        self._seq = 0
+        self._opened = False
+        self._t0: float | None = None
+
+    # --- subclass hooks ------------------------------------------------------------------------------------
+    def _open(self) -> None:
+        raise NotImplementedError
+
+    def _read(self) -> tuple[np.ndarray, float | None] | None:
+        raise NotImplementedError
+
+    def _close(self) -> None:
+        pass
+
+    def _meta(self) -> dict[str, Any]:
+        return {}
+
+    # --- public API -----------------------------------------------------------------------------------------
+    def open(self) -> None:
+        if not self._opened:
+            self._open()
+            self._opened = True
+            self._seq = 0
+            self._t0 = time.monotonic()
+
+    def read(self, timeout: float | None = None) -> Frame | None:
+        if not self._opened:
+            raise SensorError(f"{self.name}: read() before open()")
+        got = self._read()
+        if got is None:
+            return None
+        data, device_ts = got
+        if self.realtime and self.fps and self._t0 is not None:
+            due = self._t0 + self._seq / self.fps
+            delay = due - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+        frame = Frame(data=data, modality=self.modality, timestamp=time.monotonic(), sequence=self._seq,
+                      device_timestamp=device_ts, units=self.units, source=self.name, meta=self._meta())
+        self._seq += 1
+        return frame
+
+    def close(self) -> None:
+        if self._opened:
+            self._opened = False
+            self._close()
+
+    def __enter__(self) -> "BaseSource":
+        self.open()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __iter__(self) -> Iterator[Frame]:
+        self.open()
+        while True:
+            frame = self.read()
+            if frame is None:
+                return
+            yield frame
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, modality={self.modality!r})"

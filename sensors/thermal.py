@@ -1,0 +1,80 @@
+"""Radiometric thermal frames: camera profiles (raw -> degrees Celsius) and automatic gain control to the
+8-bit infrared images LanguageBind was trained on (LLVIP-like: warm is bright)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from lbedge.errors import InputError
+
+
+@dataclass(frozen=True)
+class ThermalProfile:
+    """How a camera's raw frame maps to temperature."""
+
+    name: str
+    width: int
+    height: int
+    fourcc: str               # what to ask V4L2 for
+    kind: str                 # "y16_centikelvin" | "yuyv_split" | "y16_counts"
+
+    def to_celsius(self, raw: np.ndarray) -> np.ndarray | None:
+        """Temperature map (float32 degC) of a raw frame; None for cameras whose counts are not radiometric."""
+        if self.kind == "y16_centikelvin":
+            return raw.astype(np.float32) / 100.0 - 273.15
+        if self.kind == "yuyv_split":
+            return self.raw16(raw).astype(np.float32) / 64.0 - 273.15
+        return None
+
+    def raw16(self, raw: np.ndarray) -> np.ndarray:
+        """The 16-bit thermal plane of a raw frame (InfiRay/Topdon: the bottom half of a 256x384 YUYV frame)."""
+        if self.kind != "yuyv_split":
+            if raw.dtype != np.uint16 or raw.ndim != 2:
+                raise InputError(f"{self.name}: expected a 16-bit single-channel frame, got {raw.dtype} {raw.shape}")
+            return raw
+        buf = np.ascontiguousarray(raw).view(np.uint8).reshape(-1)
+        need = self.width * self.height * 2 * 2
+        if buf.size != need:
+            raise InputError(f"{self.name}: expected {need} bytes of YUYV {self.width}x{2 * self.height}, "
+                             f"got {buf.size}")
+        return buf[need // 2:].view("<u2").reshape(self.height, self.width)
+
+
+PROFILES = {
+    "lepton": ThermalProfile("FLIR Lepton 3.5 (PureThermal, TLinear)", 160, 120, "Y16 ", "y16_centikelvin"),
+    "infiray-p2": ThermalProfile("InfiRay P2 / Topdon TC001", 256, 192, "YUYV", "yuyv_split"),
+    "boson": ThermalProfile("FLIR Boson (Y16 counts)", 640, 512, "Y16 ", "y16_counts"),
+}
+
+
+def agc(values: np.ndarray, method: str = "percentile", *, low: float = 1.0, high: float = 99.0) -> np.ndarray:
+    """Automatic gain control: a temperature map or raw counts -> 8-bit 3-channel image (hot = bright).
+
+    ``minmax`` stretches the frame's range; ``percentile`` the ``low``..``high`` percentiles (robust to a few
+    hot pixels); ``histeq`` equalises the histogram (LLVIP-like contrast). Non-finite pixels become black.
+    """
+    v = np.asarray(values, dtype=np.float32)
+    if v.ndim != 2 or v.size == 0:
+        raise InputError(f"thermal AGC needs a 2-D map, got shape {v.shape}")
+    finite = np.isfinite(v)
+    if not finite.any():
+        raise InputError("thermal frame has no finite pixels")
+    vals = v[finite]
+    if method == "minmax":
+        lo, hi = float(vals.min()), float(vals.max())
+    elif method == "percentile":
+        lo, hi = (float(x) for x in np.percentile(vals, [low, high]))
+    elif method == "histeq":
+        lo, hi = float(vals.min()), float(vals.max())
+    else:
+        raise InputError(f"unknown AGC method {method!r}: minmax, percentile or histeq")
+    scaled = np.zeros_like(v)
+    if hi > lo:
+        scaled = np.clip((v - lo) / (hi - lo), 0, 1)
+    out = np.where(finite, scaled * 255.0, 0).astype(np.uint8)
+    if method == "histeq":
+        out = cv2.equalizeHist(out)
+    return np.repeat(out[..., None], 3, axis=2)

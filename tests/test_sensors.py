@@ -1,0 +1,136 @@
+"""Replay sources and thermal conversions, with real files written by the tests (no hardware)."""
+
+from __future__ import annotations
+
+import time
+import wave
+
+import cv2
+import numpy as np
+import pytest
+
+from lbedge import SensorError
+from lbedge.frames import Frame, Source
+from lbedge.sensors import (PROFILES, AudioFileSource, DepthSequenceSource, ImageFolderSource, OpenCVCamera,
+                            ThermalSequenceSource, VideoFileSource, agc)
+
+
+def _frame(i: int, h: int = 60, w: int = 80) -> np.ndarray:
+    y, x = np.mgrid[0:h, 0:w]
+    return np.stack([(x * 3 + 10 * i) % 256, (y * 4) % 256, np.full_like(x, 20 * i % 256)], 2).astype(np.uint8)
+
+
+def test_image_folder_replay(tmp_path):
+    for i in range(4):
+        cv2.imwrite(str(tmp_path / f"f_{i:03d}.png"), _frame(i)[..., ::-1])
+    (tmp_path / "f_002b.png").write_bytes(b"broken")                 # skipped, not delivered
+    src = ImageFolderSource(tmp_path)
+    assert isinstance(src, Source)
+    frames = list(src)
+    assert [f.sequence for f in frames] == [0, 1, 2, 3]
+    assert all(isinstance(f, Frame) and f.modality == "image" and f.units == "rgb8" for f in frames)
+    np.testing.assert_array_equal(frames[2].data, _frame(2))          # RGB order, exact (PNG)
+    assert all(a.timestamp <= b.timestamp for a, b in zip(frames, frames[1:]))
+    with pytest.raises(SensorError, match="not found"):
+        ImageFolderSource(tmp_path / "missing").open()
+
+
+def test_video_replay_fast_and_paced(tmp_path):
+    path = tmp_path / "clip.avi"
+    wr = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 20, (80, 60))
+    for i in range(10):
+        wr.write(_frame(i)[..., ::-1])
+    wr.release()
+    fast = list(VideoFileSource(path))
+    assert len(fast) == 10 and fast[0].data.shape == (60, 80, 3)
+    assert np.abs(fast[3].data.astype(int) - _frame(3)).mean() < 8       # lossy codec, same content
+    t0 = time.monotonic()
+    paced = list(VideoFileSource(path, realtime=True))
+    assert len(paced) == 10 and time.monotonic() - t0 >= 9 / 20 * 0.9  # paced at the file's 20 fps
+    with VideoFileSource(path, loop=True) as src:
+        assert len([src.read() for _ in range(25)]) == 25                 # loops past the end
+
+
+def test_camera_that_cannot_open_is_a_sensor_error():
+    with pytest.raises(SensorError, match="cannot open"):
+        OpenCVCamera("/dev/video99").open()
+    cam = OpenCVCamera(0)
+    with pytest.raises(SensorError, match="before open"):
+        cam.read()
+
+
+def test_depth_sequence_units(tmp_path):
+    cm = np.full((48, 64), 250, np.uint16)
+    cm[:4] = 0                                                            # invalid pixels stay 0
+    cv2.imwrite(str(tmp_path / "d_000.png"), cm)
+    cv2.imwrite(str(tmp_path / "d_001.png"), np.zeros((48, 64), np.uint8))  # 8-bit: skipped
+    frames = list(DepthSequenceSource(tmp_path, unit="cm"))
+    assert len(frames) == 1 and frames[0].units == "mm" and frames[0].data.dtype == np.uint16
+    assert frames[0].data[10, 10] == 2500 and frames[0].data[0, 0] == 0
+    with pytest.raises(SensorError, match="unknown depth unit"):
+        DepthSequenceSource(tmp_path, unit="furlong")
+
+
+def _celsius_to_centikelvin(c: np.ndarray) -> np.ndarray:
+    return np.rint((c + 273.15) * 100).astype(np.uint16)
+
+
+def test_thermal_png_sequence_known_temperatures(tmp_path):
+    temps = np.full((120, 160), 20.0)
+    temps[40:80, 60:100] = 36.5                                           # a person-warm patch
+    cv2.imwrite(str(tmp_path / "t_000.png"), _celsius_to_centikelvin(temps))
+    (frame,) = list(ThermalSequenceSource(tmp_path, profile="lepton"))
+    np.testing.assert_allclose(frame.meta["celsius"], temps, atol=0.01)
+    assert frame.data.shape == (120, 160, 3) and frame.data.dtype == np.uint8
+    assert frame.data[60, 80, 0] > frame.data[10, 10, 0]                  # warm is bright
+
+
+def test_thermal_ffv1_16bit_video(tmp_path):
+    path = tmp_path / "t.mkv"
+    wr = cv2.VideoWriter(str(path), cv2.CAP_FFMPEG, cv2.VideoWriter_fourcc(*"FFV1"), 9, (160, 120),
+                         [cv2.VIDEOWRITER_PROP_DEPTH, cv2.CV_16U, cv2.VIDEOWRITER_PROP_IS_COLOR, 0])
+    if not wr.isOpened():
+        pytest.skip("this OpenCV build cannot write 16-bit FFV1")
+    frames_c = [np.full((120, 160), 15.0 + i) for i in range(3)]
+    for c in frames_c:
+        wr.write(_celsius_to_centikelvin(c))
+    wr.release()
+    got = list(ThermalSequenceSource(path, profile="lepton"))
+    assert len(got) == 3
+    for f, c in zip(got, frames_c):
+        np.testing.assert_allclose(f.meta["celsius"], c, atol=0.01)
+
+
+def test_infiray_profile_reads_the_bottom_half():
+    p = PROFILES["infiray-p2"]
+    temps = np.linspace(10, 40, 256 * 192).reshape(192, 256)
+    raw16 = np.rint((temps + 273.15) * 64).astype("<u2")
+    top = np.zeros((192, 256), "<u2")
+    frame = np.concatenate([top, raw16]).view(np.uint8).reshape(384, 256, 2)    # YUYV as V4L2 delivers it
+    np.testing.assert_allclose(p.to_celsius(frame), temps, atol=1 / 64)
+    assert PROFILES["boson"].to_celsius(np.zeros((512, 640), np.uint16)) is None
+
+
+@pytest.mark.parametrize("method", ["minmax", "percentile", "histeq"])
+def test_agc_methods(method):
+    t = np.linspace(0, 50, 100 * 100).reshape(100, 100).astype(np.float32)
+    t[0, 0] = np.nan
+    img = agc(t, method)
+    assert img.shape == (100, 100, 3) and img.dtype == np.uint8 and img[0, 0, 0] == 0
+    assert img[99, 99, 0] > img[50, 0, 0] > img[1, 0, 0]
+
+
+def test_audio_file_windows(tmp_path):
+    sr = 16000
+    pcm = (0.2 * np.sin(2 * np.pi * 440 * np.arange(5 * sr) / sr) * 32767).astype(np.int16)
+    path = tmp_path / "a.wav"
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(sr), w.writeframes(pcm.tobytes())
+    frames = list(AudioFileSource(path, window=2.0, hop=1.0))
+    assert len(frames) == 4 and frames[0].data.shape == (1, 2 * sr) and frames[0].meta["sample_rate"] == sr
+    assert [f.device_timestamp for f in frames] == [0.0, 1.0, 2.0, 3.0]
+    from lbedge import PreprocessConfig, Preprocessor
+    x = Preprocessor(PreprocessConfig("audio"))((frames[0].data, frames[0].meta["sample_rate"]))
+    assert x.shape == (1, 3, 112, 1036)
+    with pytest.raises(SensorError, match="not found"):
+        AudioFileSource(tmp_path / "none.wav").open()
