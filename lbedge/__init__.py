@@ -13,6 +13,8 @@ from __future__ import annotations
 from .config import MODALITIES, ModelConfig, PreprocessConfig, TextConfig, VisionConfig
 from .encoder import Encoder
 from .errors import CheckpointError, EngineMismatch, InputError, LBEdgeError, MissingDependency, SensorError
+from .frames import Frame, Source
+from .pipeline import Pipeline, Result
 from .preprocess import Preprocessor
 from .tokenizer import ClipTokenizer
 from .zeroshot import Prediction, PromptCache, ZeroShotClassifier, cross_modal_similarity
@@ -31,7 +33,8 @@ def from_pretrained(path, *, device: str = "cpu", batch_size: int = 8) -> Encode
 
 
 __all__ = [
-    "MODALITIES", "CheckpointError", "ClipTokenizer", "Encoder", "EngineMismatch", "InputError", "LBEdgeError",
+    "MODALITIES", "CheckpointError", "ClipTokenizer", "Encoder", "EngineMismatch", "Frame", "InputError",
+    "LBEdgeError", "Pipeline", "Result", "Source",
     "MissingDependency", "ModelConfig", "Prediction", "PreprocessConfig", "Preprocessor", "PromptCache",
     "SensorError", "TextConfig", "VisionConfig", "ZeroShotClassifier", "__version__", "cross_modal_similarity",
     "from_pretrained",

@@ -1,0 +1,192 @@
+"""The streaming pipeline with real replay sources and a fake model: no drops on recordings, newest-frame
+on live sources, recovery from failing sources, smoothing, fusion, clean shutdown."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import OFFICIAL, FuncBackend
+from lbedge import ClipTokenizer, Encoder, PreprocessConfig, SensorError
+from lbedge.frames import Frame
+from lbedge.pipeline import Pipeline, Smoother
+from lbedge.sensors import ImageFolderSource
+
+TOK = ClipTokenizer.from_dir(OFFICIAL / "tokenizer")
+LABELS = ["red", "green", "blue"]
+IDS = {TOK.encode(l)[0]: i for i, l in enumerate(LABELS)}
+
+
+def fake_encoder(modality: str = "image", delay: float = 0.0) -> Encoder:
+    """Vision: the dominant colour channel of the (preprocessed) frame; text: the colour word's basis vector."""
+    def vision(x):
+        if delay:
+            time.sleep(delay)
+        chans = x.reshape(len(x), 3, -1).mean(-1) if modality != "audio" else np.ones((len(x), 3))
+        return np.eye(3, dtype=np.float32)[chans.argmax(1)]
+
+    def text(ids):
+        out = np.full((len(ids), 3), 0.01, np.float32)
+        for r, row in enumerate(ids):
+            for tid, i in IDS.items():
+                if tid in row:
+                    out[r, i] = 1.0
+        return out
+
+    return Encoder(modality=modality, preprocess_config=PreprocessConfig(modality), vision=FuncBackend(vision, "x"),
+                   text=FuncBackend(text, "ids"), tokenizer=TOK, logit_scale=50.0, embed_dim=3,
+                   text_fingerprint=f"fake-{modality}")
+
+
+def colour_frames(folder, colours):
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, c in enumerate(colours):
+        img = np.zeros((48, 64, 3), np.uint8)
+        img[..., {"red": 2, "green": 1, "blue": 0}[c]] = 255          # BGR on disk
+        cv2.imwrite(str(folder / f"{i:03d}.png"), img)
+    return folder
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("LBEDGE_CACHE", str(tmp_path / "cache"))
+
+
+def test_recording_is_processed_without_drops(tmp_path):
+    colours = ["red"] * 5 + ["blue"] * 5
+    src = ImageFolderSource(colour_frames(tmp_path / "f", colours))
+    with Pipeline({"cam": src}, fake_encoder(), LABELS, smoothing="none") as p:
+        results = list(p)
+    assert [r.update.sequence for r in results] == list(range(10))
+    assert [r.update.raw_label for r in results] == colours
+    assert results[-1].fused_label == "blue" and p.dropped["cam"] == 0
+    assert any("ended" in e for r in results for e in r.events)
+    assert not [t for t in p.threads if t.is_alive()]                 # clean shutdown, no leaked threads
+
+
+class FastLiveSource:
+    """A live source that produces frames faster than the model runs."""
+
+    modality, live = "image", True
+
+    def __init__(self, n=200):
+        self.name, self.n, self.i = "live", n, 0
+
+    def open(self):
+        pass
+
+    def read(self, timeout=None):
+        if self.i >= self.n:
+            return None
+        time.sleep(0.001)
+        self.i += 1
+        return Frame(np.full((32, 32, 3), (255, 0, 0), np.uint8), "image", time.monotonic(), self.i - 1)
+
+    def close(self):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        pass
+
+    def __iter__(self):
+        return iter(())
+
+
+def test_live_source_keeps_only_the_newest_frame():
+    with Pipeline({"live": FastLiveSource()}, fake_encoder(delay=0.02), LABELS) as p:
+        results = list(p)
+    seqs = [r.update.sequence for r in results]
+    assert p.dropped["live"] > 0 and len(results) < 200            # the slow model dropped frames...
+    assert seqs == sorted(seqs) and seqs[-1] >= 150                  # ...but never fell behind the sensor
+    assert all(r.update.latency_ms < 1000 for r in results)
+
+
+class FlakySource(ImageFolderSource):
+    """Fails twice mid-stream (as an unplugged camera would), then works again."""
+
+    def __init__(self, folder):
+        super().__init__(folder)
+        self.failures = 0
+
+    def _read(self):
+        if self._i == 3 and self.failures < 2:
+            self.failures += 1
+            raise SensorError("USB disconnect")
+        return super()._read()
+
+    def _open(self):
+        if not self.files:                      # a device coming back continues where it was
+            super()._open()
+
+
+def test_failing_source_is_reopened_while_others_go_on(tmp_path):
+    flaky = FlakySource(colour_frames(tmp_path / "a", ["green"] * 6))
+    steady = ImageFolderSource(colour_frames(tmp_path / "b", ["red"] * 6))
+    with Pipeline({"flaky": flaky, "steady": steady}, fake_encoder(), LABELS, reopen_backoff=(0.01, 0.05)) as p:
+        results = list(p)
+    events = [e for r in results for e in r.events]
+    assert sum("flaky failed: USB disconnect" in e for e in events) == 2
+    assert any("flaky recovered" in e for e in events)
+    assert p.processed == {"flaky": 6, "steady": 6}
+
+
+def test_source_that_never_recovers_gives_up(tmp_path):
+    class Dead(ImageFolderSource):
+        def _open(self):
+            raise SensorError("no such device")
+
+    ok = ImageFolderSource(colour_frames(tmp_path / "b", ["red"] * 3))
+    with Pipeline({"dead": Dead(tmp_path / "x"), "ok": ok}, fake_encoder(), LABELS, reopen_backoff=(0.01, 0.02),
+                  max_reopen=2) as p:
+        results = list(p)
+    assert p.processed["ok"] == 3 and p.processed["dead"] == 0
+    assert any("dead gave up" in e for e in p.event_log)         # after the last frame: in the log
+    assert all(e in p.event_log for r in results for e in r.events)
+
+
+def test_fusion_over_synchronised_sources(tmp_path):
+    a = ImageFolderSource(colour_frames(tmp_path / "a", ["red"] * 4))
+    b = ImageFolderSource(colour_frames(tmp_path / "b", ["blue"] * 4))
+    with Pipeline({"a": a, "b": b}, fake_encoder(), LABELS, smoothing="none", sync_tolerance=10.0) as p:
+        last = list(p)[-1]
+    assert set(last.fused_sources) == {"a", "b"}
+    assert last.fused_scores["red"] == pytest.approx(last.fused_scores["blue"], abs=1e-3)
+
+
+def test_smoothing_with_hysteresis_does_not_flicker():
+    s = Smoother("ema", alpha=0.3, hysteresis=0.1)
+    shown = [s.update(np.array(p))[0] for p in ([0.9, 0.1], [0.45, 0.55], [0.55, 0.45], [0.45, 0.55])]
+    assert shown == [0, 0, 0, 0]
+    shown = [s.update(np.array([0.05, 0.95]))[0] for _ in range(6)]
+    assert shown[-1] == 1
+    m = Smoother("majority", window=5)
+    labels = [m.update(np.eye(2)[k])[0] for k in (0, 0, 1, 0, 1, 1, 1)]
+    assert labels == [0, 0, 0, 0, 0, 1, 1]
+
+
+def test_callbacks_and_stop_end_every_thread(tmp_path):
+    seen = []
+    p = Pipeline({"live": FastLiveSource(n=10**6)}, fake_encoder(), LABELS)
+    p.on_result(seen.append)
+    p.on_result(lambda r: 1 / 0)                       # a failing callback does not stop the pipeline
+    p.start()
+    deadline = time.monotonic() + 5
+    while len(seen) < 5 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    p.stop()
+    assert len(seen) >= 5
+    assert not [t for t in p.threads if t.is_alive()]
+    assert not [t for t in threading.enumerate() if t.name.startswith("lbedge-")]
+
+
+def test_missing_encoder_is_an_error(tmp_path):
+    with pytest.raises(Exception, match="no encoder for modality depth"):
+        from lbedge.sensors import DepthSequenceSource
+        Pipeline({"d": DepthSequenceSource(tmp_path)}, {"image": fake_encoder()}, LABELS)
