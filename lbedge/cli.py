@@ -419,6 +419,90 @@ def train_distill(config_file: Path | None, **opts) -> None:
                f"zero-shot agreement {after.get('zero_shot_agreement', 0):.3f}")
 
 
+def _source(kind: str, spec: str, opts: dict):
+    """A source from a --rgb/--thermal/--depth/--audio spec."""
+    from .errors import SensorError
+
+    from .sensors import (AudioFileSource, DepthSequenceSource, ImageFolderSource, OpenCVCamera,
+                          ThermalSequenceSource, VideoFileSource)
+
+    p = Path(spec)
+    realtime = opts["realtime"]
+    if kind == "rgb":
+        if p.is_dir():
+            return ImageFolderSource(p, realtime=realtime)
+        if p.is_file():
+            return VideoFileSource(p, realtime=realtime)
+        return OpenCVCamera(spec)
+    if kind == "thermal":
+        if p.exists():
+            return ThermalSequenceSource(p, profile=opts["thermal_profile"], realtime=realtime)
+        raise SensorError(f"live thermal cameras are not supported yet: give a folder of 16-bit frames or an FFV1 "
+                          f"video instead of {spec!r}")
+    if kind == "depth":
+        if p.is_dir():
+            return DepthSequenceSource(p, unit=opts["depth_unit"], realtime=realtime)
+        raise SensorError(f"RealSense and other live depth cameras are not supported yet: give a folder of 16-bit "
+                          f"PNG/TIFF frames instead of {spec!r}")
+    if p.is_file():
+        return AudioFileSource(p, realtime=realtime)
+    raise SensorError(f"live microphones are not supported yet: give a WAV/FLAC file instead of {spec!r}")
+
+
+@main.command()
+@click.option("--model", "models", multiple=True, required=True, type=click.Path(path_type=Path),
+              help="Checkpoint folder or bundle (repeatable: one per modality).")
+@click.option("--rgb", help="Camera index, /dev/videoN, GStreamer pipeline, URL, video file or image folder.")
+@click.option("--thermal", help="Folder of 16-bit radiometric frames or a 16-bit FFV1 video.")
+@click.option("--thermal-profile", default="lepton", show_default=True, help="lepton, infiray-p2 or boson.")
+@click.option("--depth", help="Folder of 16-bit depth frames.")
+@click.option("--depth-unit", default="mm", show_default=True, help="Unit of the depth frames: mm, cm, m, 100um.")
+@click.option("--audio", help="WAV/FLAC file (2 s windows, 1 s hop).")
+@click.option("--labels", "-l", help='Comma-separated labels, e.g. "person,dog,car".')
+@click.option("--labels-file", type=click.Path(path_type=Path), help="File with one label per line.")
+@click.option("--headless", is_flag=True, help="No window (this OpenCV build has none): write --output / --jsonl.")
+@click.option("--output", "-o", type=click.Path(path_type=Path), help="Annotated MP4 of the first visual source.")
+@click.option("--jsonl", help="Write one JSON result per line to this file, or - for stdout.")
+@click.option("--realtime", is_flag=True, help="Pace recordings at their own rate (default: as fast as possible).")
+@click.option("--max-results", type=int, help="Stop after this many results.")
+@_friendly
+def demo(models: tuple[Path, ...], rgb: str | None, thermal: str | None, thermal_profile: str, depth: str | None,
+         depth_unit: str, audio: str | None, labels: str | None, labels_file: Path | None, headless: bool,
+         output: Path | None, jsonl: str | None, realtime: bool, max_results: int | None) -> None:
+    """Stream sensors or recordings through zero-shot classification: labels, scores, FPS, annotated video."""
+    from .demo import open_jsonl, run_demo
+    from .errors import InputError
+    from .pipeline import Pipeline
+
+    if not headless:
+        raise InputError("this build has no display window (OpenCV headless): run with --headless and "
+                         "--output out.mp4 and/or --jsonl -")
+    opts = {"realtime": realtime, "thermal_profile": thermal_profile, "depth_unit": depth_unit}
+    specs = {k: v for k, v in (("rgb", rgb), ("thermal", thermal), ("depth", depth), ("audio", audio)) if v}
+    if not specs:
+        raise InputError("give at least one source: --rgb, --thermal, --depth or --audio")
+    sources = {k: _source(k, v, opts) for k, v in specs.items()}
+    encoders = {}
+    for m in models:
+        enc = _load_any(m)
+        encoders[enc.modality] = enc
+    pipe = Pipeline(sources, encoders, _labels(labels, labels_file))
+    log_to = None if jsonl == "-" else click.echo
+    stats = run_demo(pipe, output=output, jsonl=open_jsonl(jsonl), max_results=max_results,
+                     say=log_to or (lambda s: click.echo(s, err=True)))
+    click.echo(f"{stats['results']} results at {stats['fps']} FPS; processed {stats['processed']}, "
+               f"dropped {stats['dropped']}" + (f"; video {output}" if output else ""), err=jsonl == "-")
+
+
+def _load_any(path: Path):
+    """A bundle (manifest.json) on ONNX Runtime/TensorRT, else a checkpoint folder on PyTorch."""
+    if (path / "manifest.json").is_file():
+        from .bundle import load_bundle
+        return load_bundle(path)
+    from . import from_pretrained
+    return from_pretrained(path)
+
+
 @main.command()
 @click.argument("name")
 @click.option("--output", "-o", required=True, type=click.Path(path_type=Path), help="Destination folder.")

@@ -43,6 +43,7 @@ class SourceResult:
     raw_label: str                   # this frame's own top label
     latency_ms: float                # capture to result
     infer_ms: float
+    frame: Frame | None = field(default=None, repr=False)    # the classified frame (for overlays)
 
 
 @dataclass
@@ -59,7 +60,8 @@ class Result:
 
     def to_dict(self) -> dict[str, Any]:
         return {"timestamp": round(self.timestamp, 4),
-                "update": {**self.update.__dict__, "scores": {k: round(v, 4) for k, v in self.update.scores.items()}},
+                "update": {**{k: v for k, v in self.update.__dict__.items() if k != "frame"},
+                           "scores": {k: round(v, 4) for k, v in self.update.scores.items()}},
                 "fused": {"label": self.fused_label, "sources": self.fused_sources,
                           "scores": {k: round(v, 4) for k, v in self.fused_scores.items()}},
                 "events": self.events}
@@ -278,7 +280,7 @@ class Pipeline:
         order = np.argsort(-smoothed)[: self.top_k]
         sr = SourceResult(name, frame.modality, frame.sequence, frame.timestamp, self.labels[idx],
                           {self.labels[i]: float(smoothed[i]) for i in order}, self.labels[int(np.argmax(probs))],
-                          (time.monotonic() - frame.timestamp) * 1000, infer_ms)
+                          (time.monotonic() - frame.timestamp) * 1000, infer_ms, frame)
         self.processed[name] += 1
         self._latest[name] = (sr, smoothed)
         in_sync = [n for n, (r, _) in self._latest.items() if abs(r.timestamp - frame.timestamp) <= self.sync_tolerance]

@@ -190,3 +190,27 @@ def test_missing_encoder_is_an_error(tmp_path):
     with pytest.raises(Exception, match="no encoder for modality depth"):
         from lbedge.sensors import DepthSequenceSource
         Pipeline({"d": DepthSequenceSource(tmp_path)}, {"image": fake_encoder()}, LABELS)
+
+
+def test_cli_demo_headless_writes_video_and_json_lines(tmp_path):
+    pytest.importorskip("torch")
+    import json as _json
+
+    from click.testing import CliRunner
+
+    from lbedge.cli import main
+
+    frames = colour_frames(tmp_path / "f", ["red", "green", "blue", "red"])
+    out, jl = tmp_path / "out" / "annotated.mp4", tmp_path / "results.jsonl"
+    r = CliRunner().invoke(main, ["demo", "--model", str(OFFICIAL / "image"), "--rgb", str(frames), "-l", "red,green,blue",
+                                  "--headless", "-o", str(out), "--jsonl", str(jl)])
+    assert r.exit_code == 0, r.output
+    rows = [_json.loads(l) for l in jl.read_text().splitlines()]
+    assert len(rows) == 4 and rows[0]["update"]["source"] == "rgb" and rows[0]["fused"]["label"] in LABELS
+    cap = cv2.VideoCapture(str(out))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 4
+    r = CliRunner().invoke(main, ["demo", "--model", str(OFFICIAL / "image"), "--rgb", str(frames), "-l", "a,b"])
+    assert r.exit_code == 2 and "--headless" in r.output
+    r = CliRunner().invoke(main, ["demo", "--model", str(OFFICIAL / "image"), "--depth", "realsense", "-l", "a,b",
+                                  "--headless"])
+    assert r.exit_code == 2 and "RealSense" in r.output
