@@ -105,7 +105,7 @@ class Pipeline:
                  labels: Sequence[str], *, templates: Sequence[str] | None = None, top_k: int = 3,
                  smoothing: str = "ema", ema_alpha: float = 0.5, majority_window: int = 5, hysteresis: float = 0.1,
                  sync_tolerance: float = 0.25, reopen_backoff: tuple[float, float] = (0.5, 8.0),
-                 max_reopen: int | None = None, results_queue: int = 256):
+                 max_reopen: int | None = None, results_queue: int = 16):
         if not sources:
             raise LBEdgeError("a pipeline needs at least one source")
         self.sources = dict(sources)
