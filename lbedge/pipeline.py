@@ -135,6 +135,7 @@ class Pipeline:
         self.processed = {n: 0 for n in self.sources}
         self.results_dropped = 0
         self._started = False
+        self._iterating = False
 
     # --- lifecycle -----------------------------------------------------------------------------------------
     def start(self) -> "Pipeline":
@@ -175,6 +176,7 @@ class Pipeline:
 
     def __iter__(self) -> Iterator[Result]:
         """Results as they come; ends when every recording has ended (live sources never end) or on stop()."""
+        self._iterating = True
         self.start()
         while True:
             item = self._results.get()
@@ -297,9 +299,17 @@ class Pipeline:
                 cb(result)
             except Exception as exc:  # a user callback must not kill the pipeline
                 log.exception("result callback failed: %s", exc)
+        if self._iterating and not any(s.live for s in self.sources.values()):
+            while not self._stop.is_set():             # a consumer reads a recording: wait for it, drop nothing
+                try:
+                    self._results.put(result, timeout=0.1)
+                    return
+                except queue.Full:
+                    continue
+            return
         try:
             self._results.put_nowait(result)
-        except queue.Full:                             # nobody iterating: keep the newest results
+        except queue.Full:                             # live, or nobody iterating: keep the newest results
             try:
                 self._results.get_nowait()
                 self.results_dropped += 1

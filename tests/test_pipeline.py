@@ -214,3 +214,13 @@ def test_cli_demo_headless_writes_video_and_json_lines(tmp_path):
     r = CliRunner().invoke(main, ["demo", "--model", str(OFFICIAL / "image"), "--depth", "realsense", "-l", "a,b",
                                   "--headless"])
     assert r.exit_code == 2 and "RealSense" in r.output
+
+
+def test_slow_consumer_of_a_recording_loses_no_results(tmp_path):
+    src = ImageFolderSource(colour_frames(tmp_path / "f", ["red"] * 40))
+    seqs = []
+    with Pipeline({"cam": src}, fake_encoder(), LABELS, results_queue=2) as p:
+        for r in p:
+            time.sleep(0.005)
+            seqs.append(r.update.sequence)
+    assert seqs == list(range(40)) and p.results_dropped == 0
