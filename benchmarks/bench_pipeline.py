@@ -5,7 +5,7 @@ capture-to-result latency <= backend latency + 10 ms at 30 FPS input).
 
 A synthetic live camera delivers 640x480 RGB frames at 30 FPS; the "model" sleeps ``latency`` per call, so
 the pipeline's own costs (preprocessing, queues, classification, smoothing, fusion) are what is measured.
-Preprocessing runs in the worker, so it counts against throughput: reported separately.
+Preprocessing runs in each source's reader thread, overlapping the model; its cost is reported separately.
 """
 
 from __future__ import annotations
@@ -84,15 +84,15 @@ def main() -> None:
         for r in p:
             lat_ms.append(r.update.latency_ms)
     wall = time.monotonic() - t0
-    backend_rate = min(a.fps, 1000 / (a.latency_ms + pre_ms))
+    backend_rate = min(a.fps, 1000 / a.latency_ms)       # preprocessing overlaps the model (reader threads)
     out = {"command": " ".join(sys.argv), "backend_latency_ms": a.latency_ms, "input_fps": a.fps,
            "preprocess_ms_640x480": round(pre_ms, 2), "results": len(lat_ms), "dropped": p.dropped["camera"],
            "throughput_fps": round(len(lat_ms) / wall, 2),
-           "ideal_fps_model_plus_preprocess": round(backend_rate, 2),
-           "throughput_vs_ideal": round(len(lat_ms) / wall / backend_rate, 3),
+           "backend_fps_capped_at_input": round(backend_rate, 2),
+           "throughput_vs_backend": round(len(lat_ms) / wall / backend_rate, 3),
            "latency_p50_ms": round(float(np.percentile(lat_ms, 50)), 1),
            "latency_p90_ms": round(float(np.percentile(lat_ms, 90)), 1),
-           "latency_minus_model_and_preprocess_p50_ms": round(float(np.percentile(lat_ms, 50)) - a.latency_ms - pre_ms, 1)}
+           "latency_minus_model_p50_ms": round(float(np.percentile(lat_ms, 50)) - a.latency_ms, 1)}
     print(json.dumps(out, indent=1))
 
 

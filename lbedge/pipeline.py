@@ -1,6 +1,7 @@
 """The streaming pipeline: sources -> preprocessing -> inference -> zero-shot results, in threads.
 
-One reader thread per source feeds a bounded queue: a live source keeps only its newest frame (a slow
+One reader thread per source reads and preprocesses frames (overlapping the model) into a bounded queue:
+a live source keeps only its newest frame (a slow
 model drops frames, it never lags behind the sensor), a recording is read without drops (the reader
 waits). One worker thread classifies frames as they come, smooths each source's labels over time (EMA or
 majority with hysteresis, so labels do not flicker), fuses the latest per-source probabilities whose
@@ -223,17 +224,22 @@ class Pipeline:
             if frame is None:
                 self._event(f"source {name} ended")
                 break
+            try:                                      # preprocess here, overlapping the model in the worker
+                item = (frame, self._preprocess(frame))
+            except LBEdgeError as exc:
+                self._event(f"source {name}: frame {frame.sequence} skipped: {exc}")
+                continue
             if src.live:
                 try:
                     q.get_nowait()                    # keep only the newest frame of a live sensor
                     self.dropped[name] += 1
                 except queue.Empty:
                     pass
-                q.put_nowait(frame)
+                q.put_nowait(item)
             else:
                 while not self._stop.is_set():
                     try:
-                        q.put(frame, timeout=0.1)     # a recording waits: no drops
+                        q.put(item, timeout=0.1)      # a recording waits: no drops
                         break
                     except queue.Full:
                         continue
@@ -250,12 +256,12 @@ class Pipeline:
             got_any = False
             for name in names:
                 try:
-                    frame = self._queues[name].get_nowait()
+                    frame, x = self._queues[name].get_nowait()
                 except queue.Empty:
                     continue
                 got_any = True
                 try:
-                    self._publish(self._classify(name, frame))
+                    self._publish(self._classify(name, frame, x))
                 except LBEdgeError as exc:        # unusable frame (wrong size, NaN...): report and go on
                     self._event(f"source {name}: frame {frame.sequence} skipped: {exc}")
             if not got_any:
@@ -269,12 +275,17 @@ class Pipeline:
         except queue.Full:
             pass
 
-    def _classify(self, name: str, frame: Frame) -> Result:
+    def _preprocess(self, frame: Frame) -> np.ndarray:
+        """The model input of a frame (runs in the source's reader thread)."""
+        enc = self.classifiers[frame.modality].encoder
+        if frame.modality == "audio":
+            return enc.preprocess((frame.data, frame.meta["sample_rate"]))
+        return enc.preprocess(frame.data)
+
+    def _classify(self, name: str, frame: Frame, x: np.ndarray) -> Result:
         clf = self.classifiers[frame.modality]
         t0 = time.monotonic()
-        kw = {"sample_rate": frame.meta["sample_rate"]} if frame.modality == "audio" else {}
-        data = (frame.data, frame.meta["sample_rate"]) if frame.modality == "audio" else frame.data
-        logits = clf.logits(clf.encoder.embed(data, **kw))[0]
+        logits = clf.logits(clf.encoder.embed(x))[0]
         probs = np.exp(logits - logits.max())
         probs /= probs.sum()
         infer_ms = (time.monotonic() - t0) * 1000
