@@ -33,7 +33,8 @@ def test_image_array_path_pil_bytes_agree(tmp_path):
     np.testing.assert_array_equal(IMG(path.read_bytes()), a)
     np.testing.assert_array_equal(IMG(Image.fromarray(rgb)), a)
     np.testing.assert_array_equal(IMG(rgb[..., ::-1].copy(), bgr=True), a)
-    np.testing.assert_allclose(IMG(rgb.astype(np.float32) / 255), a, atol=1e-6)
+    # uint8 frames are resized before the 1/255 scaling (cheaper), floats after: float32 rounding apart
+    np.testing.assert_allclose(IMG(rgb.astype(np.float32) / 255), a, atol=5e-6)
 
 
 def test_image_batches_and_channel_handling():

@@ -56,6 +56,12 @@ def _from_object(x: Any) -> np.ndarray:
 
 def to_rgb01(x: Any, *, bgr: bool = False) -> np.ndarray:
     """Any image input -> HWC float32 RGB in [0, 1] (grey is replicated, alpha dropped)."""
+    img, scale = to_rgb(x, bgr=bgr)
+    return img.astype(np.float32) * np.float32(scale) if scale != 1.0 else img
+
+
+def to_rgb(x: Any, *, bgr: bool = False) -> tuple[np.ndarray, float]:
+    """Any image input -> HWC RGB (uint8, or float32 in [0, 1]) and the factor that maps it to [0, 1]."""
     if isinstance(x, PathLike):
         img = read_image_file(x, cv2.IMREAD_COLOR)[..., ::-1]
     else:
@@ -74,7 +80,7 @@ def to_rgb01(x: Any, *, bgr: bool = False) -> np.ndarray:
     elif c != 3:
         raise InputError(f"expected 1, 3 or 4 colour channels (HWC), got {c} channels in shape {img.shape}")
     if img.dtype == np.uint8:
-        return img.astype(np.float32) / np.float32(255.0)
+        return np.ascontiguousarray(img), 1.0 / 255.0
     if img.dtype == np.uint16:
         raise InputError("got a 16-bit image for an 8-bit modality: convert radiometric or 16-bit frames "
                          "to 8-bit first (thermal: apply automatic gain control)")
@@ -85,7 +91,7 @@ def to_rgb01(x: Any, *, bgr: bool = False) -> np.ndarray:
         if f.min() < -1e-3 or f.max() > 1.0 + 1e-3:
             raise InputError(f"float images must hold values in [0, 1], got range [{f.min():.3g}, {f.max():.3g}]"
                              ": pass uint8 or divide by 255")
-        return f
+        return f, 1.0
     raise InputError(f"unsupported image dtype {img.dtype}: use uint8, or float32 in [0, 1]")
 
 
@@ -109,8 +115,13 @@ def to_depth_mm(x: Any) -> np.ndarray:
     raise InputError(f"unsupported depth dtype {img.dtype}: use uint16 millimetres or float millimetres")
 
 
-def resize_crop_normalize(img: np.ndarray, cfg: PreprocessConfig, rounding: str = "torchvision") -> np.ndarray:
-    """HWC float32 -> CHW float32: short-side resize, centre crop and mean/std normalisation."""
+def resize_crop_normalize(img: np.ndarray, cfg: PreprocessConfig, rounding: str = "torchvision",
+                          scale: float = 1.0) -> np.ndarray:
+    """HWC image -> CHW float32: short-side resize, centre crop, ``* scale``, mean/std normalisation.
+
+    The resize is linear, so an 8-bit image is resized as it is and scaled by 1/255 afterwards, which
+    spares converting the whole frame to float.
+    """
     h, w = img.shape[:2]
     nh, nw = short_side_size(h, w, cfg.size, rounding)
     top, left = center_crop_box(nh, nw, cfg.size)
@@ -121,13 +132,16 @@ def resize_crop_normalize(img: np.ndarray, cfg: PreprocessConfig, rounding: str 
         out = np.repeat(out, 3, axis=2)
     mean = np.asarray(cfg.mean, np.float32)
     std = np.asarray(cfg.std, np.float32)
+    if scale != 1.0:
+        out = out * np.float32(scale)
     out = (out - mean) / std
     return np.ascontiguousarray(out.transpose(2, 0, 1))
 
 
 def image_transform(x: Any, cfg: PreprocessConfig, *, bgr: bool = False) -> np.ndarray:
     """One image or thermal frame -> ``[3, size, size]`` float32."""
-    return resize_crop_normalize(to_rgb01(x, bgr=bgr), cfg)
+    img, scale = to_rgb(x, bgr=bgr)
+    return resize_crop_normalize(img, cfg, scale=scale)
 
 
 def depth_transform(x: Any, cfg: PreprocessConfig) -> np.ndarray:

@@ -56,11 +56,11 @@ def _resize_axis(x: np.ndarray, out_size: int, axis: int, mode: str,
     in_size = x.shape[axis]
     start, length = keep if keep is not None else (0, out_size)
     if in_size == out_size:
-        return np.take(x, np.arange(start, start + length), axis=axis)
+        return np.take(x, np.arange(start, start + length), axis=axis).astype(np.float32, copy=False)
     idx, w = _taps(in_size, out_size, mode)
     idx, w = idx[start:start + length], w[start:start + length]
     # one gather of all taps ([..., out, taps, ...]) and one contraction: ~5x faster than a loop over taps
-    gathered = np.take(x, idx, axis=axis)
+    gathered = np.take(x, idx, axis=axis).astype(np.float32, copy=False)
     spec = "jkw,jk->jw" if axis == 0 else "hjk,jk->hj"
     return np.einsum(spec, gathered, w).astype(np.float32, copy=False)
 
@@ -72,7 +72,9 @@ def resize(img: np.ndarray, out_h: int, out_w: int, mode: str = "bicubic",
     ``crop=(top, left, height, width)`` returns only that window of the resized image, computing
     nothing outside it (resize-then-crop at the cost of the crop).
     """
-    x = np.asarray(img, dtype=np.float32)
+    x = np.asarray(img)
+    if x.dtype != np.uint8:          # uint8 stays uint8: only the gathered taps are converted, inside einsum
+        x = x.astype(np.float32, copy=False)
     if x.ndim == 3:
         top, left, ch, cw = crop if crop is not None else (0, 0, out_h, out_w)
         h, w, c = x.shape

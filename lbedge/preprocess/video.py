@@ -17,7 +17,7 @@ import numpy as np
 
 from ..config import PreprocessConfig
 from ..errors import InputError
-from .image import resize_crop_normalize, to_rgb01
+from .image import resize_crop_normalize, to_rgb
 
 
 def sample_indices(n: int, num_frames: int) -> np.ndarray:
@@ -96,7 +96,10 @@ def video_transform(x: Any, cfg: PreprocessConfig, *, bgr: bool = False) -> np.n
         raise InputError("video has no frames")
     if len(frames) != cfg.num_frames:
         frames = [frames[i] for i in sample_indices(len(frames), cfg.num_frames)]
-    out = [resize_crop_normalize(to_rgb01(f, bgr=bgr), cfg, rounding="pytorchvideo") for f in frames]
+    out = []
+    for f in frames:
+        img, scale = to_rgb(f, bgr=bgr)
+        out.append(resize_crop_normalize(img, cfg, rounding="pytorchvideo", scale=scale))
     shapes = {o.shape for o in out}
     if len(shapes) != 1:
         raise InputError(f"video frames differ in size after preprocessing: {shapes}")
