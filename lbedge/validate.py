@@ -33,8 +33,28 @@ class ValidationRow:
         return {**self.__dict__, "passed": self.passed}
 
 
-def _cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
+@dataclass
+class Agreement:
+    """How closely two sets of embeddings agree (rows paired)."""
+
+    max_abs_diff: float
+    min_cosine: float
+    mean_cosine: float
+    top1_agreement: float | None = None     # zero-shot top-1 agreement against text embeddings, if given
+
+    def to_dict(self) -> dict[str, float | None]:
+        return {k: (round(v, 7) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
+
+
+def agreement(ref: np.ndarray, got: np.ndarray, text_embeds: np.ndarray | None = None) -> Agreement:
+    """Max abs difference, min/mean row cosine and (with ``text_embeds``) zero-shot top-1 agreement."""
+    ref = ref.astype(np.float64)
+    got = got.astype(np.float64)
+    cos = (ref * got).sum(1) / np.maximum(np.linalg.norm(ref, axis=1) * np.linalg.norm(got, axis=1), 1e-12)
+    top1 = None
+    if text_embeds is not None and len(text_embeds) > 1:
+        top1 = float(((ref @ text_embeds.T).argmax(1) == (got @ text_embeds.T).argmax(1)).mean())
+    return Agreement(float(np.abs(ref - got).max()), float(cos.min()), float(cos.mean()), top1)
 
 
 def validate_bundle(path: str | Path, inputs: Sequence, *, labels: Sequence[str] = PROBE_LABELS,
@@ -60,14 +80,13 @@ def validate_bundle(path: str | Path, inputs: Sequence, *, labels: Sequence[str]
         if prec == "fp32":
             continue
         enc = load_bundle(folder, backend=backend, precision=prec, text_precision="fp32")
-        e = enc.embed(x)
-        c = _cos(e_ref, e)
-        top1 = float(((e_ref @ t_ref.T).argmax(1) == (e @ t_ref.T).argmax(1)).mean()) if t_ref is not None else None
-        rows.append(ValidationRow("vision", prec, len(x), float(c.min()), float(c.mean()), top1, th.get(prec, 0.99)))
+        a = agreement(e_ref, enc.embed(x), t_ref)
+        rows.append(ValidationRow("vision", prec, len(x), a.min_cosine, a.mean_cosine, a.top1_agreement,
+                                  th.get(prec, 0.99)))
     for prec in man.towers["text"]:
         if prec == "fp32" or t_ref is None:
             continue
         enc = load_bundle(folder, backend=backend, precision="fp32", text_precision=prec)
-        c = _cos(t_ref, enc.embed_text(prompts))
-        rows.append(ValidationRow("text", prec, len(prompts), float(c.min()), float(c.mean()), None, th.get(prec, 0.99)))
+        a = agreement(t_ref, enc.embed_text(prompts))
+        rows.append(ValidationRow("text", prec, len(prompts), a.min_cosine, a.mean_cosine, None, th.get(prec, 0.99)))
     return rows

@@ -39,15 +39,22 @@ def _tower_entry(folder: Path, files: list[Path], **kw: Any) -> TowerFile:
                      extra_files={f.name: sha256_file(f) for f in extra}, **kw)
 
 
-def _probe_text(folder: Path, man: Manifest, labels: Sequence[str]) -> np.ndarray:
-    """Probe-label text embeddings from the bundle's FP32 text graph."""
+def _probe_ids(folder: Path, man: Manifest, labels: Sequence[str]) -> tuple[np.ndarray, bool]:
+    """int32 token ids of the probe prompts, clamped to the text tower's vocabulary, and whether none needed it."""
     from lbedge.tokenizer import ClipTokenizer
 
     tok = ClipTokenizer.from_dir(folder / "tokenizer", context_length=int(man.text["context_length"]))
     ids, _ = tok([f"a photo of a {l}." for l in labels])
-    if ids.max() >= int(man.text["vocab_size"]):
+    vocab = int(man.text["vocab_size"])
+    return np.minimum(ids, vocab - 1).astype(np.int32), bool(ids.max() < vocab)
+
+
+def _probe_text(folder: Path, man: Manifest, labels: Sequence[str]) -> np.ndarray:
+    """Probe-label text embeddings from the bundle's FP32 text graph (none for towers without a real vocabulary)."""
+    ids, real = _probe_ids(folder, man, labels)
+    if not real:
         return np.zeros((0, man.embed_dim), np.float32)        # tiny test towers: no real vocabulary
-    return ort_outputs(folder / man.towers["text"]["fp32"].file, ids.astype(np.int32))
+    return ort_outputs(folder / man.towers["text"]["fp32"].file, ids)
 
 
 def export_bundle(checkpoint: str | Path, out: str | Path, *, inputs: np.ndarray | None = None,
@@ -110,10 +117,7 @@ def add_fp16(folder: str | Path, *, inputs: np.ndarray | None = None, towers: Se
         if tower == "vision":
             x = inputs if inputs is not None else dummy_vision(man)
         else:
-            from lbedge.tokenizer import ClipTokenizer
-            tok = ClipTokenizer.from_dir(folder / "tokenizer")
-            x = tok([f"a photo of a {l}." for l in labels])[0].astype(np.int32)
-            x = np.minimum(x, int(man.text["vocab_size"]) - 1).astype(np.int32)
+            x = _probe_ids(folder, man, labels)[0]
         agree = onnx_utils.agreement(_reference(folder, man, tower, x), ort_outputs(files[0], x),
                                      text_e if tower == "vision" and len(text_e) else None)
         man.towers[tower]["fp16"] = _tower_entry(folder, files, agreement=agree.to_dict(),
