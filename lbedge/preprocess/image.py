@@ -54,14 +54,11 @@ def _from_object(x: Any) -> np.ndarray:
                      "(HWC uint8 RGB, or float32 in [0, 1]), a PIL image or encoded bytes")
 
 
-def to_rgb01(x: Any, *, bgr: bool = False) -> np.ndarray:
-    """Any image input -> HWC float32 RGB in [0, 1] (grey is replicated, alpha dropped)."""
-    img, scale = to_rgb(x, bgr=bgr)
-    return img.astype(np.float32) * np.float32(scale) if scale != 1.0 else img
-
-
 def to_rgb(x: Any, *, bgr: bool = False) -> tuple[np.ndarray, float]:
-    """Any image input -> HWC RGB (uint8, or float32 in [0, 1]) and the factor that maps it to [0, 1]."""
+    """Any image input -> HWC RGB (uint8, or float32 in [0, 1]) and the factor that maps it to [0, 1].
+
+    Grey is replicated and alpha dropped.
+    """
     if isinstance(x, PathLike):
         img = read_image_file(x, cv2.IMREAD_COLOR)[..., ::-1]
     else:

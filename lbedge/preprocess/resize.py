@@ -73,10 +73,10 @@ def resize(img: np.ndarray, out_h: int, out_w: int, mode: str = "bicubic",
     nothing outside it (resize-then-crop at the cost of the crop).
     """
     x = np.asarray(img)
-    if x.dtype != np.uint8:          # uint8 stays uint8: only the gathered taps are converted, inside einsum
+    if x.dtype != np.uint8:          # uint8 stays uint8: only the gathered taps are converted to float
         x = x.astype(np.float32, copy=False)
+    top, left, ch, cw = crop if crop is not None else (0, 0, out_h, out_w)
     if x.ndim == 3:
-        top, left, ch, cw = crop if crop is not None else (0, 0, out_h, out_w)
         h, w, c = x.shape
         if ch * w <= h * cw:
             # rows first, on the interleaved [H, W*C] view: one contiguous gather for all channels
@@ -85,7 +85,6 @@ def resize(img: np.ndarray, out_h: int, out_w: int, mode: str = "bicubic",
         else:   # per channel plane: 2-D contractions are several times faster than one 3-D contraction
             planes = [resize(x[..., i], out_h, out_w, mode, crop) for i in range(c)]
         return np.stack(planes, axis=-1)
-    top, left, ch, cw = crop if crop is not None else (0, 0, out_h, out_w)
     # reduce the axis that shrinks most first: the second pass then runs on fewer pixels
     if ch * x.shape[1] <= x.shape[0] * cw:
         x = _resize_axis(x, out_h, 0, mode, (top, ch))
