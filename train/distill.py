@@ -254,9 +254,8 @@ class Distiller:
     def run(self, progress: bool = True, resume: bool = True, stop_after: int | None = None) -> DistillResult:
         cfg = self.cfg
         self.out.mkdir(parents=True, exist_ok=True)
-        self.before = self.evaluate()
-        if resume:
-            self.try_resume()
+        if not (resume and self.try_resume()):      # a resumed run keeps the "before" of its first start
+            self.before = self.evaluate()
         metrics = open(self.out / "metrics.jsonl", "a", encoding="utf-8")
         t0 = time.perf_counter()
         if self.step == 0:
