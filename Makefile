@@ -6,24 +6,38 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.lbedge-installed
 # torch is pinned: an unpinned torch pulls a multi-GB CUDA build.
 TORCH  := torch==2.13.0
+# Debian packages the sensor tests need: PortAudio + a PulseAudio virtual microphone, libusb for pyrealsense2.
+SYSDEPS := libportaudio2 pulseaudio pulseaudio-utils alsa-utils libasound2-plugins libusb-1.0-0 sox
 
-.PHONY: test venv clean help
+.PHONY: test venv sysdeps clean help
 
 help:
-	@echo "make test   create .venv if missing, install lbedge[torch,quantize,train,test,audio,hub], run the tests"
+	@echo "make test   create .venv if missing, install lbedge[torch,quantize,train,test,audio,hub,realsense], run the tests"
 	@echo "make venv   only create/refresh the environment"
+	@echo "make sysdeps install the Debian packages the sensor tests need (apt-get; root or passwordless sudo)"
 	@echo "make clean  remove .venv and caches"
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH)"
-	$(BIN)/python -m pip install -q -e ".[torch,quantize,train,test,audio,hub]" "$(TORCH)"
+	$(BIN)/python -m pip install -q -e ".[torch,quantize,train,test,audio,hub,realsense]" "$(TORCH)"
 	touch $(STAMP)
 
 venv: $(STAMP)
 
-test: $(STAMP)
+# Installs what is missing; without apt or root the sensor tests that need a package skip and say which.
+sysdeps:
+	@missing=$$(for p in $(SYSDEPS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if ! command -v apt-get >/dev/null; then echo "warning: not a Debian system; install: $$missing"; exit 0; fi; \
+	if [ "$$(id -u)" -eq 0 ]; then sudo=""; else sudo="sudo -n"; fi; \
+	echo "installing Debian packages: $$missing"; \
+	( $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq \
+	  --no-install-recommends $$missing >/dev/null ) || \
+	echo "warning: could not install $$missing; the tests that need them will be skipped"
+
+test: sysdeps $(STAMP)
 	$(BIN)/python -m pytest -q -ra
 
 clean:

@@ -19,6 +19,8 @@ _EXTRAS: dict[str, tuple[str, str]] = {
     "onnxconverter_common": ("quantize", "FP16 conversion"),
     "psutil": ("bench", "memory measurements in lbedge bench"),
     "peft": ("train", "LoRA binding (lbedge train)"),
+    "pyrealsense2": ("realsense", "Intel RealSense cameras and .bag/.db3 recordings"),
+    "sounddevice": ("audio", "microphone capture (also needs PortAudio: apt install libportaudio2)"),
 }
 # not on PyPI for every platform: a hint instead of an extra
 _HINTS: dict[str, str] = {

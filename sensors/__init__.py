@@ -12,7 +12,8 @@ from .audio import AudioFileSource
 from .base import BaseSource
 from .rgb import ImageFolderSource, OpenCVCamera, VideoFileSource
 from .sequences import DepthSequenceSource, ThermalSequenceSource
-from .thermal import PROFILES, ThermalProfile, agc
+from .thermal import PROFILES, ThermalProfile, agc, thermal_frame
+from .thermal_camera import ThermalCamera
 
 __all__ = ["AudioFileSource", "BaseSource", "DepthSequenceSource", "ImageFolderSource", "OpenCVCamera", "PROFILES",
-           "ThermalProfile", "ThermalSequenceSource", "VideoFileSource", "agc"]
+           "ThermalCamera", "ThermalProfile", "ThermalSequenceSource", "VideoFileSource", "agc", "thermal_frame"]

@@ -14,7 +14,7 @@ import numpy as np
 from lbedge.errors import SensorError
 
 from .base import BaseSource
-from .thermal import PROFILES, agc
+from .thermal import PROFILES, thermal_frame
 
 log = logging.getLogger(__name__)
 
@@ -112,9 +112,8 @@ class ThermalSequenceSource(BaseSource):
         raw = self._next_raw()
         if raw is None:
             return None
-        celsius = self.profile.to_celsius(raw)
-        self._meta_now = {"raw": raw, "celsius": celsius, "profile": self.profile.name}
-        return agc(celsius if celsius is not None else raw, self.agc_method), None
+        image, self._meta_now = thermal_frame(self.profile, raw, self.agc_method)
+        return image, None
 
     def _meta(self) -> dict:
         return self._meta_now

@@ -29,6 +29,31 @@ class ThermalProfile:
             return self.raw16(raw).astype(np.float32) / 64.0 - 273.15
         return None
 
+    @property
+    def capture_size(self) -> tuple[int, int]:
+        """(width, height) to ask V4L2 for: InfiRay/Topdon frames stack the image above the thermal plane."""
+        return (self.width, 2 * self.height) if self.kind == "yuyv_split" else (self.width, self.height)
+
+    def from_capture(self, frame: np.ndarray) -> np.ndarray:
+        """The raw frame of a camera in the profile's layout, whatever shape OpenCV returned it in.
+
+        With ``CAP_PROP_CONVERT_RGB=0`` OpenCV builds differ: Y16 arrives as ``HxW`` uint16, as a flat
+        ``1xN`` array (OpenCV 4.11, opencv#27166) or as ``HxWx2`` / ``Hx2W`` bytes; YUYV as ``HxWx2`` or flat
+        bytes. Every form with the right number of bytes is accepted; any other size is an error (never
+        silently reshaped garbage).
+        """
+        buf = np.ascontiguousarray(frame)
+        if self.kind == "yuyv_split":
+            return buf.view(np.uint8).reshape(-1)
+        if buf.dtype == np.uint16 and buf.shape == (self.height, self.width):
+            return buf
+        data = buf.view(np.uint8).reshape(-1)
+        need = self.width * self.height * 2
+        if data.size != need:
+            raise InputError(f"{self.name}: expected a {self.width}x{self.height} 16-bit frame ({need} bytes), got "
+                             f"{frame.dtype} {frame.shape}; is the camera in {self.fourcc.strip()} mode at that size?")
+        return data.view("<u2").reshape(self.height, self.width)
+
     def raw16(self, raw: np.ndarray) -> np.ndarray:
         """The 16-bit thermal plane of a raw frame (InfiRay/Topdon: the bottom half of a 256x384 YUYV frame)."""
         if self.kind != "yuyv_split":
@@ -48,6 +73,14 @@ PROFILES = {
     "infiray-p2": ThermalProfile("InfiRay P2 / Topdon TC001", 256, 192, "YUYV", "yuyv_split"),
     "boson": ThermalProfile("FLIR Boson (Y16 counts)", 640, 512, "Y16 ", "y16_counts"),
 }
+
+
+def thermal_frame(profile: ThermalProfile, raw: np.ndarray, agc_method: str) -> tuple[np.ndarray, dict]:
+    """One raw frame of ``profile`` -> (8-bit AGC RGB image, meta with ``raw``, ``celsius`` and ``profile``)."""
+    raw16 = profile.raw16(raw)
+    celsius = profile.to_celsius(raw)
+    return agc(celsius if celsius is not None else raw16, agc_method), \
+        {"raw": raw16, "celsius": celsius, "profile": profile.name}
 
 
 def agc(values: np.ndarray, method: str = "percentile", *, low: float = 1.0, high: float = 99.0) -> np.ndarray:

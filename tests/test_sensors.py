@@ -134,3 +134,85 @@ def test_audio_file_windows(tmp_path):
     assert x.shape == (1, 3, 112, 1036)
     with pytest.raises(SensorError, match="not found"):
         AudioFileSource(tmp_path / "none.wav").open()
+
+
+class _FakeV4L2:
+    """Stands in for cv2.VideoCapture on a UVC thermal camera: records the settings, returns given frames."""
+
+    def __init__(self, frames):
+        self.frames, self.props = list(frames), {}
+
+    def __call__(self, target, api):
+        self.target, self.api = target, api
+        return self
+
+    def isOpened(self):
+        return True
+
+    def set(self, prop, value):
+        self.props[prop] = value
+        return True
+
+    def get(self, prop):
+        return 0.0
+
+    def read(self):
+        return (True, self.frames.pop(0)) if self.frames else (False, None)
+
+    def release(self):
+        self.released = True
+
+
+def _lepton_raw(celsius: np.ndarray) -> np.ndarray:
+    return np.rint((celsius + 273.15) * 100).astype("<u2")
+
+
+@pytest.mark.parametrize("layout", ["hw", "flat", "bytes"])
+def test_thermal_camera_lepton_layouts(monkeypatch, layout):
+    import cv2
+
+    from lbedge.sensors import ThermalCamera
+
+    temps = np.linspace(15, 45, 120 * 160, dtype=np.float32).reshape(120, 160)
+    raw = _lepton_raw(temps)
+    frame = {"hw": raw, "flat": raw.reshape(1, -1), "bytes": raw.view(np.uint8).reshape(120, 160, 2)}[layout]
+    fake = _FakeV4L2([frame])
+    monkeypatch.setattr(cv2, "VideoCapture", fake)
+    with ThermalCamera(2, profile="lepton", agc_method="minmax") as cam:
+        got = cam.read()
+        assert fake.api == cv2.CAP_V4L2 and fake.props[cv2.CAP_PROP_CONVERT_RGB] == 0
+        assert fake.props[cv2.CAP_PROP_FOURCC] == cv2.VideoWriter_fourcc(*"Y16 ")
+        assert (fake.props[cv2.CAP_PROP_FRAME_WIDTH], fake.props[cv2.CAP_PROP_FRAME_HEIGHT]) == (160, 120)
+        np.testing.assert_allclose(got.meta["celsius"], temps, atol=0.006)
+        assert got.data.shape == (120, 160, 3) and got.data.dtype == np.uint8
+        assert got.data[-1, -1, 0] == 255 and got.data[0, 0, 0] == 0          # hottest bright, coldest dark
+        with pytest.raises(SensorError, match="stopped delivering"):     # unplugged: the pipeline reopens it
+            cam.read()
+    assert fake.released
+
+
+def test_thermal_camera_infiray_and_wrong_mode(monkeypatch):
+    import cv2
+
+    from lbedge.sensors import ThermalCamera
+
+    temps = np.full((192, 256), 36.6)
+    both = np.concatenate([np.zeros((192, 256), "<u2"), np.rint((temps + 273.15) * 64).astype("<u2")])
+    fake = _FakeV4L2([both.view(np.uint8).reshape(384, 256, 2), np.zeros((480, 640, 3), np.uint8)])
+    monkeypatch.setattr(cv2, "VideoCapture", fake)
+    with ThermalCamera("/dev/video3", profile="infiray-p2") as cam:
+        assert (fake.props[cv2.CAP_PROP_FRAME_WIDTH], fake.props[cv2.CAP_PROP_FRAME_HEIGHT]) == (256, 384)
+        np.testing.assert_allclose(cam.read().meta["celsius"], temps, atol=1 / 64)
+        with pytest.raises(SensorError, match="expected"):            # the camera fell back to an RGB mode
+            cam.read()
+
+
+def test_thermal_camera_errors():
+    from lbedge.sensors import ThermalCamera
+
+    with pytest.raises(SensorError, match="unknown thermal profile"):
+        ThermalCamera(0, profile="seek")
+    with pytest.raises(SensorError, match="V4L2"):
+        ThermalCamera("rtsp://x/y").open()
+    with pytest.raises(SensorError, match="cannot open"):
+        ThermalCamera("/dev/video97").open()
