@@ -1,10 +1,11 @@
 """The streaming pipeline: sources -> preprocessing -> inference -> zero-shot results, in threads.
 
 One reader thread per source reads and preprocesses frames (overlapping the model) into a bounded queue:
-a live source keeps only its newest frame (a slow
-model drops frames, it never lags behind the sensor), a recording is read without drops (the reader
-waits). One worker thread classifies frames as they come, smooths each source's labels over time (EMA or
-majority with hysteresis, so labels do not flicker), fuses the latest per-source probabilities whose
+a live source keeps only its newest frame (a slow model drops frames, it never lags behind the sensor), a
+recording is read without drops (the reader waits). One worker thread classifies the frames ready at each
+moment in one batch per modality (several sources of a modality, or several frames of a recording, up to
+``max_batch``), smooths each source's labels over time (EMA or majority with hysteresis, so labels do not
+flicker), fuses the latest per-source probabilities whose
 timestamps lie within ``sync_tolerance`` of each other, and publishes a :class:`Result` to the iterator and
 the callbacks. A source that fails is closed and reopened with exponential backoff while the others go on;
 the event appears in the results and the log. ``stop()`` (or leaving the ``with`` block, or Ctrl-C in the
@@ -43,7 +44,8 @@ class SourceResult:
     scores: dict[str, float]         # smoothed probabilities, highest first (top-k)
     raw_label: str                   # this frame's own top label
     latency_ms: float                # capture to result
-    infer_ms: float
+    infer_ms: float                  # the model time of the batch this frame was in
+    batch: int = 1                   # frames embedded together (sources of one modality, recorded frames)
     frame: Frame | None = field(default=None, repr=False)    # the classified frame (for overlays)
 
 
@@ -106,7 +108,7 @@ class Pipeline:
                  labels: Sequence[str], *, templates: Sequence[str] | None = None, top_k: int = 3,
                  smoothing: str = "ema", ema_alpha: float = 0.5, majority_window: int = 5, hysteresis: float = 0.1,
                  sync_tolerance: float = 0.25, reopen_backoff: tuple[float, float] = (0.5, 8.0),
-                 max_reopen: int | None = None, results_queue: int = 16):
+                 max_reopen: int | None = None, results_queue: int = 16, max_batch: int = 8):
         if not sources:
             raise LBEdgeError("a pipeline needs at least one source")
         self.sources = dict(sources)
@@ -119,10 +121,13 @@ class Pipeline:
                             for m, e in by_modality.items()}
         self.labels = list(labels)
         self.top_k = top_k
+        if max_batch < 1:
+            raise LBEdgeError("max_batch must be at least 1")
+        self.max_batch = max_batch
         self._smooth = {n: Smoother(smoothing, ema_alpha, majority_window, hysteresis) for n in self.sources}
         self.sync_tolerance = sync_tolerance
         self.backoff, self.max_reopen = reopen_backoff, max_reopen
-        self._queues = {n: queue.Queue(maxsize=1 if s.live else 4) for n, s in self.sources.items()}
+        self._queues = {n: queue.Queue(maxsize=1 if s.live else max(4, max_batch)) for n, s in self.sources.items()}
         self._results: queue.Queue[Result | None] = queue.Queue(maxsize=results_queue)
         self._callbacks: list[Callable[[Result], None]] = []
         self._events: list[str] = []
@@ -253,27 +258,40 @@ class Pipeline:
     def _worker(self) -> None:
         names = list(self.sources)
         while not self._stop.is_set():
-            got_any = False
-            for name in names:
-                try:
-                    frame, x = self._queues[name].get_nowait()
-                except queue.Empty:
-                    continue
-                got_any = True
-                try:
-                    self._publish(self._classify(name, frame, x))
-                except LBEdgeError as exc:        # unusable frame (wrong size, NaN...): report and go on
-                    self._event(f"source {name}: frame {frame.sequence} skipped: {exc}")
-            if not got_any:
+            batches = self._gather(names)
+            for modality, items in batches.items():
+                for result in self._classify_batch(modality, items):
+                    self._publish(result)
+            if not batches:
                 with self._lock:
                     done = self._finished == set(names)
                 if done and all(q.empty() for q in self._queues.values()):
                     break
                 self._stop.wait(0.002)
+            names = names[1:] + names[:1]               # rotate: no source always goes first
         try:
             self._results.put(None, timeout=1.0)
         except queue.Full:
             pass
+
+    def _gather(self, names: list[str]) -> dict[str, list[tuple[str, Frame, np.ndarray]]]:
+        """The frames ready now, grouped by modality, at most ``max_batch`` per modality.
+
+        A live source gives its one newest frame; a recording may give several (in order).
+        """
+        groups: dict[str, list[tuple[str, Frame, np.ndarray]]] = {}
+        for name in names:
+            src = self.sources[name]
+            group = groups.setdefault(src.modality, [])
+            for _ in range(1 if src.live else self.max_batch):
+                if len(group) >= self.max_batch:
+                    break
+                try:
+                    frame, x = self._queues[name].get_nowait()
+                except queue.Empty:
+                    break
+                group.append((name, frame, x))
+        return {m: g for m, g in groups.items() if g}
 
     def _preprocess(self, frame: Frame) -> np.ndarray:
         """The model input of a frame (runs in the source's reader thread)."""
@@ -282,18 +300,29 @@ class Pipeline:
             return enc.preprocess((frame.data, frame.meta["sample_rate"]))
         return enc.preprocess(frame.data)
 
-    def _classify(self, name: str, frame: Frame, x: np.ndarray) -> Result:
-        clf = self.classifiers[frame.modality]
+    def _classify_batch(self, modality: str, items: list[tuple[str, Frame, np.ndarray]]) -> list[Result]:
+        """Embed the frames of one modality in one batch; one Result per frame, in order."""
+        clf = self.classifiers[modality]
         t0 = time.monotonic()
-        logits = clf.logits(clf.encoder.embed(x))[0]
+        try:
+            logits = clf.logits(clf.encoder.embed(np.concatenate([x for _, _, x in items])))
+        except LBEdgeError as exc:
+            if len(items) > 1:                         # find the unusable frame: the others still count
+                return [r for item in items for r in self._classify_batch(modality, [item])]
+            name, frame, _ = items[0]
+            self._event(f"source {name}: frame {frame.sequence} skipped: {exc}")
+            return []
+        infer_ms = (time.monotonic() - t0) * 1000
+        return [self._result(name, frame, row, infer_ms, len(items)) for (name, frame, _), row in zip(items, logits)]
+
+    def _result(self, name: str, frame: Frame, logits: np.ndarray, infer_ms: float, batch: int) -> Result:
         probs = np.exp(logits - logits.max())
         probs /= probs.sum()
-        infer_ms = (time.monotonic() - t0) * 1000
         idx, smoothed = self._smooth[name].update(probs)
         order = np.argsort(-smoothed)[: self.top_k]
         sr = SourceResult(name, frame.modality, frame.sequence, frame.timestamp, self.labels[idx],
                           {self.labels[i]: float(smoothed[i]) for i in order}, self.labels[int(np.argmax(probs))],
-                          (time.monotonic() - frame.timestamp) * 1000, infer_ms, frame)
+                          (time.monotonic() - frame.timestamp) * 1000, infer_ms, batch, frame)
         self.processed[name] += 1
         self._latest[name] = (sr, smoothed)
         in_sync = [n for n, (r, _) in self._latest.items() if abs(r.timestamp - frame.timestamp) <= self.sync_tolerance]

@@ -224,3 +224,42 @@ def test_slow_consumer_of_a_recording_loses_no_results(tmp_path):
             time.sleep(0.005)
             seqs.append(r.update.sequence)
     assert seqs == list(range(40)) and p.results_dropped == 0
+
+
+def test_recorded_frames_are_batched_in_order(tmp_path):
+    colours = ["red", "green", "blue"] * 8
+    sizes = []
+    enc = fake_encoder(delay=0.03)
+    inner = enc.vision.fn
+    enc.vision.fn = lambda x: (sizes.append(len(x)), inner(x))[1]
+    src = ImageFolderSource(colour_frames(tmp_path / "f", colours))
+    with Pipeline({"cam": src}, enc, LABELS, smoothing="none", max_batch=4) as p:
+        results = list(p)
+    assert [r.update.sequence for r in results] == list(range(24))
+    assert [r.update.raw_label for r in results] == colours
+    assert max(sizes) > 1 and max(sizes) <= 4 and sum(sizes) == 24     # batched, never beyond max_batch
+    assert max(r.update.batch for r in results) == max(sizes)
+
+
+def test_sources_of_one_modality_share_a_batch_and_a_bad_frame_costs_only_itself(tmp_path):
+    a = colour_frames(tmp_path / "a", ["red"] * 6)
+    b = colour_frames(tmp_path / "b", ["blue"] * 6)
+    white = np.full((48, 64, 3), 255, np.uint8)
+    cv2.imwrite(str(b / "002.png"), white)                        # the model refuses this frame
+    enc = fake_encoder(delay=0.02)
+    inner = enc.vision.fn
+
+    def vision(x):
+        if (x.reshape(len(x), -1).min(1) > 1.5).any():                 # an all-white frame
+            raise SensorError("unusable frame")
+        return inner(x)
+
+    enc.vision.fn = vision
+    with Pipeline({"a": ImageFolderSource(a), "b": ImageFolderSource(b)}, enc, LABELS, smoothing="none") as p:
+        results = list(p)
+    by_source = {n: [r.update for r in results if r.update.source == n] for n in "ab"}
+    assert [u.sequence for u in by_source["a"]] == list(range(6))
+    assert [u.sequence for u in by_source["b"]] == [0, 1, 3, 4, 5]
+    assert all(u.raw_label == "red" for u in by_source["a"]) and all(u.raw_label == "blue" for u in by_source["b"])
+    assert any(u.batch > 1 for u in by_source["a"])
+    assert any("frame 2 skipped" in e for e in p.event_log)
