@@ -419,76 +419,75 @@ def train_distill(config_file: Path | None, **opts) -> None:
                f"zero-shot agreement {after.get('zero_shot_agreement', 0):.3f}")
 
 
-def _source(kind: str, spec: str, opts: dict):
-    """A source from a --rgb/--thermal/--depth/--audio spec."""
-    from .errors import SensorError
-
-    from .sensors import (AudioFileSource, DepthSequenceSource, ImageFolderSource, OpenCVCamera,
-                          ThermalSequenceSource, VideoFileSource)
-
-    p = Path(spec)
-    realtime = opts["realtime"]
-    if kind == "rgb":
-        if p.is_dir():
-            return ImageFolderSource(p, realtime=realtime)
-        if p.is_file():
-            return VideoFileSource(p, realtime=realtime)
-        return OpenCVCamera(spec)
-    if kind == "thermal":
-        if p.exists():
-            return ThermalSequenceSource(p, profile=opts["thermal_profile"], realtime=realtime)
-        raise SensorError(f"live thermal cameras are not supported yet: give a folder of 16-bit frames or an FFV1 "
-                          f"video instead of {spec!r}")
-    if kind == "depth":
-        if p.is_dir():
-            return DepthSequenceSource(p, unit=opts["depth_unit"], realtime=realtime)
-        raise SensorError(f"RealSense and other live depth cameras are not supported yet: give a folder of 16-bit "
-                          f"PNG/TIFF frames instead of {spec!r}")
-    if p.is_file():
-        return AudioFileSource(p, realtime=realtime)
-    raise SensorError(f"live microphones are not supported yet: give a WAV/FLAC file instead of {spec!r}")
-
-
 @main.command()
-@click.option("--model", "models", multiple=True, required=True, type=click.Path(path_type=Path),
-              help="Checkpoint folder or bundle (repeatable: one per modality).")
+@click.option("--bundle", "bundles", multiple=True, type=click.Path(path_type=Path),
+              help="A bundle folder (ONNX Runtime/TensorRT, no torch); one per modality, repeatable.")
+@click.option("--checkpoint", "checkpoints", multiple=True, type=click.Path(path_type=Path),
+              help="A checkpoint folder (PyTorch backend); one per modality, repeatable.")
+@click.option("--model", "models", multiple=True, type=click.Path(path_type=Path), hidden=True,
+              help="A bundle or checkpoint folder (either).")
 @click.option("--rgb", help="Camera index, /dev/videoN, GStreamer pipeline, URL, video file or image folder.")
-@click.option("--thermal", help="Folder of 16-bit radiometric frames or a 16-bit FFV1 video.")
+@click.option("--depth", help="realsense, realsense:SERIAL, a .bag/.db3 recording or a folder of 16-bit frames.")
+@click.option("--thermal", help="UVC camera index or /dev/videoN, a folder of 16-bit frames or a 16-bit FFV1 video.")
+@click.option("--mic", help="Microphone: default, a device name (substring) or an index.")
+@click.option("--audio", help="WAV/FLAC file.")
 @click.option("--thermal-profile", default="lepton", show_default=True, help="lepton, infiray-p2 or boson.")
-@click.option("--depth", help="Folder of 16-bit depth frames.")
-@click.option("--depth-unit", default="mm", show_default=True, help="Unit of the depth frames: mm, cm, m, 100um.")
-@click.option("--audio", help="WAV/FLAC file (2 s windows, 1 s hop).")
+@click.option("--agc", default="percentile", show_default=True, help="Thermal gain control: minmax, percentile, histeq.")
+@click.option("--depth-unit", default="mm", show_default=True, help="Unit of 16-bit depth frame folders: mm, cm, m, 100um.")
+@click.option("--window-s", "audio_window", default=2.0, show_default=True, help="Audio window in seconds.")
+@click.option("--hop-s", "audio_hop", default=1.0, show_default=True, help="Audio hop in seconds.")
 @click.option("--labels", "-l", help='Comma-separated labels, e.g. "person,dog,car".')
 @click.option("--labels-file", type=click.Path(path_type=Path), help="File with one label per line.")
-@click.option("--headless", is_flag=True, help="No window (this OpenCV build has none): write --output / --jsonl.")
+@click.option("--smoothing", default="ema", show_default=True, type=click.Choice(["ema", "majority", "none"]))
+@click.option("--headless", is_flag=True, help="No window: write --output and/or --jsonl.")
 @click.option("--output", "-o", type=click.Path(path_type=Path), help="Annotated MP4 of the first visual source.")
 @click.option("--jsonl", help="Write one JSON result per line to this file, or - for stdout.")
 @click.option("--realtime", is_flag=True, help="Pace recordings at their own rate (default: as fast as possible).")
+@click.option("--loop", is_flag=True, help="Start recordings over at their end.")
 @click.option("--max-results", type=int, help="Stop after this many results.")
 @_friendly
-def demo(models: tuple[Path, ...], rgb: str | None, thermal: str | None, thermal_profile: str, depth: str | None,
-         depth_unit: str, audio: str | None, labels: str | None, labels_file: Path | None, headless: bool,
-         output: Path | None, jsonl: str | None, realtime: bool, max_results: int | None) -> None:
-    """Stream sensors or recordings through zero-shot classification: labels, scores, FPS, annotated video."""
-    from .demo import open_jsonl, run_demo
+def demo(bundles: tuple[Path, ...], checkpoints: tuple[Path, ...], models: tuple[Path, ...], rgb: str | None,
+         depth: str | None, thermal: str | None, mic: str | None, audio: str | None, thermal_profile: str, agc: str,
+         depth_unit: str, audio_window: float, audio_hop: float, labels: str | None, labels_file: Path | None,
+         smoothing: str, headless: bool, output: Path | None, jsonl: str | None, realtime: bool, loop: bool,
+         max_results: int | None) -> None:
+    """Stream sensors or recordings through zero-shot classification.
+
+    Shows an overlay window per source (labels, score bars, FPS, per-sensor status; q quits), or with
+    --headless writes an annotated video and JSON lines. Ctrl-C stops cleanly.
+    """
+    from .demo import display_problem, open_jsonl, run_demo
     from .errors import InputError
     from .pipeline import Pipeline
+    from .sensors.spec import SourceOptions, source_from_spec
 
-    if not headless:
-        raise InputError("this build has no display window (OpenCV headless): run with --headless and "
-                         "--output out.mp4 and/or --jsonl -")
-    opts = {"realtime": realtime, "thermal_profile": thermal_profile, "depth_unit": depth_unit}
-    specs = {k: v for k, v in (("rgb", rgb), ("thermal", thermal), ("depth", depth), ("audio", audio)) if v}
+    problem = None if headless else display_problem()
+    if problem:
+        raise InputError(problem)
+
+    if audio and mic:
+        raise InputError("give --audio FILE or --mic DEVICE, not both")
+    specs = {k: v for k, v in (("rgb", rgb), ("depth", depth), ("thermal", thermal), ("audio", audio)) if v}
+    if mic:
+        specs["audio"] = f"mic:{mic}"
     if not specs:
-        raise InputError("give at least one source: --rgb, --thermal, --depth or --audio")
-    sources = {k: _source(k, v, opts) for k, v in specs.items()}
+        raise InputError("give at least one source: --rgb, --depth, --thermal, --mic or --audio")
+    if not (bundles or checkpoints or models):
+        raise InputError("give the model(s): --bundle DIR (ONNX Runtime/TensorRT) or --checkpoint DIR (PyTorch)")
+    if headless and not (output or jsonl):
+        jsonl = "-"
     encoders = {}
-    for m in models:
-        enc = _load_any(m)
+    for path in (*bundles, *checkpoints, *models):
+        enc = _load_any(path)
         encoders[enc.modality] = enc
-    pipe = Pipeline(sources, encoders, _labels(labels, labels_file))
+    opts = SourceOptions(realtime=realtime, loop=loop, thermal_profile=thermal_profile, agc=agc,
+                         depth_unit=depth_unit, audio_window=audio_window, audio_hop=audio_hop)
+    sources = {k: source_from_spec(k, v, opts) for k, v in specs.items()}
+    for src in sources.values():       # fail now on a source that cannot open at all; later failures reopen
+        src.open()
+    pipe = Pipeline(sources, encoders, _labels(labels, labels_file), smoothing=smoothing)
     log_to = None if jsonl == "-" else click.echo
-    stats = run_demo(pipe, output=output, jsonl=open_jsonl(jsonl), max_results=max_results,
+    stats = run_demo(pipe, output=output, jsonl=open_jsonl(jsonl), max_results=max_results, window=not headless,
                      say=log_to or (lambda s: click.echo(s, err=True)))
     click.echo(f"{stats['results']} results at {stats['fps']} FPS; processed {stats['processed']}, "
                f"dropped {stats['dropped']}" + (f"; video {output}" if output else ""), err=jsonl == "-")

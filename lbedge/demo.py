@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -11,11 +13,74 @@ from typing import Any, TextIO
 import cv2
 import numpy as np
 
+from .errors import LBEdgeError
+from .frames import Frame
 from .pipeline import Pipeline, Result
 
 
+def display_problem() -> str | None:
+    """Why no window can be shown here (None when one can): a headless OpenCV build, or no display."""
+    gui = re.search(r"GUI:\s*(\S+)", cv2.getBuildInformation())
+    if gui and gui.group(1).upper() == "NONE":
+        return ("this OpenCV build has no GUI (opencv-python-headless): pip install opencv-python for a window, "
+                "or run with --headless and --output out.mp4 and/or --jsonl -")
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        return "no display (DISPLAY is not set): run from a desktop session, or use --headless"
+    return None
+
+
+def audio_panel(frame: Frame, width: int = 640, height: int = 240) -> np.ndarray:
+    """An RGB picture of an audio window (its waveform), so audio sources show in the window and the video."""
+    img = np.zeros((height, width, 3), np.uint8)
+    wave = np.asarray(frame.data, np.float32).reshape(-1, np.asarray(frame.data).shape[-1]).mean(0)
+    if wave.size:
+        cols = np.array_split(np.nan_to_num(wave), width)
+        peak = max(1e-6, float(np.abs(wave).max()))
+        for x, col in enumerate(cols):
+            if col.size:
+                lo, hi = (int(height / 2 - v / peak * height * 0.45) for v in (col.min(), col.max()))
+                cv2.line(img, (x, hi), (x, lo), (80, 200, 255), 1)
+    return img
+
+
+def frame_picture(frame: Frame) -> np.ndarray:
+    """The RGB picture of a frame: the image itself, a colour map of depth (near is warm), or an audio waveform."""
+    if frame.modality == "audio":
+        return audio_panel(frame)
+    data = np.asarray(frame.data)
+    if data.dtype == np.uint16:                      # depth in mm: near is warm
+        valid = data > 0
+        far = float(np.percentile(data[valid], 99)) if valid.any() else 1.0
+        grey = np.where(valid, 255 - np.clip(data / far * 255, 0, 255), 0).astype(np.uint8)
+        pic = cv2.applyColorMap(grey, cv2.COLORMAP_TURBO)[..., ::-1]
+        return np.where(valid[..., None], pic, 0).astype(np.uint8)          # invalid pixels black
+    return data
+
+
+class Window:
+    """One OpenCV window per source; ``show`` returns False once the user pressed q or Esc."""
+
+    def __init__(self) -> None:
+        problem = display_problem()
+        if problem:
+            raise LBEdgeError(problem)
+        self.names: set[str] = set()
+
+    def show(self, name: str, image_bgr: np.ndarray) -> bool:
+        title = f"lbedge: {name}"
+        if title not in self.names:
+            cv2.namedWindow(title, cv2.WINDOW_NORMAL)
+            self.names.add(title)
+        cv2.imshow(title, image_bgr)
+        return (cv2.waitKey(1) & 0xFF) not in (ord("q"), 27)
+
+    def close(self) -> None:
+        for title in self.names:
+            cv2.destroyWindow(title)
+
+
 def overlay(image_rgb: np.ndarray, result: Result, fps: float) -> np.ndarray:
-    """BGR frame with the source's labels and score bars, the fused label, FPS and per-source status."""
+    """BGR copy of an RGB picture with the source's labels and score bars, the fused label, FPS and per-source status."""
     img = np.ascontiguousarray(image_rgb[..., ::-1]) if image_rgb.ndim == 3 else cv2.cvtColor(image_rgb, cv2.COLOR_GRAY2BGR)
     scale = max(0.4, img.shape[1] / 900)
     y = int(22 * scale)
@@ -32,11 +97,16 @@ def overlay(image_rgb: np.ndarray, result: Result, fps: float) -> np.ndarray:
 
 
 def run_demo(pipeline: Pipeline, *, output: Path | None, jsonl: TextIO | None, max_results: int | None = None,
-             say=print) -> dict[str, Any]:
-    """Consume the pipeline's results; returns counts and FPS. Ctrl-C stops cleanly."""
+             window: bool = False, say=print) -> dict[str, Any]:
+    """Consume the pipeline's results: JSON lines, an annotated video of the first source with pictures, an
+    overlay window per source (``window``; q or Esc quits). Returns counts and FPS. Ctrl-C stops cleanly."""
     writer, size = None, None
+    display = None
+    visual = [n for n, src in pipeline.sources.items() if src.modality != "audio"]
+    video_source = (visual or list(pipeline.sources))[0]          # the video shows one source
     n, t0 = 0, time.monotonic()
     try:
+        display = Window() if window else None
         for result in pipeline:
             n += 1
             fps = n / max(1e-6, time.monotonic() - t0)
@@ -44,14 +114,17 @@ def run_demo(pipeline: Pipeline, *, output: Path | None, jsonl: TextIO | None, m
                 jsonl.write(json.dumps(result.to_dict()) + "\n")
                 jsonl.flush()
             frame = result.update.frame
-            if output is not None and frame is not None and frame.modality != "audio":
-                img = overlay(frame.data, result, fps)
+            img = overlay(frame_picture(frame), result, fps) if frame is not None and (output or display) else None
+            if display is not None and img is not None and not display.show(result.update.source, img):
+                break
+            if output is not None and img is not None and result.update.source == video_source:
                 if writer is None:
                     output.parent.mkdir(parents=True, exist_ok=True)
                     size = tuple(img.shape[1::-1])
                     writer = cv2.VideoWriter(str(output), cv2.VideoWriter_fourcc(*"mp4v"), 10, size)
-                if tuple(img.shape[1::-1]) == size:      # the first visual source sets the video size
-                    writer.write(img)
+                if tuple(img.shape[1::-1]) != size:      # a source whose resolution changed: keep the video's
+                    img = cv2.resize(img, size)
+                writer.write(img)
             for e in result.events:
                 say(f"[event] {e}")
             if max_results and n >= max_results:
@@ -60,6 +133,8 @@ def run_demo(pipeline: Pipeline, *, output: Path | None, jsonl: TextIO | None, m
         say("interrupted: stopping")
     finally:
         pipeline.stop()
+        if display is not None:
+            display.close()
         if writer is not None:
             writer.release()
     return {"results": n, "fps": round(n / max(1e-6, time.monotonic() - t0), 2), "dropped": dict(pipeline.dropped),

@@ -202,18 +202,21 @@ def test_cli_demo_headless_writes_video_and_json_lines(tmp_path):
 
     frames = colour_frames(tmp_path / "f", ["red", "green", "blue", "red"])
     out, jl = tmp_path / "out" / "annotated.mp4", tmp_path / "results.jsonl"
-    r = CliRunner().invoke(main, ["demo", "--model", str(OFFICIAL / "image"), "--rgb", str(frames), "-l", "red,green,blue",
-                                  "--headless", "-o", str(out), "--jsonl", str(jl)])
+    r = CliRunner().invoke(main, ["demo", "--checkpoint", str(OFFICIAL / "image"), "--rgb", str(frames),
+                                  "-l", "red,green,blue", "--headless", "-o", str(out), "--jsonl", str(jl)])
     assert r.exit_code == 0, r.output
     rows = [_json.loads(l) for l in jl.read_text().splitlines()]
     assert len(rows) == 4 and rows[0]["update"]["source"] == "rgb" and rows[0]["fused"]["label"] in LABELS
     cap = cv2.VideoCapture(str(out))
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 4
-    r = CliRunner().invoke(main, ["demo", "--model", str(OFFICIAL / "image"), "--rgb", str(frames), "-l", "a,b"])
-    assert r.exit_code == 2 and "--headless" in r.output
-    r = CliRunner().invoke(main, ["demo", "--model", str(OFFICIAL / "image"), "--depth", "realsense", "-l", "a,b",
-                                  "--headless"])
-    assert r.exit_code == 2 and "RealSense" in r.output
+    r = CliRunner().invoke(main, ["demo", "--checkpoint", str(OFFICIAL / "image"), "--rgb", str(frames), "-l", "a,b"])
+    assert r.exit_code == 2 and "--headless" in r.output                  # this OpenCV build has no window
+    r = CliRunner().invoke(main, ["demo", "--checkpoint", str(OFFICIAL / "image"), "--rgb", "/dev/video97", "-l",
+                                  "a,b", "--headless"])
+    assert r.exit_code == 2 and "cannot open" in r.output                 # a camera that is not there: one error
+    r = CliRunner().invoke(main, ["demo", "--checkpoint", str(OFFICIAL / "image"), "--depth", "nothing.xyz", "-l",
+                                  "a,b", "--headless"])
+    assert r.exit_code == 2 and "realsense" in r.output
 
 
 def test_slow_consumer_of_a_recording_loses_no_results(tmp_path):
@@ -263,3 +266,18 @@ def test_sources_of_one_modality_share_a_batch_and_a_bad_frame_costs_only_itself
     assert all(u.raw_label == "red" for u in by_source["a"]) and all(u.raw_label == "blue" for u in by_source["b"])
     assert any(u.batch > 1 for u in by_source["a"])
     assert any("frame 2 skipped" in e for e in p.event_log)
+
+
+def test_pictures_of_depth_and_audio_frames_for_the_overlay():
+    from lbedge.demo import display_problem, frame_picture
+
+    depth = np.zeros((48, 64), np.uint16)
+    depth[:, 32:] = 800
+    depth[:, 48:] = 3000
+    pic = frame_picture(Frame(depth, "depth", 0.0, 0, units="mm"))
+    assert pic.shape == (48, 64, 3) and pic.dtype == np.uint8
+    assert (pic[0, 0] == 0).all() and not (pic[0, 40] == pic[0, 60]).all()      # invalid black, near != far
+    wave = np.sin(np.linspace(0, 20, 16000, dtype=np.float32))[None]
+    pic = frame_picture(Frame(wave, "audio", 0.0, 0, meta={"sample_rate": 16000}))
+    assert pic.shape == (240, 640, 3) and pic.any()
+    assert "no GUI" in display_problem() or "DISPLAY" in display_problem()        # this machine has no window

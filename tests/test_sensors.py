@@ -216,3 +216,22 @@ def test_thermal_camera_errors():
         ThermalCamera("rtsp://x/y").open()
     with pytest.raises(SensorError, match="cannot open"):
         ThermalCamera("/dev/video97").open()
+
+
+def test_sources_from_specs(tmp_path):
+    from lbedge.sensors import OpenCVCamera, ThermalCamera
+    from lbedge.sensors.spec import SourceOptions, source_from_spec
+
+    cv2.imwrite(str(tmp_path / "a.png"), np.zeros((8, 8), np.uint16))
+    opts = SourceOptions(thermal_profile="boson", depth_unit="m")
+    assert isinstance(source_from_spec("rgb", str(tmp_path)), ImageFolderSource)
+    assert isinstance(source_from_spec("rgb", "0"), OpenCVCamera)
+    assert isinstance(source_from_spec("rgb", "nvarguscamerasrc ! appsink"), OpenCVCamera)
+    d = source_from_spec("depth", str(tmp_path), opts)
+    assert isinstance(d, DepthSequenceSource) and d.scale == 1000.0
+    t = source_from_spec("thermal", "/dev/video2", opts)
+    assert isinstance(t, ThermalCamera) and t.profile.name.startswith("FLIR Boson")
+    assert isinstance(source_from_spec("thermal", str(tmp_path)), ThermalSequenceSource)
+    for kind, spec in (("depth", "x.png"), ("thermal", "nowhere"), ("audio", "none.wav"), ("lidar", "x")):
+        with pytest.raises(SensorError):
+            source_from_spec(kind, spec)
