@@ -123,16 +123,17 @@ def resize_crop_normalize(img: np.ndarray, cfg: PreprocessConfig, rounding: str 
     nh, nw = short_side_size(h, w, cfg.size, rounding)
     top, left = center_crop_box(nh, nw, cfg.size)
     out = resize(img, nh, nw, cfg.interpolation, crop=(top, left, cfg.size, cfg.size))
-    if out.ndim == 2:
-        out = out[..., None]
-    if out.shape[2] == 1:
-        out = np.repeat(out, 3, axis=2)
-    mean = np.asarray(cfg.mean, np.float32)
-    std = np.asarray(cfg.std, np.float32)
-    if scale != 1.0:
-        out = out * np.float32(scale)
-    out = (out - mean) / std
-    return np.ascontiguousarray(out.transpose(2, 0, 1))
+    planes = cv2.split(out) if out.ndim == 3 else [out]
+    if len(planes) == 1:
+        planes = planes * 3
+    # (x * scale - mean) / std as one multiply-add per channel plane, written straight into CHW
+    gain = np.float32(scale) / np.asarray(cfg.std, np.float32)
+    offset = -np.asarray(cfg.mean, np.float32) / np.asarray(cfg.std, np.float32)
+    chw = np.empty((3, *planes[0].shape), np.float32)
+    for i, plane in enumerate(planes):
+        np.multiply(plane, gain[i], out=chw[i])
+        chw[i] += offset[i]
+    return chw
 
 
 def image_transform(x: Any, cfg: PreprocessConfig, *, bgr: bool = False) -> np.ndarray:

@@ -4,14 +4,15 @@ The official LanguageBind processors resize float tensors with torchvision/pytor
 which call ``interpolate(mode="bicubic"|"bilinear", align_corners=False, antialias=False)``.
 OpenCV's resize differs from it by up to 6e-5 (it derives source coordinates in double),
 so lbedge computes the same float32 source coordinates and cubic (A = -0.75) or linear
-weights as PyTorch, and applies them as a separable 4-tap (or 2-tap) gather: exact to
-float rounding and a few milliseconds for a camera frame.
+weights as PyTorch, and applies them as a separable 4-tap (or 2-tap) gather and product:
+exact to float rounding and about 2.5 ms for a 640x480 camera frame on one core.
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
 
+import cv2
 import numpy as np
 
 _A = np.float32(-0.75)
@@ -50,47 +51,51 @@ def _taps(in_size: int, out_size: int, mode: str) -> tuple[np.ndarray, np.ndarra
     return idx, w
 
 
-def _resize_axis(x: np.ndarray, out_size: int, axis: int, mode: str,
-                 keep: tuple[int, int] | None = None) -> np.ndarray:
-    """Resize one axis to ``out_size``; ``keep=(start, length)`` computes only that output window."""
-    in_size = x.shape[axis]
-    start, length = keep if keep is not None else (0, out_size)
-    if in_size == out_size:
-        return np.take(x, np.arange(start, start + length), axis=axis).astype(np.float32, copy=False)
-    idx, w = _taps(in_size, out_size, mode)
-    idx, w = idx[start:start + length], w[start:start + length]
-    # one gather of all taps ([..., out, taps, ...]) and one contraction: ~5x faster than a loop over taps
-    gathered = np.take(x, idx, axis=axis).astype(np.float32, copy=False)
-    spec = "jkw,jk->jw" if axis == 0 else "hjk,jk->hj"
-    return np.einsum(spec, gathered, w).astype(np.float32, copy=False)
+def _resize_rows(x: np.ndarray, out_size: int, mode: str, keep: tuple[int, int]) -> np.ndarray:
+    """Resize axis 0 of a 2-D ``[N, M]`` array (uint8 or float32) to the rows ``keep=(start, length)`` of
+    ``out_size``: one gather of every tap ``[length, taps, M]`` and one batched product with the weights."""
+    start, length = keep
+    if x.shape[0] == out_size:
+        return x[start:start + length].astype(np.float32)
+    idx, w = _taps(x.shape[0], out_size, mode)
+    gathered = np.take(x, idx[start:start + length], axis=0).astype(np.float32, copy=False)
+    return np.matmul(w[start:start + length, None, :], gathered)[:, 0]
+
+
+def _swap_hw(a: np.ndarray) -> np.ndarray:
+    """``[H, W, C]`` -> contiguous ``[W, H, C]`` (OpenCV's transpose is ~5x faster than a numpy copy)."""
+    if a.shape[2] <= 4 and a.dtype in (np.uint8, np.float32):
+        t = cv2.transpose(a)
+        return t.reshape(a.shape[1], a.shape[0], a.shape[2])
+    return np.ascontiguousarray(a.transpose(1, 0, 2))
 
 
 def resize(img: np.ndarray, out_h: int, out_w: int, mode: str = "bicubic",
            crop: tuple[int, int, int, int] | None = None) -> np.ndarray:
-    """Resize a float32 image ``[H, W]`` or ``[H, W, C]`` like PyTorch ``interpolate`` (no antialias).
+    """Resize an image ``[H, W]`` or ``[H, W, C]`` (uint8 or float) like PyTorch ``interpolate`` (no
+    antialias); float32 out, in the input's layout.
 
     ``crop=(top, left, height, width)`` returns only that window of the resized image, computing
-    nothing outside it (resize-then-crop at the cost of the crop).
+    nothing outside it (resize-then-crop at the cost of the crop). Each axis is one pass over a 2-D view
+    (channels ride along in the row), the axis that shrinks the work most first.
     """
     x = np.asarray(img)
     if x.dtype != np.uint8:          # uint8 stays uint8: only the gathered taps are converted to float
         x = x.astype(np.float32, copy=False)
+    flat = x.ndim == 2
+    if flat:
+        x = x[..., None]
+    h, w, c = x.shape
     top, left, ch, cw = crop if crop is not None else (0, 0, out_h, out_w)
-    if x.ndim == 3:
-        h, w, c = x.shape
-        if ch * w <= h * cw:
-            # rows first, on the interleaved [H, W*C] view: one contiguous gather for all channels
-            rows = _resize_axis(x.reshape(h, w * c), out_h, 0, mode, (top, ch)).reshape(ch, w, c)
-            planes = [_resize_axis(np.ascontiguousarray(rows[..., i]), out_w, 1, mode, (left, cw)) for i in range(c)]
-        else:   # per channel plane: 2-D contractions are several times faster than one 3-D contraction
-            planes = [resize(x[..., i], out_h, out_w, mode, crop) for i in range(c)]
-        return np.stack(planes, axis=-1)
-    # reduce the axis that shrinks most first: the second pass then runs on fewer pixels
-    if ch * x.shape[1] <= x.shape[0] * cw:
-        x = _resize_axis(x, out_h, 0, mode, (top, ch))
-        return _resize_axis(x, out_w, 1, mode, (left, cw))
-    x = _resize_axis(x, out_w, 1, mode, (left, cw))
-    return _resize_axis(x, out_h, 0, mode, (top, ch))
+    if ch * w <= 1.5 * h * cw:       # rows first unless clearly costlier: columns first transposes the input
+        rows = _resize_rows(x.reshape(h, w * c), out_h, mode, (top, ch)).reshape(ch, w, c)
+        cols_in = _swap_hw(rows).reshape(w, ch * c)
+        out = _swap_hw(_resize_rows(cols_in, out_w, mode, (left, cw)).reshape(cw, ch, c))
+    else:                            # columns first, on the transposed image
+        cols = _resize_rows(_swap_hw(x).reshape(w, h * c), out_w, mode, (left, cw)).reshape(cw, h, c)
+        rows_in = _swap_hw(cols).reshape(h, cw * c)
+        out = _resize_rows(rows_in, out_h, mode, (top, ch)).reshape(ch, cw, c)
+    return out[..., 0] if flat else out
 
 
 def short_side_size(h: int, w: int, size: int, rounding: str = "torchvision") -> tuple[int, int]:
