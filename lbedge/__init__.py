@@ -32,10 +32,30 @@ def from_pretrained(path, *, device: str = "cpu", batch_size: int = 8) -> Encode
     return _load(path, device=device, batch_size=batch_size)
 
 
+def load_bundle(path, **kw) -> Encoder:
+    """Load a deployment bundle as an :class:`Encoder` on ONNX Runtime or TensorRT, without torch.
+
+    See :func:`lbedge.bundle.load_bundle` for the options (backend, precision, threads...).
+    """
+    from .bundle import load_bundle as _load
+
+    return _load(path, **kw)
+
+
+def load(path, **kw) -> Encoder:
+    """A bundle folder (with ``manifest.json``) through :func:`load_bundle`, else a checkpoint folder through
+    :func:`from_pretrained`: what the CLI and the examples accept as ``--model``."""
+    from pathlib import Path
+
+    if (Path(path) / "manifest.json").is_file():
+        return load_bundle(path, **kw)
+    return from_pretrained(path, **kw)
+
+
 __all__ = [
     "MODALITIES", "CheckpointError", "ClipTokenizer", "Encoder", "EngineMismatch", "Frame", "InputError",
     "LBEdgeError", "Pipeline", "Result", "Source",
     "MissingDependency", "ModelConfig", "Prediction", "PreprocessConfig", "Preprocessor", "PromptCache",
     "SensorError", "TextConfig", "VisionConfig", "ZeroShotClassifier", "__version__", "cross_modal_similarity",
-    "from_pretrained",
+    "from_pretrained", "load", "load_bundle",
 ]

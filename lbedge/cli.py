@@ -12,6 +12,7 @@ import click
 import numpy as np
 
 from . import __version__
+from . import load as lbedge_load
 from ._deps import available
 from .config import PreprocessConfig
 from .errors import LBEdgeError
@@ -478,7 +479,7 @@ def demo(bundles: tuple[Path, ...], checkpoints: tuple[Path, ...], models: tuple
         jsonl = "-"
     encoders = {}
     for path in (*bundles, *checkpoints, *models):
-        enc = _load_any(path)
+        enc = lbedge_load(path)
         encoders[enc.modality] = enc
     opts = SourceOptions(realtime=realtime, loop=loop, thermal_profile=thermal_profile, agc=agc,
                          depth_unit=depth_unit, audio_window=audio_window, audio_hop=audio_hop)
@@ -491,15 +492,6 @@ def demo(bundles: tuple[Path, ...], checkpoints: tuple[Path, ...], models: tuple
                      say=log_to or (lambda s: click.echo(s, err=True)))
     click.echo(f"{stats['results']} results at {stats['fps']} FPS; processed {stats['processed']}, "
                f"dropped {stats['dropped']}" + (f"; video {output}" if output else ""), err=jsonl == "-")
-
-
-def _load_any(path: Path):
-    """A bundle (manifest.json) on ONNX Runtime/TensorRT, else a checkpoint folder on PyTorch."""
-    if (path / "manifest.json").is_file():
-        from .bundle import load_bundle
-        return load_bundle(path)
-    from . import from_pretrained
-    return from_pretrained(path)
 
 
 @main.command()

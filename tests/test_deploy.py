@@ -181,8 +181,8 @@ def test_bundle_manifest_records_everything(bundle):
 
 
 def test_load_bundle_is_torch_free_and_matches_torch(bundle):
-    code = ("import sys, json, numpy as np; from lbedge.bundle import load_bundle; "
-            "e = load_bundle(sys.argv[1], precision='fp32'); "
+    code = ("import sys, json, numpy as np, lbedge; "
+            "e = lbedge.load_bundle(sys.argv[1], precision='fp32'); assert lbedge.load(sys.argv[1]).vision; "
             "x = e.embed(sys.argv[2:]); t = e.embed_text(['a photo of a parakeet', 'a lion']); "
             "print(json.dumps({'torch': 'torch' in sys.modules, 'x': x.tolist(), 't': t.tolist(), "
             "'backend': e.vision.name}))")
