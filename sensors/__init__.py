@@ -5,15 +5,21 @@ Live: :class:`OpenCVCamera` (V4L2 index or path, Jetson CSI GStreamer strings, R
 unit, delivered in millimetres), :class:`ThermalSequenceSource` (radiometric 16-bit frames of a camera profile,
 delivered as 8-bit AGC images with the temperature map), :class:`AudioFileSource` (sliding windows).
 Thermal camera profiles and automatic gain control: :mod:`lbedge.sensors.thermal`.
-RealSense, live thermal cameras, microphones and the live pipeline are still to come (sensors issue).
+Live and replayed depth: :class:`RealSense`, :class:`RealSenseRecording` (.bag/.db3) and
+:func:`write_recording` (pyrealsense2, ``lbedge[realsense]``). Live thermal: :class:`ThermalCamera` (UVC, V4L2).
+Microphones: :class:`Microphone` (sounddevice, ``lbedge[audio]``). Optional packages are imported when a source
+opens, never by ``import lbedge.sensors``. Sources from command-line specs: :mod:`lbedge.sensors.spec`.
 """
 
 from .audio import AudioFileSource
 from .base import BaseSource
+from .microphone import InputDevice, Microphone, list_input_devices
+from .realsense import RealSense, RealSenseRecording, write_recording
 from .rgb import ImageFolderSource, OpenCVCamera, VideoFileSource
 from .sequences import DepthSequenceSource, ThermalSequenceSource
 from .thermal import PROFILES, ThermalProfile, agc, thermal_frame
 from .thermal_camera import ThermalCamera
 
-__all__ = ["AudioFileSource", "BaseSource", "DepthSequenceSource", "ImageFolderSource", "OpenCVCamera", "PROFILES",
+__all__ = ["AudioFileSource", "BaseSource", "DepthSequenceSource", "ImageFolderSource", "InputDevice", "Microphone",
+           "OpenCVCamera", "PROFILES", "RealSense", "RealSenseRecording", "list_input_devices", "write_recording",
            "ThermalCamera", "ThermalProfile", "ThermalSequenceSource", "VideoFileSource", "agc", "thermal_frame"]
