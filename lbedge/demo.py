@@ -96,6 +96,15 @@ def overlay(image_rgb: np.ndarray, result: Result, fps: float) -> np.ndarray:
     return img
 
 
+def format_result(result: Result) -> str:
+    """One line for a terminal: the source's smoothed label and score, the fused label, latency and events."""
+    u = result.update
+    score = u.scores.get(u.label, 0.0)
+    fused = f" | fused {result.fused_label} ({'+'.join(result.fused_sources)})" if len(result.sources) > 1 else ""
+    events = "".join(f" [event] {e}" for e in result.events)
+    return f"{u.source} #{u.sequence}: {u.label} {score:.2f}{fused} | {u.latency_ms:.0f} ms{events}"
+
+
 def run_demo(pipeline: Pipeline, *, output: Path | None, jsonl: TextIO | None, max_results: int | None = None,
              window: bool = False, say=print) -> dict[str, Any]:
     """Consume the pipeline's results: JSON lines, an annotated video of the first source with pictures, an
