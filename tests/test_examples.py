@@ -86,3 +86,18 @@ def test_ros2_node_pipeline_and_message(tmp_path):
         messages = [json.loads(node.result_message(r)) for r in pipe]
     assert len(messages) == 3 and messages[0]["update"]["source"] == "rgb"
     assert messages[-1]["fused"]["label"] in ("a", "b")
+
+
+def test_realsense_example_replays_an_rgbd_recording(tmp_path, make_checkpoint):
+    pytest.importorskip("pyrealsense2", reason="pyrealsense2 is not installed (lbedge[realsense])")
+    from lbedge.sensors.realsense import write_recording
+
+    depth = [np.full((48, 64), 800 + 100 * i, np.uint16) for i in range(4)]
+    colour = [np.full((48, 64, 3), 50 * i, np.uint8) for i in range(4)]
+    rec = write_recording(tmp_path / "walk.db3", depth, color=colour, fps=30)
+    out = run("realsense_rgbd.py", "--depth-model", str(make_checkpoint("depth")), "--image-model",
+              str(OFFICIAL / "image"), "--recording", str(rec), "--headless", "--labels", "a wall,a chair").stdout
+    depth_lines = [l for l in out.splitlines() if l.startswith("depth #")]
+    rgb_lines = [l for l in out.splitlines() if l.startswith("rgb #")]
+    assert len(depth_lines) in (3, 4) and len(rgb_lines) == len(depth_lines)
+    assert any("fused" in l and "+" in l for l in out.splitlines())

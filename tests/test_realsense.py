@@ -207,3 +207,28 @@ def test_missing_pyrealsense2_names_the_extra(monkeypatch, tmp_path):
 def test_module_import_does_not_import_pyrealsense2():
     code = "import sys, lbedge.sensors.realsense; assert 'pyrealsense2' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_rgbd_recording_through_the_pipeline(recordings, monkeypatch, tmp_path):
+    """Depth and colour of one recording as two pipeline sources: classified per frame, fused exactly."""
+    from test_pipeline import fake_encoder
+
+    from lbedge.pipeline import Pipeline
+    from lbedge.sensors.split import rgbd_sources
+
+    monkeypatch.setenv("LBEDGE_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(SensorError, match="color=True"):
+        rgbd_sources(RealSenseRecording(recordings["rgbd"]))
+    sources = rgbd_sources(RealSenseRecording(recordings["rgbd"], color=True))
+    assert [s.modality for s in sources.values()] == ["depth", "image"]
+    encoders = {"depth": fake_encoder("depth"), "image": fake_encoder("image")}
+    with Pipeline(sources, encoders, ["red", "green", "blue"], smoothing="none", sync_tolerance=0.0) as p:
+        results = list(p)
+    by = {n: [r.update for r in results if r.update.source == n] for n in sources}
+    assert len(by["depth"]) in (N - 1, N) and len(by["rgb"]) == len(by["depth"])
+    for d, c in zip(by["depth"], by["rgb"]):
+        assert d.timestamp == c.timestamp                          # one device frame, two views
+        np.testing.assert_array_equal(c.frame.data, color_rgb(d.frame.meta["frame_number"]))
+        assert "color" not in d.frame.meta
+    assert any(set(r.fused_sources) == {"depth", "rgb"} for r in results)
+    assert all(not t.is_alive() for t in p.threads)

@@ -235,3 +235,51 @@ def test_sources_from_specs(tmp_path):
     for kind, spec in (("depth", "x.png"), ("thermal", "nowhere"), ("audio", "none.wav"), ("lidar", "x")):
         with pytest.raises(SensorError):
             source_from_spec(kind, spec)
+
+
+class _Device:
+    """A device whose frames carry two streams; fails once at frame 2 (unplugged), then continues."""
+
+    name, modality, live = "dev", "image", False
+
+    def __init__(self, n=5):
+        self.n, self.i, self.opens, self.failed = n, 0, 0, False
+
+    def open(self):
+        self.opens += 1
+
+    def read(self, timeout=None):
+        if self.i == 2 and not self.failed:
+            self.failed = True
+            raise SensorError("unplugged")
+        if self.i >= self.n:
+            return None
+        self.i += 1
+        from lbedge.frames import Frame
+        return Frame(np.full((4, 4, 3), self.i, np.uint8), "image", float(self.i), self.i - 1,
+                     meta={"other": np.full((4, 4), -self.i)})
+
+    def close(self):
+        pass
+
+
+def test_split_source_views_one_device():
+    from lbedge.frames import Frame
+    from lbedge.sensors.split import SplitSource
+
+    dev = _Device()
+    split = SplitSource(dev, {"a": ("image", lambda f: f),
+                              "b": ("depth", lambda f: Frame(f.meta["other"], "depth", f.timestamp, f.sequence))})
+    a, b = split.sources()["a"], split.sources()["b"]
+    assert (a.name, b.modality, a.live) == ("dev:a", "depth", False)
+    with a, b:
+        assert dev.opens == 1                                   # one device connection for both views
+        got_a = [a.read(), a.read()]
+        with pytest.raises(SensorError):
+            a.read()                                            # the device fails: the error reaches a view...
+        rest_b = [b.read() for _ in range(2)]                   # ...the parts read before it are not lost
+        assert [f.sequence for f in got_a + rest_b] == [0, 1, 0, 1]
+        more = [b.read() for _ in range(3)]                     # ...and the next read reopens the device
+        assert dev.opens == 2 and [f.sequence for f in more] == [2, 3, 4]
+        assert b.read() is None and [f.sequence for f in (a.read(), a.read(), a.read())] == [2, 3, 4]
+        assert a.read() is None
