@@ -130,7 +130,8 @@ class Pipeline:
         self._queues = {n: queue.Queue(maxsize=1 if s.live else max(4, max_batch)) for n, s in self.sources.items()}
         self._results: queue.Queue[Result | None] = queue.Queue(maxsize=results_queue)
         self._callbacks: list[Callable[[Result], None]] = []
-        self._events: list[str] = []
+        # events not yet attached to a result (bounded: a source failing for hours with no result to carry them)
+        self._events: collections.deque[str] = collections.deque(maxlen=100)
         self.event_log: collections.deque[str] = collections.deque(maxlen=1000)   # every event, newest last
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -329,7 +330,8 @@ class Pipeline:
         fused = np.mean([self._latest[n][1] for n in in_sync], axis=0)
         fo = np.argsort(-fused)[: self.top_k]
         with self._lock:
-            events, self._events = self._events, []
+            events = list(self._events)
+            self._events.clear()
         return Result(time.monotonic(), sr, {n: r for n, (r, _) in self._latest.items()},
                       self.labels[int(fo[0])], {self.labels[i]: float(fused[i]) for i in fo}, in_sync, events)
 

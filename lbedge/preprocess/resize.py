@@ -19,12 +19,15 @@ _A = np.float32(-0.75)
 
 
 @lru_cache(maxsize=64)
-def _taps(in_size: int, out_size: int, mode: str) -> tuple[np.ndarray, np.ndarray]:
-    """Source indices [out, taps] and weights [out, taps] for one axis, as PyTorch computes them."""
+def _taps(in_size: int, out_size: int, mode: str, start: int = 0, length: int | None = None
+          ) -> tuple[np.ndarray, np.ndarray]:
+    """Source indices [length, taps] and weights [length, taps] of the output pixels ``start`` to
+    ``start + length`` of one axis, as PyTorch computes them (only the cropped window: a cache entry stays
+    small whatever the image's aspect ratio)."""
     scale = np.float32(in_size) / np.float32(out_size)
     # PyTorch evaluates scale * (dst + 0.5) - 0.5 as one fused multiply-add in float32:
     # the exact product in float64, rounded once, reproduces it bit for bit.
-    dst = np.arange(out_size, dtype=np.float64)
+    dst = np.arange(start, start + (out_size - start if length is None else length), dtype=np.float64)
     src = (np.float64(scale) * (dst + 0.5) - 0.5).astype(np.float32)
     if mode == "bilinear":
         src = np.maximum(src, np.float32(0.0))
@@ -57,9 +60,9 @@ def _resize_rows(x: np.ndarray, out_size: int, mode: str, keep: tuple[int, int])
     start, length = keep
     if x.shape[0] == out_size:
         return x[start:start + length].astype(np.float32)
-    idx, w = _taps(x.shape[0], out_size, mode)
-    gathered = np.take(x, idx[start:start + length], axis=0).astype(np.float32, copy=False)
-    return np.matmul(w[start:start + length, None, :], gathered)[:, 0]
+    idx, w = _taps(x.shape[0], out_size, mode, start, length)
+    gathered = np.take(x, idx, axis=0).astype(np.float32, copy=False)
+    return np.matmul(w[:, None, :], gathered)[:, 0]
 
 
 def _swap_hw(a: np.ndarray) -> np.ndarray:
