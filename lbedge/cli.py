@@ -441,7 +441,8 @@ def train_distill(config_file: Path | None, **opts) -> None:
 @click.option("--labels-file", type=click.Path(path_type=Path), help="File with one label per line.")
 @click.option("--smoothing", default="ema", show_default=True, type=click.Choice(["ema", "majority", "none"]))
 @click.option("--headless", is_flag=True, help="No window: write --output and/or --jsonl.")
-@click.option("--output", "-o", type=click.Path(path_type=Path), help="Annotated MP4 of the first visual source.")
+@click.option("--output", "-o", type=click.Path(path_type=Path),
+              help="Annotated video (.mp4/.avi/.mkv) of the first visual source, or a folder for PNGs of every source.")
 @click.option("--jsonl", help="Write one JSON result per line to this file, or - for stdout.")
 @click.option("--realtime", is_flag=True, help="Pace recordings at their own rate (default: as fast as possible).")
 @click.option("--loop", is_flag=True, help="Start recordings over at their end.")
@@ -490,8 +491,11 @@ def demo(bundles: tuple[Path, ...], checkpoints: tuple[Path, ...], models: tuple
     log_to = None if jsonl == "-" else click.echo
     stats = run_demo(pipe, output=output, jsonl=open_jsonl(jsonl), max_results=max_results, window=not headless,
                      say=log_to or (lambda s: click.echo(s, err=True)))
-    click.echo(f"{stats['results']} results at {stats['fps']} FPS; processed {stats['processed']}, "
-               f"dropped {stats['dropped']}" + (f"; video {output}" if output else ""), err=jsonl == "-")
+    err = jsonl == "-"
+    click.echo(f"{stats['results']} results at {stats['fps']} FPS" + (f"; output {output}" if output else ""), err=err)
+    for name, st in stats["sources"].items():
+        click.echo(f"  {name}: {st['processed']} processed, {st['dropped']} dropped, {st['fps']} FPS, latency "
+                   f"{st['latency_ms']} ms (preprocess {st['preprocess_ms']}, model {st['infer_ms']})", err=err)
 
 
 @main.command()

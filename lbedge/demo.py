@@ -18,6 +18,9 @@ from .frames import Frame
 from .pipeline import Pipeline, Result
 
 
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv")
+
+
 def display_problem() -> str | None:
     """Why no window can be shown here (None when one can): a headless OpenCV build, or no display."""
     gui = re.search(r"GUI:\s*(\S+)", cv2.getBuildInformation())
@@ -107,10 +110,12 @@ def format_result(result: Result) -> str:
 
 def run_demo(pipeline: Pipeline, *, output: Path | None, jsonl: TextIO | None, max_results: int | None = None,
              window: bool = False, say=print) -> dict[str, Any]:
-    """Consume the pipeline's results: JSON lines, an annotated video of the first source with pictures, an
-    overlay window per source (``window``; q or Esc quits). Returns counts and FPS. Ctrl-C stops cleanly."""
+    """Consume the pipeline's results: JSON lines, annotated output (``output``: an .mp4/.avi/.mkv video of the
+    first visual source, or a folder of PNGs of every source), an overlay window per source (``window``; q or
+    Esc quits). Returns counts, FPS and the pipeline's per-source stats. Ctrl-C stops cleanly."""
     writer, size = None, None
     display = None
+    as_pictures = output is not None and output.suffix.lower() not in VIDEO_SUFFIXES
     visual = [n for n, src in pipeline.sources.items() if src.modality != "audio"]
     video_source = (visual or list(pipeline.sources))[0]          # the video shows one source
     n, t0 = 0, time.monotonic()
@@ -126,14 +131,18 @@ def run_demo(pipeline: Pipeline, *, output: Path | None, jsonl: TextIO | None, m
             img = overlay(frame_picture(frame), result, fps) if frame is not None and (output or display) else None
             if display is not None and img is not None and not display.show(result.update.source, img):
                 break
-            if output is not None and img is not None and result.update.source == video_source:
-                if writer is None:
-                    output.parent.mkdir(parents=True, exist_ok=True)
-                    size = tuple(img.shape[1::-1])
-                    writer = cv2.VideoWriter(str(output), cv2.VideoWriter_fourcc(*"mp4v"), 10, size)
-                if tuple(img.shape[1::-1]) != size:      # a source whose resolution changed: keep the video's
-                    img = cv2.resize(img, size)
-                writer.write(img)
+            if output is not None and img is not None:
+                if as_pictures:                           # a folder: every annotated frame of every source
+                    output.mkdir(parents=True, exist_ok=True)
+                    cv2.imwrite(str(output / f"{result.update.source}_{result.update.sequence:06d}.png"), img)
+                elif result.update.source == video_source:
+                    if writer is None:
+                        output.parent.mkdir(parents=True, exist_ok=True)
+                        size = tuple(img.shape[1::-1])
+                        writer = cv2.VideoWriter(str(output), cv2.VideoWriter_fourcc(*"mp4v"), 10, size)
+                    if tuple(img.shape[1::-1]) != size:  # a source whose resolution changed: keep the video's
+                        img = cv2.resize(img, size)
+                    writer.write(img)
             for e in result.events:
                 say(f"[event] {e}")
             if max_results and n >= max_results:
@@ -147,7 +156,7 @@ def run_demo(pipeline: Pipeline, *, output: Path | None, jsonl: TextIO | None, m
         if writer is not None:
             writer.release()
     return {"results": n, "fps": round(n / max(1e-6, time.monotonic() - t0), 2), "dropped": dict(pipeline.dropped),
-            "processed": dict(pipeline.processed)}
+            "processed": dict(pipeline.processed), "sources": pipeline.stats()}
 
 
 def open_jsonl(spec: str | None) -> TextIO | None:

@@ -46,6 +46,7 @@ class SourceResult:
     latency_ms: float                # capture to result
     infer_ms: float                  # the model time of the batch this frame was in
     batch: int = 1                   # frames embedded together (sources of one modality, recorded frames)
+    preprocess_ms: float = 0.0       # this frame's preprocessing (in its reader thread)
     frame: Frame | None = field(default=None, repr=False)    # the classified frame (for overlays)
 
 
@@ -140,6 +141,7 @@ class Pipeline:
         self._latest: dict[str, tuple[SourceResult, np.ndarray]] = {}
         self.dropped = {n: 0 for n in self.sources}
         self.processed = {n: 0 for n in self.sources}
+        self._recent = {n: collections.deque(maxlen=100) for n in self.sources}   # (time, latency, pre, infer)
         self.results_dropped = 0
         self._started = False
         self._iterating = False
@@ -191,6 +193,19 @@ class Pipeline:
                 return
             yield item
 
+    def stats(self) -> dict[str, dict[str, float]]:
+        """Per source, over its last 100 results: FPS, median capture-to-result latency, preprocessing and
+        model time (ms), and the running totals of processed and dropped frames."""
+        out = {}
+        for name, recent in self._recent.items():
+            rows = list(recent)
+            span = rows[-1][0] - rows[0][0] if len(rows) > 1 else 0.0
+            med = (lambda i: round(float(np.median([r[i] for r in rows])), 2)) if rows else (lambda i: 0.0)
+            out[name] = {"fps": round((len(rows) - 1) / span, 2) if span > 0 else 0.0, "latency_ms": med(1),
+                         "preprocess_ms": med(2), "infer_ms": med(3), "processed": self.processed[name],
+                         "dropped": self.dropped[name]}
+        return out
+
     @property
     def threads(self) -> list[threading.Thread]:
         return list(self._threads)
@@ -231,7 +246,8 @@ class Pipeline:
                 self._event(f"source {name} ended")
                 break
             try:                                      # preprocess here, overlapping the model in the worker
-                item = (frame, self._preprocess(frame))
+                t0 = time.monotonic()
+                item = (frame, self._preprocess(frame), (time.monotonic() - t0) * 1000)
             except LBEdgeError as exc:
                 self._event(f"source {name}: frame {frame.sequence} skipped: {exc}")
                 continue
@@ -275,12 +291,12 @@ class Pipeline:
         except queue.Full:
             pass
 
-    def _gather(self, names: list[str]) -> dict[str, list[tuple[str, Frame, np.ndarray]]]:
+    def _gather(self, names: list[str]) -> dict[str, list[tuple[str, Frame, np.ndarray, float]]]:
         """The frames ready now, grouped by modality, at most ``max_batch`` per modality.
 
         A live source gives its one newest frame; a recording may give several (in order).
         """
-        groups: dict[str, list[tuple[str, Frame, np.ndarray]]] = {}
+        groups: dict[str, list[tuple[str, Frame, np.ndarray, float]]] = {}
         for name in names:
             src = self.sources[name]
             group = groups.setdefault(src.modality, [])
@@ -288,10 +304,10 @@ class Pipeline:
                 if len(group) >= self.max_batch:
                     break
                 try:
-                    frame, x = self._queues[name].get_nowait()
+                    frame, x, pre_ms = self._queues[name].get_nowait()
                 except queue.Empty:
                     break
-                group.append((name, frame, x))
+                group.append((name, frame, x, pre_ms))
         return {m: g for m, g in groups.items() if g}
 
     def _preprocess(self, frame: Frame) -> np.ndarray:
@@ -301,30 +317,33 @@ class Pipeline:
             return enc.preprocess((frame.data, frame.meta["sample_rate"]))
         return enc.preprocess(frame.data)
 
-    def _classify_batch(self, modality: str, items: list[tuple[str, Frame, np.ndarray]]) -> list[Result]:
+    def _classify_batch(self, modality: str, items: list[tuple[str, Frame, np.ndarray, float]]) -> list[Result]:
         """Embed the frames of one modality in one batch; one Result per frame, in order."""
         clf = self.classifiers[modality]
         t0 = time.monotonic()
         try:
-            logits = clf.logits(clf.encoder.embed(np.concatenate([x for _, _, x in items])))
+            logits = clf.logits(clf.encoder.embed(np.concatenate([item[2] for item in items])))
         except LBEdgeError as exc:
             if len(items) > 1:                         # find the unusable frame: the others still count
                 return [r for item in items for r in self._classify_batch(modality, [item])]
-            name, frame, _ = items[0]
+            name, frame = items[0][:2]
             self._event(f"source {name}: frame {frame.sequence} skipped: {exc}")
             return []
         infer_ms = (time.monotonic() - t0) * 1000
-        return [self._result(name, frame, row, infer_ms, len(items)) for (name, frame, _), row in zip(items, logits)]
+        return [self._result(name, frame, row, infer_ms, len(items), pre_ms)
+                for (name, frame, _, pre_ms), row in zip(items, logits)]
 
-    def _result(self, name: str, frame: Frame, logits: np.ndarray, infer_ms: float, batch: int) -> Result:
+    def _result(self, name: str, frame: Frame, logits: np.ndarray, infer_ms: float, batch: int,
+                pre_ms: float) -> Result:
         probs = np.exp(logits - logits.max())
         probs /= probs.sum()
         idx, smoothed = self._smooth[name].update(probs)
         order = np.argsort(-smoothed)[: self.top_k]
         sr = SourceResult(name, frame.modality, frame.sequence, frame.timestamp, self.labels[idx],
                           {self.labels[i]: float(smoothed[i]) for i in order}, self.labels[int(np.argmax(probs))],
-                          (time.monotonic() - frame.timestamp) * 1000, infer_ms, batch, frame)
+                          (time.monotonic() - frame.timestamp) * 1000, infer_ms, batch, pre_ms, frame)
         self.processed[name] += 1
+        self._recent[name].append((time.monotonic(), sr.latency_ms, pre_ms, infer_ms))
         self._latest[name] = (sr, smoothed)
         in_sync = [n for n, (r, _) in self._latest.items() if abs(r.timestamp - frame.timestamp) <= self.sync_tolerance]
         fused = np.mean([self._latest[n][1] for n in in_sync], axis=0)

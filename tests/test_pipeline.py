@@ -64,6 +64,9 @@ def test_recording_is_processed_without_drops(tmp_path):
     assert [r.update.sequence for r in results] == list(range(10))
     assert [r.update.raw_label for r in results] == colours
     assert results[-1].fused_label == "blue" and p.dropped["cam"] == 0
+    st = p.stats()["cam"]
+    assert st["processed"] == 10 and st["dropped"] == 0 and st["fps"] > 0 and st["preprocess_ms"] > 0
+    assert st["latency_ms"] >= st["infer_ms"] >= 0 and results[0].update.preprocess_ms > 0
     assert any("ended" in e for r in results for e in r.events)
     assert not [t for t in p.threads if t.is_alive()]                 # clean shutdown, no leaked threads
 
@@ -281,3 +284,25 @@ def test_pictures_of_depth_and_audio_frames_for_the_overlay():
     pic = frame_picture(Frame(wave, "audio", 0.0, 0, meta={"sample_rate": 16000}))
     assert pic.shape == (240, 640, 3) and pic.any()
     assert "no GUI" in display_problem() or "DISPLAY" in display_problem()        # this machine has no window
+
+
+def test_cli_demo_png_output_and_clean_exit_on_sigint(tmp_path):
+    pytest.importorskip("torch")
+    import signal
+    import subprocess
+    import sys
+
+    frames = colour_frames(tmp_path / "f", ["red", "green", "blue"])
+    jl, pngs = tmp_path / "r.jsonl", tmp_path / "pngs"
+    proc = subprocess.Popen([sys.executable, "-m", "lbedge.cli", "demo", "--checkpoint", str(OFFICIAL / "image"),
+                             "--rgb", str(frames), "--loop", "--realtime", "--headless", "-l", "red,green,blue",
+                             "--jsonl", str(jl), "-o", str(pngs)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (not jl.exists() or len(jl.read_text().splitlines()) < 5):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)                    # Ctrl-C on a looping recording that never ends
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert "interrupted" in out and "rgb:" in out and "processed" in out
+    assert len(list(pngs.glob("rgb_*.png"))) >= 5                 # a folder output: one PNG per result
