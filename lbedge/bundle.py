@@ -19,7 +19,7 @@ from .config import PreprocessConfig
 from .encoder import Encoder
 from .engine import EngineManifest, sha256_file
 from .errors import CheckpointError, EngineMismatch, InputError
-from .tokenizer import ClipTokenizer
+from .tokenizer import load_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ class Manifest:
     embed_dim: int
     logit_scale: float
     preprocess: dict[str, Any]
-    text: dict[str, Any]                                  # context_length, vocab_size, fingerprint
+    text: dict[str, Any]                                  # family, context_length, vocab_size, fingerprint
     tokenizer: dict[str, str]                             # file -> sha256
     towers: dict[str, dict[str, TowerFile]]               # tower -> precision -> file
     engines: list[dict[str, Any]] = field(default_factory=list)   # {"tower", "precision", "file", "manifest"}
@@ -151,7 +151,8 @@ def load_bundle(path: str | Path, *, backend: str = "auto", precision: str = "au
     if verify:
         for name, sha in man.tokenizer.items():
             verify_file(folder, f"tokenizer/{name}", sha)
-    tok = ClipTokenizer.from_dir(folder / "tokenizer", context_length=int(man.text["context_length"]))
+    tok = load_tokenizer(folder / "tokenizer", family=man.text.get("family", "clip"),
+                         context_length=int(man.text["context_length"]))
 
     def backend_for(tower: str, prec: str):
         entry = man.towers[tower][prec]

@@ -9,7 +9,7 @@ from ._deps import require
 from .config import ModelConfig
 from .encoder import Encoder, fingerprint_arrays
 from .errors import CheckpointError
-from .tokenizer import ClipTokenizer
+from .tokenizer import Tokenizer, load_tokenizer
 
 if TYPE_CHECKING:  # pragma: no cover
     from .models.towers import LanguageBindModel
@@ -43,7 +43,7 @@ def text_fingerprint(model: "LanguageBindModel") -> str:
     return fingerprint_arrays([(k, sd[k].detach().cpu().numpy()) for k in keys])
 
 
-def encoder_from_model(model: "LanguageBindModel", tokenizer: ClipTokenizer, *, name: str = "",
+def encoder_from_model(model: "LanguageBindModel", tokenizer: Tokenizer, *, name: str = "",
                        device: str = "cpu", batch_size: int = 8) -> Encoder:
     """Wrap a torch ``LanguageBindModel`` as an :class:`Encoder` on the PyTorch backend."""
     from .backends.torch_backend import TorchBackend
@@ -75,7 +75,7 @@ def from_pretrained(path: str | Path, *, device: str = "cpu", batch_size: int = 
     """
     folder = Path(path)
     model = load_model(folder)
-    tok = ClipTokenizer.from_dir(folder, context_length=model.config.text.max_position_embeddings)
+    tok = load_tokenizer(folder, model.config.text)
     return encoder_from_model(model, tok, name=folder.name, device=device, batch_size=batch_size)
 
 
@@ -101,7 +101,7 @@ def write_checkpoint(state_dict: dict, cfg: ModelConfig, folder: str | Path, *, 
     else:
         torch.save(sd, folder / "pytorch_model.bin")
     if tokenizer_dir is not None and Path(tokenizer_dir).resolve() != folder.resolve():
-        for name in ("vocab.json", "merges.txt"):
+        for name in cfg.text.tokenizer_files:
             shutil.copyfile(Path(tokenizer_dir) / name, folder / name)
     return folder
 

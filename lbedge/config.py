@@ -97,10 +97,16 @@ class VisionConfig:
         return self.grid[0] * self.grid[1] + 1
 
 
+TEXT_FAMILIES = ("clip", "bert")
+
+
 @dataclass(frozen=True)
 class TextConfig:
-    """The CLIP text transformer (causal, 77 tokens, EOS pooling)."""
+    """The text tower. ``family="clip"``: LanguageBind's CLIP text transformer (causal, 77 tokens, EOS pooling,
+    BPE). ``family="bert"``: a BERT sentence encoder such as all-MiniLM-L6-v2 (bidirectional, post-LN, mean
+    pooling over real tokens, WordPiece ``tokenizer.json``), ``max_length`` tokens per prompt."""
 
+    family: str = "clip"
     vocab_size: int = 49408
     hidden_size: int = 768
     intermediate_size: int = 3072
@@ -111,6 +117,60 @@ class TextConfig:
     hidden_act: str = "quick_gelu"
     bos_token_id: int = 49406
     eos_token_id: int = 49407
+    pad_token_id: int = 0                  # BERT's [PAD]; CLIP pads with EOS (see ``pad_id``)
+    type_vocab_size: int = 2               # BERT only
+    max_length: int = 77                   # tokens per prompt (CLIP: the full 77 positions)
+
+    @property
+    def pad_id(self) -> int:
+        """The id that fills a prompt after its last token."""
+        return self.eos_token_id if self.family == "clip" else self.pad_token_id
+
+    @property
+    def tokenizer_files(self) -> tuple[str, ...]:
+        """The files a checkpoint or bundle needs for this family's tokenizer."""
+        return ("vocab.json", "merges.txt") if self.family == "clip" else ("tokenizer.json",)
+
+
+def text_config_from_dict(tc: dict[str, Any]) -> TextConfig:
+    """A ``text_config`` (LanguageBind's CLIP one, or a BERT one with ``model_type: bert``) as a TextConfig."""
+    if tc.get("model_type") == "bert":
+        n_pos = int(tc.get("max_position_embeddings", 512))
+        return TextConfig(
+            family="bert", vocab_size=int(tc.get("vocab_size", 30522)), hidden_size=int(tc.get("hidden_size", 384)),
+            intermediate_size=int(tc.get("intermediate_size", 1536)),
+            num_hidden_layers=int(tc.get("num_hidden_layers", 6)),
+            num_attention_heads=int(tc.get("num_attention_heads", 12)), max_position_embeddings=n_pos,
+            layer_norm_eps=float(tc.get("layer_norm_eps", 1e-12)), hidden_act=str(tc.get("hidden_act", "gelu")),
+            bos_token_id=int(tc.get("cls_token_id", 101)), eos_token_id=int(tc.get("sep_token_id", 102)),
+            pad_token_id=int(tc.get("pad_token_id", 0)), type_vocab_size=int(tc.get("type_vocab_size", 2)),
+            max_length=min(n_pos, int(tc.get("max_length", 64))))
+    n_pos = int(tc.get("max_position_embeddings", 77))
+    return TextConfig(
+        vocab_size=int(tc.get("vocab_size", 49408)),
+        hidden_size=int(tc.get("hidden_size", 512)),
+        intermediate_size=int(tc.get("intermediate_size", 2048)),
+        num_hidden_layers=int(tc.get("num_hidden_layers", 12)),
+        num_attention_heads=int(tc.get("num_attention_heads", 8)),
+        max_position_embeddings=n_pos,
+        layer_norm_eps=float(tc.get("layer_norm_eps", 1e-5)),
+        hidden_act=str(tc.get("hidden_act", "quick_gelu")),
+        bos_token_id=int(tc.get("bos_token_id", 49406)),
+        eos_token_id=int(tc.get("eos_token_id", 49407)),
+        max_length=n_pos,
+    )
+
+
+def text_config_to_dict(t: TextConfig, projection_dim: int) -> dict[str, Any]:
+    """The ``text_config`` of ``config.json`` (official CLIP layout, or the BERT one)."""
+    common = {"vocab_size": t.vocab_size, "hidden_size": t.hidden_size, "intermediate_size": t.intermediate_size,
+              "num_hidden_layers": t.num_hidden_layers, "num_attention_heads": t.num_attention_heads,
+              "max_position_embeddings": t.max_position_embeddings, "layer_norm_eps": t.layer_norm_eps,
+              "hidden_act": t.hidden_act, "projection_dim": projection_dim}
+    if t.family == "bert":
+        return {"model_type": "bert", **common, "cls_token_id": t.bos_token_id, "sep_token_id": t.eos_token_id,
+                "pad_token_id": t.pad_token_id, "type_vocab_size": t.type_vocab_size, "max_length": t.max_length}
+    return {**common, "bos_token_id": t.bos_token_id, "eos_token_id": t.eos_token_id, "pad_token_id": 1}
 
 
 @dataclass(frozen=True)
@@ -147,18 +207,7 @@ class ModelConfig:
         modality = detect_modality(raw)
         try:
             vision = _vision_config(vc, modality)
-            text = TextConfig(
-                vocab_size=int(tc.get("vocab_size", 49408)),
-                hidden_size=int(tc.get("hidden_size", 512)),
-                intermediate_size=int(tc.get("intermediate_size", 2048)),
-                num_hidden_layers=int(tc.get("num_hidden_layers", 12)),
-                num_attention_heads=int(tc.get("num_attention_heads", 8)),
-                max_position_embeddings=int(tc.get("max_position_embeddings", 77)),
-                layer_norm_eps=float(tc.get("layer_norm_eps", 1e-5)),
-                hidden_act=str(tc.get("hidden_act", "quick_gelu")),
-                bos_token_id=int(tc.get("bos_token_id", 49406)),
-                eos_token_id=int(tc.get("eos_token_id", 49407)),
-            )
+            text = text_config_from_dict(tc)
             pre = _preprocess_config(vc, modality)
         except (TypeError, ValueError) as exc:
             raise CheckpointError(f"{source}: unusable value in vision_config/text_config ({exc})") from exc
@@ -203,15 +252,7 @@ class ModelConfig:
         return {
             "architectures": [arch], "model_type": arch,
             "projection_dim": self.projection_dim, "logit_scale_init_value": self.logit_scale_init,
-            "text_config": {
-                "vocab_size": t.vocab_size, "hidden_size": t.hidden_size,
-                "intermediate_size": t.intermediate_size, "num_hidden_layers": t.num_hidden_layers,
-                "num_attention_heads": t.num_attention_heads,
-                "max_position_embeddings": t.max_position_embeddings,
-                "layer_norm_eps": t.layer_norm_eps, "hidden_act": t.hidden_act,
-                "bos_token_id": t.bos_token_id, "eos_token_id": t.eos_token_id, "pad_token_id": 1,
-                "projection_dim": self.projection_dim,
-            },
+            "text_config": text_config_to_dict(t, self.projection_dim),
             "vision_config": vision,
         }
 

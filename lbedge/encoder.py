@@ -15,7 +15,7 @@ from .backends import Backend
 from .config import PreprocessConfig
 from .errors import InputError
 from .preprocess import Preprocessor
-from .tokenizer import ClipTokenizer
+from .tokenizer import Tokenizer
 
 
 class Encoder:
@@ -23,7 +23,7 @@ class Encoder:
 
     def __init__(self, *, modality: str, preprocess_config: PreprocessConfig, vision: Backend,
                  text: Backend | Callable[[], Backend],
-                 tokenizer: ClipTokenizer, logit_scale: float, embed_dim: int, name: str = "",
+                 tokenizer: Tokenizer, logit_scale: float, embed_dim: int, name: str = "",
                  text_fingerprint: str | Callable[[], str] | None = None, batch_size: int = 8):
         self.modality = modality
         self.preprocess_config = preprocess_config

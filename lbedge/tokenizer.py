@@ -1,4 +1,8 @@
-"""The CLIP BPE tokenizer of LanguageBind's text tower, built on the ``tokenizers`` library.
+"""Text tokenizers, built on the ``tokenizers`` library: the CLIP BPE of LanguageBind's text tower, and
+WordPiece for BERT sentence encoders (:class:`WordPieceTokenizer`, from a ``tokenizer.json``).
+:func:`load_tokenizer` picks the one a text tower's config names.
+
+The CLIP tokenizer:
 
 Matches the official ``LanguageBind*Tokenizer`` (a transformers ``CLIPTokenizer``) called with
 ``max_length=77, padding="max_length", truncation=True``: CLIP's text clean-up (HTML unescape,
@@ -18,11 +22,14 @@ import json
 import re
 import unicodedata
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Protocol, Sequence
 
 import numpy as np
 
 from .errors import CheckpointError, InputError
+
+if TYPE_CHECKING:
+    from .config import TextConfig
 
 try:  # optional, as in the official requirements
     import ftfy as _ftfy
@@ -116,3 +123,76 @@ class ClipTokenizer:
         """Text of a row of ids (special tokens and padding dropped)."""
         keep = [int(i) for i in ids if int(i) not in (self.bos_id, self.eos_id)]
         return self._tok.decode(keep).replace("</w>", " ").strip()
+
+
+class WordPieceTokenizer:
+    """A BERT WordPiece tokenizer from a Hugging Face ``tokenizer.json`` (lower-casing, accent stripping and
+    ``[CLS] ... [SEP]`` come from the file), padded with ``[PAD]`` to ``context_length`` tokens."""
+
+    def __init__(self, tokenizer_file: str | Path, context_length: int = 64):
+        from tokenizers import Tokenizer
+
+        path = Path(tokenizer_file)
+        try:
+            tok = Tokenizer.from_file(str(path))
+        except Exception as exc:  # tokenizers raises its own exception type for malformed files
+            raise CheckpointError(f"malformed tokenizer file {path} ({exc}): copy tokenizer.json again") from exc
+        vocab = tok.get_vocab()
+        try:
+            self.bos_id, self.eos_id, self.pad_id = (int(vocab[t]) for t in ("[CLS]", "[SEP]", "[PAD]"))
+        except KeyError as exc:
+            raise CheckpointError(f"{path} lacks BERT's [CLS]/[SEP]/[PAD] tokens: not a WordPiece tokenizer") from exc
+        tok.enable_truncation(max_length=context_length)
+        tok.enable_padding(length=context_length, pad_id=self.pad_id, pad_token="[PAD]")
+        self._tok = tok
+        self.vocab_size = tok.get_vocab_size()
+        self.context_length = context_length
+
+    @classmethod
+    def from_dir(cls, folder: str | Path, context_length: int = 64) -> "WordPieceTokenizer":
+        path = Path(folder) / "tokenizer.json"
+        if not path.is_file():
+            raise CheckpointError(f"tokenizer.json missing in {folder}: copy it from the text model's folder")
+        return cls(path, context_length)
+
+    def encode(self, text: str) -> list[int]:
+        """WordPiece ids of one text, without [CLS]/[SEP]."""
+        return self._tok.encode(text, add_special_tokens=False).ids
+
+    def __call__(self, texts: str | Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Token ids and attention mask, both int64 ``[N, context_length]``."""
+        if isinstance(texts, str):
+            texts = [texts]
+        if not isinstance(texts, (list, tuple)) or not all(isinstance(t, str) for t in texts):
+            raise InputError("texts must be a string or a list of strings")
+        encs = self._tok.encode_batch(list(texts))
+        ids = np.array([e.ids for e in encs], dtype=np.int64).reshape(len(texts), self.context_length)
+        mask = np.array([e.attention_mask for e in encs], dtype=np.int64).reshape(ids.shape)
+        return ids, mask
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """Text of a row of ids (special tokens and padding dropped)."""
+        return self._tok.decode([int(i) for i in ids], skip_special_tokens=True)
+
+
+class Tokenizer(Protocol):
+    """What the encoder needs of a tokenizer."""
+
+    vocab_size: int
+    context_length: int
+
+    def encode(self, text: str) -> list[int]: ...
+
+    def __call__(self, texts: str | Sequence[str]) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def decode(self, ids: Sequence[int]) -> str: ...
+
+
+def load_tokenizer(folder: str | Path, text: "TextConfig | None" = None, *, family: str | None = None,
+                   context_length: int | None = None) -> Tokenizer:
+    """The tokenizer in ``folder`` for a text tower (``text`` config, or ``family`` and ``context_length``)."""
+    fam = family or (text.family if text is not None else "clip")
+    length = context_length or (text.max_length if text is not None else (77 if fam == "clip" else 64))
+    if fam == "bert":
+        return WordPieceTokenizer.from_dir(folder, context_length=length)
+    return ClipTokenizer.from_dir(folder, context_length=length)

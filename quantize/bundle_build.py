@@ -41,9 +41,10 @@ def _tower_entry(folder: Path, files: list[Path], **kw: Any) -> TowerFile:
 
 def _probe_ids(folder: Path, man: Manifest, labels: Sequence[str]) -> tuple[np.ndarray, bool]:
     """int32 token ids of the probe prompts, clamped to the text tower's vocabulary, and whether none needed it."""
-    from lbedge.tokenizer import ClipTokenizer
+    from lbedge.tokenizer import load_tokenizer
 
-    tok = ClipTokenizer.from_dir(folder / "tokenizer", context_length=int(man.text["context_length"]))
+    tok = load_tokenizer(folder / "tokenizer", family=man.text.get("family", "clip"),
+                         context_length=int(man.text["context_length"]))
     ids, _ = tok([f"a photo of a {l}." for l in labels])
     vocab = int(man.text["vocab_size"])
     return np.minimum(ids, vocab - 1).astype(np.int32), bool(ids.max() < vocab)
@@ -69,7 +70,7 @@ def export_bundle(checkpoint: str | Path, out: str | Path, *, inputs: np.ndarray
     out.mkdir(parents=True, exist_ok=True)
     (out / "tokenizer").mkdir(exist_ok=True)
     tok_sha = {}
-    for name in ("vocab.json", "merges.txt"):
+    for name in model.config.text.tokenizer_files:
         src = ckpt / name
         if not src.is_file():
             raise CheckpointError(f"tokenizer file {name} missing in {ckpt}: a bundle must be self-contained")
@@ -86,12 +87,13 @@ def export_bundle(checkpoint: str | Path, out: str | Path, *, inputs: np.ndarray
                                               details={"export": rep.to_dict()},
                                               inputs={"pixel_values" if tower == "vision" else "input_ids":
                                                       ["batch", *(model.config.preprocess.input_shape if tower ==
-                                                                  "vision" else (model.config.text.max_position_embeddings,))]})}
+                                                                  "vision" else (model.config.text.max_length,))]})}
     weights = find_weights(ckpt)
     man = Manifest(
         modality=model.config.modality, embed_dim=model.config.projection_dim,
         logit_scale=float(model.logit_scale.exp()), preprocess=model.config.preprocess.to_dict(),
-        text={"context_length": model.config.text.max_position_embeddings, "vocab_size": model.config.text.vocab_size,
+        text={"family": model.config.text.family, "context_length": model.config.text.max_length,
+              "vocab_size": model.config.text.vocab_size,
               "fingerprint": text_fingerprint(model)},
         tokenizer=tok_sha, towers=towers, name=ckpt.name, lbedge_version=__version__,
         provenance={"source": str(ckpt.resolve()), "source_weights": weights.name,

@@ -31,7 +31,7 @@ from lbedge.checkpoint import load_model, write_checkpoint
 from lbedge.errors import CheckpointError
 from lbedge.models.towers import LanguageBindModel
 from lbedge.preprocess import Preprocessor
-from lbedge.tokenizer import ClipTokenizer
+from lbedge.tokenizer import load_tokenizer
 
 from .config import BindConfig
 from .data import SampleStore, augment, read_samples
@@ -95,9 +95,9 @@ class Binder:
         self.cfg = cfg.validate()
         self.out = Path(cfg.output)
         base = Path(cfg.base)
-        self.tokenizer = ClipTokenizer.from_dir(base)
-        self.tokenizer_dir = base
         model = convert_modality(load_model(base), cfg.modality)
+        self.tokenizer = load_tokenizer(base, model.config.text)
+        self.tokenizer_dir = base
         for p in model.parameters():
             p.requires_grad_(False)
         self.text_before = {k: v.clone() for k, v in model.state_dict().items() if k.startswith("text_")}

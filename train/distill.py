@@ -28,7 +28,7 @@ from lbedge.config import VisionConfig
 from lbedge.errors import InputError
 from lbedge.models.towers import LanguageBindModel, resize_position_embedding
 from lbedge.preprocess import Preprocessor
-from lbedge.tokenizer import ClipTokenizer
+from lbedge.tokenizer import load_tokenizer
 from lbedge.zeroshot import PROBE_LABELS
 
 from .bind import cosine_schedule
@@ -146,7 +146,7 @@ class Distiller:
         self.store = SampleStore(good, self.pre, on_bad=cfg.on_bad_data, bad=bad)
         self.train_idx, self.val_idx = self.store.split(cfg.val_fraction, cfg.seed)
         self.teacher_embeds = self._teacher_embeddings()
-        tok = ClipTokenizer.from_dir(self.teacher_dir)
+        tok = load_tokenizer(self.teacher_dir, tcfg.text)
         ids, _ = tok([f"a photo of a {l}." for l in (cfg.probe_labels or PROBE_LABELS)])
         ids = np.minimum(ids, tcfg.text.vocab_size - 1)
         with torch.no_grad():

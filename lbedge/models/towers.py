@@ -1,4 +1,5 @@
-"""The LanguageBind towers (torch): one ViT for every vision modality, and the CLIP text transformer."""
+"""The LanguageBind towers (torch): one ViT for every vision modality, and the CLIP text transformer (or a BERT
+sentence encoder, :mod:`lbedge.models.bert`)."""
 
 from __future__ import annotations
 
@@ -105,7 +106,11 @@ class LanguageBindModel(nn.Module):
         super().__init__()
         self.config = cfg
         self.vision_model = VisionTransformer(cfg.vision)
-        self.text_model = TextTransformer(cfg.text)
+        if cfg.text.family == "bert":
+            from .bert import BertTextTransformer
+            self.text_model: nn.Module = BertTextTransformer(cfg.text)
+        else:
+            self.text_model = TextTransformer(cfg.text)
         self.visual_projection = nn.Linear(cfg.vision.hidden_size, cfg.projection_dim, bias=False)
         self.text_projection = nn.Linear(cfg.text.hidden_size, cfg.projection_dim, bias=False)
         self.logit_scale = nn.Parameter(torch.tensor(cfg.logit_scale_init))
