@@ -238,3 +238,17 @@ def test_student_with_a_smaller_input_resolution(base, data, tmp_path):
     assert enc.input_shape == (3, 112, 112)
     assert enc.embed(sorted(data.rglob("*.png"))[:2]).shape == (2, 8)          # preprocessed at 112 directly
     assert res.heldout["after"]["mean_cosine"] > res.heldout["before"]["mean_cosine"]
+
+
+def test_full_training_without_lora_learns_the_whole_vision_tower(base, data, tmp_path):
+    """lora_r = 0 trains every vision weight (a tower from scratch), never the language tower."""
+    b = Binder(cfg(base, data, tmp_path / "full", lora_r=0, lr=3e-3, max_steps=30))
+    before = b.evaluate()
+    res = b.run(progress=False)
+    assert res.evals[-1]["zero_shot_top1"] > before["zero_shot_top1"] and b.text_tower_unchanged()
+    ref = load_model(base).state_dict()
+    trained = load_model(tmp_path / "full" / "last").state_dict()
+    changed = {k.split(".")[0] for k in ref if not torch.equal(ref[k], trained[k])}
+    assert changed == {"vision_model", "visual_projection", "logit_scale"}
+    conf = json.loads((tmp_path / "full" / "last" / "config.json").read_text())
+    assert conf["vision_config"]["lora_r"] == 0

@@ -102,7 +102,12 @@ class Binder:
             p.requires_grad_(False)
         self.text_before = {k: v.clone() for k, v in model.state_dict().items() if k.startswith("text_")}
         torch.manual_seed(cfg.seed)                 # LoRA initialisation is part of the run's determinism
-        self.model = wrap_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, list(cfg.lora_targets))
+        if cfg.lora_r:
+            self.model = wrap_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, list(cfg.lora_targets))
+        else:                                       # full training of the vision side (e.g. a tower from scratch)
+            for name, p in model.named_parameters():
+                p.requires_grad_(name.startswith(("vision_model.", "visual_projection.")))
+            self.model = model
         self.pre = Preprocessor(model.config.preprocess)
         good, bad = read_samples(cfg.data, cfg.modality)
         self.store = SampleStore(good, self.pre, on_bad=cfg.on_bad_data, bad=bad)

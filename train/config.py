@@ -20,7 +20,7 @@ class BindConfig:
     val_data: str = ""                 # held-out set; default: val_fraction of data
     val_fraction: float = 0.2
     output: str = "runs/bind"
-    lora_r: int = 16
+    lora_r: int = 16                   # 0: train the whole vision tower and projection instead (no LoRA)
     lora_alpha: float = 16.0
     lora_dropout: float = 0.0
     lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "out_proj"])
