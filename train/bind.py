@@ -95,7 +95,7 @@ class Binder:
         self.cfg = cfg.validate()
         self.out = Path(cfg.output)
         base = Path(cfg.base)
-        model = convert_modality(load_model(base), cfg.modality)
+        model = convert_modality(load_model(base), cfg.modality, cfg.modality_fields)
         self.tokenizer = load_tokenizer(base, model.config.text)
         self.tokenizer_dir = base
         for p in model.parameters():
@@ -124,6 +124,8 @@ class Binder:
         self.step = 0
         self.device = torch.device(cfg.device)
         self.model.to(self.device)
+        self.model.eval()
+        self._build_text_table()
         self.autocast = self._autocast()
 
     def _autocast(self):
@@ -168,10 +170,31 @@ class Binder:
             out.append(texts[int(torch.randint(0, len(texts), (1,), generator=gen))])
         return out
 
-    def _embed_text(self, texts: list[str]) -> torch.Tensor:
-        ids, _ = self.tokenizer(texts)
+    def _encode_texts(self, texts: list[str]) -> torch.Tensor:
+        """Text embeddings through the frozen tower, trailing padding columns dropped (they change nothing:
+        CLIP pools its first EOS, BERT masks padding)."""
+        ids, mask = self.tokenizer(texts)
+        ids = ids[:, : max(1, int(mask.sum(1).max()))]
         with torch.no_grad():
             return self.model.encode_text(torch.from_numpy(ids).to(self.device))
+
+    def _build_text_table(self) -> None:
+        """Embed every text the run will see once, in a fixed order (the language tower is frozen, so this is
+        exact, and a resumed run sees the same numbers): the tower runs once per text, not once per step."""
+        stores = [self.store] + ([self.val] if self.val is not None else [])
+        texts = sorted({t for st in stores for s in st.samples for t in s.texts})
+        self.text_table: dict[str, torch.Tensor] = {}
+        for i in range(0, len(texts), 256):
+            chunk = texts[i:i + 256]
+            for t, e in zip(chunk, self._encode_texts(chunk)):
+                self.text_table[t] = e
+
+    def _embed_text(self, texts: list[str]) -> torch.Tensor:
+        missing = [t for t in dict.fromkeys(texts) if t not in self.text_table]
+        if missing:
+            for t, e in zip(missing, self._encode_texts(missing)):
+                self.text_table[t] = e
+        return torch.stack([self.text_table[t] for t in texts])
 
     def train_step(self) -> dict[str, float]:
         cfg = self.cfg
@@ -187,7 +210,7 @@ class Binder:
             texts = self._texts_for(idx, gen, self.store)
             x = torch.from_numpy(self.store.arrays[idx])
             if cfg.augment:
-                x = augment(x, cfg.modality, gen)
+                x = augment(x, cfg.modality, gen, flip=cfg.augment_flip)
             t = self._embed_text(texts)
             same = torch.tensor([[a == b for b in texts] for a in texts])
             with self.autocast():

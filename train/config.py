@@ -16,6 +16,7 @@ class BindConfig:
 
     base: str = ""                     # checkpoint whose towers initialise the run (a new modality starts from image)
     modality: str = "image"            # modality of the data and of the tower being bound
+    modality_fields: dict = field(default_factory=dict)   # vision_config overrides of a new modality (audio grid...)
     data: str = ""                     # folder (class subfolders, or files with .txt sidecars) or CSV/JSONL manifest
     val_data: str = ""                 # held-out set; default: val_fraction of data
     val_fraction: float = 0.2
@@ -34,6 +35,7 @@ class BindConfig:
     precision: str = "auto"            # auto | fp32 | bf16 (autocast where the device supports it)
     seed: int = 0
     augment: bool = True               # training-time augmentation (never used at inference)
+    augment_flip: bool = True          # horizontal flips (off when texts say left/right)
     eval_every: int = 25
     save_every: int = 25
     on_bad_data: str = "skip"          # skip (report and continue) | stop

@@ -143,9 +143,10 @@ class SampleStore:
         return sorted(order[k:].tolist()), sorted(order[:k].tolist())
 
 
-def augment(x: "Any", modality: str, generator: "Any") -> "Any":
-    """Training-time augmentation of a preprocessed batch (torch): random resized crop + flip for pixels,
-    random time shift and gain for audio. Deterministic given ``generator``."""
+def augment(x: "Any", modality: str, generator: "Any", *, flip: bool = True) -> "Any":
+    """Training-time augmentation of a preprocessed batch (torch): random resized crop + flip for pixels
+    (``flip=False`` when texts name left and right), random time shift and gain for audio. Deterministic given
+    ``generator``."""
     import torch
     import torch.nn.functional as F
 
@@ -163,7 +164,7 @@ def augment(x: "Any", modality: str, generator: "Any") -> "Any":
         crop = sample[..., top:top + ch, left:left + cw]
         flat = crop.reshape(-1, 1, ch, cw) if crop.dim() == 3 else crop.reshape(-1, 1, ch, cw)
         res = F.interpolate(flat, size=(h, w), mode="bilinear", align_corners=False).reshape(sample.shape)
-        if float(torch.rand(1, generator=generator)) < 0.5:
+        if float(torch.rand(1, generator=generator)) < 0.5 and flip:
             res = res.flip(-1)
         out.append(res)
     return torch.stack(out)

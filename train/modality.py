@@ -20,10 +20,14 @@ MODALITY_FIELDS: dict[str, dict[str, Any]] = {
 }
 
 
-def convert_modality(model: LanguageBindModel, modality: str) -> LanguageBindModel:
+def convert_modality(model: LanguageBindModel, modality: str, fields: dict[str, Any] | None = None
+                     ) -> LanguageBindModel:
     """A model of ``modality`` initialised from ``model``: same weights; the audio position table resized
     bicubically to the mel grid (as LanguageBind does); video temporal layers added as an identity (zero
-    temporal embedding and zero temporal-attention output), so training starts from the image tower."""
+    temporal embedding and zero temporal-attention output), so training starts from the image tower.
+
+    ``fields`` override the modality's ``vision_config`` entries (e.g. ``num_mel_bins`` and ``target_length``
+    of a smaller audio input); the defaults are LanguageBind's."""
     if model.config.modality == modality:
         return model
     raw = model.config.to_dict()
@@ -34,6 +38,7 @@ def convert_modality(model: LanguageBindModel, modality: str) -> LanguageBindMod
                   "add_time_attn", "num_frames", "clip_type", "tube_size"):
         vc.pop(extra, None)
     vc.update(MODALITY_FIELDS[modality])
+    vc.update(fields or {})
     vc["lora_r"] = 0
     cfg = ModelConfig.from_dict(raw)
     new = LanguageBindModel(cfg)
