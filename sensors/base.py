@@ -11,7 +11,23 @@ from lbedge.errors import SensorError
 from lbedge.frames import Frame
 
 
-class BaseSource:
+class SourceIterationMixin:
+    """The context manager and iterator of a source, given its ``open``, ``read`` and ``close``."""
+
+    def __enter__(self):
+        self.open()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __iter__(self) -> Iterator[Frame]:
+        self.open()
+        while (frame := self.read()) is not None:
+            yield frame
+
+
+class BaseSource(SourceIterationMixin):
     """Subclasses implement ``_open``, ``_read`` (data, device timestamp or None; None at the end) and ``_close``.
 
     ``realtime`` (replay sources): pace frames at the recording's rate instead of as fast as possible.
@@ -71,21 +87,6 @@ class BaseSource:
         if self._opened:
             self._opened = False
             self._close()
-
-    def __enter__(self) -> "BaseSource":
-        self.open()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    def __iter__(self) -> Iterator[Frame]:
-        self.open()
-        while True:
-            frame = self.read()
-            if frame is None:
-                return
-            yield frame
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, modality={self.modality!r})"

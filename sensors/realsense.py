@@ -37,6 +37,7 @@ FILTERS = ("decimation", "spatial", "temporal", "hole_filling")
 """Post-processing filter names, in the order they are applied whatever order they are given in."""
 
 _POLL_S = 0.1              # slice of a recording's bounded waits, so that its end is noticed quickly
+_END_GRACE_S = 0.5       # how long playback must read "stopped", with no frame, to count as the end
 _DEFAULT_HFOV_DEG = 69.0   # field of view of synthetic recordings (a RealSense colour camera's)
 
 
@@ -348,6 +349,7 @@ class RealSenseRecording(RealSense):
     def _next_frames(self, rs: ModuleType) -> Any | None:
         """The next frameset, or None at the end of the recording; every wait is bounded."""
         start, limit = time.monotonic(), self.timeout_ms / 1000.0
+        stopped_since: float | None = None
         while True:
             before = time.monotonic()
             try:
@@ -360,13 +362,18 @@ class RealSenseRecording(RealSense):
             if time.monotonic() - before < _POLL_S / 2:
                 time.sleep(_POLL_S / 10)                  # never spin, whatever librealsense does
             waited = time.monotonic() - start
-            # "stopped" is only trusted once frames came (or after the timeout): it may read so before the start
+            # "stopped" is only trusted once frames came (or after the timeout): it may read so before the start,
+            # and, on a loaded machine, for a moment between frames: it must last _END_GRACE_S with no frame
             if self._finished(rs) and (self._delivered or waited >= limit):
                 frames = self._pipe.poll_for_frames()     # a frameset that arrived meanwhile
                 if frames:
                     self._delivered += 1
                     return frames
-                return None
+                stopped_since = stopped_since if stopped_since is not None else time.monotonic()
+                if time.monotonic() - stopped_since >= _END_GRACE_S:
+                    return None
+                continue
+            stopped_since = None
             if waited >= limit and not self.realtime:
                 log.warning("%s: no frame for %.1f s although playback of %s has not finished; treating it as "
                             "the end (truncated recording?)", self.name, waited, self.path)

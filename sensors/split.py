@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import collections
 import threading
-from typing import Any, Callable, Iterator, Mapping
+from typing import Callable, Mapping
 
 from lbedge.errors import SensorError
 from lbedge.frames import Frame, Source
+
+from .base import SourceIterationMixin
 
 View = Callable[[Frame], "Frame | None"]
 
@@ -90,7 +92,7 @@ class SplitSource:
             return self._parts[name].popleft()
 
 
-class _View:
+class _View(SourceIterationMixin):
     """One view of a :class:`SplitSource`, with the Source interface."""
 
     def __init__(self, parent: SplitSource, name: str, modality: str):
@@ -115,17 +117,6 @@ class _View:
             self._opened = False
             self.parent._close()
 
-    def __enter__(self) -> "_View":
-        self.open()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    def __iter__(self) -> Iterator[Frame]:
-        self.open()
-        while (frame := self.read()) is not None:
-            yield frame
 
 
 def rgbd_sources(camera: Source) -> dict[str, Source]:

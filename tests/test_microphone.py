@@ -250,15 +250,12 @@ def test_missing_sounddevice_or_portaudio(monkeypatch, error, needle):
 
 def test_played_sounds_are_classified_live_by_the_pipeline(vmic, tmp_path, monkeypatch):
     """A low tone then a high tone played into the virtual microphone come out of the pipeline as such."""
-    from conftest import OFFICIAL, FuncBackend
-    from lbedge import ClipTokenizer, Encoder, PreprocessConfig
     from lbedge.pipeline import Pipeline
     from lbedge.sensors.microphone import Microphone
+    from test_pipeline import fake_encoder
 
     monkeypatch.setenv("LBEDGE_CACHE", str(tmp_path / "cache"))
-    tok = ClipTokenizer.from_dir(OFFICIAL / "tokenizer")
     labels = ["low", "high", "quiet"]
-    ids = {tok.encode(l)[0]: i for i, l in enumerate(labels)}
 
     def vision(x):                        # a stand-in model on the real log-mel input: where the energy is
         band = x[:, 0].mean(axis=2)                                   # [B, mel bins]
@@ -267,16 +264,7 @@ def test_played_sounds_are_classified_live_by_the_pipeline(vmic, tmp_path, monke
             out[i, 2 if b.max() - b.min() < 1.0 else int(b.argmax() >= 56)] = 1.0
         return out
 
-    def text(tokens):
-        out = np.full((len(tokens), 3), 0.01, np.float32)
-        for r, row in enumerate(tokens):
-            for tid, i in ids.items():
-                if tid in row:
-                    out[r, i] = 1.0
-        return out
-
-    enc = Encoder(modality="audio", preprocess_config=PreprocessConfig("audio"), vision=FuncBackend(vision, "x"),
-                  text=FuncBackend(text, "ids"), tokenizer=tok, logit_scale=50.0, embed_dim=3, text_fingerprint="t")
+    enc = fake_encoder("audio", vision=vision, labels=labels)
     low = write_tone(tmp_path / "low.wav", 1.5, freq=300.0)
     t = np.arange(int(1.5 * 48000)) / 48000
     with wave.open(str(tmp_path / "seq.wav"), "wb") as w:                # 1.5 s at 300 Hz, then 1.5 s at 4 kHz

@@ -18,28 +18,35 @@ from lbedge.sensors import ImageFolderSource
 
 TOK = ClipTokenizer.from_dir(OFFICIAL / "tokenizer")
 LABELS = ["red", "green", "blue"]
-IDS = {TOK.encode(l)[0]: i for i, l in enumerate(LABELS)}
 
 
-def fake_encoder(modality: str = "image", delay: float = 0.0) -> Encoder:
-    """Vision: the dominant colour channel of the (preprocessed) frame; text: the colour word's basis vector."""
-    def vision(x):
+def word_text_tower(labels):
+    """A fake text tower: the basis vector of the label word a prompt contains."""
+    ids = {TOK.encode(l)[0]: i for i, l in enumerate(labels)}
+
+    def text(tokens):
+        out = np.full((len(tokens), len(labels)), 0.01, np.float32)
+        for r, row in enumerate(tokens):
+            for tid, i in ids.items():
+                if tid in row:
+                    out[r, i] = 1.0
+        return out
+
+    return FuncBackend(text, "ids")
+
+
+def fake_encoder(modality: str = "image", delay: float = 0.0, vision=None, labels=LABELS) -> Encoder:
+    """Vision: the dominant colour channel of the (preprocessed) frame (or ``vision``); text: the label word's
+    basis vector."""
+    def colour(x):
         if delay:
             time.sleep(delay)
         chans = x.reshape(len(x), 3, -1).mean(-1) if modality != "audio" else np.ones((len(x), 3))
         return np.eye(3, dtype=np.float32)[chans.argmax(1)]
 
-    def text(ids):
-        out = np.full((len(ids), 3), 0.01, np.float32)
-        for r, row in enumerate(ids):
-            for tid, i in IDS.items():
-                if tid in row:
-                    out[r, i] = 1.0
-        return out
-
-    return Encoder(modality=modality, preprocess_config=PreprocessConfig(modality), vision=FuncBackend(vision, "x"),
-                   text=FuncBackend(text, "ids"), tokenizer=TOK, logit_scale=50.0, embed_dim=3,
-                   text_fingerprint=f"fake-{modality}")
+    return Encoder(modality=modality, preprocess_config=PreprocessConfig(modality),
+                   vision=FuncBackend(vision or colour, "x"), text=word_text_tower(labels), tokenizer=TOK,
+                   logit_scale=50.0, embed_dim=len(labels), text_fingerprint=f"fake-{modality}")
 
 
 def colour_frames(folder, colours):
