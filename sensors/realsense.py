@@ -172,6 +172,8 @@ class RealSense(BaseSource):
         self.filters = _check_filters(filters)
         self.timeout_ms = int(timeout_ms)
         self.depth_scale = 0.001
+        self.frames_skipped = 0                  # device frames that never arrived complete (see _read)
+        self._last_number: int | None = None
         self._rs: ModuleType | None = None
         self._pipe: Any = None
         self._blocks: list[Any] = []
@@ -230,6 +232,7 @@ class RealSense(BaseSource):
 
     # --- BaseSource hooks -------------------------------------------------------------------------------------
     def _open(self) -> None:
+        self._last_number = None
         rs = self._rs = _rs()
         pipe, config = rs.pipeline(), rs.config()
         self._configure(rs, config)
@@ -254,6 +257,13 @@ class RealSense(BaseSource):
                                   color=self.color)
             if got is not None:
                 mm, device_ts, self._meta_now = got
+                number = self._meta_now["frame_number"]
+                if self._last_number is not None and number > self._last_number + 1:
+                    # librealsense's syncer lets framesets through without their colour frame when the consumer
+                    # is slow (even in non-real-time playback): those frames are lost, and counted here
+                    self.frames_skipped += number - self._last_number - 1
+                self._last_number = number
+                self._meta_now["frames_skipped"] = self.frames_skipped
                 return mm, device_ts
             # a partial frameset (the syncer emits some around start-up): wait for a complete one, within bounds
             if self.live and time.monotonic() > deadline:
