@@ -53,6 +53,9 @@ class Int8Config:
     method: str = "minmax"                # minmax | entropy | percentile
     percentile: float = 99.999
     per_channel: bool = True
+    # 7-bit weights for the cpu target: ONNX Runtime's U8S8 kernels on x86 without VNNI (AVX2, AVX-512BW) sum
+    # pairs of u8*s8 products into saturating int16, which full-range weights overflow; None: cpu only
+    reduce_range: bool | None = None
     min_cosine: float = 0.99              # target: worst held-out embedding cosine vs FP32
     max_fallback_rounds: int = 4
     op_types: tuple[str, ...] = ("MatMul", "Conv", "Gemm")
@@ -146,6 +149,7 @@ def quantize_int8(src: str | Path, dst: str | Path, calib: np.ndarray, *, holdou
                 quantize_static(str(pre), str(dst), _Reader(input_name, calib), quant_format=QuantFormat.QDQ,
                                 activation_type=act_type, weight_type=QuantType.QInt8,
                                 per_channel=cfg.per_channel, calibrate_method=method,
+                                reduce_range=cfg.target == "cpu" if cfg.reduce_range is None else cfg.reduce_range,
                                 op_types_to_quantize=list(cfg.op_types), nodes_to_exclude=list(exclude),
                                 use_external_data_format=src.with_name(src.name + ".data").exists(),
                                 extra_options=extra, **cache)
