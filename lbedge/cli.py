@@ -173,14 +173,15 @@ def _int8_options(fn):
                      help="Folder(s) or files of real inputs for INT8 calibration (repeatable)."),
         click.option("--val", multiple=True, type=click.Path(path_type=Path),
                      help="Held-out inputs (default: 1 in 4 of --calib)."),
-        click.option("--method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax",
-                     show_default=True, help="Calibration; entropy/percentile build histograms (much slower on "
-                                             "big towers)."),
+        click.option("--method", type=click.Choice(["minmax", "entropy", "percentile", "dynamic"]), default=None,
+                     help="Calibration: minmax (default for tensorrt), entropy, percentile (histograms: much slower "
+                          "on big towers), or dynamic (default for cpu: activations quantized at run time, no "
+                          "calibration; ONNX Runtime only)."),
         click.option("--min-cosine", default=0.99, show_default=True,
                      help="INT8 target; below it layers fall back to float."),
         click.option("--int8-target", type=click.Choice(["tensorrt", "cpu"]), default="tensorrt", show_default=True,
-                     help="tensorrt: symmetric int8 activations (for lbedge compile); cpu: uint8 activations, "
-                          "fastest on ORT x86."),
+                     help="tensorrt: symmetric int8 QDQ (for lbedge compile); cpu: the fastest form for ONNX "
+                          "Runtime on CPUs (dynamic by default)."),
     ]):
         fn = opt(fn)
     return fn
@@ -215,7 +216,7 @@ def export_cmd(checkpoint: Path, output: Path, opset: int, atol: float, no_simpl
 @_int8_options
 @click.option("--limit", default=256, show_default=True, help="At most this many calibration files.")
 @_friendly
-def quantize_cmd(bundle: Path, precision: str, calib: tuple[Path, ...], val: tuple[Path, ...], method: str,
+def quantize_cmd(bundle: Path, precision: str, calib: tuple[Path, ...], val: tuple[Path, ...], method: str | None,
                  min_cosine: float, int8_target: str, limit: int) -> None:
     """Add an FP16 or calibrated INT8 graph to BUNDLE, with its agreement to FP32."""
     from .bundle import Manifest
@@ -248,7 +249,7 @@ def quantize_cmd(bundle: Path, precision: str, calib: tuple[Path, ...], val: tup
 @_int8_options
 @_friendly
 def build_cmd(checkpoint: Path, output: Path, precision: str, calib: tuple[Path, ...], val: tuple[Path, ...],
-              method: str, min_cosine: float, int8_target: str) -> None:
+              method: str | None, min_cosine: float, int8_target: str) -> None:
     """Export, FP16 and INT8 in one go: CHECKPOINT -> a torch-free bundle."""
     from .quantize.bundle_build import build_bundle
     from .quantize.int8 import Int8Config

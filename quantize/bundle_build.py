@@ -151,7 +151,9 @@ def add_int8(folder: str | Path, calib: InputSet, *, holdout: InputSet | None = 
         folder, files, agreement=report.agreement.to_dict() if report.agreement else None,
         inputs=man.towers["vision"]["fp32"].inputs,
         details={"int8": report.to_dict(), "calibration_files": len(calib.files),
-                 "holdout_files": len(holdout.files), "quantizer": "onnxruntime.quantization.quantize_static QDQ"})
+                 "holdout_files": len(holdout.files),
+                 "quantizer": "onnxruntime.quantization." + ("quantize_dynamic" if report.method == "dynamic"
+                                                             else "quantize_static QDQ")})
     man.provenance["calibration_sha256"] = calib.sha256
     man.provenance["calibration_skipped"] = [f"{p}: {why}" for p, why in calib.skipped]
     man.write(folder)

@@ -358,3 +358,22 @@ def test_cli_deploy_commands(tmp_path, make_checkpoint):
     assert r.exit_code == 2 and "--calib" in r.output
     r = CliRunner().invoke(main, ["bench", str(tmp_path / "b"), "--batch", "x"])
     assert r.exit_code == 2 and "--batch" in r.output
+
+
+def test_int8_cpu_target_defaults_to_dynamic_quantization(tmp_path):
+    """The cpu target: dynamic per-channel 7-bit weights (no calibration), ONNX Runtime only; TensorRT refuses."""
+    from lbedge.preprocess import Preprocessor
+    from lbedge.quantize.int8 import QuantizationError
+
+    model = load_model(OFFICIAL / "image")
+    export_tower(model, "vision", tmp_path / "v.onnx")
+    x = Preprocessor(model.config.preprocess)(sorted(smooth_images(tmp_path / "c").glob("*.png")))
+    ref = ort_outputs(tmp_path / "v.onnx", x[8:])
+    rep = quantize_int8(tmp_path / "v.onnx", tmp_path / "q.onnx", x[:0], holdout=x[8:], reference=ref,
+                        config=Int8Config(target="cpu"))
+    assert rep.method == "dynamic" and rep.calibration_samples == 0
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "q.onnx")).graph.node}
+    assert {"MatMulInteger", "DynamicQuantizeLinear"} <= ops and "QuantizeLinear" not in ops
+    assert rep.quantized_nodes > 0 and rep.agreement.min_cosine > 0.99
+    with pytest.raises(QuantizationError, match="TensorRT cannot parse"):
+        quantize_int8(tmp_path / "v.onnx", tmp_path / "t.onnx", x[:8], config=Int8Config(method="dynamic"))
