@@ -105,8 +105,8 @@ def pick_precision(man: Manifest, tower: str, precision: str, backend: str) -> s
         return precision
     # int8 is the CPU/VNNI and TensorRT speed win; fp16 is slow on CPUs, so ORT prefers fp32 over it
     order = ("int8", "fp16", "fp32") if backend == "tensorrt" else ("int8", "fp32", "fp16")
-    if tower == "text":
-        order = ("fp16", "fp32") if backend == "tensorrt" else ("fp32", "fp16")
+    if tower == "text":        # an int8 text graph exists only when it agreed with FP32 to cosine 0.999
+        order = ("fp16", "fp32") if backend == "tensorrt" else ("int8", "fp32", "fp16")
     return next(p for p in order if p in have)
 
 

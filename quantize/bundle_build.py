@@ -156,8 +156,28 @@ def add_int8(folder: str | Path, calib: InputSet, *, holdout: InputSet | None = 
                                                              else "quantize_static QDQ")})
     man.provenance["calibration_sha256"] = calib.sha256
     man.provenance["calibration_skipped"] = [f"{p}: {why}" for p, why in calib.skipped]
+    if report.target == "cpu":
+        _add_text_int8(folder, man, labels)
     man.write(folder)
     return man
+
+
+def _add_text_int8(folder: Path, man: Manifest, labels: Sequence[str]) -> None:
+    """For ONNX Runtime bundles: an INT8 text graph too, when it agrees with FP32 (cosine >= 0.999)."""
+    from .int8 import quantize_text_int8
+
+    ids = _probe_ids(folder, man, [*labels, "person walking a dog on a street at night", "an empty room"])[0]
+    kept, agree = quantize_text_int8(folder / man.towers["text"]["fp32"].file, folder / "text.int8.onnx", ids)
+    man.towers["text"].pop("int8", None)
+    if kept:
+        man.towers["text"]["int8"] = _tower_entry(
+            folder, onnx_utils.model_files(folder / "text.int8.onnx"), agreement=agree.to_dict(),
+            inputs=man.towers["text"]["fp32"].inputs,
+            details={"int8": {"target": "cpu", "method": "dynamic"},
+                     "quantizer": "onnxruntime.quantization.quantize_dynamic (MatMul, Gather)"})
+    else:
+        man.provenance["text_int8_skipped"] = (f"INT8 text graph not kept: worst cosine to FP32 "
+                                               f"{agree.min_cosine:.4f} < 0.999 on the probe prompts")
 
 
 def build_bundle(checkpoint: str | Path, out: str | Path, *, precisions: Sequence[str] = ("fp32", "fp16", "int8"),

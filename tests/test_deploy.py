@@ -377,3 +377,22 @@ def test_int8_cpu_target_defaults_to_dynamic_quantization(tmp_path):
     assert rep.quantized_nodes > 0 and rep.agreement.min_cosine > 0.99
     with pytest.raises(QuantizationError, match="TensorRT cannot parse"):
         quantize_int8(tmp_path / "v.onnx", tmp_path / "t.onnx", x[:8], config=Int8Config(method="dynamic"))
+
+
+def test_cpu_bundle_gets_an_int8_text_graph_only_when_it_agrees(tmp_path):
+    import lbedge
+
+    out = tmp_path / "cpu"
+    man = build_bundle(OFFICIAL / "image", out, precisions=("fp32", "int8"), calib=[smooth_images(tmp_path / "c")],
+                       int8_config=Int8Config(target="cpu"))
+    assert man.towers["vision"]["int8"].details["int8"]["method"] == "dynamic"
+    texts = ["a photo of a dog.", "a photo of a cat.", "an empty street"]
+    fp32 = lbedge.load_bundle(out, text_precision="fp32").embed_text(texts)
+    if "int8" in man.towers["text"]:                   # kept: it agreed with FP32, and ORT uses it by default
+        assert man.towers["text"]["int8"].agreement["min_cosine"] >= 0.999
+        enc = lbedge.load_bundle(out)
+        assert enc.text.path.name == "text.int8.onnx"
+        assert ((enc.embed_text(texts) * fp32).sum(1)).min() > 0.99
+    else:                                              # not kept: the manifest says why, FP32 text is used
+        assert "0.999" in man.provenance["text_int8_skipped"] and not (out / "text.int8.onnx").exists()
+        assert lbedge.load_bundle(out).text.path.name == "text.fp32.onnx"
