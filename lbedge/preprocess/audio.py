@@ -177,16 +177,20 @@ def _hann(size: int) -> np.ndarray:
     return out
 
 
-def power_spectrum(frames: np.ndarray, n_fft: int) -> np.ndarray:
-    """``|rfft(frames, n_fft)|^2`` per row, float32 ``[rows, n_fft // 2 + 1]``.
+def power_spectrum(frames: np.ndarray, n_fft: int, *, padded: bool = False) -> np.ndarray:
+    """``|rfft(frames, n_fft)|^2`` per row, float32 ``[rows, n_fft // 2 + 1]`` (``padded``: ``frames`` already
+    has ``n_fft`` columns, zero-padded).
 
     OpenCV's row-wise real DFT (packed CCS layout: Re0, Re1, Im1, ..., Re(n/2)) is about 5x faster than
     numpy's FFT here and agrees with a float64 FFT to 2e-7 of the peak, as numpy's float32 FFT does.
     """
     rows, size = frames.shape
-    padded = np.zeros((rows, n_fft), np.float32)
-    padded[:, :size] = frames
-    d = cv2.dft(padded, flags=cv2.DFT_ROWS)
+    if padded:
+        if size != n_fft:
+            raise InputError(f"padded frames must have {n_fft} columns, got {size}")
+    else:
+        frames = np.pad(frames.astype(np.float32, copy=False), ((0, 0), (0, n_fft - size)))
+    d = cv2.dft(np.ascontiguousarray(frames, dtype=np.float32), flags=cv2.DFT_ROWS)
     out = np.empty((rows, n_fft // 2 + 1), np.float32)
     out[:, 0] = d[:, 0] * d[:, 0]
     out[:, -1] = d[:, -1] * d[:, -1]
@@ -206,13 +210,17 @@ def fbank(wave_1d: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
         raise InputError(f"audio too short: {wave_1d.size} samples at {sr} Hz, need at least {size} "
                          f"({cfg.frame_length_ms:g} ms)")
     m = 1 + (wave_1d.size - size) // shift
-    frames = np.lib.stride_tricks.sliding_window_view(wave_1d, size)[::shift][:m].astype(np.float32)
-    frames = frames - frames.mean(axis=1, keepdims=True)
-    prev = np.concatenate([frames[:, :1], frames[:, :-1]], axis=1)
-    frames = frames - np.float32(0.97) * prev
-    frames = frames * _hann(size)
-    mel = power_spectrum(frames, n_fft) @ _mel_banks(cfg.num_mel_bins, n_fft, float(sr))
-    return np.log(np.maximum(mel, _EPS)).astype(np.float32)
+    # frames are built in place in the zero-padded FFT buffer: DC removal, pre-emphasis, window
+    buf = np.zeros((m, n_fft), np.float32)
+    frames = buf[:, :size]
+    frames[:] = np.lib.stride_tricks.sliding_window_view(wave_1d, size)[::shift][:m]
+    frames -= frames.mean(axis=1, keepdims=True)
+    frames[:, 1:] -= np.float32(0.97) * frames[:, :-1]        # right side is evaluated first: the old values
+    frames[:, 0] *= np.float32(1.0 - 0.97)
+    frames *= _hann(size)
+    mel = power_spectrum(buf, n_fft, padded=True) @ _mel_banks(cfg.num_mel_bins, n_fft, float(sr))
+    np.maximum(mel, _EPS, out=mel)
+    return np.log(mel, out=mel)
 
 
 def chunk_starts(total: int, target: int, seed: int | None = None) -> tuple[int, int, int]:
