@@ -48,22 +48,14 @@ WEIGHTED = ("MatMul", "Conv", "Gemm")
 
 # ----------------------------------------------------------------------------------------------- inputs
 def make_inputs(work: Path) -> dict:
-    """calib.npy (12) and held.npy (4): the same inputs as ``calib_inputs("image", pre)`` in bench_vitl.py."""
-    import cv2
-
+    """calib.npy (12) and held.npy (4): the inputs of ``calib_inputs("image", pre)`` in bench_vitl.py."""
     import lbedge
 
-    pre = lbedge.Preprocessor(lbedge.PreprocessConfig("image"))
-    imgs = [cv2.imread(str(SAMPLES / d / f))[..., ::-1] for d in ("image", "thermal") for f in ("0.jpg", "1.jpg")]
-    xs = []
-    for i in range(12):
-        im = imgs[i % 4]
-        h, w = im.shape[:2]
-        crop = im[(i * 7) % (h // 4):, (i * 5) % (w // 4):]
-        xs.append(pre.one(np.ascontiguousarray(crop[:, ::-1] if i % 2 else crop)))
-    held = [pre.one(SAMPLES / "image" / "0.jpg"), pre.one(SAMPLES / "image" / "1.jpg"),
-            pre.one(SAMPLES / "thermal" / "0.jpg"), pre.one(SAMPLES / "thermal" / "1.jpg")]
-    calib, held = np.stack(xs).astype(np.float32), np.stack(held).astype(np.float32)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_vitl import calib_inputs
+
+    calib, held = calib_inputs("image", lbedge.Preprocessor(lbedge.PreprocessConfig("image")))
+    calib, held = calib.astype(np.float32), held.astype(np.float32)
     np.save(work / "calib.npy", calib)
     np.save(work / "held.npy", held)
     return {"calib_shape": list(calib.shape), "held_shape": list(held.shape),
