@@ -49,13 +49,15 @@ class BaseSource(SourceIterationMixin):
     def _open(self) -> None:
         raise NotImplementedError
 
-    def _read(self) -> tuple[np.ndarray, float | None] | None:
+    def _read(self) -> tuple[np.ndarray, float | None] | tuple[np.ndarray, float | None, dict[str, Any]] | None:
+        """(data, device timestamp or None) or (data, device timestamp, this frame's meta); None at the end."""
         raise NotImplementedError
 
     def _close(self) -> None:
         pass
 
     def _meta(self) -> dict[str, Any]:
+        """Meta every frame of the source carries (a frame's own meta from ``_read`` is added to it)."""
         return {}
 
     # --- public API -----------------------------------------------------------------------------------------
@@ -72,14 +74,15 @@ class BaseSource(SourceIterationMixin):
         got = self._read()
         if got is None:
             return None
-        data, device_ts = got
+        data, device_ts = got[0], got[1]
+        meta = {**self._meta(), **got[2]} if len(got) > 2 else self._meta()
         if self.realtime and self.fps and self._t0 is not None:
             due = self._t0 + self._seq / self.fps
             delay = due - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
         frame = Frame(data=data, modality=self.modality, timestamp=time.monotonic(), sequence=self._seq,
-                      device_timestamp=device_ts, units=self.units, source=self.name, meta=self._meta())
+                      device_timestamp=device_ts, units=self.units, source=self.name, meta=meta)
         self._seq += 1
         return frame
 

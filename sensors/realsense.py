@@ -178,7 +178,6 @@ class RealSense(BaseSource):
         self._pipe: Any = None
         self._blocks: list[Any] = []
         self._align: Any = None
-        self._meta_now: dict[str, Any] = {}
         self._found = "unknown"
 
     @property
@@ -246,7 +245,7 @@ class RealSense(BaseSource):
         self._blocks = _processing_blocks(rs, self.filters)
         self._align = rs.align(rs.stream.color) if self.align_to_color else None
 
-    def _read(self) -> tuple[np.ndarray, float | None] | None:
+    def _read(self) -> tuple[np.ndarray, float | None, dict[str, Any]] | None:
         assert self._rs is not None and self._pipe is not None
         deadline = time.monotonic() + self.timeout_ms / 1000.0
         while True:
@@ -256,26 +255,23 @@ class RealSense(BaseSource):
             got = _convert_frames(self._rs, frames, self.depth_scale, blocks=self._blocks, align=self._align,
                                   color=self.color)
             if got is not None:
-                mm, device_ts, self._meta_now = got
-                number = self._meta_now["frame_number"]
+                mm, device_ts, meta = got
+                number = meta["frame_number"]
                 if self._last_number is not None and number > self._last_number + 1:
                     # librealsense's syncer lets framesets through without their colour frame when the consumer
                     # is slow (even in non-real-time playback): those frames are lost, and counted here
                     self.frames_skipped += number - self._last_number - 1
                 self._last_number = number
-                self._meta_now["frames_skipped"] = self.frames_skipped
-                return mm, device_ts
+                meta["frames_skipped"] = self.frames_skipped
+                return mm, device_ts, meta
             # a partial frameset (the syncer emits some around start-up): wait for a complete one, within bounds
             if self.live and time.monotonic() > deadline:
                 raise SensorError(f"{self.name}: the camera delivers depth without colour (or the reverse) for "
                                   f"{self.timeout_ms} ms; reconnect it or open it without color/align_to_color")
 
-    def _meta(self) -> dict[str, Any]:
-        return self._meta_now
-
     def _close(self) -> None:
         pipe, self._pipe = self._pipe, None
-        self._blocks, self._align, self._meta_now = [], None, {}
+        self._blocks, self._align = [], None
         if pipe is not None:
             try:
                 pipe.stop()

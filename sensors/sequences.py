@@ -79,7 +79,6 @@ class ThermalSequenceSource(BaseSource):
         self.files: list[Path] = []
         self.cap: cv2.VideoCapture | None = None
         self._i = 0
-        self._meta_now: dict = {}
 
     def _open(self) -> None:
         if self.path.is_dir():
@@ -112,11 +111,8 @@ class ThermalSequenceSource(BaseSource):
         raw = self._next_raw()
         if raw is None:
             return None
-        image, self._meta_now = thermal_frame(self.profile, raw, self.agc_method)
-        return image, None
-
-    def _meta(self) -> dict:
-        return self._meta_now
+        image, meta = thermal_frame(self.profile, raw, self.agc_method)
+        return image, None, meta
 
     def _close(self) -> None:
         if self.cap is not None:

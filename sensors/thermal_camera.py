@@ -36,7 +36,6 @@ class ThermalCamera(BaseSource):
         super().__init__(name or f"thermal:{device}", fps=fps)
         self.device, self.profile, self.agc_method = device, PROFILES[profile], agc_method
         self.cap: cv2.VideoCapture | None = None
-        self._meta_now: dict = {}
 
     def _open(self) -> None:
         target, api = capture_backend(self.device)
@@ -63,14 +62,11 @@ class ThermalCamera(BaseSource):
             raise SensorError(f"{self.name}: the camera stopped delivering frames (unplugged?)")
         try:
             raw = self.profile.from_capture(frame)
-            image, self._meta_now = thermal_frame(self.profile, raw, self.agc_method)
+            image, meta = thermal_frame(self.profile, raw, self.agc_method)
         except InputError as exc:                  # wrong mode or size: the camera is not in the profile's format
             raise SensorError(f"{self.name}: {exc}") from exc
         ts = self.cap.get(cv2.CAP_PROP_POS_MSEC)
-        return image, (ts / 1000.0 if ts > 0 else None)
-
-    def _meta(self) -> dict:
-        return self._meta_now
+        return image, (ts / 1000.0 if ts > 0 else None), meta
 
     def _close(self) -> None:
         if self.cap is not None:
