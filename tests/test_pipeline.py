@@ -254,7 +254,22 @@ def test_recorded_frames_are_batched_in_order(tmp_path):
     assert max(r.update.batch for r in results) == max(sizes)
 
 
-def test_sources_of_one_modality_share_a_batch_and_a_bad_frame_costs_only_itself(tmp_path):
+def test_sources_of_one_modality_share_a_batch(tmp_path):
+    a = colour_frames(tmp_path / "a", ["red"] * 6)
+    b = colour_frames(tmp_path / "b", ["blue"] * 6)
+    enc = fake_encoder(delay=0.02)
+    with Pipeline({"a": ImageFolderSource(a), "b": ImageFolderSource(b)}, enc, LABELS, smoothing="none") as p:
+        results = list(p)
+    by_source = {n: [r.update for r in results if r.update.source == n] for n in "ab"}
+    assert [u.sequence for u in by_source["a"]] == list(range(6))
+    assert [u.sequence for u in by_source["b"]] == list(range(6))
+    assert any(u.batch > 1 for u in by_source["a"])
+    assert enc.vision.calls < 12                                   # fewer model calls than frames
+
+
+def test_a_bad_frame_in_a_batch_costs_only_itself(tmp_path):
+    # (no batch-size assertion here: the fallback re-runs the bad frame's whole batch one frame at a time, and
+    # which frames share a batch with it depends on thread timing; batching itself is tested above)
     a = colour_frames(tmp_path / "a", ["red"] * 6)
     b = colour_frames(tmp_path / "b", ["blue"] * 6)
     white = np.full((48, 64, 3), 255, np.uint8)
@@ -274,7 +289,6 @@ def test_sources_of_one_modality_share_a_batch_and_a_bad_frame_costs_only_itself
     assert [u.sequence for u in by_source["a"]] == list(range(6))
     assert [u.sequence for u in by_source["b"]] == [0, 1, 3, 4, 5]
     assert all(u.raw_label == "red" for u in by_source["a"]) and all(u.raw_label == "blue" for u in by_source["b"])
-    assert any(u.batch > 1 for u in by_source["a"])
     assert any("frame 2 skipped" in e for e in p.event_log)
 
 
