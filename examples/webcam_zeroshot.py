@@ -31,7 +31,7 @@ def main(argv=None):
         pipeline.on_result(lambda result: print(format_result(result), flush=True))
     output = Path(args.output) if args.output else None
     stats = run_demo(pipeline, output=output, jsonl=None, max_results=args.max_results, window=not args.headless)
-    print(f"{stats['results']} results at {stats['fps']} FPS, {stats['dropped']['camera']} frames dropped")
+    print(f"{stats['results']} results at {stats['fps']} FPS, {stats['sources']['camera']['dropped']} frames dropped")
 
 
 if __name__ == "__main__":

@@ -155,8 +155,7 @@ def run_demo(pipeline: Pipeline, *, output: Path | None, jsonl: TextIO | None, m
             display.close()
         if writer is not None:
             writer.release()
-    return {"results": n, "fps": round(n / max(1e-6, time.monotonic() - t0), 2), "dropped": dict(pipeline.dropped),
-            "processed": dict(pipeline.processed), "sources": pipeline.stats()}
+    return {"results": n, "fps": round(n / max(1e-6, time.monotonic() - t0), 2), "sources": pipeline.stats()}
 
 
 def open_jsonl(spec: str | None) -> TextIO | None:

@@ -5,9 +5,8 @@ a live source keeps only its newest frame (a slow model drops frames, it never l
 recording is read without drops (the reader waits). One worker thread classifies the frames ready at each
 moment in one batch per modality (several sources of a modality, or several frames of a recording, up to
 ``max_batch``), smooths each source's labels over time (EMA or majority with hysteresis, so labels do not
-flicker), fuses the latest per-source probabilities whose
-timestamps lie within ``sync_tolerance`` of each other, and publishes a :class:`Result` to the iterator and
-the callbacks. A source that fails is closed and reopened with exponential backoff while the others go on;
+flicker), fuses the latest per-source probabilities whose timestamps lie within ``sync_tolerance`` of each
+other, and publishes a :class:`Result` to the iterator and the callbacks. A source that fails is closed and reopened with exponential backoff while the others go on;
 the event appears in the results and the log. ``stop()`` (or leaving the ``with`` block, or Ctrl-C in the
 CLI) ends every thread.
 
