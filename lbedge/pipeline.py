@@ -220,6 +220,10 @@ class Pipeline:
         src, q = self.sources[name], self._queues[name]
         failures = 0
         delay = self.backoff[0]
+        # a recording read as fast as possible keeps one frame in hand, so that its end is known (and its event
+        # attached) before the last frame goes to the worker; paced and live sources never wait on the next frame
+        hold_back = not src.live and not getattr(src, "realtime", False)
+        held = None
         while not self._stop.is_set():
             try:
                 src.open()
@@ -257,19 +261,29 @@ class Pipeline:
                 except queue.Empty:
                     pass
                 q.put_nowait(item)
+            elif hold_back:
+                if held is not None:
+                    self._put_waiting(q, held)
+                held = item
             else:
-                while not self._stop.is_set():
-                    try:
-                        q.put(item, timeout=0.1)      # a recording waits: no drops
-                        break
-                    except queue.Full:
-                        continue
+                self._put_waiting(q, item)
+        if held is not None:
+            self._put_waiting(q, held)
         try:
             src.close()
         except Exception:
             pass
         with self._lock:
             self._finished.add(name)
+
+    def _put_waiting(self, q: queue.Queue, item: tuple) -> None:
+        """Queue a recording's frame, waiting for room (no drops) until the pipeline stops."""
+        while not self._stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
 
     def _worker(self) -> None:
         names = list(self.sources)
