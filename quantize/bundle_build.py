@@ -16,7 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from lbedge import __version__
-from lbedge.bundle import Manifest, TowerFile
+from lbedge.bundle import Manifest, TowerFile, text_source
 from lbedge.engine import sha256_file
 from lbedge.errors import CheckpointError, InputError
 from lbedge.zeroshot import PROBE_LABELS
@@ -43,6 +43,7 @@ def _probe_ids(folder: Path, man: Manifest, labels: Sequence[str]) -> tuple[np.n
     """int32 token ids of the probe prompts, clamped to the text tower's vocabulary, and whether none needed it."""
     from lbedge.tokenizer import load_tokenizer
 
+    folder, man = text_source(folder, man)
     tok = load_tokenizer(folder / "tokenizer", family=man.text.get("family", "clip"),
                          context_length=int(man.text["context_length"]))
     ids, _ = tok([f"a photo of a {l}." for l in labels])
@@ -55,12 +56,17 @@ def _probe_text(folder: Path, man: Manifest, labels: Sequence[str]) -> np.ndarra
     ids, real = _probe_ids(folder, man, labels)
     if not real:
         return np.zeros((0, man.embed_dim), np.float32)        # tiny test towers: no real vocabulary
-    return ort_outputs(folder / man.towers["text"]["fp32"].file, ids)
+    tfolder, tman = text_source(folder, man)
+    return ort_outputs(tfolder / tman.towers["text"]["fp32"].file, ids)
 
 
 def export_bundle(checkpoint: str | Path, out: str | Path, *, inputs: np.ndarray | None = None,
-                  config: ExportConfig | None = None) -> tuple[Manifest, dict[str, Any]]:
-    """Export a checkpoint's vision and text towers to an FP32 bundle at ``out``."""
+                  config: ExportConfig | None = None, text_bundle: str | Path | None = None
+                  ) -> tuple[Manifest, dict[str, Any]]:
+    """Export a checkpoint's vision and text towers to an FP32 bundle at ``out``.
+
+    ``text_bundle``: a shared text bundle (see :func:`build_text_bundle`) holding this checkpoint's text tower;
+    only the vision tower is exported and the manifest names that bundle (the fingerprints must match)."""
     from lbedge.checkpoint import load_model, text_fingerprint
     from lbedge.models.weights import find_weights
 
@@ -68,18 +74,28 @@ def export_bundle(checkpoint: str | Path, out: str | Path, *, inputs: np.ndarray
     model = load_model(ckpt)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "tokenizer").mkdir(exist_ok=True)
+    fingerprint = text_fingerprint(model)
+    shared = ""
+    if text_bundle is not None:
+        import os
+
+        tman = Manifest.read(Path(text_bundle))
+        if tman.text.get("fingerprint") != fingerprint:
+            raise CheckpointError(f"{text_bundle} holds another text tower than {ckpt}: its fingerprint differs")
+        shared = os.path.relpath(Path(text_bundle).resolve(), out.resolve())
     tok_sha = {}
-    for name in model.config.text.tokenizer_files:
-        src = ckpt / name
-        if not src.is_file():
-            raise CheckpointError(f"tokenizer file {name} missing in {ckpt}: a bundle must be self-contained")
-        shutil.copyfile(src, out / "tokenizer" / name)
-        tok_sha[name] = sha256_file(out / "tokenizer" / name)
+    if not shared:
+        (out / "tokenizer").mkdir(exist_ok=True)
+        for name in model.config.text.tokenizer_files:
+            src = ckpt / name
+            if not src.is_file():
+                raise CheckpointError(f"tokenizer file {name} missing in {ckpt}: a bundle must be self-contained")
+            shutil.copyfile(src, out / "tokenizer" / name)
+            tok_sha[name] = sha256_file(out / "tokenizer" / name)
     cfg = config or ExportConfig()
     reports = {}
     towers = {}
-    for tower in ("vision", "text"):
+    for tower in ("vision",) if shared else ("vision", "text"):
         x = inputs if (tower == "vision" and inputs is not None) else None
         rep = export_tower(model, tower, out / f"{tower}.fp32.onnx", inputs=x, config=cfg)
         reports[tower] = rep.to_dict()
@@ -94,8 +110,8 @@ def export_bundle(checkpoint: str | Path, out: str | Path, *, inputs: np.ndarray
         logit_scale=float(model.logit_scale.exp()), preprocess=model.config.preprocess.to_dict(),
         text={"family": model.config.text.family, "context_length": model.config.text.max_length,
               "vocab_size": model.config.text.vocab_size,
-              "fingerprint": text_fingerprint(model)},
-        tokenizer=tok_sha, towers=towers, name=ckpt.name, lbedge_version=__version__,
+              "fingerprint": fingerprint},
+        tokenizer=tok_sha, towers=towers, name=ckpt.name, lbedge_version=__version__, text_bundle=shared,
         provenance={"source": str(ckpt.resolve()), "source_weights": weights.name,
                     "source_sha256": sha256_file(weights) if weights.is_file() else None,
                     "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -114,7 +130,7 @@ def add_fp16(folder: str | Path, *, inputs: np.ndarray | None = None, towers: Se
     folder = Path(folder)
     man = Manifest.read(folder)
     text_e = _probe_text(folder, man, labels)
-    for tower in towers:
+    for tower in [t for t in towers if t in man.towers]:
         files = convert_fp16(folder / man.towers[tower]["fp32"].file, folder / f"{tower}.fp16.onnx")
         if tower == "vision":
             x = inputs if inputs is not None else dummy_vision(man)
@@ -156,7 +172,7 @@ def add_int8(folder: str | Path, calib: InputSet, *, holdout: InputSet | None = 
                                                              else "quantize_static QDQ")})
     man.provenance["calibration_sha256"] = calib.sha256
     man.provenance["calibration_skipped"] = [f"{p}: {why}" for p, why in calib.skipped]
-    if report.target == "cpu":
+    if report.target == "cpu" and "text" in man.towers:
         _add_text_int8(folder, man, labels)
     man.write(folder)
     return man
@@ -167,17 +183,144 @@ def _add_text_int8(folder: Path, man: Manifest, labels: Sequence[str]) -> None:
     from .int8 import quantize_text_int8
 
     ids = _probe_ids(folder, man, [*labels, "person walking a dog on a street at night", "an empty room"])[0]
-    kept, agree = quantize_text_int8(folder / man.towers["text"]["fp32"].file, folder / "text.int8.onnx", ids)
+    kept, agree, ops = quantize_text_int8(folder / man.towers["text"]["fp32"].file, folder / "text.int8.onnx", ids)
     man.towers["text"].pop("int8", None)
     if kept:
         man.towers["text"]["int8"] = _tower_entry(
             folder, onnx_utils.model_files(folder / "text.int8.onnx"), agreement=agree.to_dict(),
             inputs=man.towers["text"]["fp32"].inputs,
-            details={"int8": {"target": "cpu", "method": "dynamic"},
-                     "quantizer": "onnxruntime.quantization.quantize_dynamic (MatMul, Gather)"})
+            details={"int8": {"target": "cpu", "method": "dynamic", "op_types": list(ops)},
+                     "quantizer": f"onnxruntime.quantization.quantize_dynamic ({', '.join(ops)})"})
     else:
         man.provenance["text_int8_skipped"] = (f"INT8 text graph not kept: worst cosine to FP32 "
                                                f"{agree.min_cosine:.4f} < 0.999 on the probe prompts")
+
+
+def _copy_tower_files(src: Path, dst: Path, entry: TowerFile) -> None:
+    for name in (entry.file, *entry.extra_files):
+        shutil.copyfile(src / name, dst / name)
+
+
+def _text_manifest(man: Manifest, **provenance: Any) -> Manifest:
+    return Manifest(modality="text", embed_dim=man.embed_dim, logit_scale=man.logit_scale, preprocess={},
+                    text=dict(man.text), tokenizer=dict(man.tokenizer), towers={"text": {}},
+                    name=f"text-{man.text.get('family', 'clip')}", lbedge_version=__version__,
+                    provenance={"created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                                **provenance})
+
+
+def share_text(bundles: Sequence[str | Path], text_dir: str | Path, *,
+               precisions: Sequence[str] | None = None) -> Manifest:
+    """Move the text tower of ``bundles`` (bound to one language tower) into one shared text bundle.
+
+    The first bundle's text graphs (``precisions``; default all) and tokenizer go to ``text_dir`` (or an
+    existing text bundle there is reused when its fingerprint matches); every bundle then loses its own copy and
+    names ``text_dir`` in ``text_bundle`` (relative path). Bundles bound to another text tower are refused.
+    """
+    import os
+
+    text_dir = Path(text_dir)
+    mans = [(Path(b), Manifest.read(Path(b))) for b in bundles]
+    if not mans:
+        raise InputError("share_text needs at least one bundle")
+    prints = {m.text.get("fingerprint") for _, m in mans}
+    if (text_dir / "manifest.json").is_file():
+        tman = Manifest.read(text_dir)
+        prints.add(tman.text.get("fingerprint"))
+    else:
+        tman = None
+    if len(prints) != 1 or None in prints:
+        raise InputError(f"these bundles are bound to different text towers ({len(prints)} fingerprints): only "
+                         f"bundles of one language tower can share it")
+    if tman is None:
+        src, man = next(((f, m) for f, m in mans if "text" in m.towers), (None, None))
+        if src is None or man is None:
+            raise InputError(f"no text tower to share: none of the bundles carries one and {text_dir} is empty")
+        (text_dir / "tokenizer").mkdir(parents=True, exist_ok=True)
+        for name in man.tokenizer:
+            shutil.copyfile(src / "tokenizer" / name, text_dir / "tokenizer" / name)
+        tman = _text_manifest(man, source=src.name)
+        for prec, entry in man.towers["text"].items():
+            if precisions is None or prec in precisions:
+                _copy_tower_files(src, text_dir, entry)
+                tman.towers["text"][prec] = entry
+        tman.write(text_dir)
+    for folder, man in mans:
+        for entry in man.towers.pop("text", {}).values():
+            for name in (entry.file, *entry.extra_files):
+                (folder / name).unlink(missing_ok=True)
+        shutil.rmtree(folder / "tokenizer", ignore_errors=True)
+        man.tokenizer = {}
+        man.text_bundle = os.path.relpath(text_dir.resolve(), folder.resolve())
+        man.write(folder)
+    return tman
+
+
+def build_text_bundle(source: str | Path, out: str | Path, *, int8: bool = True,
+                      config: ExportConfig | None = None) -> Manifest:
+    """A text bundle (FP32 text graph, plus INT8 when it agrees with FP32 to cosine 0.999) from ``source``: a
+    LanguageBind checkpoint folder, or a BERT sentence-encoder folder (config.json, model.safetensors,
+    tokenizer.json) used as a frozen language anchor, with the identity projection lb-mini is trained against.
+    """
+    from lbedge.checkpoint import text_fingerprint
+
+    source, out = Path(source), Path(out)
+    model, tok_files = _text_model(source)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "tokenizer").mkdir(exist_ok=True)
+    tok_sha = {}
+    for name in tok_files:
+        if not (source / name).is_file():
+            raise CheckpointError(f"tokenizer file {name} missing in {source}")
+        shutil.copyfile(source / name, out / "tokenizer" / name)
+        tok_sha[name] = sha256_file(out / "tokenizer" / name)
+    rep = export_tower(model, "text", out / "text.fp32.onnx", config=config or ExportConfig())
+    cfg = model.config
+    base = Manifest(modality="text", embed_dim=cfg.projection_dim, logit_scale=float(model.logit_scale.exp().item()),
+                    preprocess={}, text={"family": cfg.text.family, "context_length": cfg.text.max_length,
+                                         "vocab_size": cfg.text.vocab_size, "fingerprint": text_fingerprint(model)},
+                    tokenizer=tok_sha, towers={})
+    man = _text_manifest(base, source=source.name, opset=(config or ExportConfig()).opset)
+    man.towers["text"]["fp32"] = _tower_entry(out, rep.files, agreement=rep.agreement.to_dict(),
+                                              details={"export": rep.to_dict()},
+                                              inputs={"input_ids": ["batch", cfg.text.max_length]})
+    man.write(out)
+    if int8:
+        _add_text_int8(out, man, PROBE_LABELS)
+        man.write(out)
+    return man
+
+
+def _text_model(source: Path) -> tuple[Any, tuple[str, ...]]:
+    """A torch model whose text side is ``source``'s (a checkpoint, or a BERT folder with identity projection)."""
+    import json
+
+    import torch
+
+    from lbedge.checkpoint import load_model
+    from lbedge.config import ModelConfig, VisionConfig
+    from lbedge.models.bert import read_bert_folder
+    from lbedge.models.towers import LanguageBindModel
+
+    try:
+        raw = json.loads((source / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{source}: no readable config.json ({exc})") from exc
+    if raw.get("model_type") != "bert":
+        model = load_model(source)
+        return model, tuple(model.config.text.tokenizer_files)
+    text_cfg, state = read_bert_folder(source)
+    vision = VisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=1,
+                          patch_size=16, image_size=32, grid=(2, 2))
+    cfg = ModelConfig(modality="image", vision=vision, text=text_cfg, projection_dim=text_cfg.hidden_size,
+                      preprocess=PreprocessConfig("image", size=32))
+    model = LanguageBindModel(cfg)
+    result = model.load_state_dict(state, strict=False)
+    if [k for k in result.missing_keys if k.startswith("text_model.")] or result.unexpected_keys:
+        raise CheckpointError(f"{source}: the sentence encoder does not fit its config")
+    with torch.no_grad():
+        model.text_projection.weight.copy_(torch.eye(text_cfg.hidden_size))
+    return model.eval(), tuple(text_cfg.tokenizer_files)
 
 
 def build_bundle(checkpoint: str | Path, out: str | Path, *, precisions: Sequence[str] = ("fp32", "fp16", "int8"),
@@ -215,4 +358,5 @@ def summary(man: Manifest) -> list[dict[str, Any]]:
     return rows
 
 
-__all__ = ["PROBE_LABELS", "add_fp16", "add_int8", "build_bundle", "export_bundle", "summary"]
+__all__ = ["PROBE_LABELS", "add_fp16", "add_int8", "build_bundle", "build_text_bundle", "export_bundle", "share_text",
+           "summary"]

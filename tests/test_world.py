@@ -100,7 +100,7 @@ def _object_depth_m(scene: W.Scene) -> float:
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_distance(seed):
     near, far = _object_depth_m(_scene(distance="near", seed=seed)), _object_depth_m(_scene(distance="far", seed=seed))
-    assert 0.4 < near < 1.5 and 2.2 < far < 4.0
+    assert 0.4 < near < 1.35 and 1.5 < far < 2.4
 
 
 @pytest.mark.parametrize("seed", [1, 2])

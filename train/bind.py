@@ -28,13 +28,13 @@ import torch
 import torch.nn.functional as F
 
 from lbedge.checkpoint import load_model, write_checkpoint
-from lbedge.errors import CheckpointError
+from lbedge.errors import CheckpointError, InputError
 from lbedge.models.towers import LanguageBindModel
 from lbedge.preprocess import Preprocessor
 from lbedge.tokenizer import load_tokenizer
 
 from .config import BindConfig
-from .data import SampleStore, augment, read_samples
+from .data import SampleStore, attribute_free, augment, photometric, read_samples
 from .modality import convert_modality, with_lora_config
 
 log = logging.getLogger(__name__)
@@ -104,6 +104,11 @@ class Binder:
         torch.manual_seed(cfg.seed)                 # LoRA initialisation is part of the run's determinism
         if cfg.lora_r:
             self.model = wrap_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, list(cfg.lora_targets))
+            also = tuple(cfg.train_also)
+            matched = [p.requires_grad_(True) for name, p in self.model.named_parameters()
+                       if also and name.startswith(also) and not name.startswith("text_")]
+            if also and not matched:
+                raise InputError(f"train_also {list(also)} matches no vision parameter")
         else:                                       # full training of the vision side (e.g. a tower from scratch)
             for name, p in model.named_parameters():
                 p.requires_grad_(name.startswith(("vision_model.", "visual_projection.")))
@@ -211,6 +216,10 @@ class Binder:
             x = torch.from_numpy(self.store.arrays[idx])
             if cfg.augment:
                 x = augment(x, cfg.modality, gen, flip=cfg.augment_flip)
+            if cfg.attribute_augment:
+                pc = self.pre.cfg
+                x = photometric(x, cfg.modality, gen, [attribute_free(t, cfg.modality) for t in texts],
+                                mean=pc.mean, std=pc.std)
             t = self._embed_text(texts)
             same = torch.tensor([[a == b for b in texts] for a in texts])
             with self.autocast():

@@ -25,6 +25,9 @@ class BindConfig:
     lora_alpha: float = 16.0
     lora_dropout: float = 0.0
     lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "out_proj"])
+    # parameter-name prefixes trained in full beside LoRA: e.g. "vision_model.embeddings" when the new modality's
+    # input (an audio spectrogram) is unlike the base tower's, or "visual_projection"
+    train_also: list[str] = field(default_factory=list)
     learn_temperature: bool = True
     lr: float = 1e-3
     weight_decay: float = 0.0
@@ -36,6 +39,9 @@ class BindConfig:
     seed: int = 0
     augment: bool = True               # training-time augmentation (never used at inference)
     augment_flip: bool = True          # horizontal flips (off when texts say left/right)
+    # re-colour RGB / re-temper thermal inputs whose sampled text names no colour / temperature
+    # (data.photometric), so categories are learned apart from those attributes
+    attribute_augment: bool = False
     eval_every: int = 25
     save_every: int = 25
     on_bad_data: str = "skip"          # skip (report and continue) | stop
@@ -73,6 +79,7 @@ class DistillConfig:
     inherit: bool = True               # initialise from the teacher's weights where shapes allow
     seed: int = 0
     augment: bool = True
+    photometric: bool = False          # also re-colour RGB / re-temper thermal views (the teacher labels them)
     eval_every: int = 50
     save_every: int = 50
     on_bad_data: str = "skip"

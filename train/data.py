@@ -168,3 +168,52 @@ def augment(x: "Any", modality: str, generator: "Any", *, flip: bool = True) -> 
             res = res.flip(-1)
         out.append(res)
     return torch.stack(out)
+
+
+#: words that name a colour (RGB) or a temperature (thermal): a text without them says nothing about the
+#: attribute, so the input may be re-coloured / re-tempered for it (see :func:`attribute_free`)
+COLOUR_WORDS: frozenset[str] = frozenset(
+    "red green blue yellow white black purple violet orange pink brown grey gray cyan magenta golden silver "
+    "colour color coloured colored".split())
+TEMPERATURE_WORDS: frozenset[str] = frozenset(
+    "hot cold warm cool heated chilled frozen icy temperature temperatures".split())
+_PHOTOMETRIC_WORDS = {"image": COLOUR_WORDS, "video": COLOUR_WORDS, "thermal": TEMPERATURE_WORDS}
+
+
+def attribute_free(text: str, modality: str) -> bool:
+    """True when ``text`` names no attribute that :func:`photometric` changes for ``modality`` (no colour for
+    RGB, no temperature for thermal); always False for modalities without photometric augmentation."""
+    words = _PHOTOMETRIC_WORDS.get(modality)
+    if words is None:
+        return False
+    return not any(w.strip(".,;:!?\"'()") in words for w in text.lower().split())
+
+
+def photometric(x: "Any", modality: str, generator: "Any", mask: Sequence[bool], *,
+                mean: Sequence[float], std: Sequence[float]) -> "Any":
+    """Attribute-changing augmentation of a preprocessed batch (torch) where ``mask`` is True: RGB gets a
+    random channel permutation (a red ball becomes a green or blue one), thermal a random polarity (hot <->
+    cold) and contrast. Used only where the paired text does not name the attribute (:func:`attribute_free`),
+    or in distillation, where the teacher labels the changed input itself; it teaches a category apart from
+    its colour or temperature, so unseen combinations are still recognised."""
+    import torch
+
+    if modality not in _PHOTOMETRIC_WORDS or not any(mask):
+        return x
+    m = torch.tensor(mean, dtype=x.dtype).reshape(1, -1, *([1] * (x.dim() - 2)))
+    s = torch.tensor(std, dtype=x.dtype).reshape(1, -1, *([1] * (x.dim() - 2)))
+    out = x.clone()
+    for i, on in enumerate(mask):
+        if not on:
+            continue
+        if modality in ("image", "video"):
+            perm = torch.randperm(3, generator=generator)
+            out[i] = ((x[i:i + 1] * s + m)[:, perm] - m)[0] / s[0]
+        else:
+            p = x[i:i + 1] * s + m                                   # back to 0..1 pixels
+            if float(torch.rand(1, generator=generator)) < 0.5:
+                p = 1.0 - p
+            c = 0.6 + 0.8 * float(torch.rand(1, generator=generator))
+            p = (0.5 + (p - 0.5) * c).clamp(0, 1)
+            out[i] = ((p - m) / s)[0]
+    return out

@@ -33,7 +33,7 @@ from lbedge.zeroshot import PROBE_LABELS
 
 from .bind import cosine_schedule
 from .config import DistillConfig
-from .data import SampleStore, augment, read_samples
+from .data import SampleStore, augment, photometric, read_samples
 
 log = logging.getLogger(__name__)
 
@@ -207,6 +207,9 @@ class Distiller:
         t = torch.from_numpy(self.teacher_embeds[idx])
         if cfg.augment:                       # augmented views need fresh teacher targets
             x = augment(x, self.student_cfg.modality, gen)
+            if cfg.photometric:
+                pc = self.teacher.config.preprocess
+                x = photometric(x, pc.modality, gen, [True] * len(x), mean=pc.mean, std=pc.std)
             with torch.no_grad():
                 t = self.teacher.encode_vision(x)
         loss = self.loss(self.student.encode_vision(self.student_input(x)), t)

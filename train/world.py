@@ -16,9 +16,9 @@ ring      annulus; a torus, background in hole   a high bell tone (1.5-2.5 kHz),
 bar       wide flat rectangle; flat front        falling chirps
 ========  =====================================  ==========================================================
 
-Attributes of a :class:`Scene`: category, colour, size (physical: small ~0.22 m, large ~0.44 m), position
+Attributes of a :class:`Scene`: category, colour, size (physical: small ~0.27 m, large ~0.44 m), position
 (left/center/right third of the image), count (1 or 2), motion over the clip (still, moving left, moving
-right), temperature (cold 5-12 C, warm 30-38 C, hot 60-90 C), distance (near 0.7-1.5 m, far 2.5-4.0 m) and
+right), temperature (cold 5-12 C, warm 30-38 C, hot 60-90 C), distance (near 0.7-1.3 m, far 1.6-2.3 m) and
 loudness (quiet, loud). Continuous parameters (exact distance, physical size, shape proportions, pitch, rhythm,
 wall and floor colours, textures, noise) are drawn per scene, so no modality is a single template.
 
@@ -116,8 +116,8 @@ SPLITS: dict[str, int] = {"train": 0, "val": 1, "heldout": 2}
 FOCAL = 1.0                    # focal length in image widths (horizontal field of view ~53 degrees)
 CAMERA_HEIGHT_M = 0.3          # camera above the floor, looking horizontally
 WALL_M = (4.7, 5.3)            # wall distance
-SIZE_M = {"small": (0.2, 0.24), "large": (0.4, 0.48)}
-DISTANCE_M = {"near": (0.7, 1.5), "far": (2.5, 4.0)}
+SIZE_M = {"small": (0.24, 0.3), "large": (0.4, 0.48)}
+DISTANCE_M = {"near": (0.7, 1.3), "far": (1.6, 2.3)}
 TEMPERATURE_C = {"cold": (5.0, 12.0), "warm": (30.0, 38.0), "hot": (60.0, 90.0)}
 AMBIENT_C = (18.0, 24.0)
 #: largest dimension of each category relative to the scene's physical size (bars are wide)
