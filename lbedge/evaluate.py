@@ -121,4 +121,27 @@ def format_table(results: Sequence[EvalResult]) -> str:
     return "\n".join([head, *rows])
 
 
-__all__ = ["EvalResult", "class_embeddings", "evaluate", "format_table", "read_labelled", "zero_shot_top1"]
+def markdown_table(results: Sequence[EvalResult]) -> str:
+    """A Markdown table: one row per modality, one column per model variant and precision (lb-mini's layout:
+    ``image`` and ``student/image`` are the teacher and student of one modality)."""
+    cols: list[str] = []
+    table: dict[str, dict[str, float]] = {}
+    chance: dict[str, float] = {}
+    for r in results:
+        kind = "student " if r.model.startswith("student/") else ""
+        col = f"{kind}{r.precision}".strip()
+        if col not in cols:
+            cols.append(col)
+        table.setdefault(r.modality, {})[col] = r.top1
+        chance[r.modality] = r.chance
+    n = sorted({r.n for r in results})
+    head = f"| modality ({'/'.join(map(str, n))} scenes) | chance | " + " | ".join(cols) + " |"
+    rows = [head, "|" + "---|" * (len(cols) + 2)]
+    for modality, by_col in table.items():
+        cells = [f"{100 * by_col[c]:.1f} %" if c in by_col else "" for c in cols]
+        rows.append(f"| {modality} | {100 * chance[modality]:.0f} % | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+__all__ = ["EvalResult", "class_embeddings", "evaluate", "format_table", "markdown_table", "read_labelled",
+           "zero_shot_top1"]

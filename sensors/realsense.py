@@ -285,7 +285,10 @@ class RealSenseRecording(RealSense):
 
     ``realtime=False`` (default): every frame, as fast as the consumer reads (librealsense's non-real-time
     playback, which waits for the reader). ``realtime=True``: at the recorded pace, which follows the host
-    clock of the recording session; like a live camera, frames a slow reader misses are dropped. ``loop``:
+    clock of the recording session; like a live camera, frames a slow reader misses are dropped. With
+    ``lossless=True`` as well, librealsense plays without its real-time mode and lbedge paces every frame at
+    the recorded fps instead: nothing is dropped, and a recording written offline (``write_recording`` without
+    pacing, whose host clock does not advance) still plays at its rate. ``loop``:
     start over at the end instead of ending. ``color``, ``align_to_color`` and ``filters`` as for
     :class:`RealSense` (the recording must hold a colour stream for the first two). The stream mode and
     ``fps`` come from the file. At the end ``read()`` returns None. Every wait is bounded: a recording that
@@ -296,10 +299,12 @@ class RealSenseRecording(RealSense):
 
     def __init__(self, path: str | os.PathLike, *, realtime: bool = False, loop: bool = False,
                  align_to_color: bool = False, color: bool = False,
-                 filters: Sequence[str] | str | None = (), timeout_ms: int = 5000, name: str = ""):
+                 filters: Sequence[str] | str | None = (), timeout_ms: int = 5000, name: str = "",
+                 lossless: bool = False):
         super().__init__(None, fps=None, align_to_color=align_to_color, color=color, filters=filters,
                          timeout_ms=timeout_ms, name=name or f"realsense:{Path(path).name}")
         self.path, self.realtime, self.loop = Path(path), bool(realtime), bool(loop)
+        self.lossless = bool(lossless)
         self._playback: Any = None
         self._delivered = 0
 
@@ -315,7 +320,7 @@ class RealSenseRecording(RealSense):
         try:
             playback = config.resolve(pipe).get_device().as_playback()
             # before start: set afterwards, the first frames are already played in real time and lost
-            playback.set_real_time(self.realtime)
+            playback.set_real_time(self.realtime and not self.lossless)
             profile = pipe.start(config)
         except RuntimeError as exc:
             wanted = "depth and colour streams" if self._needs_color else "a depth stream"

@@ -112,7 +112,9 @@ class ThermalSequenceSource(BaseSource):
         if raw is None:
             return None
         image, meta = thermal_frame(self.profile, raw, self.agc_method)
-        return image, None, meta
+        # recording time: the frame's position in the file or folder at ``fps`` (a folder's skipped files count)
+        ts = (self.cap.get(cv2.CAP_PROP_POS_FRAMES) - 1) / self.fps if self.cap is not None else (self._i - 1) / self.fps
+        return image, ts, meta
 
     def _close(self) -> None:
         if self.cap is not None:

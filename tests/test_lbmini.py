@@ -110,18 +110,28 @@ def test_attribute_free_texts_and_photometric_augmentation():
 
     cfg = PreprocessConfig("image", size=8)
     mean, std = np.array(cfg.mean).reshape(3, 1, 1), np.array(cfg.std).reshape(3, 1, 1)
-    pixels = np.random.default_rng(0).uniform(0, 1, (4, 3, 8, 8)).astype(np.float32)
+    pixels = np.zeros((4, 3, 8, 8), np.float32)
+    pixels[:, 0], pixels[:, 1:] = 0.8, 0.15                                        # red squares
+    pixels[:, :, :2] = 0.5                                                          # a grey band
     x = torch.from_numpy((pixels - mean) / std).float()
     g = torch.Generator().manual_seed(3)
     y = photometric(x, "image", g, [True, False, True, True], mean=cfg.mean, std=cfg.std)
     back = y.numpy() * std + mean
-    np.testing.assert_allclose(back[1], pixels[1], atol=1e-6)                     # masked off: untouched
-    for i in (0, 2, 3):                                                             # the same channels, permuted
-        np.testing.assert_allclose(np.sort(back[i].reshape(3, -1), 0), np.sort(pixels[i].reshape(3, -1), 0), atol=1e-5)
-    assert any(not np.allclose(back[i], pixels[i], atol=1e-4) for i in (0, 2, 3))
+    np.testing.assert_allclose(back[1], pixels[1], atol=1e-5)                      # masked off: untouched
+    for i in (0, 2, 3):
+        np.testing.assert_allclose(back[i][:, :2], 0.5, atol=1e-4)                 # grey stays grey
+        np.testing.assert_allclose(back[i].mean(0), pixels[i].mean(0), atol=0.02)  # brightness kept (no clipping)
+    hues = {tuple(np.round(back[i][:, 4, 4], 1)) for i in (0, 2, 3)}
+    assert len(hues) == 3 and (0.8, 0.2, 0.2) not in hues                          # the red became other colours
     again = photometric(x, "image", torch.Generator().manual_seed(3), [True, False, True, True], mean=cfg.mean,
                         std=cfg.std)
     assert torch.equal(again, y)                                                    # deterministic per generator
+    many = photometric(x.repeat(16, 1, 1, 1), "image", torch.Generator().manual_seed(0), [True] * 64,
+                       mean=cfg.mean, std=cfg.std).numpy() * std + mean
+    chroma = many[:, :, 4, 4].max(1) - many[:, :, 4, 4].min(1)
+    assert chroma.min() < 0.2 and chroma.max() > 0.5                               # from greyish to saturated
+    dominant = {int(np.argmax(c)) for c in many[:, :, 4, 4]}
+    assert dominant == {0, 1, 2}                                                    # every hue region is reached
 
     grey = np.repeat(np.linspace(0, 1, 64, dtype=np.float32).reshape(1, 1, 8, 8), 3, 1)
     tx = torch.from_numpy((grey - mean) / std).float()
@@ -135,7 +145,7 @@ def test_attribute_free_texts_and_photometric_augmentation():
 
 def test_lb_mini_quick_reproduction_is_exact(tmp_path):
     """The whole recipe with a few steps per stage (what CI can afford), twice: identical bundle files."""
-    from lbedge import lbmini
+    from lbedge import cli_lbmini as lbmini
     from lbedge.bundle import Manifest, load_bundle
     from lbedge.train.lbmini import quick_recipe, run_recipe
 
@@ -195,3 +205,64 @@ def test_eval_cli_on_a_labelled_manifest(tmp_path, text_bundle):
     (tmp_path / "empty.jsonl").write_text("")
     res = CliRunner().invoke(main, ["eval", str(tmp_path / "image"), "--data", str(tmp_path / "empty.jsonl")])
     assert res.exit_code != 0 and "lists no inputs" in res.output
+
+
+@pytest.fixture(scope="module")
+def lb_mini(tmp_path_factory, text_bundle):
+    """The committed lb-mini bundles with their text bundle beside them (as `make demo` builds it)."""
+    assert (COMMITTED / "eval.json").is_file(), "models/lb-mini is committed with its eval.json"
+    root = shutil.copytree(COMMITTED, tmp_path_factory.mktemp("committed") / "lb-mini",
+                           ignore=shutil.ignore_patterns("text"))
+    shutil.copytree(text_bundle, root / "text")
+    return root
+
+
+def test_committed_lb_mini_bundles_on_held_out_scenes(tmp_path, lb_mini):
+    """CI's evaluation of the committed bundles: the figures of eval.json (and the README) are what they give,
+    every tower is well above chance, INT8 stays close to FP32 and the students close to their teachers."""
+    from lbedge import cli_lbmini as lbmini
+
+    root = lb_mini
+    recorded = {(r["model"], r["precision"]): r for r in json.loads((COMMITTED / "eval.json").read_text())}
+    scenes = {r["n"] for r in recorded.values()}
+    assert len(scenes) == 1
+    models = [*lbmini.bundle_dirs(root).values(), *lbmini.bundle_dirs(root, student=True).values()]
+    rows = lbmini.evaluate_lb_mini(models, scenes=scenes.pop(), seed=1, cache=tmp_path / "eval")
+    got = {(r.model, r.precision): r.top1 for r in rows}
+    assert set(got) == set(recorded)
+    for key, top1 in got.items():
+        assert abs(top1 - recorded[key]["top1"]) <= 0.02, (key, top1, recorded[key]["top1"])
+        assert top1 >= recorded[key]["chance"] + 0.25, key                         # well above chance (20 %)
+    for m in lbmini.MODALITIES:
+        assert got[(m, "int8")] >= got[(m, "fp32")] - 0.02, m                      # INT8 within 2 points
+        assert got[(f"student/{m}", "int8")] >= got[(m, "int8")] - 0.05, m          # student within 5 points
+
+
+def test_lb_mini_demo_streams_recordings_through_the_pipeline(tmp_path, lb_mini, monkeypatch):
+    """`make demo` (lbedge demo --lb-mini --headless) on four scenes: every recording is streamed in real time
+    through the live pipeline, each scene gets per-sensor and fused labels, the annotated video is written."""
+    import cv2
+    from click.testing import CliRunner
+
+    from lbedge.cli import main
+
+    monkeypatch.setenv("LBEDGE_LB_MINI", str(lb_mini))
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(main, ["demo", "--lb-mini", "--headless", "--scenes", "4"])
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    scenes = [l for l in lines if l.startswith("scene ")]
+    assert len(scenes) == 4 and all(f"{m}: " in l for l in scenes for m in ("rgb", "depth", "thermal", "audio", "fused"))
+    truth = json.loads((tmp_path / "out/lb-mini-media/truth.json").read_text())
+    assert truth["files"]["depth"].endswith((".db3", ".bag")) and (tmp_path / "out/lb-mini-media/audio.wav").is_file()
+    stats = {l.split()[0]: l for l in lines if l.startswith("  ") and "classified at" in l}
+    assert set(stats) == {"rgb", "depth", "thermal", "audio"}
+    for name in ("rgb", "thermal"):
+        assert stats[name].split()[1] == str(truth["frames"])                  # every recorded frame classified
+    assert int(stats["audio"].split()[1]) == 4                                  # one 2 s window per scene
+    correct = {name: int(l.rsplit("correct ", 1)[1].rstrip("%")) for name, l in stats.items()}
+    assert min(correct.values()) >= 40, correct                                 # chance is 20 %
+    cap = cv2.VideoCapture(str(tmp_path / "out/lb-mini-demo.mp4"))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) >= truth["frames"] - 2
+    res = CliRunner().invoke(main, ["demo", "--lb-mini", "--headless", "--rgb", "0"])
+    assert res.exit_code != 0 and "brings its own" in res.output

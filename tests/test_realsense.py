@@ -170,6 +170,12 @@ def test_realtime_and_loop(recordings):
     frames = list(RealSenseRecording(recordings["rgbd"], realtime=True))
     assert time.monotonic() - t0 >= 0.7 * (N - 1) / FPS           # at the recorded pace, not as fast as possible
     assert 0 < len(frames) <= N
+    offline = write_recording(recordings["folder"] / "offline.db3", [depth_mm(i) for i in range(N)], fps=FPS,
+                              paced=False)                        # written faster than real time
+    t0 = time.monotonic()                                          # lossless: every frame, paced by lbedge
+    frames = list(RealSenseRecording(offline, realtime=True, lossless=True))
+    assert time.monotonic() - t0 >= 0.9 * (len(frames) - 1) / FPS
+    _all_accounted(frames)
     with RealSenseRecording(recordings["rgbd"], loop=True) as src:
         numbers = [src.read().meta["frame_number"] for _ in range(2 * N + 3)]
     assert numbers.count(N - 1) == 2 and numbers[-1] < N - 1     # went round twice and on

@@ -80,6 +80,7 @@ def test_thermal_png_sequence_known_temperatures(tmp_path):
     temps[40:80, 60:100] = 36.5                                           # a person-warm patch
     cv2.imwrite(str(tmp_path / "t_000.png"), _celsius_to_centikelvin(temps))
     (frame,) = list(ThermalSequenceSource(tmp_path, profile="lepton"))
+    assert frame.device_timestamp == 0.0
     np.testing.assert_allclose(frame.meta["celsius"], temps, atol=0.01)
     assert frame.data.shape == (120, 160, 3) and frame.data.dtype == np.uint8
     assert frame.data[60, 80, 0] > frame.data[10, 10, 0]                  # warm is bright
@@ -95,8 +96,9 @@ def test_thermal_ffv1_16bit_video(tmp_path):
     for c in frames_c:
         wr.write(_celsius_to_centikelvin(c))
     wr.release()
-    got = list(ThermalSequenceSource(path, profile="lepton"))
+    got = list(ThermalSequenceSource(path, profile="lepton", fps=9))
     assert len(got) == 3
+    np.testing.assert_allclose([f.device_timestamp for f in got], [0, 1 / 9, 2 / 9], atol=1e-6)   # recording time
     for f, c in zip(got, frames_c):
         np.testing.assert_allclose(f.meta["celsius"], c, atol=0.01)
 

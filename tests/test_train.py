@@ -252,3 +252,24 @@ def test_full_training_without_lora_learns_the_whole_vision_tower(base, data, tm
     assert changed == {"vision_model", "visual_projection", "logit_scale"}
     conf = json.loads((tmp_path / "full" / "last" / "config.json").read_text())
     assert conf["vision_config"]["lora_r"] == 0
+
+
+def test_attribute_augment_trains_colour_free_texts_on_recoloured_images(base, data, tmp_path):
+    rows = []
+    for f in sorted(data.rglob("*.png")):
+        shape = f.parent.name.split("_")[1]
+        rows.append({"file": str(f), "texts": [f"a {shape}", f"a {f.parent.name.replace('_', ' ')}"]})
+    man = tmp_path / "m.jsonl"
+    man.write_text("\n".join(json.dumps(r) for r in rows))
+    idx = list(range(12))
+    coloured = [f"a {r['file'].split('/')[-2].replace('_', ' ')}" for r in rows[:12]]
+    always = Binder(cfg(base, man, tmp_path / "a", attribute_augment=1.0, max_steps=2))
+    assert always._attribute_free_texts(idx, coloured, torch.Generator().manual_seed(0)) == \
+        [f"a {c.split()[-1]}" for c in coloured]                      # every text became its colour-free one
+    half = Binder(cfg(base, man, tmp_path / "h", attribute_augment=0.5, max_steps=2))
+    got = half._attribute_free_texts(idx, coloured, torch.Generator().manual_seed(0))
+    assert 0 < sum(g != c for g, c in zip(got, coloured)) < 12
+    assert all(g == c or g == f"a {c.split()[-1]}" for g, c in zip(got, coloured))
+    before = always.store.arrays.copy()
+    always.run(progress=False)
+    np.testing.assert_array_equal(always.store.arrays, before)       # augmentation never touches the stored data

@@ -175,6 +175,20 @@ class Binder:
             out.append(texts[int(torch.randint(0, len(texts), (1,), generator=gen))])
         return out
 
+    def _attribute_free_texts(self, idx: list[int], texts: list[str], gen: torch.Generator) -> list[str]:
+        """With probability ``attribute_augment``, a sample's text becomes one of its texts that name no colour
+        (RGB) / temperature (thermal), so its input can be re-coloured / re-tempered (data.photometric)."""
+        out = list(texts)
+        for j, i in enumerate(idx):
+            if attribute_free(out[j], self.cfg.modality):
+                continue
+            if float(torch.rand(1, generator=gen)) >= self.cfg.attribute_augment:
+                continue
+            free = [t for t in self.store.samples[i].texts if attribute_free(t, self.cfg.modality)]
+            if free:
+                out[j] = free[int(torch.randint(0, len(free), (1,), generator=gen))]
+        return out
+
     def _encode_texts(self, texts: list[str]) -> torch.Tensor:
         """Text embeddings through the frozen tower, trailing padding columns dropped (they change nothing:
         CLIP pools its first EOS, BERT masks padding)."""
@@ -216,7 +230,8 @@ class Binder:
             x = torch.from_numpy(self.store.arrays[idx])
             if cfg.augment:
                 x = augment(x, cfg.modality, gen, flip=cfg.augment_flip)
-            if cfg.attribute_augment:
+            if cfg.attribute_augment > 0:
+                texts = self._attribute_free_texts(idx, texts, gen)
                 pc = self.pre.cfg
                 x = photometric(x, cfg.modality, gen, [attribute_free(t, cfg.modality) for t in texts],
                                 mean=pc.mean, std=pc.std)

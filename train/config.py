@@ -39,9 +39,10 @@ class BindConfig:
     seed: int = 0
     augment: bool = True               # training-time augmentation (never used at inference)
     augment_flip: bool = True          # horizontal flips (off when texts say left/right)
-    # re-colour RGB / re-temper thermal inputs whose sampled text names no colour / temperature
-    # (data.photometric), so categories are learned apart from those attributes
-    attribute_augment: bool = False
+    # probability that a sample is trained with one of its texts that names no colour (RGB) / temperature
+    # (thermal), its input re-coloured / re-tempered (data.photometric): categories are learned apart from those
+    # attributes, so unseen combinations are recognised. 0: off (texts that name none are then not augmented)
+    attribute_augment: float = 0.0
     eval_every: int = 25
     save_every: int = 25
     on_bad_data: str = "skip"          # skip (report and continue) | stop

@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -189,11 +190,23 @@ def attribute_free(text: str, modality: str) -> bool:
     return not any(w.strip(".,;:!?\"'()") in words for w in text.lower().split())
 
 
+def _hue_rotation(angle: float) -> "Any":
+    """3x3 rotation of RGB about the grey axis (1, 1, 1): a hue shift that keeps brightness."""
+    import torch
+
+    c, s = math.cos(angle), math.sin(angle)
+    k = 1.0 / 3.0
+    r = math.sqrt(k)
+    return torch.tensor([[c + k * (1 - c), k * (1 - c) - r * s, k * (1 - c) + r * s],
+                         [k * (1 - c) + r * s, c + k * (1 - c), k * (1 - c) - r * s],
+                         [k * (1 - c) - r * s, k * (1 - c) + r * s, c + k * (1 - c)]], dtype=torch.float64)
+
+
 def photometric(x: "Any", modality: str, generator: "Any", mask: Sequence[bool], *,
                 mean: Sequence[float], std: Sequence[float]) -> "Any":
     """Attribute-changing augmentation of a preprocessed batch (torch) where ``mask`` is True: RGB gets a
-    random channel permutation (a red ball becomes a green or blue one), thermal a random polarity (hot <->
-    cold) and contrast. Used only where the paired text does not name the attribute (:func:`attribute_free`),
+    random hue rotation, saturation and brightness (a red ball becomes a purple, yellow or white one), thermal a random
+    polarity (hot <-> cold) and contrast. Used only where the paired text does not name the attribute (:func:`attribute_free`),
     or in distillation, where the teacher labels the changed input itself; it teaches a category apart from
     its colour or temperature, so unseen combinations are still recognised."""
     import torch
@@ -207,8 +220,14 @@ def photometric(x: "Any", modality: str, generator: "Any", mask: Sequence[bool],
         if not on:
             continue
         if modality in ("image", "video"):
-            perm = torch.randperm(3, generator=generator)
-            out[i] = ((x[i:i + 1] * s + m)[:, perm] - m)[0] / s[0]
+            p = (x[i:i + 1] * s + m)[0]                              # 0..1 pixels, channels first
+            angle = 2 * math.pi * float(torch.rand(1, generator=generator))
+            sat = 1.2 * float(torch.rand(1, generator=generator))           # 0 (grey, white) .. 1.2
+            gain = math.exp(math.log(0.6) + math.log(1.6 / 0.6) * float(torch.rand(1, generator=generator)))
+            rot = _hue_rotation(angle).to(x.dtype)
+            grey = p.mean(0, keepdim=True)
+            chroma = torch.einsum("ij,j...->i...", rot, p - grey)
+            out[i] = ((((grey + sat * chroma) * gain).clamp(0, 1) - m[0]) / s[0])
         else:
             p = x[i:i + 1] * s + m                                   # back to 0..1 pixels
             if float(torch.rand(1, generator=generator)) < 0.5:

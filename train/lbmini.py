@@ -62,7 +62,7 @@ class LbMiniRecipe:
     audio_mel_bins: int = 32
     audio_frames: int = 192              # 10 ms fbank frames: 1.92 s windows
     # stage 1: the RGB tower, trained in full
-    image_steps: int = 1200
+    image_steps: int = 1500
     image_lr: float = 1e-3
     batch_size: int = 64
     # stage 2: LoRA binding of the other sensors from the RGB tower
@@ -71,6 +71,7 @@ class LbMiniRecipe:
     lora_r: int = 32
     lora_targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
     train_also: tuple[str, ...] = ("vision_model.embeddings", "vision_model.pre_layrnorm")
+    attribute_augment: float = 0.8       # share of samples trained colour-/temperature-free and re-coloured
     # stage 3: students
     student: str = "64,4,4,8"            # width, depth, heads, patch
     distill_steps: int = 300
@@ -78,10 +79,29 @@ class LbMiniRecipe:
     # logging
     eval_every: int = 100
 
-    def fingerprint(self) -> str:
-        """Hash of the fields that change the model (not the folders)."""
-        d = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("work", "out", "eval_every")}
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+    def fingerprint(self, stage: str = "bundles") -> str:
+        """Hash of the fields that change ``stage``'s result: its own and every earlier stage's (not folders)."""
+        d = dataclasses.asdict(self)
+        names = [f for group in STAGE_FIELDS[: STAGE_ORDER.index(stage) + 1] for f in group]
+        return hashlib.sha256(json.dumps({f: d[f] for f in names}, sort_keys=True).encode()).hexdigest()[:16]
+
+
+#: the stages and, per stage, the recipe fields it adds (a stage depends on its fields and all earlier ones)
+STAGE_ORDER: tuple[str, ...] = ("data", "base", "image", "bind", "student", "bundles")
+STAGE_FIELDS: tuple[tuple[str, ...], ...] = (
+    ("seed", "threads", "n_train", "n_val", "render_size"),
+    ("input_size", "patch", "width", "layers", "heads"),
+    ("image_steps", "image_lr", "batch_size", "attribute_augment"),
+    ("audio_mel_bins", "audio_frames", "bind_steps", "bind_lr", "lora_r", "lora_targets", "train_also"),
+    ("student", "distill_steps", "distill_lr"),
+    (),
+)
+
+
+def _stage_group(name: str) -> str:
+    if name in BOUND:
+        return "bind"
+    return "student" if name.startswith("student-") else name
 
 
 def quick_recipe(work: str | Path, out: str | Path) -> LbMiniRecipe:
@@ -120,9 +140,10 @@ class LbMini:
 
     def _stage(self, name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         marker = self._done(name)
+        key = self.r.fingerprint(_stage_group(name))
         if marker.is_file():
             prev = json.loads(marker.read_text())
-            if prev.get("recipe") == self.r.fingerprint():
+            if prev.get("recipe") == key:
                 self.say(f"[{name}] done before ({prev['seconds']:.0f} s), skipped")
                 self.stages.append(StageLog(name, 0.0, prev["result"]))
                 return prev["result"]
@@ -131,7 +152,7 @@ class LbMini:
         result = fn()
         dt = time.perf_counter() - t0
         marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.write_text(json.dumps({"recipe": self.r.fingerprint(), "seconds": dt, "result": result}, indent=1))
+        marker.write_text(json.dumps({"recipe": key, "seconds": dt, "result": result}, indent=1))
         self.stages.append(StageLog(name, dt, result))
         self.say(f"[{name}] {dt:.0f} s {json.dumps(result)[:300]}")
         return result
@@ -187,7 +208,7 @@ class LbMini:
                          lora_targets=list(r.lora_targets), train_also=[] if full else list(r.train_also),
                          lr=r.image_lr if full else r.bind_lr, weight_decay=0.05, batch_size=r.batch_size,
                          max_steps=r.image_steps if full else r.bind_steps, warmup_steps=min(30, r.image_steps // 4),
-                         seed=r.seed, augment=True, augment_flip=False, attribute_augment=True,
+                         seed=r.seed, augment=True, augment_flip=False, attribute_augment=r.attribute_augment,
                          eval_every=r.eval_every,
                          save_every=10 ** 9, precision="fp32")
         res = Binder(cfg).run(progress=False, resume=False)
