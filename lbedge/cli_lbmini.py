@@ -71,12 +71,21 @@ def heldout_templates(modality: str) -> list[str]:
     return [t.replace("{a}", "{}") for t in HELDOUT_PHRASING.labels[modality]]
 
 
+def world_version() -> str:
+    """A short hash of the world's code: rendered data cached under it is redone when the world changes."""
+    import hashlib
+
+    from .train import world
+
+    return hashlib.sha256(Path(world.__file__).read_bytes()).hexdigest()[:10]
+
+
 def heldout_set(modality: str, scenes: int, seed: int, root: str | Path) -> Path:
     """Write (once) the world's held-out split for ``modality``: scenes with attribute combinations never
     trained on. Returns its manifest (the first text of each row is the class: ``"a ball"``)."""
     from .train.world import write_dataset
 
-    folder = Path(root) / f"heldout-{scenes}-{seed}"
+    folder = Path(root) / f"heldout-{scenes}-{seed}-{world_version()}"
     manifest = folder / modality / "heldout.jsonl"
     if not manifest.is_file():
         write_dataset(folder, 0, 0, seed, n_heldout=scenes, modalities=(modality,))
@@ -129,14 +138,15 @@ def demo_media(out: str | Path, *, scenes: int = 8, seed: int = 2, fps: float = 
     from .train.world import sample_scenes, write_recordings
 
     out = Path(out)
-    truth = out / "truth.json"
+    truth, stamp = out / "truth.json", out / "world-version"
     want = [s.to_dict() for s in sample_scenes(scenes, "heldout", seed)]
-    if truth.is_file():
+    if truth.is_file() and stamp.is_file() and stamp.read_text() == world_version():
         doc = json.loads(truth.read_text(encoding="utf-8"))
         if [{**s["attributes"], "seed": s["seed"]} for s in doc["scenes"]] == want and doc["fps"] == fps \
                 and doc["seconds_per_scene"] == seconds_per_scene:
             return {**doc, "root": str(out)}
     write_recordings(out, sample_scenes(scenes, "heldout", seed), fps=fps, seconds_per_scene=seconds_per_scene)
+    stamp.write_text(world_version())
     return {**json.loads(truth.read_text(encoding="utf-8")), "root": str(out)}
 
 

@@ -82,9 +82,18 @@ class Window:
             cv2.destroyWindow(title)
 
 
+#: pictures smaller than this (longest side, pixels) are enlarged for the overlay (a 160x120 Lepton, 128 px renders)
+MIN_OVERLAY_SIDE = 480
+
+
 def overlay(image_rgb: np.ndarray, result: Result, fps: float) -> np.ndarray:
-    """BGR copy of an RGB picture with the source's labels and score bars, the fused label, FPS and per-source status."""
+    """BGR copy of an RGB picture with the source's labels and score bars, the fused label, FPS and per-source status.
+
+    Small pictures are first enlarged by a whole factor (nearest neighbour) so the text stays readable."""
     img = np.ascontiguousarray(image_rgb[..., ::-1]) if image_rgb.ndim == 3 else cv2.cvtColor(image_rgb, cv2.COLOR_GRAY2BGR)
+    factor = -(-MIN_OVERLAY_SIDE // max(1, max(img.shape[:2])))
+    if factor > 1:
+        img = cv2.resize(img, (img.shape[1] * factor, img.shape[0] * factor), interpolation=cv2.INTER_NEAREST)
     scale = max(0.4, img.shape[1] / 900)
     y = int(22 * scale)
     for label, score in result.update.scores.items():

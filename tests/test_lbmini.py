@@ -170,7 +170,8 @@ def test_lb_mini_quick_reproduction_is_exact(tmp_path):
     assert stages == ["data", "base", "image", "depth", "thermal", "audio", "student-image", "student-depth",
                       "student-thermal", "student-audio", "bundles"]
     again = run_recipe(quick_recipe(tmp_path / "work0", out), say=lambda s: None)      # resumable: all skipped
-    assert all(s["seconds"] == 0.0 for s in again["stages"]) and again["files"] == a["files"]
+    assert all(s["resumed"] for s in again["stages"]) and again["files"] == a["files"]
+    assert [s["seconds"] for s in again["stages"]] == [s["seconds"] for s in a["stages"]]
 
     rows = lbmini.evaluate_lb_mini([out / "image", out / "student" / "audio"], scenes=20, seed=1,
                                    cache=tmp_path / "eval")
@@ -264,5 +265,6 @@ def test_lb_mini_demo_streams_recordings_through_the_pipeline(tmp_path, lb_mini,
     assert min(correct.values()) >= 40, correct                                 # chance is 20 %
     cap = cv2.VideoCapture(str(tmp_path / "out/lb-mini-demo.mp4"))
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) >= truth["frames"] - 2
+    assert int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)) == 4 * truth["size"]         # 128 px renders enlarged to read
     res = CliRunner().invoke(main, ["demo", "--lb-mini", "--headless", "--rgb", "0"])
     assert res.exit_code != 0 and "brings its own" in res.output

@@ -62,7 +62,7 @@ class LbMiniRecipe:
     audio_mel_bins: int = 32
     audio_frames: int = 192              # 10 ms fbank frames: 1.92 s windows
     # stage 1: the RGB tower, trained in full
-    image_steps: int = 1500
+    image_steps: int = 1800
     image_lr: float = 1e-3
     batch_size: int = 64
     # stage 2: LoRA binding of the other sensors from the RGB tower
@@ -71,10 +71,10 @@ class LbMiniRecipe:
     lora_r: int = 32
     lora_targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
     train_also: tuple[str, ...] = ("vision_model.embeddings", "vision_model.pre_layrnorm")
-    attribute_augment: float = 0.8       # share of samples trained colour-/temperature-free and re-coloured
+    attribute_augment: float = 1.0       # share of samples trained colour-/temperature-free and re-coloured
     # stage 3: students
     student: str = "64,4,4,8"            # width, depth, heads, patch
-    distill_steps: int = 300
+    distill_steps: int = 800
     distill_lr: float = 1e-3
     # logging
     eval_every: int = 100
@@ -120,8 +120,9 @@ def text_folder() -> Path:
 @dataclass
 class StageLog:
     name: str
-    seconds: float
+    seconds: float                       # the time the stage took (when it ran, for a resumed stage)
     result: dict[str, Any] = field(default_factory=dict)
+    resumed: bool = False                # done by an earlier run of the same recipe, skipped by this one
 
 
 class LbMini:
@@ -145,7 +146,7 @@ class LbMini:
             prev = json.loads(marker.read_text())
             if prev.get("recipe") == key:
                 self.say(f"[{name}] done before ({prev['seconds']:.0f} s), skipped")
-                self.stages.append(StageLog(name, 0.0, prev["result"]))
+                self.stages.append(StageLog(name, float(prev["seconds"]), prev["result"], resumed=True))
                 return prev["result"]
         self.say(f"[{name}] ...")
         t0 = time.perf_counter()
@@ -306,12 +307,12 @@ def _probe_labels() -> list[str]:
 
 
 def _file_hashes(root: Path) -> dict[str, str]:
-    """sha256 of every committed bundle file (the shared text bundle is built from PyPI, not committed)."""
+    """sha256 of every bundle graph (manifests hold paths and times; the shared text bundle is built from PyPI)."""
     from lbedge.engine import sha256_file
 
+    bundles = ("student", *MODALITIES)
     return {str(p.relative_to(root)): sha256_file(p) for p in sorted(root.rglob("*"))
-            if p.is_file() and p.parts[len(root.parts)] != "text" and p.name not in ("recipe.json", "eval.json")
-            and p.name != "manifest.json"}
+            if p.is_file() and p.parts[len(root.parts)] in bundles and p.name != "manifest.json"}
 
 
 def run_recipe(recipe: LbMiniRecipe, **kw: Any) -> dict[str, Any]:
