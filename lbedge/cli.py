@@ -37,7 +37,9 @@ def main() -> None:
     """lbedge: LanguageBind zero-shot perception for the edge.
 
     Load official LanguageBind checkpoints (image, depth, thermal, audio, video), embed inputs
-    and text into the shared language space, and classify them against text labels.
+    and text into the shared language space, and classify them against text labels. Offline,
+    `lbedge demo --lb-mini --headless` runs lb-mini, a small model lbedge trained on its
+    synthetic world, on recorded sensor streams (make demo).
     """
 
 
