@@ -277,6 +277,11 @@ class RealSense(BaseSource):
                 pipe.stop()
             except RuntimeError as exc:   # already stopped, or the device is gone
                 log.debug("%s: pipeline stop: %s", self.name, exc)
+        # drop every librealsense handle now: one left for interpreter shutdown can be freed after librealsense's
+        # own state and abort the process at exit ("free(): invalid pointer")
+        if hasattr(self, "_playback"):
+            self._playback = None
+        del pipe
 
 
 class RealSenseRecording(RealSense):
