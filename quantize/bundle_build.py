@@ -295,11 +295,9 @@ def _text_model(source: Path) -> tuple[Any, tuple[str, ...]]:
     """A torch model whose text side is ``source``'s (a checkpoint, or a BERT folder with identity projection)."""
     import json
 
-    import torch
-
     from lbedge.checkpoint import load_model
     from lbedge.config import ModelConfig, VisionConfig
-    from lbedge.models.bert import read_bert_folder
+    from lbedge.models.bert import attach_sentence_encoder, read_bert_folder
     from lbedge.models.towers import LanguageBindModel
 
     try:
@@ -315,11 +313,7 @@ def _text_model(source: Path) -> tuple[Any, tuple[str, ...]]:
     cfg = ModelConfig(modality="image", vision=vision, text=text_cfg, projection_dim=text_cfg.hidden_size,
                       preprocess=PreprocessConfig("image", size=32))
     model = LanguageBindModel(cfg)
-    result = model.load_state_dict(state, strict=False)
-    if [k for k in result.missing_keys if k.startswith("text_model.")] or result.unexpected_keys:
-        raise CheckpointError(f"{source}: the sentence encoder does not fit its config")
-    with torch.no_grad():
-        model.text_projection.weight.copy_(torch.eye(text_cfg.hidden_size))
+    attach_sentence_encoder(model, state, source)
     return model.eval(), tuple(text_cfg.tokenizer_files)
 
 

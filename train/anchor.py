@@ -15,7 +15,7 @@ import torch
 from lbedge.checkpoint import write_checkpoint
 from lbedge.config import ModelConfig, PreprocessConfig, VisionConfig
 from lbedge.errors import CheckpointError
-from lbedge.models.bert import read_bert_folder
+from lbedge.models.bert import attach_sentence_encoder, read_bert_folder
 from lbedge.models.towers import LanguageBindModel
 
 
@@ -32,13 +32,7 @@ def anchored_model(text_folder: str | Path, modality: str, vision: VisionConfig,
                       logit_scale_init=logit_scale, preprocess=preprocess)
     torch.manual_seed(seed)
     model = LanguageBindModel(cfg)
-    result = model.load_state_dict(text_state, strict=False)
-    missing_text = [k for k in result.missing_keys if k.startswith("text_model.")]
-    if missing_text or result.unexpected_keys:
-        raise CheckpointError(f"{text_folder}: the sentence encoder does not fit its config (missing "
-                              f"{missing_text[:3]}, unexpected {result.unexpected_keys[:3]})")
-    with torch.no_grad():
-        model.text_projection.weight.copy_(torch.eye(text_cfg.hidden_size))
+    attach_sentence_encoder(model, text_state, text_folder)
     return model
 
 

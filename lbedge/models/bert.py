@@ -104,3 +104,16 @@ def read_bert_folder(folder: str | Path) -> tuple[TextConfig, dict[str, torch.Te
     out = {f"text_model.{k[len(prefix):]}": v for k, v in state.items()
            if k.startswith(prefix) and not k[len(prefix):].startswith("pooler.") and not k.endswith("position_ids")}
     return text_config_from_dict(raw), out
+
+
+def attach_sentence_encoder(model: nn.Module, text_state: dict[str, torch.Tensor], source: str | Path) -> None:
+    """Load a sentence encoder's text weights (from :func:`read_bert_folder`) into a ``LanguageBindModel`` whose
+    text config is the encoder's, and make its text projection the identity: the model then embeds text in the
+    encoder's own space (a frozen language anchor)."""
+    result = model.load_state_dict(text_state, strict=False)
+    missing_text = [k for k in result.missing_keys if k.startswith("text_model.")]
+    if missing_text or result.unexpected_keys:
+        raise CheckpointError(f"{source}: the sentence encoder does not fit its config (missing "
+                              f"{missing_text[:3]}, unexpected {result.unexpected_keys[:3]})")
+    with torch.no_grad():
+        model.text_projection.weight.copy_(torch.eye(model.text_projection.weight.shape[0]))
