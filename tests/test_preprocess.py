@@ -61,6 +61,8 @@ def test_preprocessing_is_deterministic():
     (np.zeros((8, 8, 3), bool), "dtype"),
     (12345, "unsupported image input"),
     (b"\x89PNG\r\n\x1a\nnot really", "cannot decode"),
+    (b"", "empty"),
+    (b"GIF89a", "cannot decode"),
 ])
 def test_image_rejects_unusable_input(bad, match):
     with pytest.raises(InputError, match=match):

@@ -3,6 +3,10 @@
 ``Preprocessor(cfg)(inputs)`` turns one input or a list of inputs into the float32 batch the
 vision tower takes: ``[B, 3, 224, 224]`` (image, thermal, depth), ``[B, 3, 112, 1036]`` (audio)
 or ``[B, 3, 8, 224, 224]`` (video).
+
+Every input is bounded by :mod:`lbedge.limits` (pixels of an image or frame, seconds of audio, frames of
+a video), checked from file headers before anything large is decoded; :func:`decode_image` is the one
+entry point for encoded images.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import numpy as np
 from ..config import PreprocessConfig
 from ..errors import InputError
 from .audio import AudioClip, audio_transform, fbank, read_audio_file, resample
-from .image import depth_transform, image_transform
+from .image import decode_image, depth_transform, image_transform
 from .resize import resize
 from .video import is_frame_list, video_transform
 
@@ -28,8 +32,8 @@ FILE_EXTENSIONS: dict[str, frozenset[str]] = {
     "video": frozenset({".mp4", ".avi", ".mkv", ".mov", ".webm"}),
 }
 
-__all__ = ["FILE_EXTENSIONS", "Preprocessor", "AudioClip", "audio_transform", "depth_transform", "fbank", "image_transform",
-           "read_audio_file", "resample", "resize", "video_transform"]
+__all__ = ["FILE_EXTENSIONS", "Preprocessor", "AudioClip", "audio_transform", "decode_image", "depth_transform",
+           "fbank", "image_transform", "read_audio_file", "resample", "resize", "video_transform"]
 
 
 class Preprocessor:

@@ -4,47 +4,109 @@ image / thermal: RGB in [0, 1] -> bicubic resize of the short side (torchvision 
 tensor, no antialias) -> centre crop -> CLIP mean/std.
 depth: 16-bit millimetres -> metres -> clip below ``min_depth`` -> clip at and divide by
 ``max_depth`` -> 3 channels -> the same resize, crop and normalisation.
+
+Every encoded image goes through :func:`decode_image`, which reads the size from the header and refuses
+more than ``limits().max_image_pixels`` pixels before OpenCV decodes anything; arrays, PIL images and
+video frames are held to the same limit.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import cv2
 import numpy as np
 
 from ..config import PreprocessConfig
 from ..errors import InputError
+from ..limits import hint, limits
+from .image_header import ImageHeader, bytes_source, file_source, read_header
 from .resize import center_crop_box, resize, short_side_size
 
 PathLike = (str, os.PathLike)
+BytesLike = (bytes, bytearray, memoryview)
+
+
+def check_pixels(height: int, width: int, what: str) -> None:
+    """Refuse an image or frame of more than ``limits().max_image_pixels`` pixels (``InputError``)."""
+    limit = limits().max_image_pixels
+    if height * width > limit:
+        raise InputError(f"{what}: {width} x {height} = {width * height} pixels is more than the limit of "
+                         f"{limit} pixels (max_image_pixels); downscale it first, or {hint('max_image_pixels')}")
+
+
+def decode_image(source: str | os.PathLike | bytes | bytearray | memoryview,
+                 flags: int = cv2.IMREAD_COLOR) -> np.ndarray:
+    """Decode an encoded image (a file path, or its bytes) with OpenCV, as ``cv2.imread`` would (BGR or BGRA
+    channel order; ``flags`` as for ``cv2.imread``).
+
+    The size is read from the header first and an image of more than ``limits().max_image_pixels`` is
+    refused before anything is decoded; so are formats lbedge cannot measure (see
+    :data:`~lbedge.preprocess.image_header.FORMATS`). Every failure is an ``InputError``.
+    """
+    if isinstance(source, PathLike):
+        return _decode_file(Path(source), flags)
+    if isinstance(source, BytesLike):
+        return _decode_bytes(source, flags)
+    raise InputError(f"decode_image takes a file path or encoded bytes, got {type(source).__name__}")
+
+
+def _decode_file(p: Path, flags: int) -> np.ndarray:
+    """``decode_image`` of a file: the header is read by seeking, the pixels by OpenCV from the file."""
+    if not p.is_file():
+        raise InputError(f"image file not found: {p}")
+    what = f"image file {p}"
+    try:
+        with open(p, "rb") as f:
+            header = read_header(file_source(f), what)
+    except OSError as exc:
+        raise InputError(f"cannot read image file {p}: {exc}") from exc
+    check_pixels(header.height, header.width, what)
+    if os.name == "nt":            # OpenCV cannot open non-ASCII paths on Windows: decode the bytes instead
+        return _checked_decode(lambda: cv2.imdecode(np.fromfile(str(p), np.uint8), flags), header, what)
+    return _checked_decode(lambda: cv2.imread(str(p), flags), header, what)
+
+
+def _decode_bytes(data: bytes | bytearray | memoryview, flags: int) -> np.ndarray:
+    """``decode_image`` of encoded bytes in memory."""
+    what = "the given image bytes"
+    try:
+        view = memoryview(data).cast("B")
+    except TypeError as exc:
+        raise InputError(f"image bytes must be one contiguous buffer: {exc}") from None
+    header = read_header(bytes_source(view), what)
+    check_pixels(header.height, header.width, what)
+    return _checked_decode(lambda: cv2.imdecode(np.frombuffer(view, np.uint8), flags), header, what)
+
+
+def _checked_decode(decode: Callable[[], np.ndarray | None], header: ImageHeader, what: str) -> np.ndarray:
+    """Run an OpenCV decode; a failure, an OpenCV error or an image larger than the limit is an InputError."""
+    try:
+        img = decode()
+    except cv2.error as exc:
+        detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else "OpenCV error"
+        raise InputError(f"cannot decode {what} ({header.format}): {detail}") from None
+    if img is None or img.size == 0:
+        raise InputError(f"cannot decode {what}: empty, truncated or corrupt {header.format} data")
+    check_pixels(img.shape[0], img.shape[1], what)
+    return img
 
 
 def read_image_file(path: str | os.PathLike, flags: int = cv2.IMREAD_COLOR) -> np.ndarray:
-    """Decode an image file with OpenCV; a missing, unreadable or corrupt file is an ``InputError``."""
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"image file not found: {p}")
-    try:
-        data = np.fromfile(str(p), dtype=np.uint8)
-    except OSError as exc:
-        raise InputError(f"cannot read image file {p}: {exc}") from exc
-    img = cv2.imdecode(data, flags) if data.size else None
-    if img is None:
-        raise InputError(f"cannot decode image file {p}: empty, truncated or not an image format OpenCV reads")
-    return img
+    """Decode an image file with OpenCV (``decode_image`` of a path); every failure is an ``InputError``."""
+    return decode_image(Path(path), flags)
 
 
 def _from_object(x: Any) -> np.ndarray:
     """Arrays, PIL images and encoded bytes as a numpy array (PIL is used only if the caller passes one)."""
-    if isinstance(x, (bytes, bytearray, memoryview)):
-        img = cv2.imdecode(np.frombuffer(x, np.uint8), cv2.IMREAD_UNCHANGED)
-        if img is None:
-            raise InputError("cannot decode the given image bytes: truncated or not an image")
+    if isinstance(x, BytesLike):
+        img = decode_image(x, cv2.IMREAD_UNCHANGED)
         return img[..., ::-1] if img.ndim == 3 and img.shape[2] in (3, 4) else img
     if hasattr(x, "mode") and hasattr(x, "convert"):     # a PIL image
+        width, height = x.size
+        check_pixels(height, width, "the PIL image")
         if x.mode not in ("I;16", "I;16B", "I;16L", "I", "F"):
             x = x.convert("RGB")
         return np.asarray(x)
@@ -60,7 +122,7 @@ def to_rgb(x: Any, *, bgr: bool = False) -> tuple[np.ndarray, float]:
     Grey is replicated and alpha dropped.
     """
     if isinstance(x, PathLike):
-        img = read_image_file(x, cv2.IMREAD_COLOR)[..., ::-1]
+        img = decode_image(Path(x), cv2.IMREAD_COLOR)[..., ::-1]
     else:
         img = _from_object(x)
         if bgr and img.ndim == 3:
@@ -69,6 +131,7 @@ def to_rgb(x: Any, *, bgr: bool = False) -> tuple[np.ndarray, float]:
         img = img[..., None]
     if img.ndim != 3 or img.shape[0] == 0 or img.shape[1] == 0:
         raise InputError(f"expected an image of shape HxW or HxWxC, got shape {img.shape}")
+    check_pixels(img.shape[0], img.shape[1], "the image")
     c = img.shape[2]
     if c == 1:
         img = np.repeat(img, 3, axis=2)
@@ -95,13 +158,14 @@ def to_rgb(x: Any, *, bgr: bool = False) -> tuple[np.ndarray, float]:
 def to_depth_mm(x: Any) -> np.ndarray:
     """Any depth input -> HxW float32 millimetres; non-finite pixels become 0 (invalid, as a sensor reports)."""
     if isinstance(x, PathLike):
-        img = read_image_file(x, cv2.IMREAD_UNCHANGED)
+        img = decode_image(Path(x), cv2.IMREAD_UNCHANGED)
     else:
         img = _from_object(x)
     if img.ndim == 3 and img.shape[2] == 1:
         img = img[..., 0]
     if img.ndim != 2 or img.size == 0:
         raise InputError(f"depth must be a single-channel HxW map in millimetres, got shape {img.shape}")
+    check_pixels(img.shape[0], img.shape[1], "the depth map")
     if img.dtype == np.uint8:
         raise InputError("got an 8-bit depth map, which has no metric scale: pass 16-bit millimetres (uint16)")
     if img.dtype == np.uint16 or np.issubdtype(img.dtype, np.integer):
