@@ -10,6 +10,13 @@ text tower and the tokenizer) beside vision bundles whose manifests name it in `
 relative to the vision bundle, e.g. ``"../text"``) instead of carrying their own copy. The vision
 manifest records the text tower's weight fingerprint, and loading refuses a text bundle whose
 fingerprint differs, so a shared text tower can be rebuilt or replaced but never silently swapped.
+
+A bundle may come from anywhere, so nothing in it is trusted: ``manifest.json`` is read within size and
+nesting bounds and checked against its schema (:mod:`lbedge.manifest_schema`, every problem listed in one
+:class:`CheckpointError`), and every file it names goes through :func:`lbedge.paths.bundle_file`, which
+refuses a name that leads outside the bundle folder before the file is opened. The shared text bundle is the
+one reference allowed outside (see :func:`lbedge.paths.text_bundle_folder`); its own files stay inside it.
+ONNX graphs are scanned for external-data locations, held to the same rule whatever onnxruntime is installed.
 """
 
 from __future__ import annotations
@@ -17,21 +24,24 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ._deps import available
-from .config import PreprocessConfig
+from .config import PreprocessConfig, TextConfig
 from .encoder import Encoder
 from .engine import EngineManifest, sha256_file
 from .errors import CheckpointError, EngineMismatch, InputError
+from .manifest_schema import PRECISIONS, SCHEMA_VERSION, manifest_problems  # noqa: F401 (PRECISIONS: public here too)
+from .onnx_refs import external_data_locations
+from .paths import bundle_file, lexical_problem, real_folder, resolve_inside, text_bundle_folder
+from .schema import read_json
 from .tokenizer import load_tokenizer
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
-PRECISIONS = ("fp32", "fp16", "int8")
 BACKENDS = ("auto", "tensorrt", "onnxruntime")
+REBUILD = "rebuild the bundle with `lbedge build` (or re-copy it)"
 
 
 @dataclass
@@ -71,28 +81,30 @@ class Manifest:
 
     @classmethod
     def read(cls, folder: Path) -> "Manifest":
-        path = folder / "manifest.json"
-        if not path.is_file():
+        """Read and validate ``folder/manifest.json``: one CheckpointError lists every problem found."""
+        folder = Path(folder)
+        if not (folder / "manifest.json").is_file():
             raise CheckpointError(f"no manifest.json in {folder}: not an lbedge bundle (build one with `lbedge build`)")
-        try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise CheckpointError(f"{path} is unreadable or not JSON: {exc}") from exc
-        if raw.get("schema_version") != SCHEMA_VERSION:
+        path = bundle_file(folder, "manifest.json", what="manifest")
+        raw = read_json(path, "bundle manifest", REBUILD)
+        if isinstance(raw, dict) and raw.get("schema_version") != SCHEMA_VERSION:
             raise CheckpointError(f"{path} has bundle schema {raw.get('schema_version')!r}; this lbedge reads "
                                   f"schema {SCHEMA_VERSION}: rebuild the bundle or upgrade lbedge")
-        try:
-            raw["towers"] = {t: {p: TowerFile(**f) for p, f in by_p.items()} for t, by_p in raw["towers"].items()}
-            return cls(**raw)
-        except (KeyError, TypeError) as exc:
-            raise CheckpointError(f"{path} is missing fields or has unknown ones ({exc})") from exc
+        problems = manifest_problems(raw, real_folder(folder))
+        if problems:
+            raise CheckpointError(f"{folder / 'manifest.json'} is not a valid bundle manifest ({len(problems)} "
+                                  f"problem(s)): {problems.summary()}. Rebuild the bundle with `lbedge build` "
+                                  "(or re-copy it)")
+        raw = dict(raw, towers={t: {p: TowerFile(**f) for p, f in by_p.items()} for t, by_p in raw["towers"].items()})
+        return cls(**raw)
 
     def write(self, folder: Path) -> None:
         (folder / "manifest.json").write_text(self.to_json(), encoding="utf-8")
 
 
 def verify_file(folder: Path, name: str, sha256: str) -> Path:
-    path = folder / name
+    """The real path of bundle file ``name``, after checking that it lies inside ``folder`` and has ``sha256``."""
+    path = bundle_file(folder, name)
     if not path.is_file():
         raise CheckpointError(f"bundle file {name} is missing from {folder}: copy the whole bundle folder")
     got = sha256_file(path)
@@ -100,6 +112,30 @@ def verify_file(folder: Path, name: str, sha256: str) -> Path:
         raise CheckpointError(f"bundle file {path} is corrupt or was replaced (sha256 {got[:12]}... != manifest "
                               f"{sha256[:12]}...): rebuild or re-copy the bundle")
     return path
+
+
+def check_external_data(folder: Path, entry: TowerFile, graph: Path, *, verify: bool) -> None:
+    """Refuse an ONNX graph whose external data lies outside the bundle folder or, with ``verify``, is not listed
+    (with its sha256) in the manifest's ``extra_files``. Checked by lbedge whatever onnxruntime is installed."""
+    root = real_folder(folder)
+    base = PurePosixPath(entry.file.replace("\\", "/")).parent
+    problems = []
+    for location in sorted(external_data_locations(graph)):
+        name = str(base / location) if base != PurePosixPath(".") else location
+        real, problem = None, lexical_problem(location)
+        if problem is None and "\\" in location:         # onnxruntime reads it literally, lbedge as a separator
+            problem = "has a backslash"
+        if problem is None:
+            real, problem = resolve_inside(root, name)
+        if real is not None and not real.is_file():
+            problem = "missing, or not a regular file"
+        if problem is not None:
+            problems.append(f"{location[:80]!r}: {problem}")
+        elif verify and name not in entry.extra_files:
+            problems.append(f"{location[:80]!r} is not listed (with its sha256) in the manifest's extra_files")
+    if problems:
+        raise CheckpointError(f"ONNX graph {entry.file} of bundle {folder} reads external data that lbedge will not "
+                              f"load ({'; '.join(problems[:10])}): {REBUILD}")
 
 
 def pick_precision(man: Manifest, tower: str, precision: str, backend: str) -> str:
@@ -118,9 +154,16 @@ def pick_precision(man: Manifest, tower: str, precision: str, backend: str) -> s
 
 
 def _engine_for(man: Manifest, folder: Path, tower: str, precision: str) -> Path | None:
+    """The engine file compiled for ``tower`` at ``precision``, checked to lie inside the bundle with its
+    manifest (the TensorRT backend reads ``<engine>.json`` beside it)."""
     for e in man.engines:
-        if e["tower"] == tower and e["precision"] == precision and (folder / e["file"]).is_file():
-            return folder / e["file"]
+        if e["tower"] == tower and e["precision"] == precision:
+            engine = bundle_file(folder, e["file"], what="TensorRT engine")
+            bundle_file(folder, e["manifest"], what="engine manifest")
+            bundle_file(folder, str(PurePosixPath(e["file"].replace("\\", "/")).with_suffix(".json")),
+                        what="engine manifest")
+            if engine.is_file():
+                return engine
     return None
 
 
@@ -149,7 +192,7 @@ def text_source(folder: Path, man: Manifest) -> tuple[Path, Manifest]:
         if "text" not in man.towers:
             raise CheckpointError(f"bundle {folder} has no text tower and names no shared text bundle")
         return folder, man
-    shared = (folder / man.text_bundle).resolve()
+    shared = text_bundle_folder(folder, man.text_bundle)
     if not (shared / "manifest.json").is_file():
         raise CheckpointError(
             f"bundle {folder} shares the text tower of {man.text_bundle!r} ({shared}), which is missing: copy "
@@ -181,15 +224,14 @@ def load_bundle(path: str | Path, *, backend: str = "auto", precision: str = "au
         raise CheckpointError(f"{folder} is a text bundle (no vision tower): load the vision bundles that share it")
     chosen = choose_backend(man, folder, backend)
     tfolder, tman = text_source(folder, man)
-    if verify:
-        for name, sha in tman.tokenizer.items():
-            verify_file(tfolder, f"tokenizer/{name}", sha)
-    tok = load_tokenizer(tfolder / "tokenizer", family=man.text.get("family", "clip"),
-                         context_length=int(man.text["context_length"]))
+    family = man.text.get("family", "clip")
+    check_tokenizer_files(tfolder, tman, family, verify=verify)
+    tok = load_tokenizer(tfolder / "tokenizer", family=family, context_length=int(man.text["context_length"]))
 
     def backend_for(tower: str, prec: str):
         where, wman = (tfolder, tman) if tower == "text" else (folder, man)
         entry = wman.towers[tower][prec]
+        graph = bundle_file(where, entry.file, what=f"{prec} {tower} graph")
         if verify:
             verify_file(where, entry.file, entry.sha256)
             for extra, sha in entry.extra_files.items():
@@ -204,7 +246,11 @@ def load_bundle(path: str | Path, *, backend: str = "auto", precision: str = "au
             return TensorRTBackend(engine, onnx_sha256=entry.sha256, cuda_graph=cuda_graph, verify=verify)
         from .backends.onnxruntime_backend import OnnxRuntimeBackend
 
-        return OnnxRuntimeBackend(where / entry.file, providers=providers, threads=threads)
+        if not graph.is_file():                 # missing, or a pipe or device that onnxruntime would block on
+            raise CheckpointError(f"bundle file {entry.file} is missing from {where} or not a regular file: copy "
+                                  "the whole bundle folder")
+        check_external_data(where, entry, graph, verify=verify)
+        return OnnxRuntimeBackend(graph, providers=providers, threads=threads)
 
     vp = pick_precision(man, "vision", precision, chosen)
     tp = pick_precision(tman, "text", text_precision, chosen)
@@ -217,6 +263,24 @@ def load_bundle(path: str | Path, *, backend: str = "auto", precision: str = "au
     return enc
 
 
+def check_tokenizer_files(folder: Path, man: Manifest, family: str, *, verify: bool) -> None:
+    """Check the tokenizer files the ``family`` tokenizer will read from ``folder/tokenizer``: inside the bundle
+    and, with ``verify``, listed in the manifest with their sha256 and matching it (every listed file is
+    verified)."""
+    needed = TextConfig(family=family).tokenizer_files
+    for name in needed:
+        bundle_file(folder, f"tokenizer/{name}", what="tokenizer file")
+    if not verify:
+        return
+    unlisted = [name for name in needed if name not in man.tokenizer]
+    if unlisted:
+        raise CheckpointError(f"bundle {folder} lists no sha256 for tokenizer file(s) {', '.join(unlisted)}, so "
+                              f"they cannot be verified: {REBUILD}")
+    for name, sha in man.tokenizer.items():
+        verify_file(folder, f"tokenizer/{name}", sha)
+
+
 def engine_manifests(folder: Path) -> list[EngineManifest]:
+    """The manifests of the TensorRT engines compiled into the bundle ``folder``."""
     man = Manifest.read(folder)
-    return [EngineManifest.load(folder / e["manifest"]) for e in man.engines]
+    return [EngineManifest.load(bundle_file(folder, e["manifest"], what="engine manifest")) for e in man.engines]

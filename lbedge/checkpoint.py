@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Mapping
 
 from ._deps import require
-from .config import ModelConfig
+from .config import ModelConfig, count_parameters
 from .encoder import Encoder, fingerprint_arrays
 from .errors import CheckpointError
 from .tokenizer import Tokenizer, load_tokenizer
@@ -19,14 +20,19 @@ def load_model(path: str | Path) -> "LanguageBindModel":
     """Build the torch model of a checkpoint folder and load its weights (LoRA merged)."""
     require("torch")
     from .models.towers import LanguageBindModel
-    from .models.weights import find_weights, load_into, merge_lora, read_state_dict
+    from .models.weights import find_weights, load_into, merge_lora, read_state_dict, weight_shapes
 
     folder = Path(path)
     if not folder.is_dir():
         raise CheckpointError(f"checkpoint folder not found: {folder}")
-    cfg = ModelConfig.from_json(folder)
+    cfg = ModelConfig.from_json(folder)          # validated: types, ranges, parameter count under the limit
     weights = find_weights(folder)
-    sd = read_state_dict(weights)
+    pickled = ".safetensors" not in weights.name
+    if not pickled:                              # safetensors: the headers alone tell, before any tensor is read
+        check_weights_hold(cfg, weight_shapes(weights), weights)
+    sd = read_state_dict(weights)                # a .bin is read first (its errors say what is wrong with it)
+    if pickled:
+        check_weights_hold(cfg, {k: tuple(v.shape) for k, v in sd.items()}, weights)
     scaling = cfg.vision.lora_alpha / cfg.vision.lora_r if cfg.vision.lora_r else None
     sd, merged = merge_lora(sd, scaling)
     model = LanguageBindModel(cfg)
@@ -34,6 +40,26 @@ def load_model(path: str | Path) -> "LanguageBindModel":
     model.eval().requires_grad_(False)       # an inference model; training re-enables what it tunes
     model.lora_pairs_merged = merged  # type: ignore[attr-defined]
     return model
+
+
+def check_weights_hold(cfg: ModelConfig, shapes: Mapping[str, tuple[int, ...]], weights: Path) -> None:
+    """Refuse a config.json that declares more parameters than the weight tensors ``shapes`` (name -> shape)
+    hold, before the model is built; the error names the keys that differ (from a model built on torch's
+    ``meta`` device, which allocates nothing). The files may hold more (LoRA adapters, saved buffers)."""
+    import torch
+
+    from .models.towers import LanguageBindModel
+    from .models.weights import key_problems, plain_shapes
+
+    declared, held = count_parameters(cfg), sum(math.prod(s) for s in shapes.values())
+    if declared <= held:
+        return
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in LanguageBindModel(cfg).state_dict().items()}
+    detail = "; ".join(key_problems(expected, plain_shapes(shapes)))
+    raise CheckpointError(f"{weights.parent / 'config.json'} declares {declared:,} parameters but the weights in "
+                          f"{weights.name} hold at most {held:,}: config and weights come from different models"
+                          f"{f' ({detail})' if detail else ''}; re-download the checkpoint or fix config.json")
 
 
 def text_fingerprint(model: "LanguageBindModel") -> str:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import CheckpointError, EngineMismatch
+from .schema import Problems, get_bool, get_dict, get_int, get_str, missing_keys, read_json
 
 ENGINE_SCHEMA = 1
 
@@ -57,12 +58,49 @@ class EngineManifest:
 
     @classmethod
     def load(cls, path: str | Path) -> "EngineManifest":
-        try:
-            raw = json.loads(Path(path).read_text(encoding="utf-8"))
-            return cls(**{k: v for k, v in raw.items() if k in cls.__dataclass_fields__})
-        except (OSError, ValueError, TypeError) as exc:
-            raise CheckpointError(f"engine manifest {path} is missing or unreadable: {exc}; rebuild the engine "
-                                  "with `lbedge compile`") from exc
+        """Read and validate an engine manifest: one CheckpointError lists every problem found."""
+        path = Path(path)
+        fix = "rebuild the engine with `lbedge compile`"
+        if not path.is_file():
+            raise CheckpointError(f"engine manifest {path} is missing or unreadable: {fix}")
+        raw = read_json(path, "engine manifest", fix)
+        problems = engine_manifest_problems(raw)
+        if problems:
+            raise CheckpointError(f"engine manifest {path} is not valid ({len(problems)} problem(s)): "
+                                  f"{problems.summary()}; {fix}")
+        return cls(**{k: v for k, v in raw.items() if k in cls.__dataclass_fields__})
+
+
+_ENGINE_STRINGS = ("tensorrt_version", "cuda_version", "compute_capability", "device_name", "platform",
+                   "onnx_sha256", "engine_sha256", "jetpack", "lbedge_version")
+_ENGINE_REQUIRED = ("tensorrt_version", "cuda_version", "compute_capability", "device_name", "platform",
+                    "precision", "onnx_sha256")
+
+
+def engine_manifest_problems(raw: Any) -> Problems:
+    """Every problem of a parsed engine manifest (types, required fields, precision, build flags)."""
+    p = Problems()
+    d = get_dict(p, "", raw)
+    if d is None:
+        return p
+    missing_keys(p, "", d, _ENGINE_REQUIRED)
+    for key in _ENGINE_STRINGS:
+        if key in d:
+            get_str(p, key, d[key])
+    if "precision" in d:
+        get_str(p, "precision", d["precision"], choices=("fp32", "fp16", "int8"))
+    for key in ("inputs", "outputs", "build_flags"):
+        if key in d:
+            get_dict(p, key, d[key])
+    if "schema" in d:
+        get_int(p, "schema", d["schema"], ENGINE_SCHEMA, ENGINE_SCHEMA)
+    flags = d.get("build_flags")
+    if isinstance(flags, dict):
+        if flags.get("dla_core") is not None:
+            get_int(p, "build_flags.dla_core", flags["dla_core"], -1, 64)
+        if "version_compatible" in flags:
+            get_bool(p, "build_flags.version_compatible", flags["version_compatible"])
+    return p
 
 
 @dataclass(frozen=True)

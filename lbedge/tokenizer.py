@@ -18,7 +18,6 @@ back to NFC plus the same HTML rule, which agrees with it on ordinary prompts.
 from __future__ import annotations
 
 import html
-import json
 import re
 import unicodedata
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import TYPE_CHECKING, Protocol, Sequence
 import numpy as np
 
 from .errors import CheckpointError, InputError
+from .schema import read_json, read_text
 
 if TYPE_CHECKING:
     from .config import TextConfig
@@ -58,14 +58,13 @@ class ClipTokenizer:
         from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 
         vocab_file, merges_file = Path(vocab_file), Path(merges_file)
-        try:
-            vocab = json.loads(vocab_file.read_text(encoding="utf-8"))
-            lines = merges_file.read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise CheckpointError(f"cannot read tokenizer files {vocab_file.name}/{merges_file.name} "
-                                  f"in {vocab_file.parent}: {exc}") from exc
+        fix = "copy vocab.json and merges.txt from the official checkpoint again"
+        vocab = read_json(vocab_file, "tokenizer vocabulary", fix)            # size and nesting bounded
+        lines = read_text(merges_file, "tokenizer merges", fix).splitlines()
         merges = [tuple(l.split()) for l in lines if l and not l.startswith("#version")]
         bad = [m for m in merges if len(m) != 2]
+        if not bad and isinstance(vocab, dict):
+            bad = [k for k, v in vocab.items() if not isinstance(v, int) or isinstance(v, bool) or v < 0][:1]
         if bad or not isinstance(vocab, dict):
             raise CheckpointError(f"malformed tokenizer files in {vocab_file.parent}: re-download vocab.json "
                                   "and merges.txt")
@@ -133,8 +132,9 @@ class WordPieceTokenizer:
         from tokenizers import Tokenizer
 
         path = Path(tokenizer_file)
+        text = read_text(path, "tokenizer file", "copy tokenizer.json from the text model's folder again")
         try:
-            tok = Tokenizer.from_file(str(path))
+            tok = Tokenizer.from_str(text)
         except Exception as exc:  # tokenizers raises its own exception type for malformed files
             raise CheckpointError(f"malformed tokenizer file {path} ({exc}): copy tokenizer.json again") from exc
         vocab = tok.get_vocab()

@@ -19,6 +19,8 @@ from lbedge import __version__
 from lbedge.bundle import Manifest, TowerFile, text_source
 from lbedge.engine import sha256_file
 from lbedge.errors import CheckpointError, InputError
+from lbedge.paths import text_bundle_problem
+from lbedge.schema import read_json
 from lbedge.zeroshot import PROBE_LABELS
 from lbedge.preprocess import Preprocessor
 from lbedge.config import PreprocessConfig
@@ -83,6 +85,10 @@ def export_bundle(checkpoint: str | Path, out: str | Path, *, inputs: np.ndarray
         if tman.text.get("fingerprint") != fingerprint:
             raise CheckpointError(f"{text_bundle} holds another text tower than {ckpt}: its fingerprint differs")
         shared = os.path.relpath(Path(text_bundle).resolve(), out.resolve())
+        problem = text_bundle_problem(shared)
+        if problem:
+            raise InputError(f"the text bundle {text_bundle} cannot be shared with {out}: {problem}; put it beside "
+                             "the vision bundle (or at most two folders up)")
     tok_sha = {}
     if not shared:
         (out / "tokenizer").mkdir(exist_ok=True)
@@ -252,6 +258,9 @@ def share_text(bundles: Sequence[str | Path], text_dir: str | Path, *,
         shutil.rmtree(folder / "tokenizer", ignore_errors=True)
         man.tokenizer = {}
         man.text_bundle = os.path.relpath(text_dir.resolve(), folder.resolve())
+        problem = text_bundle_problem(man.text_bundle)
+        if problem:
+            raise InputError(f"{text_dir} cannot be shared with {folder}: {problem}")
         man.write(folder)
     return tman
 
@@ -293,17 +302,13 @@ def build_text_bundle(source: str | Path, out: str | Path, *, int8: bool = True,
 
 def _text_model(source: Path) -> tuple[Any, tuple[str, ...]]:
     """A torch model whose text side is ``source``'s (a checkpoint, or a BERT folder with identity projection)."""
-    import json
 
     from lbedge.checkpoint import load_model
     from lbedge.config import ModelConfig, VisionConfig
     from lbedge.models.bert import attach_sentence_encoder, read_bert_folder
     from lbedge.models.towers import LanguageBindModel
 
-    try:
-        raw = json.loads((source / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"{source}: no readable config.json ({exc})") from exc
+    raw = read_json(source / "config.json", "config.json", "point at a checkpoint or sentence-encoder folder")
     if raw.get("model_type") != "bert":
         model = load_model(source)
         return model, tuple(model.config.text.tokenizer_files)

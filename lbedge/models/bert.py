@@ -8,7 +8,6 @@ tower keeps the single ``input_ids`` input of the CLIP one.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -17,6 +16,7 @@ from torch import nn
 
 from ..config import TextConfig, text_config_from_dict
 from ..errors import CheckpointError
+from ..schema import read_json
 from .layers import activation
 
 
@@ -93,9 +93,10 @@ def read_bert_folder(folder: str | Path) -> tuple[TextConfig, dict[str, torch.Te
     for f in (cfg_file, weights, folder / "tokenizer.json"):
         if not f.is_file():
             raise CheckpointError(f"{f.name} missing in {folder}: expected a BERT sentence-encoder folder")
-    raw = json.loads(cfg_file.read_text(encoding="utf-8"))
-    if raw.get("model_type") != "bert":
-        raise CheckpointError(f"{cfg_file} is a {raw.get('model_type')!r} model, not BERT")
+    raw = read_json(cfg_file, "sentence-encoder config", "copy the sentence encoder's config.json again")
+    if not isinstance(raw, dict) or raw.get("model_type") != "bert":
+        kind = raw.get("model_type") if isinstance(raw, dict) else type(raw).__name__
+        raise CheckpointError(f"{cfg_file} is a {kind!r} model, not BERT")
     try:
         state = load_file(str(weights))
     except Exception as exc:
