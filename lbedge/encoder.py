@@ -91,14 +91,21 @@ class Encoder:
         """Token ids and attention mask, int64 ``[N, 77]``, as the official tokenizer gives them."""
         return self.tokenizer(texts)
 
-    def embed_text(self, texts: str | Sequence[str]) -> np.ndarray:
-        """L2-normalised text embeddings ``[N, D]``."""
-        ids, _ = self.tokenize(texts)
-        if ids.shape[0] == 0:
+    def embed_text(self, texts: str | Sequence[str],
+                   progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+        """L2-normalised text embeddings ``[N, D]``, tokenized and embedded batch by batch;
+        ``progress(done, total)`` is called after each batch."""
+        items = [texts] if isinstance(texts, str) else list(texts)
+        if not items:
             return np.zeros((0, self.embed_dim), np.float32)
         name = self.text.input_names[0]
         bs = max(self.batch_size, 32)
-        out = [self.text.run({name: ids[i:i + bs]})[self.text.output_names[0]] for i in range(0, len(ids), bs)]
+        out = []
+        for i in range(0, len(items), bs):
+            ids, _ = self.tokenize(items[i:i + bs])
+            out.append(self.text.run({name: ids})[self.text.output_names[0]])
+            if progress is not None:
+                progress(min(i + bs, len(items)), len(items))
         return _l2(np.concatenate(out))
 
     def similarity(self, embeds: np.ndarray, text_embeds: np.ndarray) -> np.ndarray:

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from .encoder import Encoder
 from .errors import InputError
+from .limits import hint, limits
+
+log = logging.getLogger(__name__)
 
 # CLIP-style prompt templates per modality; "{}" is the label. Ensembled by averaging embeddings.
 TEMPLATES: dict[str, tuple[str, ...]] = {
@@ -47,44 +52,151 @@ class PromptCache:
 
     Encoders share entries only when their text towers are byte-identical, because the key
     contains the text fingerprint: nothing is assumed about which checkpoints share a tower.
+    Large prompt sets are embedded and stored in chunks of ``chunk`` prompts, so an interrupted run keeps
+    what it finished. An entry that is damaged (unreadable, wrong shape or dtype, non-finite, rows not of
+    unit length) is recomputed and overwritten, never used.
     """
 
-    def __init__(self, directory: str | Path | None = None):
+    def __init__(self, directory: str | Path | None = None, *, chunk: int = 4096):
         self.directory = Path(directory) if directory is not None else default_cache_dir() / "prompts"
+        if chunk < 1:
+            raise InputError(f"chunk must be at least 1, got {chunk}")
+        self.chunk = int(chunk)
 
     @staticmethod
     def key(fingerprint: str, prompts: Sequence[str]) -> str:
         h = hashlib.sha256(fingerprint.encode())
-        h.update(json.dumps(list(prompts), ensure_ascii=False).encode("utf-8"))
+        h.update(json.dumps(list(prompts), ensure_ascii=False).encode("utf-8", "surrogatepass"))
         return h.hexdigest()
 
-    def get(self, fingerprint: str, prompts: Sequence[str]) -> np.ndarray | None:
+    def get(self, fingerprint: str, prompts: Sequence[str], dim: int | None = None) -> np.ndarray | None:
+        """The stored embeddings ``[len(prompts), dim]`` or None when absent or unusable."""
         path = self.directory / f"{self.key(fingerprint, prompts)}.npy"
         try:
             arr = np.load(path, allow_pickle=False)
-        except (OSError, ValueError, EOFError):
-            return None                   # absent or damaged: recompute and overwrite
-        return arr if arr.ndim == 2 and arr.shape[0] == len(prompts) and np.isfinite(arr).all() else None
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, EOFError) as exc:
+            log.warning("prompt cache entry %s is unreadable (%s): recomputing it", path, exc)
+            return None
+        problem = _cache_problem(arr, len(prompts), dim)
+        if problem:
+            log.warning("prompt cache entry %s is damaged (%s): recomputing it", path, problem)
+            return None
+        return arr.astype(np.float32, copy=False)
 
     def put(self, fingerprint: str, prompts: Sequence[str], embeds: np.ndarray) -> None:
+        tmp = None
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             path = self.directory / f"{self.key(fingerprint, prompts)}.npy"
-            tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
+            tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp.npy")
             np.save(tmp, embeds.astype(np.float32), allow_pickle=False)
             os.replace(tmp, path)
-        except OSError:
-            pass                          # a read-only cache only costs recomputation
+        except OSError as exc:
+            log.debug("prompt cache not written (%s): it only costs recomputation", exc)
+            if tmp is not None:
+                try:
+                    tmp.unlink(missing_ok=True)
+                except OSError:
+                    pass
 
-    def embed(self, encoder: Encoder, prompts: Sequence[str]) -> np.ndarray:
-        """Embeddings of ``prompts`` by ``encoder``'s text tower, from the cache when present."""
+    def embed(self, encoder: Encoder, prompts: Sequence[str],
+              progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+        """Embeddings of ``prompts`` by ``encoder``'s text tower, from the cache when present.
+
+        ``progress(done, total)`` is called as prompts are embedded (or found in the cache)."""
         fp = encoder.text_fingerprint
-        hit = self.get(fp, prompts)
-        if hit is not None:
-            return hit
-        embeds = encoder.embed_text(list(prompts))
-        self.put(fp, prompts, embeds)
-        return embeds
+        prompts = list(prompts)
+        parts = []
+        for start in range(0, len(prompts), self.chunk):
+            part = prompts[start:start + self.chunk]
+            hit = self.get(fp, part, encoder.embed_dim)
+            if hit is None:
+                hit = encoder.embed_text(part, progress=None if progress is None else
+                                         lambda d, _t, s=start: progress(s + d, len(prompts)))
+                self.put(fp, part, hit)
+            parts.append(hit)
+            if progress is not None:
+                progress(start + len(part), len(prompts))
+        if not parts:
+            return np.zeros((0, encoder.embed_dim), np.float32)
+        return np.concatenate(parts)
+
+
+def _cache_problem(arr: np.ndarray, rows: int, dim: int | None) -> str:
+    """Why a cache entry cannot be used ("" when it can)."""
+    if arr.dtype != np.float32:
+        return f"dtype {arr.dtype}, expected float32"
+    if arr.ndim != 2 or arr.shape[0] != rows or (dim is not None and arr.shape[1] != dim):
+        return f"shape {arr.shape}, expected ({rows}, {dim if dim is not None else 'D'})"
+    if not np.isfinite(arr).all():
+        return "non-finite values"
+    norms = np.linalg.norm(arr, axis=1)
+    if rows and not np.allclose(norms, 1.0, atol=1e-3):
+        return "rows are not unit vectors"
+    return ""
+
+
+def check_labels(labels: Any, what: str = "labels") -> list[str]:
+    """``labels`` as a list of stripped, distinct, non-empty strings, or one InputError naming every problem.
+
+    A bare string is refused (it would be read as its letters); so are bytes, None and other non-strings,
+    text that is not valid Unicode, and more than ``limits().max_labels`` labels."""
+    if isinstance(labels, (str, bytes)):
+        raise InputError(f"{what} must be a list of strings, got one {type(labels).__name__} {labels!r:.60}: pass "
+                         f"[{labels!r:.40}] for one label, or split comma-separated text first")
+    try:
+        items = list(labels)
+    except TypeError:
+        raise InputError(f"{what} must be a list of strings, got {type(labels).__name__}") from None
+    lim = limits()
+    if not items:
+        raise InputError(f"{what} must be a non-empty list of non-empty strings")
+    if len(items) > lim.max_labels:
+        raise InputError(f"{len(items)} {what}: more than the limit of {lim.max_labels}; {hint('max_labels')}")
+    problems, out = [], []
+    for i, item in enumerate(items):
+        if not isinstance(item, str):
+            problems.append(f"item {i} is {type(item).__name__} {item!r:.40}, not a string")
+            continue
+        text = item.strip()
+        if not text:
+            problems.append(f"item {i} is empty (labels must be non-empty strings)")
+        elif len(text) > lim.max_label_chars:
+            problems.append(f"item {i} has {len(text)} characters (limit {lim.max_label_chars})")
+        else:
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                problems.append(f"item {i} {text!r:.40} is not valid Unicode text (undecodable bytes?)")
+                continue
+            out.append(text)
+    if problems:
+        shown = "; ".join(problems[:5]) + (f"; ... ({len(problems) - 5} more)" if len(problems) > 5 else "")
+        raise InputError(f"unusable {what}: {shown}")
+    dupes = sorted({t for t in out if out.count(t) > 1}) if len(set(out)) != len(out) else []
+    if dupes:
+        raise InputError(f"duplicate {what}: {dupes[:10]}")
+    return out
+
+
+def check_templates(templates: Any) -> list[str]:
+    """Prompt templates: strings that each hold ``{}`` where the label goes."""
+    if isinstance(templates, (str, bytes)):
+        raise InputError(f"templates must be a list of strings, got one {type(templates).__name__}: pass "
+                         f"[{templates!r:.60}]")
+    tpl = list(templates)
+    bad = [t for t in tpl if not isinstance(t, str) or "{}" not in t]
+    if not tpl or bad:
+        raise InputError(f"every template must be a string and must contain '{{}}' where the label goes "
+                         f"(got {bad[:3]!r})")
+    return tpl
+
+
+def fill(template: str, label: str) -> str:
+    """A template with its ``{}`` replaced by ``label`` (other braces are kept as they are)."""
+    return template.replace("{}", label)
 
 
 @dataclass
@@ -120,29 +232,31 @@ class ZeroShotClassifier:
 
     def __init__(self, encoder: Encoder, labels: Sequence[str], *, templates: Sequence[str] | None = None,
                  extra_templates: Sequence[str] = (), top_k: int = 5, threshold: float | None = None,
-                 cache: PromptCache | str | Path | None = None, use_cache: bool = True):
-        labels = [str(l).strip() for l in labels]
-        if not labels or any(not l for l in labels):
-            raise InputError("labels must be a non-empty list of non-empty strings")
-        if len(set(labels)) != len(labels):
-            raise InputError(f"duplicate labels: {sorted(l for l in set(labels) if labels.count(l) > 1)}")
-        tpl = list(templates) if templates is not None else list(TEMPLATES.get(encoder.modality, ("{}",)))
-        tpl += list(extra_templates)
-        if not tpl or any("{}" not in t for t in tpl):
-            raise InputError("every template must contain '{}' where the label goes")
+                 cache: PromptCache | str | Path | None = None, use_cache: bool = True,
+                 progress: Callable[[int, int], None] | None = None):
+        labels = check_labels(labels)
+        tpl = check_templates(templates if templates is not None else TEMPLATES.get(encoder.modality, ("{}",)))
+        tpl += check_templates(extra_templates) if extra_templates else []
+        if threshold is not None and not 0.0 <= float(threshold) <= 1.0:
+            raise InputError(f"threshold is a probability in [0, 1], got {threshold}")
         self.encoder = encoder
         self.labels = labels
         self.templates = tpl
         self.top_k = max(1, min(int(top_k), len(labels)))
         self.threshold = threshold
         self.cache = cache if isinstance(cache, PromptCache) else (PromptCache(cache) if use_cache else None)
-        self.text_embeds = self._label_embeddings()
+        self.text_embeds = self._label_embeddings(progress)
 
-    def _label_embeddings(self) -> np.ndarray:
-        prompts = [t.format(l) for l in self.labels for t in self.templates]
-        e = self.cache.embed(self.encoder, prompts) if self.cache else self.encoder.embed_text(prompts)
+    def _label_embeddings(self, progress: Callable[[int, int], None] | None) -> np.ndarray:
+        prompts = [fill(t, l) for l in self.labels for t in self.templates]
+        e = self.cache.embed(self.encoder, prompts, progress) if self.cache else \
+            self.encoder.embed_text(prompts, progress=progress)
+        if e.shape != (len(prompts), self.encoder.embed_dim) or not np.isfinite(e).all():
+            raise InputError(f"the text tower gave {'non-finite ' if e.ndim == 2 else ''}embeddings of shape "
+                             f"{tuple(e.shape)} for {len(prompts)} prompts (expected dimension "
+                             f"{self.encoder.embed_dim}): the model is broken")
         e = e.reshape(len(self.labels), len(self.templates), -1).mean(axis=1)
-        return e / np.linalg.norm(e, axis=-1, keepdims=True)
+        return e / np.maximum(np.linalg.norm(e, axis=-1, keepdims=True), np.float32(1e-12))
 
     def logits(self, embeds: np.ndarray) -> np.ndarray:
         """``logit_scale * cos`` of embeddings ``[B, D]`` against the labels."""

@@ -131,6 +131,66 @@ def test_damaged_cache_entry_is_recomputed(tmp_path):
     assert PromptCache(tmp_path).get("fp-A", ["cat", "dog"]) is not None
 
 
+@pytest.mark.parametrize("damage", ["zeros", "int", "wrong_dim", "nan", "wrong_rows", "not_unit"])
+def test_unusable_cache_entries_are_recomputed_not_used(tmp_path, damage):
+    """A cache entry of zeros gave NaN scores, an integer entry was used as is: every damaged entry is recomputed."""
+    enc = make_encoder()
+    good = ZeroShotClassifier(enc, ["cat", "dog"], templates=["{}"], cache=tmp_path).text_embeds
+    (entry,) = tmp_path.glob("*.npy")
+    bad = {"zeros": np.zeros((2, 8), np.float32), "int": np.ones((2, 8), np.int64),
+           "wrong_dim": np.ones((2, 5), np.float32) / np.sqrt(5), "nan": np.full((2, 8), np.nan, np.float32),
+           "wrong_rows": np.eye(3, 8, dtype=np.float32), "not_unit": np.full((2, 8), 3.0, np.float32)}[damage]
+    np.save(entry, bad)
+    enc2 = make_encoder()
+    clf = ZeroShotClassifier(enc2, ["cat", "dog"], templates=["{}"], cache=tmp_path)
+    assert enc2.text.calls == 1                                     # recomputed...
+    np.testing.assert_allclose(clf.text_embeds, good, atol=1e-6)   # ...to the right values
+    assert np.isfinite(clf(images(0))[0].scores).all()
+    assert np.load(entry).dtype == np.float32 and np.load(entry).shape == (2, 8)        # and overwritten
+
+
+@pytest.mark.parametrize("labels,match", [
+    ("cat", "one str 'cat'"), (b"cat", "one bytes"), (["cat", None], "item 1 is NoneType"),
+    (["cat", b"dog"], "item 1 is bytes"), (["cat", 3], "item 1 is int"), (None, "list of strings"),
+    (["cat", "d\udcffg"], "not valid Unicode"), (["x" * 5000, "y"], "5000 characters"),
+])
+def test_labels_must_be_a_list_of_text(tmp_path, labels, match):
+    """A bare string became c, a, t; bytes and None became strings: each is one clear error now."""
+    with pytest.raises(InputError, match=match):
+        ZeroShotClassifier(make_encoder(), labels, templates=["{}"], cache=tmp_path)
+
+
+def test_templates_with_other_braces_and_label_braces(tmp_path):
+    clf = ZeroShotClassifier(make_encoder(), ["cat {x}", "dog"], templates=["a {} in {braces}"], cache=tmp_path)
+    assert clf.labels == ["cat {x}", "dog"]
+    with pytest.raises(InputError, match="list of strings"):
+        ZeroShotClassifier(make_encoder(), ["cat"], templates="a photo of a {}", cache=tmp_path)
+
+
+def test_many_labels_are_embedded_in_batches_with_progress(tmp_path):
+    from lbedge.limits import set_limits
+
+    seen = []
+    labels = [f"thing {i}" for i in range(300)]
+    enc = make_encoder()
+    cache = PromptCache(tmp_path, chunk=128)
+    clf = ZeroShotClassifier(enc, labels, templates=["{}", "a {}"], cache=cache,
+                             progress=lambda done, total: seen.append((done, total)))
+    assert clf.text_embeds.shape == (300, 8)
+    assert seen[-1] == (600, 600) and all(t == 600 for _, t in seen)
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen) and len(seen) > 5    # steady, not one jump
+    assert enc.text.calls >= 600 // 32 and len(list(tmp_path.glob("*.npy"))) == 5   # chunks of 128 prompts cached
+    enc2 = make_encoder()
+    ZeroShotClassifier(enc2, labels, templates=["{}", "a {}"], cache=cache)
+    assert enc2.text.calls == 0                                       # every chunk found again
+    old = set_limits(max_labels=100)
+    try:
+        with pytest.raises(InputError, match="max_labels"):
+            ZeroShotClassifier(make_encoder(), labels, templates=["{}"], cache=tmp_path)
+    finally:
+        set_limits(max_labels=old.max_labels)
+
+
 def test_cache_can_be_disabled(tmp_path, monkeypatch):
     monkeypatch.setenv("LBEDGE_CACHE", str(tmp_path))
     ZeroShotClassifier(make_encoder(), ["cat"], templates=["{}"], use_cache=False)
