@@ -6,9 +6,17 @@ recording is read without drops (the reader waits). One worker thread classifies
 moment in one batch per modality (several sources of a modality, or several frames of a recording, up to
 ``max_batch``), smooths each source's labels over time (EMA or majority with hysteresis, so labels do not
 flicker), fuses the latest per-source probabilities whose timestamps lie within ``sync_tolerance`` of each
-other, and publishes a :class:`Result` to the iterator and the callbacks. A source that fails is closed and reopened with exponential backoff while the others go on;
-the event appears in the results and the log. ``stop()`` (or leaving the ``with`` block, or Ctrl-C in the
-CLI) ends every thread.
+other, and publishes a :class:`Result` to the iterator and the callbacks.
+
+Every thread is supervised; what the pipeline promises:
+
+- A source that fails is closed and reopened with exponential backoff while the others go on. A recording
+  resumes after the last frame it delivered (it never repeats a frame); see :class:`ReopenPolicy` for when a
+  source is given up. A frame that cannot be preprocessed or embedded is skipped, and only that frame.
+- A source that delivers no frame for ``stall_timeout`` seconds is reported (and again when it resumes).
+- Every failure, reopening, stall and end is an event, in the results and in ``event_log``.
+- If the worker itself fails, the pipeline stops and iterating it raises :class:`PipelineError`: no exception
+  leaves ``for r in pipeline`` waiting. ``stop()`` may be called from any thread, callbacks included.
 
 The runtime only knows the :class:`~lbedge.frames.Source` protocol; concrete sensors live in ``lbedge.sensors``.
 """
@@ -26,11 +34,55 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import numpy as np
 
 from .encoder import Encoder
-from .errors import LBEdgeError
+from .errors import LBEdgeError, SensorError
 from .frames import Frame, Source
 from .zeroshot import ZeroShotClassifier
 
 log = logging.getLogger(__name__)
+#: where events are logged (at WARNING, or INFO for recoveries and ends); an application that shows the events
+#: itself (``lbedge demo``) silences this logger to print each event once
+event_log_channel = logging.getLogger(__name__ + ".events")
+
+#: exceptions a sensor may raise when it goes away for a while (unplugged, stream lost, driver hiccup): retried
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (SensorError, OSError, RuntimeError, TimeoutError)
+
+
+class PipelineError(LBEdgeError):
+    """The pipeline could not go on (its worker failed); the message names the cause."""
+
+
+@dataclass(frozen=True)
+class ReopenPolicy:
+    """When a failing source is reopened, and when it is given up.
+
+    Failures are counted over the last ``window_s`` seconds, whatever happened between them. A live source that
+    fails with a sensor error (unplugged, stream lost: :data:`TRANSIENT_ERRORS`) is reopened for ever unless
+    ``max_failures`` is set; any other error (a bug or a configuration problem in the source) and any failure of
+    a recording is given up after ``max_failures`` (default ``max_failures_default``) failures in the window.
+    Waits between reopenings double from ``backoff[0]`` up to ``backoff[1]`` seconds.
+    """
+
+    backoff: tuple[float, float] = (0.5, 8.0)
+    max_failures: int | None = None
+    max_failures_default: int = 3
+    window_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        lo, hi = self.backoff
+        if not (0 < lo <= hi):
+            raise LBEdgeError(f"reopen backoff must be 0 < first <= last seconds, got {self.backoff}")
+        if self.max_failures is not None and self.max_failures < 0:
+            raise LBEdgeError(f"max_failures must be >= 0 or None, got {self.max_failures}")
+        if self.max_failures_default < 0 or not self.window_s > 0:
+            raise LBEdgeError("max_failures_default must be >= 0 and window_s positive")
+
+    def limit(self, live: bool, exc: BaseException) -> int | None:
+        """How many failures in the window a source may have before it is given up (None: no limit)."""
+        if self.max_failures is not None:
+            return self.max_failures
+        if live and isinstance(exc, TRANSIENT_ERRORS):
+            return None
+        return self.max_failures_default
 
 
 @dataclass
@@ -59,7 +111,7 @@ class Result:
     fused_label: str | None = None                        # late fusion over synchronised sources
     fused_scores: dict[str, float] = field(default_factory=dict)
     fused_sources: list[str] = field(default_factory=list)
-    events: list[str] = field(default_factory=list)       # source failures, reopenings, ends
+    events: list[str] = field(default_factory=list)       # source failures, reopenings, stalls, ends
 
     def to_dict(self) -> dict[str, Any]:
         return {"timestamp": round(self.timestamp, 4),
@@ -76,6 +128,10 @@ class Smoother:
     def __init__(self, method: str = "ema", alpha: float = 0.5, window: int = 5, hysteresis: float = 0.1):
         if method not in ("ema", "majority", "none"):
             raise LBEdgeError(f"unknown smoothing {method!r}: ema, majority or none")
+        if not 0 < alpha <= 1:
+            raise LBEdgeError(f"ema_alpha must be in (0, 1], got {alpha}")
+        if window < 1:
+            raise LBEdgeError(f"majority_window must be at least 1, got {window}")
         self.method, self.alpha, self.hysteresis = method, alpha, hysteresis
         self.state: np.ndarray | None = None
         self.history: collections.deque[int] = collections.deque(maxlen=window)
@@ -98,52 +154,96 @@ class Smoother:
         return self.current, self.state
 
 
+class _SourceState:
+    """What the pipeline tracks about one source (touched by its reader and the worker)."""
+
+    def __init__(self) -> None:
+        self.delivered = 0              # frames read since the source first opened (a recording resumes here)
+        self.opened_once = False
+        self.is_open = False
+        self.needs_resume = False       # a recording reopened after a failure: skip what was delivered
+        self.failures: collections.deque[float] = collections.deque()     # times of recent failures
+        self.bad_frames = 0             # consecutive frames that could not be preprocessed
+        self.skipped = 0                # frames skipped (preprocessing or model), in all
+        self.last_frame = time.monotonic()
+        self.stalled = False
+        self.finished = False
+
+
+_REPORTED_FIRST = 3          # the first skipped frames of a run are reported one by one...
+_REPORT_EVERY = 100          # ...then one event every this many
+
+
 class Pipeline:
     """Classify several sources' frames zero-shot against ``labels``; iterate results or register callbacks.
 
     ``encoders``: one Encoder per modality (``{"image": enc, "depth": enc2}``), or one Encoder for all sources.
+    ``reopen``: a :class:`ReopenPolicy` (``reopen_backoff`` and ``max_reopen`` set its backoff and
+    ``max_failures``). ``stall_timeout``: seconds without a frame before a source is reported stalled (at least
+    three frame periods of a source that states its ``fps``). ``max_bad_frames``: consecutive frames of a
+    source that fail preprocessing before the source is ended (None: never). ``progress``: called with
+    ``(done, total)`` while the label prompts are embedded.
     """
 
     def __init__(self, sources: Mapping[str, Source], encoders: Mapping[str, Encoder] | Encoder,
                  labels: Sequence[str], *, templates: Sequence[str] | None = None, top_k: int = 3,
                  smoothing: str = "ema", ema_alpha: float = 0.5, majority_window: int = 5, hysteresis: float = 0.1,
-                 sync_tolerance: float = 0.25, reopen_backoff: tuple[float, float] = (0.5, 8.0),
-                 max_reopen: int | None = None, results_queue: int = 16, max_batch: int = 8):
+                 sync_tolerance: float = 0.25, reopen_backoff: tuple[float, float] | None = None,
+                 max_reopen: int | None = None, reopen: ReopenPolicy | None = None, stall_timeout: float = 10.0,
+                 max_bad_frames: int | None = 100, results_queue: int = 16, max_batch: int = 8,
+                 progress: Callable[[int, int], None] | None = None):
         if not sources:
             raise LBEdgeError("a pipeline needs at least one source")
+        if max_batch < 1:
+            raise LBEdgeError("max_batch must be at least 1")
+        if not stall_timeout > 0:
+            raise LBEdgeError(f"stall_timeout must be positive seconds, got {stall_timeout}")
+        if max_bad_frames is not None and max_bad_frames < 1:
+            raise LBEdgeError(f"max_bad_frames must be at least 1 or None, got {max_bad_frames}")
+        if results_queue < 1:
+            raise LBEdgeError(f"results_queue must be at least 1, got {results_queue}")
         self.sources = dict(sources)
         by_modality = {m: encoders for m in {s.modality for s in self.sources.values()}} \
             if isinstance(encoders, Encoder) else dict(encoders)
         missing = sorted({s.modality for s in self.sources.values()} - set(by_modality))
         if missing:
             raise LBEdgeError(f"no encoder for modality {', '.join(missing)}: pass encoders={{modality: Encoder}}")
-        self.classifiers = {m: ZeroShotClassifier(e, labels, templates=templates, top_k=len(labels))
+        self.classifiers = {m: ZeroShotClassifier(e, labels, templates=templates, top_k=len(labels),
+                                                  progress=progress)
                             for m, e in by_modality.items()}
-        self.labels = list(labels)
-        self.top_k = top_k
-        if max_batch < 1:
-            raise LBEdgeError("max_batch must be at least 1")
+        self.labels = list(next(iter(self.classifiers.values())).labels)
+        self.top_k = max(1, min(int(top_k), len(self.labels)))
         self.max_batch = max_batch
         self._smooth = {n: Smoother(smoothing, ema_alpha, majority_window, hysteresis) for n in self.sources}
         self.sync_tolerance = sync_tolerance
-        self.backoff, self.max_reopen = reopen_backoff, max_reopen
+        policy = reopen or ReopenPolicy()
+        if reopen_backoff is not None or max_reopen is not None:
+            policy = ReopenPolicy(tuple(reopen_backoff or policy.backoff), max_reopen if max_reopen is not None
+                                  else policy.max_failures, policy.max_failures_default, policy.window_s)
+        self.reopen = policy
+        self.stall_timeout = float(stall_timeout)
+        self.max_bad_frames = max_bad_frames
         self._queues = {n: queue.Queue(maxsize=1 if s.live else max(4, max_batch)) for n, s in self.sources.items()}
         self._results: queue.Queue[Result | None] = queue.Queue(maxsize=results_queue)
         self._callbacks: list[Callable[[Result], None]] = []
         # events not yet attached to a result (bounded: a source failing for hours with no result to carry them)
         self._events: collections.deque[str] = collections.deque(maxlen=100)
         self.event_log: collections.deque[str] = collections.deque(maxlen=1000)   # every event, newest last
+        self.event_count = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._finished: set[str] = set()
+        self._state = {n: _SourceState() for n in self.sources}
         self._threads: list[threading.Thread] = []
+        self._worker_thread: threading.Thread | None = None
         self._latest: dict[str, tuple[SourceResult, np.ndarray]] = {}
         self.dropped = {n: 0 for n in self.sources}
         self.processed = {n: 0 for n in self.sources}
         self._recent = {n: collections.deque(maxlen=100) for n in self.sources}   # (time, latency, pre, infer)
         self.results_dropped = 0
+        self.error: BaseException | None = None        # what ended the worker, when it failed
         self._started = False
         self._iterating = False
+        self._end_sent = False
 
     # --- lifecycle -----------------------------------------------------------------------------------------
     def start(self) -> "Pipeline":
@@ -153,24 +253,24 @@ class Pipeline:
         for name in self.sources:
             t = threading.Thread(target=self._reader, args=(name,), name=f"lbedge-reader-{name}", daemon=True)
             self._threads.append(t)
-        self._threads.append(threading.Thread(target=self._worker, name="lbedge-worker", daemon=True))
+        self._worker_thread = threading.Thread(target=self._worker, name="lbedge-worker", daemon=True)
+        self._threads.append(self._worker_thread)
         for t in self._threads:
             t.start()
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Stop every thread and close every source."""
+        """Stop every thread and close every source. Safe from any thread, result callbacks included."""
         self._stop.set()
+        me = threading.current_thread()
         deadline = time.monotonic() + timeout
         for t in self._threads:
-            t.join(max(0.0, deadline - time.monotonic()))
-        alive = [t.name for t in self._threads if t.is_alive()]
+            if t is not me:
+                t.join(max(0.0, deadline - time.monotonic()))
+        alive = [t.name for t in self._threads if t.is_alive() and t is not me]
         if alive:
             log.warning("threads still running after stop(): %s (a source blocked in read)", alive)
-        try:
-            self._results.put_nowait(None)
-        except queue.Full:
-            pass
+        self._send_end()
 
     def __enter__(self) -> "Pipeline":
         return self.start()
@@ -183,18 +283,29 @@ class Pipeline:
         self._callbacks.append(callback)
 
     def __iter__(self) -> Iterator[Result]:
-        """Results as they come; ends when every recording has ended (live sources never end) or on stop()."""
+        """Results as they come; ends when every recording has ended (live sources never end) or on stop().
+
+        Raises :class:`PipelineError` when the worker failed (after the results it published before)."""
         self._iterating = True
         self.start()
         while True:
-            item = self._results.get()
+            try:
+                item = self._results.get(timeout=0.25)
+            except queue.Empty:
+                worker = self._worker_thread
+                if worker is not None and not worker.is_alive() and self._results.empty():
+                    break                              # the worker is gone: never wait for it
+                continue
             if item is None:
-                return
+                break
             yield item
+        if self.error is not None:
+            raise PipelineError(f"the pipeline stopped: {_describe(self.error)}") from self.error
 
     def stats(self) -> dict[str, dict[str, float]]:
         """Per source, over its last 100 results: FPS, median capture-to-result latency, preprocessing and
-        model time (ms), and the running totals of processed and dropped frames."""
+        model time (ms), and the running totals of processed, dropped (a live sensor's frames replaced by newer
+        ones) and skipped (unusable) frames."""
         out = {}
         for name, recent in self._recent.items():
             rows = list(recent)
@@ -202,57 +313,99 @@ class Pipeline:
             med = (lambda i: round(float(np.median([r[i] for r in rows])), 2)) if rows else (lambda i: 0.0)
             out[name] = {"fps": round((len(rows) - 1) / span, 2) if span > 0 else 0.0, "latency_ms": med(1),
                          "preprocess_ms": med(2), "infer_ms": med(3), "processed": self.processed[name],
-                         "dropped": self.dropped[name]}
+                         "dropped": self.dropped[name], "skipped": self._state[name].skipped}
         return out
 
     @property
     def threads(self) -> list[threading.Thread]:
         return list(self._threads)
 
-    # --- threads -------------------------------------------------------------------------------------------
-    def _event(self, text: str) -> None:
-        log.warning(text)
+    # --- events --------------------------------------------------------------------------------------------
+    def _event(self, text: str, level: int = logging.WARNING) -> None:
+        event_log_channel.log(level, text)
         with self._lock:
             self._events.append(text)
             self.event_log.append(text)
+            self.event_count += 1
 
+    def events_since(self, count: int) -> list[str]:
+        """The events after the first ``count`` (``event_count`` is how many there were in all): what a consumer
+        that shows every event once has not shown yet (the oldest may be gone from the bounded log)."""
+        with self._lock:
+            new = self.event_count - count
+            return list(self.event_log)[-new:] if new > 0 else []
+
+    def _send_end(self) -> None:
+        """Tell the iterator that nothing more comes (once; never blocks)."""
+        with self._lock:
+            if self._end_sent:
+                return
+            self._end_sent = True
+        try:
+            self._results.put_nowait(None)
+        except queue.Full:                # a consumer that is behind sees the end once it catches up
+            threading.Thread(target=self._put_end_later, name="lbedge-end", daemon=True).start()
+
+    def _put_end_later(self) -> None:
+        while True:
+            try:
+                self._results.put(None, timeout=0.5)
+                return
+            except queue.Full:
+                if not self._iterating:
+                    return
+
+    # --- readers -------------------------------------------------------------------------------------------
     def _reader(self, name: str) -> None:
-        src, q = self.sources[name], self._queues[name]
-        failures = 0
-        delay = self.backoff[0]
+        """Read, preprocess and queue one source's frames until it ends, is given up, or the pipeline stops."""
+        src, state = self.sources[name], self._state[name]
+        try:
+            self._read_loop(name, src, state)
+        except BaseException as exc:  # noqa: BLE001 - a reader must end with an event, whatever happened
+            self._event(f"source {name} stopped: internal error: {_describe(exc)}", logging.ERROR)
+            log.debug("reader %s failed", name, exc_info=True)
+        finally:
+            try:
+                src.close()
+            except Exception as exc:  # noqa: BLE001 - closing a broken device must not fail the pipeline
+                log.debug("closing %s: %s", name, exc)
+            with self._lock:
+                state.finished = True
+
+    def _read_loop(self, name: str, src: Source, state: _SourceState) -> None:
+        q = self._queues[name]
+        delay = self.reopen.backoff[0]
         # a recording read as fast as possible keeps one frame in hand, so that its end is known (and its event
         # attached) before the last frame goes to the worker; paced and live sources never wait on the next frame
         hold_back = not src.live and not getattr(src, "realtime", False)
         held = None
+        recovering = False
         while not self._stop.is_set():
             try:
-                src.open()
-                frame = src.read()
-            except Exception as exc:  # a sensor may fail in any way: report, back off, reopen
-                failures += 1
-                self._event(f"source {name} failed: {exc}; reopening in {delay:.1f} s")
-                try:
-                    src.close()
-                except Exception:
-                    pass
-                if self.max_reopen is not None and failures > self.max_reopen:
-                    self._event(f"source {name} gave up after {failures} failures")
+                frame = self._next_frame(name, src, state)
+            except BaseException as exc:  # noqa: BLE001 - a sensor may fail in any way: report, back off, reopen
+                if isinstance(exc, (KeyboardInterrupt, SystemExit)) and threading.current_thread() is \
+                        threading.main_thread():
+                    raise
+                if not self._on_failure(name, src, state, exc, delay):
                     break
-                if self._stop.wait(delay):
-                    break
-                delay = min(delay * 2, self.backoff[1])
+                recovering = True
+                delay = min(delay * 2, self.reopen.backoff[1])
                 continue
-            if failures:
-                self._event(f"source {name} recovered after {failures} failure(s)")
-                failures, delay = 0, self.backoff[0]
+            if recovering:
+                self._event(f"source {name} recovered (resumed at frame {state.delivered - 1})"
+                            if not src.live else f"source {name} recovered", logging.INFO)
+                recovering, delay = False, self.reopen.backoff[0]
             if frame is None:
-                self._event(f"source {name} ended")
+                self._event(f"source {name} ended" + ("" if state.delivered else " without delivering a frame "
+                                                      "(empty recording?)"), logging.INFO)
                 break
-            try:                                      # preprocess here, overlapping the model in the worker
-                t0 = time.monotonic()
-                item = (frame, self._preprocess(frame), (time.monotonic() - t0) * 1000)
-            except LBEdgeError as exc:
-                self._event(f"source {name}: frame {frame.sequence} skipped: {exc}")
+            item = self._prepare(name, frame, state)
+            if item is None:
+                if self.max_bad_frames is not None and state.bad_frames >= self.max_bad_frames:
+                    self._event(f"source {name} ended: its last {state.bad_frames} frames could not be used "
+                                "(see the events before; a configuration problem?)", logging.ERROR)
+                    break
                 continue
             if src.live:
                 try:
@@ -263,46 +416,133 @@ class Pipeline:
                 q.put_nowait(item)
             elif hold_back:
                 if held is not None:
-                    self._put_waiting(q, held)
+                    self._put_waiting(q, held, state)
                 held = item
             else:
-                self._put_waiting(q, item)
+                self._put_waiting(q, item, state)
         if held is not None:
-            self._put_waiting(q, held)
+            self._put_waiting(q, held, state)
+
+    def _next_frame(self, name: str, src: Source, state: _SourceState) -> Frame | None:
+        """Open the source if needed (a reopened recording resumes after its last delivered frame) and read."""
+        if not state.is_open:
+            src.open()
+            state.is_open = state.opened_once = True
+        if state.needs_resume:
+            self._resume(src, state)
+            state.needs_resume = False
+        frame = src.read()
+        if frame is not None:
+            state.delivered += 1
+            state.last_frame = time.monotonic()
+            if state.stalled:
+                state.stalled = False
+                self._event(f"source {name} delivers frames again", logging.INFO)
+        return frame
+
+    def _resume(self, src: Source, state: _SourceState) -> None:
+        """Position a reopened recording after the frames it already delivered."""
+        want = state.delivered
+        seek = getattr(src, "seek", None)
+        if callable(seek):
+            got = int(seek(want))
+        else:
+            got = 0
+            while got < want and not self._stop.is_set() and src.read() is not None:
+                got += 1
+        if got < want and not self._stop.is_set():
+            raise SensorError(f"the recording holds only {got} frames now, {want} were already delivered")
+
+    def _on_failure(self, name: str, src: Source, state: _SourceState, exc: BaseException, delay: float) -> bool:
+        """Close a failed source and decide: True to reopen it after ``delay``, False to give it up."""
+        now = time.monotonic()
+        state.failures.append(now)
+        while state.failures and now - state.failures[0] > self.reopen.window_s:
+            state.failures.popleft()
         try:
             src.close()
-        except Exception:
-            pass
-        with self._lock:
-            self._finished.add(name)
+        except Exception as close_exc:  # noqa: BLE001 - the device may be gone
+            log.debug("closing %s after a failure: %s", name, close_exc)
+        state.is_open = False
+        state.needs_resume = not src.live and state.delivered > 0
+        limit = self.reopen.limit(src.live, exc)
+        count = len(state.failures)
+        if limit is not None and count > limit:
+            self._event(f"source {name} gave up after {count} failures in {self.reopen.window_s:g} s; last: "
+                        f"{_describe(exc)}", logging.ERROR)
+            return False
+        self._event(f"source {name} failed: {_describe(exc)}; reopening in {delay:.1f} s")
+        return not self._stop.wait(delay)
 
-    def _put_waiting(self, q: queue.Queue, item: tuple) -> None:
+    def _prepare(self, name: str, frame: Frame, state: _SourceState) -> tuple | None:
+        """Preprocess a frame in the reader thread (overlapping the model); None when the frame is unusable."""
+        try:
+            t0 = time.monotonic()
+            x = self._preprocess(frame)
+            item = (frame, x, (time.monotonic() - t0) * 1000)
+        except Exception as exc:  # noqa: BLE001 - one bad frame costs only itself
+            state.bad_frames += 1
+            state.skipped += 1
+            self._skip_event(name, frame, exc, state.skipped)
+            return None
+        state.bad_frames = 0
+        return item
+
+    def _skip_event(self, name: str, frame: Frame, exc: BaseException, skipped: int) -> None:
+        if skipped <= _REPORTED_FIRST or skipped % _REPORT_EVERY == 0:
+            more = "" if skipped <= _REPORTED_FIRST else f" ({skipped} frames of {name} skipped so far)"
+            self._event(f"source {name}: frame {frame.sequence} skipped: {_describe(exc)}{more}")
+
+    def _put_waiting(self, q: queue.Queue, item: tuple, state: _SourceState) -> None:
         """Queue a recording's frame, waiting for room (no drops) until the pipeline stops."""
         while not self._stop.is_set():
             try:
                 q.put(item, timeout=0.1)
                 return
             except queue.Full:
-                continue
+                state.last_frame = time.monotonic()     # held back by the model or the consumer: not a stall
 
+    # --- the worker ----------------------------------------------------------------------------------------
     def _worker(self) -> None:
+        try:
+            self._work()
+        except BaseException as exc:  # noqa: BLE001 - report, stop everything, and let the iterator raise
+            self.error = exc
+            self._event(f"the pipeline's worker failed: {_describe(exc)}; stopping", logging.ERROR)
+            log.debug("worker failed", exc_info=True)
+            self._stop.set()
+        finally:
+            self._send_end()
+
+    def _work(self) -> None:
         names = list(self.sources)
         while not self._stop.is_set():
             batches = self._gather(names)
             for modality, items in batches.items():
                 for result in self._classify_batch(modality, items):
                     self._publish(result)
+                    if self._stop.is_set():
+                        return
             if not batches:
+                self._check_stalls()
                 with self._lock:
-                    done = self._finished == set(names)
+                    done = all(s.finished for s in self._state.values())
                 if done and all(q.empty() for q in self._queues.values()):
-                    break
+                    return
                 self._stop.wait(0.002)
             names = names[1:] + names[:1]               # rotate: no source always goes first
-        try:
-            self._results.put(None, timeout=1.0)
-        except queue.Full:
-            pass
+
+    def _check_stalls(self) -> None:
+        now = time.monotonic()
+        for name, state in self._state.items():
+            if state.finished or state.stalled or not state.opened_once:
+                continue
+            fps = getattr(self.sources[name], "fps", None)
+            limit = max(self.stall_timeout, 3.0 / fps if isinstance(fps, (int, float)) and fps > 0 else 0.0)
+            idle = now - state.last_frame
+            if idle > limit:
+                state.stalled = True
+                self._event(f"source {name} stalled: no frame for {idle:.1f} s")
 
     def _gather(self, names: list[str]) -> dict[str, list[tuple[str, Frame, np.ndarray, float]]]:
         """The frames ready now, grouped by modality, at most ``max_batch`` per modality.
@@ -325,9 +565,16 @@ class Pipeline:
 
     def _preprocess(self, frame: Frame) -> np.ndarray:
         """The model input of a frame (runs in the source's reader thread)."""
-        enc = self.classifiers[frame.modality].encoder
+        clf = self.classifiers.get(frame.modality)
+        if clf is None:
+            raise LBEdgeError(f"the source delivered a {frame.modality!r} frame, but the pipeline has no encoder "
+                              "for that modality")
+        enc = clf.encoder
         if frame.modality == "audio":
-            return enc.preprocess((frame.data, frame.meta["sample_rate"]))
+            rate = frame.meta.get("sample_rate")
+            if rate is None:
+                raise LBEdgeError("an audio frame without meta['sample_rate']: the source must state its rate")
+            return enc.preprocess((frame.data, rate))
         return enc.preprocess(frame.data)
 
     def _classify_batch(self, modality: str, items: list[tuple[str, Frame, np.ndarray, float]]) -> list[Result]:
@@ -336,11 +583,16 @@ class Pipeline:
         t0 = time.monotonic()
         try:
             logits = clf.logits(clf.encoder.embed(np.concatenate([item[2] for item in items])))
-        except LBEdgeError as exc:
-            if len(items) > 1:                         # find the unusable frame: the others still count
+            if logits.shape != (len(items), len(self.labels)) or not np.isfinite(logits).all():
+                raise LBEdgeError(f"the model gave {'non-finite ' if logits.ndim == 2 else ''}logits of shape "
+                                  f"{tuple(logits.shape)} for {len(items)} frames and {len(self.labels)} labels")
+        except Exception as exc:  # noqa: BLE001 - find the unusable frame: the others still count
+            if len(items) > 1:
                 return [r for item in items for r in self._classify_batch(modality, [item])]
             name, frame = items[0][:2]
-            self._event(f"source {name}: frame {frame.sequence} skipped: {exc}")
+            state = self._state[name]
+            state.skipped += 1
+            self._skip_event(name, frame, exc, state.skipped)
             return []
         infer_ms = (time.monotonic() - t0) * 1000
         return [self._result(name, frame, row, infer_ms, len(items), pre_ms)
@@ -371,8 +623,11 @@ class Pipeline:
         for cb in self._callbacks:
             try:
                 cb(result)
-            except Exception as exc:  # a user callback must not kill the pipeline
-                log.exception("result callback failed: %s", exc)
+            except Exception as exc:  # noqa: BLE001 - a user callback must not kill the pipeline
+                log.error("result callback %r failed: %s", getattr(cb, "__name__", cb), _describe(exc),
+                          exc_info=log.isEnabledFor(logging.DEBUG))
+        if self._stop.is_set():
+            return
         if self._iterating and not any(s.live for s in self.sources.values()):
             while not self._stop.is_set():             # a consumer reads a recording: wait for it, drop nothing
                 try:
@@ -389,4 +644,15 @@ class Pipeline:
                 self.results_dropped += 1
             except queue.Empty:
                 pass
-            self._results.put_nowait(result)
+            try:
+                self._results.put_nowait(result)
+            except queue.Full:
+                self.results_dropped += 1
+
+
+def _describe(exc: BaseException) -> str:
+    """An exception as one line: lbedge's own errors by their message, others with their type."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if isinstance(exc, LBEdgeError) and text:
+        return text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -60,6 +60,11 @@ class BaseSource(SourceIterationMixin):
         """Meta every frame of the source carries (a frame's own meta from ``_read`` is added to it)."""
         return {}
 
+    def _skip(self) -> bool:
+        """Pass over the next frame without delivering it (False at the end). Override when skipping is cheaper
+        than reading (e.g. grabbing a video frame without decoding it)."""
+        return self._read() is not None
+
     # --- public API -----------------------------------------------------------------------------------------
     def open(self) -> None:
         if not self._opened:
@@ -85,6 +90,24 @@ class BaseSource(SourceIterationMixin):
                       device_timestamp=device_ts, units=self.units, source=self.name, meta=meta)
         self._seq += 1
         return frame
+
+    def seek(self, position: int) -> int:
+        """Move an open recording to frame ``position`` (counted from its start as ``read()`` delivers them), so
+        that the next ``read()`` delivers that frame with that sequence number; returns the position reached,
+        which is smaller when the recording ends first. Recordings only: a live sensor cannot seek.
+
+        A pipeline uses it to resume a recording that failed and was reopened, so no frame comes twice."""
+        if self.live:
+            raise SensorError(f"{self.name}: a live source cannot seek")
+        if not self._opened:
+            raise SensorError(f"{self.name}: seek() before open()")
+        if position < self._seq:
+            raise SensorError(f"{self.name}: cannot seek back from frame {self._seq} to {position}: reopen it")
+        while self._seq < position and self._skip():
+            self._seq += 1
+        if self._t0 is not None and self.fps:
+            self._t0 = time.monotonic() - self._seq / self.fps        # real-time pacing goes on from here
+        return self._seq
 
     def close(self) -> None:
         if self._opened:

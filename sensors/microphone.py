@@ -19,7 +19,6 @@ Debian/Ubuntu/JetPack).
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from types import ModuleType
@@ -31,6 +30,7 @@ from lbedge._deps import require
 from lbedge.errors import MissingDependency, SensorError
 from lbedge.preprocess.audio import resample
 
+from .audio import check_window
 from .base import BaseSource
 
 log = logging.getLogger(__name__)
@@ -220,8 +220,7 @@ class Microphone(BaseSource):
                  blocksize: int | None = None, latency: float | str | None = None,
                  stall_timeout: float | None = None, open_timeout: float = 5.0, close_timeout: float = 2.0,
                  name: str = ""):
-        if not (window > 0 and hop > 0 and math.isfinite(window) and math.isfinite(hop)):
-            raise SensorError(f"window and hop must be positive seconds, got window={window!r}, hop={hop!r}")
+        check_window(window, hop)
         if int(channels) != channels or channels < 1:
             raise SensorError(f"channels must be a positive integer, got {channels!r}")
         for label, rate in (("sample_rate", sample_rate), ("target_rate", target_rate)):

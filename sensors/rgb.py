@@ -10,7 +10,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from lbedge.errors import SensorError
+from lbedge.errors import InputError, SensorError
+from lbedge.limits import hint, limits
+from lbedge.preprocess.image import decode_image
 
 from .base import BaseSource
 
@@ -54,6 +56,11 @@ class OpenCVCamera(BaseSource):
                             (cv2.CAP_PROP_FPS, self.fps)):
             if value:
                 cap.set(prop, value)
+        w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        if w * h > limits().max_image_pixels:
+            cap.release()
+            raise SensorError(f"{self.name}: frames of {w}x{h} pixels are beyond the limit of "
+                              f"{limits().max_image_pixels} pixels; {hint('max_image_pixels')}")
         self.cap = cap
 
     def _read(self) -> tuple[np.ndarray, float | None] | None:
@@ -101,6 +108,10 @@ class VideoFileSource(OpenCVCamera):
         ts = self.cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
         return np.ascontiguousarray(frame[..., ::-1]), ts
 
+    def _skip(self) -> bool:
+        assert self.cap is not None
+        return bool(self.cap.grab())                  # no decoding: resuming a long video stays cheap
+
 
 class ImageFolderSource(BaseSource):
     """Replay of a folder of images (sorted by name), RGB uint8, at ``fps`` when ``realtime``."""
@@ -131,8 +142,10 @@ class ImageFolderSource(BaseSource):
                 self._i = 0
             path = self.files[self._i]
             self._i += 1
-            img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-            if img is not None:
-                return np.ascontiguousarray(img[..., ::-1]), (self._i - 1) / (self.fps or 1.0)
-            # an unreadable file in a recording is reported and skipped, never delivered as garbage
-            log.warning("%s: skipping unreadable image %s", self.name, path)
+            try:
+                img = decode_image(path, cv2.IMREAD_COLOR)
+            except InputError as exc:
+                # an unreadable file in a recording is reported and skipped, never delivered as garbage
+                log.warning("%s: skipping %s: %s", self.name, path, exc)
+                continue
+            return np.ascontiguousarray(img[..., ::-1]), (self._i - 1) / (self.fps or 1.0)

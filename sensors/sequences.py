@@ -11,14 +11,28 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from lbedge.errors import SensorError
+from lbedge.errors import InputError, SensorError
+from lbedge.preprocess.image import decode_image
 
 from .base import BaseSource
-from .thermal import PROFILES, thermal_frame
+from .thermal import PROFILES, check_agc, thermal_frame
 
 log = logging.getLogger(__name__)
 
 UNIT_TO_MM = {"mm": 1.0, "m": 1000.0, "cm": 10.0, "100um": 0.1}
+
+
+def _read_16bit(path: Path, name: str) -> np.ndarray | None:
+    """A 16-bit single-channel frame of a recording, or None (logged) for a file that is not one."""
+    try:
+        img = decode_image(path, cv2.IMREAD_UNCHANGED)
+    except InputError as exc:
+        log.warning("%s: skipping %s: %s", name, path, exc)
+        return None
+    if img.ndim != 2 or img.dtype != np.uint16:
+        log.warning("%s: skipping %s (not a 16-bit single-channel image: %s %s)", name, path, img.dtype, img.shape)
+        return None
+    return img
 
 
 def _frames_in(folder: Path) -> list[Path]:
@@ -51,9 +65,8 @@ class DepthSequenceSource(BaseSource):
         while self._i < len(self.files):
             path = self.files[self._i]
             self._i += 1
-            img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-            if img is None or img.ndim != 2 or img.dtype != np.uint16:
-                log.warning("%s: skipping %s (not a 16-bit single-channel image)", self.name, path)
+            img = _read_16bit(path, self.name)
+            if img is None:
                 continue
             mm = img if self.scale == 1.0 else np.clip(np.rint(img * self.scale), 0, 65535).astype(np.uint16)
             return mm, (self._i - 1) / self.fps
@@ -75,7 +88,7 @@ class ThermalSequenceSource(BaseSource):
         if profile not in PROFILES:
             raise SensorError(f"unknown thermal profile {profile!r}: choose {', '.join(PROFILES)}")
         super().__init__(name or f"thermal:{Path(path).name}", realtime=realtime, fps=fps)
-        self.path, self.profile, self.agc_method = Path(path), PROFILES[profile], agc_method
+        self.path, self.profile, self.agc_method = Path(path), PROFILES[profile], check_agc(agc_method)
         self.files: list[Path] = []
         self.cap: cv2.VideoCapture | None = None
         self._i = 0
@@ -101,10 +114,9 @@ class ThermalSequenceSource(BaseSource):
         while self._i < len(self.files):
             path = self.files[self._i]
             self._i += 1
-            img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-            if img is not None and img.dtype == np.uint16 and img.ndim == 2:
+            img = _read_16bit(path, self.name)
+            if img is not None:
                 return img
-            log.warning("%s: skipping %s (not a 16-bit single-channel frame)", self.name, path)
         return None
 
     def _read(self):

@@ -23,7 +23,8 @@ class SplitSource:
     for that view in this frame). Whichever view reads first pulls the next device frame and hands every
     other view its part: a live device keeps only the newest part per view, a recording up to ``backlog``
     parts (older ones are dropped and counted in ``dropped``). The device opens with its first view and
-    closes with its last; when it fails, every view's next read reopens it.
+    closes with its last; when it fails, every view's next read reopens it, and a recording resumes after the
+    last device frame it delivered (its views' ``seek`` is then a no-op: no frame comes twice).
     """
 
     def __init__(self, source: Source, views: Mapping[str, tuple[str, View]], *, backlog: int = 256):
@@ -37,6 +38,8 @@ class SplitSource:
         self._users = 0
         self._device_open = False
         self._ended = False
+        self._pulled = 0                 # device frames read so far (a reopened recording resumes after them)
+        self._failed = False
         self.dropped = {n: 0 for n in self._views}
         self._children = {n: _View(self, n, modality) for n, (modality, _) in self._views.items()}
 
@@ -53,6 +56,22 @@ class SplitSource:
         if not self._device_open:
             self.source.open()
             self._device_open, self._ended = True, False
+            if self._failed and not self.source.live and self._pulled:
+                self._resume()
+            self._failed = False
+
+    def _resume(self) -> None:
+        """After a failure, move the reopened recording past the device frames already handed out."""
+        seek = getattr(self.source, "seek", None)
+        if callable(seek):
+            got = int(seek(self._pulled))
+        else:
+            got = 0
+            while got < self._pulled and self.source.read() is not None:
+                got += 1
+        if got < self._pulled:
+            raise SensorError(f"{self.source.name}: the recording holds only {got} frames now, {self._pulled} were "
+                              "already delivered")
 
     def _close(self) -> None:
         with self._lock:
@@ -60,9 +79,7 @@ class SplitSource:
             if self._users == 0 and self._device_open:
                 self._device_open = False
                 self.source.close()
-            if self._users == 0:
-                for part in self._parts.values():
-                    part.clear()
+                self._failed = True           # closed with frames still to come: reopening resumes
 
     def _read(self, name: str) -> Frame | None:
         with self._lock:
@@ -73,7 +90,7 @@ class SplitSource:
                 try:
                     frame = self.source.read()
                 except Exception:
-                    self._device_open = False          # every view's next read reopens the device
+                    self._device_open, self._failed = False, True     # every view's next read reopens the device
                     try:
                         self.source.close()
                     except Exception:
@@ -82,6 +99,7 @@ class SplitSource:
                 if frame is None:
                     self._ended = True
                     return None
+                self._pulled += 1
                 for view, (_, fn) in self._views.items():
                     part = fn(frame)
                     if part is not None:
@@ -111,6 +129,10 @@ class _View(SourceIterationMixin):
         if not self._opened:
             raise SensorError(f"{self.name}: read() before open()")
         return self.parent._read(self._view)
+
+    def seek(self, position: int) -> int:
+        """A view resumes through its device (see :class:`SplitSource`): nothing to skip here."""
+        return position
 
     def close(self) -> None:
         if self._opened:

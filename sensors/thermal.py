@@ -68,6 +68,17 @@ class ThermalProfile:
         return buf[need // 2:].view("<u2").reshape(self.height, self.width)
 
 
+AGC_METHODS = ("minmax", "percentile", "histeq")
+
+
+def check_agc(method: str) -> str:
+    """``method`` if it is one of :data:`AGC_METHODS`, else an InputError naming them (raised when a source is
+    built, so a typo is one error at once, never a failure on every frame)."""
+    if method not in AGC_METHODS:
+        raise InputError(f"unknown AGC method {method!r}: choose {', '.join(AGC_METHODS)}")
+    return method
+
+
 PROFILES = {
     "lepton": ThermalProfile("FLIR Lepton 3.5 (PureThermal, TLinear)", 160, 120, "Y16 ", "y16_centikelvin"),
     "infiray-p2": ThermalProfile("InfiRay P2 / Topdon TC001", 256, 192, "YUYV", "yuyv_split"),
@@ -100,10 +111,9 @@ def agc(values: np.ndarray, method: str = "percentile", *, low: float = 1.0, hig
         lo, hi = float(vals.min()), float(vals.max())
     elif method == "percentile":
         lo, hi = (float(x) for x in np.percentile(vals, [low, high]))
-    elif method == "histeq":
-        lo, hi = float(vals.min()), float(vals.max())
     else:
-        raise InputError(f"unknown AGC method {method!r}: minmax, percentile or histeq")
+        check_agc(method)
+        lo, hi = float(vals.min()), float(vals.max())
     scaled = np.zeros_like(v)
     if hi > lo:
         scaled = np.clip((v - lo) / (hi - lo), 0, 1)

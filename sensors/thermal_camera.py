@@ -13,7 +13,7 @@ from lbedge.errors import InputError, SensorError
 
 from .base import BaseSource
 from .rgb import capture_backend
-from .thermal import PROFILES, thermal_frame
+from .thermal import PROFILES, check_agc, thermal_frame
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ class ThermalCamera(BaseSource):
         if profile not in PROFILES:
             raise SensorError(f"unknown thermal profile {profile!r}: choose {', '.join(PROFILES)}")
         super().__init__(name or f"thermal:{device}", fps=fps)
-        self.device, self.profile, self.agc_method = device, PROFILES[profile], agc_method
+        self.device, self.profile, self.agc_method = device, PROFILES[profile], check_agc(agc_method)
         self.cap: cv2.VideoCapture | None = None
 
     def _open(self) -> None:

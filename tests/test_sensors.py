@@ -240,7 +240,7 @@ def test_sources_from_specs(tmp_path):
 
 
 class _Device:
-    """A device whose frames carry two streams; fails once at frame 2 (unplugged), then continues."""
+    """A recording whose frames carry two streams; fails once at frame 2, and starts over when reopened."""
 
     name, modality, live = "dev", "image", False
 
@@ -249,6 +249,7 @@ class _Device:
 
     def open(self):
         self.opens += 1
+        self.i = 0
 
     def read(self, timeout=None):
         if self.i == 2 and not self.failed:
@@ -281,7 +282,7 @@ def test_split_source_views_one_device():
             a.read()                                            # the device fails: the error reaches a view...
         rest_b = [b.read() for _ in range(2)]                   # ...the parts read before it are not lost
         assert [f.sequence for f in got_a + rest_b] == [0, 1, 0, 1]
-        more = [b.read() for _ in range(3)]                     # ...and the next read reopens the device
-        assert dev.opens == 2 and [f.sequence for f in more] == [2, 3, 4]
+        more = [b.read() for _ in range(3)]                     # ...the next read reopens the device, which
+        assert dev.opens == 2 and [f.sequence for f in more] == [2, 3, 4]      # resumes after what it delivered
         assert b.read() is None and [f.sequence for f in (a.read(), a.read(), a.read())] == [2, 3, 4]
         assert a.read() is None
