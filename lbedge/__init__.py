@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from .config import MODALITIES, ModelConfig, PreprocessConfig, TextConfig, VisionConfig
 from .encoder import Encoder
-from .errors import CheckpointError, EngineMismatch, InputError, LBEdgeError, MissingDependency, SensorError
+from .errors import (CheckpointError, EngineMismatch, InputError, LBEdgeError, MissingDependency, SensorError,
+                     UsageError)
 from .frames import Frame, Source
 from .pipeline import Pipeline, Result
 from .preprocess import Preprocessor
@@ -56,6 +57,6 @@ __all__ = [
     "MODALITIES", "CheckpointError", "ClipTokenizer", "Encoder", "EngineMismatch", "Frame", "InputError",
     "LBEdgeError", "Pipeline", "Result", "Source",
     "MissingDependency", "ModelConfig", "Prediction", "PreprocessConfig", "Preprocessor", "PromptCache",
-    "SensorError", "TextConfig", "VisionConfig", "ZeroShotClassifier", "__version__", "cross_modal_similarity",
+    "SensorError", "TextConfig", "UsageError", "VisionConfig", "ZeroShotClassifier", "__version__", "cross_modal_similarity",
     "from_pretrained", "load", "load_bundle",
 ]

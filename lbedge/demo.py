@@ -121,16 +121,32 @@ def run_demo(pipeline: Pipeline, *, output: Path | None, jsonl: TextIO | None, m
              window: bool = False, say=print, on_result: Callable[[Result], None] | None = None) -> dict[str, Any]:
     """Consume the pipeline's results: JSON lines, annotated output (``output``: an .mp4/.avi/.mkv video of the
     first visual source, or a folder of PNGs of every source), an overlay window per source (``window``; q or
-    Esc quits), and ``on_result`` for each result. Returns counts, FPS and the pipeline's per-source stats.
-    Ctrl-C stops cleanly."""
-    writer, size = None, None
+    Esc quits), and ``on_result`` for each result. Every pipeline event is passed to ``say`` once.
+
+    Returns counts, FPS, the pipeline's per-source stats and ``interrupted``: None, or ``"SIGINT"``/``"SIGTERM"``
+    when Ctrl-C or SIGTERM (see :mod:`lbedge.interrupt`) stopped the run; the video is finished either way. An
+    output that cannot be written is an :class:`~lbedge.errors.LBEdgeError`, never a silent success."""
+    from .interrupt import signal_name
+    from .pipeline import event_log_channel
+
+    writer: VideoOutput | None = None
     display = None
     as_pictures = output is not None and output.suffix.lower() not in VIDEO_SUFFIXES
     visual = [n for n, src in pipeline.sources.items() if src.modality != "audio"]
     video_source = (visual or list(pipeline.sources))[0]          # the video shows one source
-    n, t0 = 0, time.monotonic()
+    n, t0, shown, interrupted = 0, time.monotonic(), 0, None
+    quiet_events, event_log_channel.disabled = event_log_channel.disabled, True   # say() shows them, once
+
+    def show_events() -> None:
+        nonlocal shown
+        for e in pipeline.events_since(shown):
+            say(f"[event] {e}")
+        shown = pipeline.event_count
+
     try:
         display = Window() if window else None
+        if as_pictures:
+            output.mkdir(parents=True, exist_ok=True)
         for result in pipeline:
             n += 1
             fps = n / max(1e-6, time.monotonic() - t0)
@@ -145,29 +161,56 @@ def run_demo(pipeline: Pipeline, *, output: Path | None, jsonl: TextIO | None, m
                 break
             if output is not None and img is not None:
                 if as_pictures:                           # a folder: every annotated frame of every source
-                    output.mkdir(parents=True, exist_ok=True)
-                    cv2.imwrite(str(output / f"{result.update.source}_{result.update.sequence:06d}.png"), img)
+                    path = output / f"{result.update.source}_{result.update.sequence:06d}.png"
+                    if not cv2.imwrite(str(path), img):
+                        raise LBEdgeError(f"could not write {path} (disk full or not writable?)")
                 elif result.update.source == video_source:
                     if writer is None:
-                        output.parent.mkdir(parents=True, exist_ok=True)
-                        size = tuple(img.shape[1::-1])
-                        writer = cv2.VideoWriter(str(output), cv2.VideoWriter_fourcc(*"mp4v"), 10, size)
-                    if tuple(img.shape[1::-1]) != size:  # a source whose resolution changed: keep the video's
-                        img = cv2.resize(img, size)
+                        writer = VideoOutput(output, tuple(img.shape[1::-1]),
+                                             getattr(pipeline.sources[video_source], "fps", None))
                     writer.write(img)
-            for e in result.events:
-                say(f"[event] {e}")
+            show_events()
             if max_results and n >= max_results:
                 break
-    except KeyboardInterrupt:
-        say("interrupted: stopping")
+    except KeyboardInterrupt as exc:
+        interrupted = signal_name(exc)
+        say(f"interrupted ({interrupted}): stopping")
     finally:
+        event_log_channel.disabled = quiet_events
         pipeline.stop()
         if display is not None:
             display.close()
         if writer is not None:
-            writer.release()
-    return {"results": n, "fps": round(n / max(1e-6, time.monotonic() - t0), 2), "sources": pipeline.stats()}
+            writer.close()
+    show_events()
+    return {"results": n, "fps": round(n / max(1e-6, time.monotonic() - t0), 2), "sources": pipeline.stats(),
+            "interrupted": interrupted, "video_frames": writer.frames if writer is not None else 0}
+
+
+class VideoOutput:
+    """An annotated video file: opened on the first frame at that frame's size and the source's rate, checked
+    when opened and when closed, so that a video that could not be written is an error, not a silent success."""
+
+    def __init__(self, path: Path, size: tuple[int, int], fps: float | None):
+        self.path, self.size = Path(path), size
+        self.fps = float(fps) if isinstance(fps, (int, float)) and 0 < fps <= 240 else 10.0
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, size)
+        if not self.writer.isOpened():
+            raise LBEdgeError(f"cannot write the video {self.path} (folder not writable, or no encoder for it "
+                              "in this OpenCV build): choose another --output")
+        self.frames = 0
+
+    def write(self, img: np.ndarray) -> None:
+        if tuple(img.shape[1::-1]) != self.size:      # a source whose resolution changed: keep the video's
+            img = cv2.resize(img, self.size)
+        self.writer.write(img)
+        self.frames += 1
+
+    def close(self) -> None:
+        self.writer.release()
+        if self.frames and (not self.path.is_file() or self.path.stat().st_size == 0):
+            raise LBEdgeError(f"the video {self.path} was not written ({self.frames} frames lost): disk full?")
 
 
 def open_jsonl(spec: str | None) -> TextIO | None:

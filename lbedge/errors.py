@@ -15,6 +15,11 @@ class InputError(LBEdgeError, ValueError):
     """An input (file, array, audio, video, text) cannot be used as given."""
 
 
+class UsageError(InputError):
+    """The call is wrong as written (a missing or contradictory option, a configuration that names nothing
+    usable): fix the command or the configuration. The CLI exits with status 2 for it."""
+
+
 class EngineMismatch(LBEdgeError):
     """A compiled engine does not match the runtime, device or model it is asked to run on."""
 

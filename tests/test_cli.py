@@ -69,16 +69,52 @@ def test_embed_files_and_text(tmp_path):
     assert r.exit_code == 0 and np.load(out).shape == (2, 8)
 
 
-def test_errors_are_one_line_with_exit_2(tmp_path):
+def test_errors_are_one_line_with_exit_1_and_usage_errors_exit_2(tmp_path):
     bad = tmp_path / "ckpt"
     shutil.copytree(OFFICIAL / "image", bad)
     (bad / "pytorch_model.bin").write_bytes(b"truncated")
     r = run("classify", "-c", bad, "-l", "a,b", "x.jpg")
-    assert r.exit_code == 2
+    assert r.exit_code == 1                                                     # failed at run time
     assert r.output.startswith("error: ") and r.output.count("\n") == 1 and "pytorch_model.bin" in r.output
     r = run("classify", "-c", CKPT, "x.jpg")
-    assert r.exit_code == 2 and "--labels" in r.output
+    assert r.exit_code == 2 and "--labels" in r.output                          # called wrongly
     r = run("classify", "-c", CKPT, "-l", "a,b", tmp_path / "missing.jpg", env={"LBEDGE_CACHE": str(tmp_path)})
-    assert r.exit_code == 2 and "not found" in r.output
+    assert r.exit_code == 1 and "not found" in r.output
     r = run("embed", "-c", CKPT, "-o", tmp_path / "x.npy")
     assert r.exit_code == 2 and "either FILES or --text" in r.output
+
+
+def test_unwritable_outputs_are_refused_before_any_work(tmp_path):
+    """`embed -o` into a missing or unwritable folder gave a traceback after the work; `--output /sys/o.mp4`
+    exited 0 saying it wrote a file it did not."""
+    r = run("embed", "-c", CKPT, "-o", "/sys/no/x.npy", "--text", "a")
+    assert r.exit_code == 2 and "cannot write to /sys/no" in r.output and "Traceback" not in r.output
+    r = run("embed", "-c", CKPT, "-o", tmp_path / "new" / "sub" / "x.npy", "--text", "a")     # created
+    assert r.exit_code == 0 and (tmp_path / "new" / "sub" / "x.npy").is_file()
+    r = run("demo", "--checkpoint", CKPT, "--rgb", tmp_path, "-l", "a,b", "--headless", "-o", "/sys/o.mp4")
+    assert r.exit_code == 2 and "cannot write to /sys" in r.output
+    r = run("demo", "--checkpoint", CKPT, "--rgb", tmp_path, "-l", "a,b", "--headless", "--jsonl", "/proc/x/r.jsonl")
+    assert r.exit_code == 2 and "--jsonl" in r.output
+
+
+def test_labels_that_are_not_text_are_usage_errors(tmp_path):
+    f = tmp_path / "labels.txt"
+    f.write_bytes(b"cat\n\xff\xfedog\n")
+    r = run("classify", "-c", CKPT, "--labels-file", f, "x.jpg")
+    assert r.exit_code == 2 and "not UTF-8" in r.output and "Traceback" not in r.output
+    r = run("classify", "-c", CKPT, "-l", "cat,cat", "x.jpg")
+    assert r.exit_code == 2 and "duplicate" in r.output
+
+
+def test_verbosity_flags_and_internal_errors_are_one_line(tmp_path, monkeypatch):
+    import lbedge.zeroshot as zs
+
+    assert run("-q", "info").exit_code == 0 and run("-vv", "info").exit_code == 0
+
+    def boom(*a, **kw):
+        raise TypeError("unexpected")
+
+    monkeypatch.setattr(zs.ZeroShotClassifier, "__init__", boom)
+    r = run("classify", "-c", CKPT, "-l", "a,b", "x.jpg")
+    assert r.exit_code == 1 and "internal error (TypeError: unexpected)" in r.output
+    assert "Traceback" not in r.output and "LBEDGE_DEBUG=1" in r.output

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from lbedge.errors import InputError
+from lbedge.errors import InputError, UsageError
 
 
 @dataclass
@@ -51,7 +51,7 @@ class BindConfig:
 
     def validate(self) -> "BindConfig":
         if not self.base or not self.data:
-            raise InputError("bind needs `base` (a checkpoint folder) and `data` (a folder or manifest)")
+            raise UsageError("bind needs `base` (a checkpoint folder) and `data` (a folder or manifest)")
         if self.on_bad_data not in ("skip", "stop"):
             raise InputError("on_bad_data must be 'skip' or 'stop'")
         if self.precision not in ("auto", "fp32", "bf16"):
@@ -88,7 +88,7 @@ class DistillConfig:
 
     def validate(self) -> "DistillConfig":
         if not self.teacher or not self.data:
-            raise InputError("distill needs `teacher` (a checkpoint folder) and `data` (a folder of inputs)")
+            raise UsageError("distill needs `teacher` (a checkpoint folder) and `data` (a folder of inputs)")
         return self
 
 
