@@ -224,3 +224,26 @@ def test_real_checkpoint_classifier_end_to_end(tmp_path):
     e = enc.embed([SAMPLES / "image" / "0.jpg", SAMPLES / "image" / "1.jpg"])
     assert [p.label for p in preds] == [clf.labels[i] for i in (e @ clf.text_embeds.T).argmax(1)]
     assert enc.text_fingerprint == lbedge.from_pretrained(OFFICIAL / "image").text_fingerprint
+
+
+@pytest.mark.timeout(60)
+def test_fuzzed_label_lists_are_accepted_or_refused_clearly(tmp_path):
+    """Any list of any objects: a classifier, or one InputError; never another exception."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    items = st.one_of(st.text(max_size=30), st.binary(max_size=10), st.none(), st.integers(), st.floats(),
+                      st.lists(st.text(max_size=3), max_size=2))
+    enc = make_encoder()
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(labels=st.one_of(st.lists(items, max_size=6), st.text(max_size=10), items))
+    def check(labels):
+        try:
+            clf = ZeroShotClassifier(enc, labels, templates=["{}"], use_cache=False)
+        except InputError:
+            return
+        assert clf.labels and all(isinstance(l, str) and l == l.strip() and l for l in clf.labels)
+        assert np.isfinite(clf.text_embeds).all()
+
+    check()
