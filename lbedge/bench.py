@@ -5,6 +5,7 @@ Warm-up runs are excluded; thread counts are stated; peak resident memory is rea
 
 from __future__ import annotations
 
+import logging
 import os
 import platform
 import resource
@@ -15,8 +16,11 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from .backends import batch_limits
 from .config import PreprocessConfig
 from .preprocess import Preprocessor
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -79,8 +83,13 @@ def bench_preprocess(cfg: PreprocessConfig, *, warmup: int = 2, iters: int = 10)
 def bench_backend(backend: Any, x: np.ndarray, *, stage: str, precision: str, batches: Sequence[int],
                   threads: int | None, warmup: int = 2, iters: int = 10) -> list[BenchRow]:
     name = backend.input_names[0]
+    limit, static = batch_limits(backend)
     rows = []
     for b in batches:
+        if limit is not None and (b > limit or (static and b != limit)):
+            log.warning("%s %s %s: batch %d skipped (the %s backend takes %s %d)", stage, backend.name, precision, b,
+                        backend.name, "exactly" if static else "at most", limit)
+            continue
         xb = np.ascontiguousarray(np.repeat(x[:1], b, axis=0))
         ms = time_fn(lambda: backend.run({name: xb}), warmup=warmup, iters=iters)
         rows.append(row(stage, backend.name, precision, b, threads, ms))

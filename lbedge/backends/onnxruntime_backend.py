@@ -22,12 +22,15 @@ def default_providers() -> list[str]:
 
 
 class OnnxRuntimeBackend:
-    """Runs one ONNX tower graph with onnxruntime."""
+    """Runs one ONNX tower graph with onnxruntime.
+
+    ``max_batch``/``static_batch`` come from the graph (a fixed batch dimension makes it static); ``max_batch``
+    given here limits a dynamic graph too (e.g. to reproduce an engine's profile on a CPU)."""
 
     name = "onnxruntime"
 
     def __init__(self, path: str | Path, *, providers: Sequence[str] | None = None, threads: int | None = None,
-                 inter_op_threads: int = 1):
+                 inter_op_threads: int = 1, max_batch: int | None = None):
         ort = require("onnxruntime")
         self.path = Path(path)
         opts = ort.SessionOptions()
@@ -49,10 +52,21 @@ class OnnxRuntimeBackend:
         self.input_names = tuple(i.name for i in ins)
         self.output_names = tuple(o.name for o in self.session.get_outputs())
         self._in = {i.name: (_DTYPES.get(i.type, np.float32), i.shape) for i in ins}
+        dim0 = ins[0].shape[0] if ins and ins[0].shape else None
+        self.static_batch = isinstance(dim0, int) and dim0 > 0
+        if max_batch is not None and (not isinstance(max_batch, int) or max_batch < 1):
+            raise InputError(f"max_batch must be a positive integer, got {max_batch!r}")
+        if self.static_batch and max_batch is not None and max_batch != dim0:
+            raise InputError(f"{self.path.name} takes batches of exactly {dim0}, not up to {max_batch}")
+        self.max_batch: int | None = dim0 if self.static_batch else max_batch
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         feed = {}
         for name, (dtype, shape) in self._in.items():
+            if name in inputs and self.max_batch is not None and np.shape(inputs[name])[:1] and \
+                    np.shape(inputs[name])[0] > self.max_batch:
+                raise InputError(f"a batch of {np.shape(inputs[name])[0]} for {self.path.name}, which takes at most "
+                                 f"{self.max_batch}: split it (lbedge.backends.run_batched)")
             if name not in inputs:
                 raise InputError(f"missing input {name!r} for {self.path.name}")
             arr = np.asarray(inputs[name])
