@@ -93,10 +93,31 @@ class TextTransformer(nn.Module):
         n = input_ids.shape[1]
         x = self.embeddings.token_embedding(input_ids) + self.embeddings.position_embedding.weight[:n]
         x = self.final_layer_norm(self.encoder(x, self.causal_mask[:n, :n]))
-        # the EOS token has the highest id: argmax on float ids (exact below 2**24) and a gather keep the
-        # exported graph free of int64 ArgMax and advanced indexing, which TensorRT handles poorly
-        eos = input_ids.float().argmax(dim=-1)
+        eos = eos_position(input_ids, pooled_token_id(self.cfg))
         return torch.gather(x, 1, eos[:, None, None].expand(-1, 1, x.shape[-1]))[:, 0]
+
+
+def pooled_token_id(cfg: TextConfig) -> int:
+    """The id whose first occurrence the CLIP text tower pools: the end token, which is the highest id of CLIP's
+    vocabulary (the official code pools the highest id of each row). A config whose end token lies outside its
+    vocabulary (tiny test towers) pools the vocabulary's highest id, as the official code would."""
+    return cfg.eos_token_id if 0 <= cfg.eos_token_id < cfg.vocab_size else cfg.vocab_size - 1
+
+
+def eos_position(input_ids: torch.Tensor, eos_token_id: int) -> torch.Tensor:
+    """The position of each row's first end-of-text token, found by an exact integer comparison.
+
+    The official code pools ``argmax(input_ids)``: the end token has the highest id in CLIP's vocabulary and
+    padding repeats it, so the first maximum is the first end token; this gives the same position for every
+    tokenized prompt. It avoids an ArgMax over ids as floats, which a reduced-precision engine gets wrong (in
+    FP16, ids 49406 and 49407 both round to 49408, so the start token would be pooled): the comparison runs on
+    int32 ids, and only positions (below 2048, exact in FP16) become floats for the minimum. A row without an
+    end token pools its last position."""
+    n = input_ids.shape[-1]
+    is_eos = input_ids.to(torch.int32) == eos_token_id
+    positions = torch.arange(n, dtype=torch.float32, device=input_ids.device)
+    first = torch.where(is_eos, positions, torch.full_like(positions, float(n - 1))).amin(dim=-1)
+    return first.to(torch.int64)
 
 
 class LanguageBindModel(nn.Module):
