@@ -138,7 +138,16 @@ def check_external_data(folder: Path, entry: TowerFile, graph: Path, *, verify: 
                               f"load ({'; '.join(problems[:10])}): {REBUILD}")
 
 
+#: preference among a tower's graphs (or engines) when the precision is "auto"
+ORDER = {("vision", "tensorrt"): ("int8", "fp16", "fp32"), ("vision", "onnxruntime"): ("int8", "fp32", "fp16"),
+         ("text", "tensorrt"): ("fp16", "fp32", "int8"), ("text", "onnxruntime"): ("int8", "fp32", "fp16")}
+# on ONNX Runtime fp16 is slow on CPUs, so fp32 comes before it; an int8 text graph exists only when it agreed with
+# FP32 to cosine 0.999 (and is the CPU form, which TensorRT does not compile)
+
+
 def pick_precision(man: Manifest, tower: str, precision: str, backend: str) -> str:
+    """The graph of ``tower`` to run on ``backend``: ``precision`` itself (which must exist), or for ``auto``
+    the first the bundle has in :data:`ORDER`."""
     have = man.towers.get(tower, {})
     if not have:
         raise CheckpointError(f"bundle has no {tower} tower")
@@ -146,11 +155,7 @@ def pick_precision(man: Manifest, tower: str, precision: str, backend: str) -> s
         if precision not in have:
             raise InputError(f"bundle has no {precision} {tower} graph (has: {', '.join(have)})")
         return precision
-    # int8 is the CPU/VNNI and TensorRT speed win; fp16 is slow on CPUs, so ORT prefers fp32 over it
-    order = ("int8", "fp16", "fp32") if backend == "tensorrt" else ("int8", "fp32", "fp16")
-    if tower == "text":        # an int8 text graph exists only when it agreed with FP32 to cosine 0.999
-        order = ("fp16", "fp32") if backend == "tensorrt" else ("int8", "fp32", "fp16")
-    return next(p for p in order if p in have)
+    return next(p for p in ORDER[(tower, backend)] if p in have)
 
 
 def _engine_for(man: Manifest, folder: Path, tower: str, precision: str) -> Path | None:
@@ -167,22 +172,62 @@ def _engine_for(man: Manifest, folder: Path, tower: str, precision: str) -> Path
     return None
 
 
-def choose_backend(man: Manifest, folder: Path, backend: str) -> str:
-    """``auto``: TensorRT when it is installed and the bundle has engines compiled for it, else ONNX Runtime.
+def built_engines(man: Manifest, folder: Path, tower: str) -> dict[str, Path]:
+    """Precision -> engine file of the TensorRT engines compiled for ``tower`` that are present in ``folder``."""
+    out = {}
+    for prec in PRECISIONS:
+        engine = _engine_for(man, folder, tower, prec) if prec in man.towers.get(tower, {}) else None
+        if engine is not None:
+            out[prec] = engine
+    return out
 
-    Never a silent fallback: with TensorRT installed but no engine, the choice is logged with the command
-    that compiles one; an engine that exists but does not match this device raises (see TensorRTBackend).
+
+@dataclass(frozen=True)
+class TowerChoice:
+    """How one tower of a bundle runs: on which backend, at which precision, and why."""
+
+    tower: str
+    backend: str
+    precision: str
+    engine: Path | None = None
+    reason: str = ""
+
+
+def choose_tower(man: Manifest, folder: Path, tower: str, backend: str, precision: str) -> TowerChoice:
+    """Backend and precision of one tower, from the engines that exist.
+
+    ``tensorrt``: an engine is required (the precision asked for, or the best built one for ``auto``), else
+    :class:`EngineMismatch` naming the ``lbedge compile`` command. ``onnxruntime``: the graph asked for, or the
+    best one. ``auto``: TensorRT when it is installed and the tower has a suitable engine, else ONNX Runtime,
+    saying why in the log when TensorRT is installed (never a silent fallback). Towers are chosen one by one: a
+    vision tower may run on TensorRT while a shared text tower without engines runs on ONNX Runtime.
     """
     if backend not in BACKENDS:
         raise InputError(f"unknown backend {backend!r}: choose {', '.join(BACKENDS)}")
-    if backend != "auto":
-        return backend
-    if available("tensorrt"):
-        if man.engines:
-            return "tensorrt"
-        log.warning("TensorRT is installed but bundle %s has no engines: using ONNX Runtime. "
-                    "Run `lbedge compile %s` to build them for this device.", folder, folder)
-    return "onnxruntime"
+    engines = built_engines(man, folder, tower) if backend != "onnxruntime" else {}
+    usable = [p for p in ORDER[(tower, "tensorrt")] if p in engines and precision in ("auto", p)]
+    if backend == "tensorrt" or (backend == "auto" and usable and available("tensorrt")):
+        if not usable:
+            which = f"{precision} " if precision != "auto" else ""
+            built = f" (built: {', '.join(engines)})" if engines else ""
+            flag = f" --precision {precision}" if precision != "auto" else ""
+            raise EngineMismatch(f"bundle {folder} has no TensorRT engine for its {which}{tower} tower{built}: run "
+                                 f"`lbedge compile {folder}{flag}` on this device")
+        prec = usable[0]
+        return TowerChoice(tower, "tensorrt", prec, engines[prec], f"TensorRT engine {engines[prec].name}")
+    prec = pick_precision(man, tower, precision, "onnxruntime")
+    reason = "ONNX Runtime"
+    if backend == "auto" and available("tensorrt"):
+        which = "" if precision == "auto" else f"{precision} "
+        reason = (f"ONNX Runtime: TensorRT is installed but {folder} has no {which}{tower} engine; run "
+                  f"`lbedge compile {folder}` to build one for this device")
+        log.warning("%s tower: %s", tower, reason)
+    return TowerChoice(tower, "onnxruntime", prec, None, reason)
+
+
+def choose_backend(man: Manifest, folder: Path, backend: str) -> str:
+    """The vision tower's backend (see :func:`choose_tower`, which chooses each tower on its own)."""
+    return choose_tower(man, folder, "vision", backend, "auto").backend
 
 
 def text_source(folder: Path, man: Manifest) -> tuple[Path, Manifest]:
@@ -222,28 +267,27 @@ def load_bundle(path: str | Path, *, backend: str = "auto", precision: str = "au
     man = Manifest.read(folder)
     if man.modality == "text" or "vision" not in man.towers:
         raise CheckpointError(f"{folder} is a text bundle (no vision tower): load the vision bundles that share it")
-    chosen = choose_backend(man, folder, backend)
     tfolder, tman = text_source(folder, man)
+    choices = {"vision": choose_tower(man, folder, "vision", backend, precision),
+               "text": choose_tower(tman, tfolder, "text", backend, text_precision)}
     family = man.text.get("family", "clip")
     check_tokenizer_files(tfolder, tman, family, verify=verify)
     tok = load_tokenizer(tfolder / "tokenizer", family=family, context_length=int(man.text["context_length"]))
 
-    def backend_for(tower: str, prec: str):
+    def backend_for(tower: str):
         where, wman = (tfolder, tman) if tower == "text" else (folder, man)
+        choice = choices[tower]
+        prec = choice.precision
         entry = wman.towers[tower][prec]
         graph = bundle_file(where, entry.file, what=f"{prec} {tower} graph")
         if verify:
             verify_file(where, entry.file, entry.sha256)
             for extra, sha in entry.extra_files.items():
                 verify_file(where, extra, sha)
-        if chosen == "tensorrt":
-            engine = _engine_for(wman, where, tower, prec)
-            if engine is None:
-                raise EngineMismatch(f"bundle {where} has no TensorRT engine for the {prec} {tower} tower: "
-                                     f"run `lbedge compile {where} --precision {prec}` on this device")
+        if choice.backend == "tensorrt":
             from .backends.tensorrt_backend import TensorRTBackend
 
-            return TensorRTBackend(engine, onnx_sha256=entry.sha256, cuda_graph=cuda_graph, verify=verify)
+            return TensorRTBackend(choice.engine, onnx_sha256=entry.sha256, cuda_graph=cuda_graph, verify=verify)
         from .backends.onnxruntime_backend import OnnxRuntimeBackend
 
         if not graph.is_file():                 # missing, or a pipe or device that onnxruntime would block on
@@ -252,15 +296,12 @@ def load_bundle(path: str | Path, *, backend: str = "auto", precision: str = "au
         check_external_data(where, entry, graph, verify=verify)
         return OnnxRuntimeBackend(graph, providers=providers, threads=threads)
 
-    vp = pick_precision(man, "vision", precision, chosen)
-    tp = pick_precision(tman, "text", text_precision, chosen)
-    enc = Encoder(modality=man.modality, preprocess_config=PreprocessConfig.from_dict(man.preprocess),
-                  vision=backend_for("vision", vp), text=lambda: backend_for("text", tp), tokenizer=tok,
-                  logit_scale=man.logit_scale, embed_dim=man.embed_dim, name=man.name or folder.name,
-                  text_fingerprint=man.text.get("fingerprint"), batch_size=batch_size)
-    enc.precision = {"vision": vp, "text": tp}          # type: ignore[attr-defined]
-    enc.bundle_path = folder                            # type: ignore[attr-defined]
-    return enc
+    return Encoder(modality=man.modality, preprocess_config=PreprocessConfig.from_dict(man.preprocess),
+                   vision=backend_for("vision"), text=lambda: backend_for("text"), tokenizer=tok,
+                   logit_scale=man.logit_scale, embed_dim=man.embed_dim, name=man.name or folder.name,
+                   text_fingerprint=man.text.get("fingerprint"), batch_size=batch_size,
+                   precision={t: c.precision for t, c in choices.items()},
+                   backends={t: c.backend for t, c in choices.items()}, path=folder)
 
 
 def check_tokenizer_files(folder: Path, man: Manifest, family: str, *, verify: bool) -> None:

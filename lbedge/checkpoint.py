@@ -70,7 +70,7 @@ def text_fingerprint(model: "LanguageBindModel") -> str:
 
 
 def encoder_from_model(model: "LanguageBindModel", tokenizer: Tokenizer, *, name: str = "",
-                       device: str = "cpu", batch_size: int = 8) -> Encoder:
+                       device: str = "cpu", batch_size: int = 8, path: str | Path | None = None) -> Encoder:
     """Wrap a torch ``LanguageBindModel`` as an :class:`Encoder` on the PyTorch backend."""
     from .backends.torch_backend import TorchBackend
     from .models.towers import TextTower, VisionTower
@@ -90,6 +90,9 @@ def encoder_from_model(model: "LanguageBindModel", tokenizer: Tokenizer, *, name
         name=name,
         text_fingerprint=lambda: text_fingerprint(model),
         batch_size=batch_size,
+        precision={"vision": "fp32", "text": "fp32"},
+        backends={"vision": "torch", "text": "torch"},
+        path=path,
     )
 
 
@@ -102,7 +105,7 @@ def from_pretrained(path: str | Path, *, device: str = "cpu", batch_size: int = 
     folder = Path(path)
     model = load_model(folder)
     tok = load_tokenizer(folder, model.config.text)
-    return encoder_from_model(model, tok, name=folder.name, device=device, batch_size=batch_size)
+    return encoder_from_model(model, tok, name=folder.name, device=device, batch_size=batch_size, path=folder)
 
 
 def write_checkpoint(state_dict: dict, cfg: ModelConfig, folder: str | Path, *, tokenizer_dir: str | Path | None = None,

@@ -7,11 +7,13 @@ bundles build one on ONNX Runtime or TensorRT.
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Callable, Sequence
+import os
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from .backends import Backend
+from .backends import Backend, run_batched
 from .config import PreprocessConfig
 from .errors import InputError
 from .preprocess import Preprocessor
@@ -24,7 +26,9 @@ class Encoder:
     def __init__(self, *, modality: str, preprocess_config: PreprocessConfig, vision: Backend,
                  text: Backend | Callable[[], Backend],
                  tokenizer: Tokenizer, logit_scale: float, embed_dim: int, name: str = "",
-                 text_fingerprint: str | Callable[[], str] | None = None, batch_size: int = 8):
+                 text_fingerprint: str | Callable[[], str] | None = None, batch_size: int = 8,
+                 precision: Mapping[str, str] | None = None, backends: Mapping[str, str] | None = None,
+                 path: str | os.PathLike | None = None):
         self.modality = modality
         self.preprocess_config = preprocess_config
         self.preprocessor = Preprocessor(preprocess_config)
@@ -36,6 +40,11 @@ class Encoder:
         self.name = name
         self.batch_size = int(batch_size)
         self._fingerprint = text_fingerprint
+        #: where the encoder comes from: the precision and backend of each tower ("vision", "text"), and the
+        #: bundle or checkpoint folder
+        self.precision: dict[str, str] = dict(precision or {})
+        self.backends: dict[str, str] = dict(backends or {"vision": getattr(vision, "name", "?")})
+        self.path = Path(path) if path is not None else None
 
     def __repr__(self) -> str:
         return (f"Encoder(modality={self.modality!r}, name={self.name!r}, dim={self.embed_dim}, "
@@ -82,10 +91,7 @@ class Encoder:
             raise InputError("empty batch: nothing to embed")
         if not np.isfinite(batch).all():
             raise InputError("preprocessed input contains NaN or infinite values")
-        name = self.vision.input_names[0]
-        out = [self.vision.run({name: batch[i:i + self.batch_size]})[self.vision.output_names[0]]
-               for i in range(0, batch.shape[0], self.batch_size)]
-        return _l2(np.concatenate(out))
+        return _l2(run_batched(self.vision, batch, preferred=self.batch_size))
 
     def tokenize(self, texts: str | Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Token ids and attention mask, int64 ``[N, 77]``, as the official tokenizer gives them."""
@@ -98,12 +104,12 @@ class Encoder:
         items = [texts] if isinstance(texts, str) else list(texts)
         if not items:
             return np.zeros((0, self.embed_dim), np.float32)
-        name = self.text.input_names[0]
-        bs = max(self.batch_size, 32)
+        text = self.text
+        bs = max(self.batch_size, 32)          # tokenized per chunk; each chunk is split again to fit the backend
         out = []
         for i in range(0, len(items), bs):
             ids, _ = self.tokenize(items[i:i + bs])
-            out.append(self.text.run({name: ids})[self.text.output_names[0]])
+            out.append(run_batched(text, ids, preferred=bs))
             if progress is not None:
                 progress(min(i + bs, len(items)), len(items))
         return _l2(np.concatenate(out))
