@@ -43,14 +43,39 @@ def load_bundle(path, **kw) -> Encoder:
     return _load(path, **kw)
 
 
-def load(path, **kw) -> Encoder:
+def load(path, *, backend: str = "auto", precision: str = "auto", text_precision: str = "auto",
+         device: str | None = None, threads: int | None = None, batch_size: int = 8, verify: bool = True) -> Encoder:
     """A bundle folder (with ``manifest.json``) through :func:`load_bundle`, else a checkpoint folder through
-    :func:`from_pretrained`: what the CLI and the examples accept as ``--model``."""
+    :func:`from_pretrained`: what the CLI and the examples accept as ``--model``.
+
+    The same keywords for both: ``backend`` (bundle: ``auto``, ``tensorrt``, ``onnxruntime``; checkpoint:
+    ``auto`` or ``torch``), ``precision``/``text_precision`` (a checkpoint runs in fp32), ``device`` (``cpu`` or
+    ``cuda``: a torch device, or ONNX Runtime's CPU or CUDA provider), ``threads`` (ONNX Runtime intra-op threads,
+    or torch's), ``batch_size``, ``verify`` (bundles: check every file's sha256). A keyword that makes no sense
+    for the folder given is a :class:`UsageError`, never ignored.
+    """
     from pathlib import Path
 
     if (Path(path) / "manifest.json").is_file():
-        return load_bundle(path, **kw)
-    return from_pretrained(path, **kw)
+        providers = None
+        if device is not None:
+            if device not in ("cpu", "cuda"):
+                raise UsageError(f"device {device!r} for a bundle: choose cpu or cuda (ONNX Runtime's providers)")
+            providers = ["CPUExecutionProvider"] if device == "cpu" else ["CUDAExecutionProvider",
+                                                                           "CPUExecutionProvider"]
+        return load_bundle(path, backend=backend, precision=precision, text_precision=text_precision,
+                           providers=providers, threads=threads, batch_size=batch_size, verify=verify)
+    if backend not in ("auto", "torch"):
+        raise UsageError(f"{path} is a checkpoint folder, which runs on PyTorch, not {backend}: build a bundle "
+                         "with `lbedge build` for ONNX Runtime or TensorRT")
+    for name, value in (("precision", precision), ("text_precision", text_precision)):
+        if value not in ("auto", "fp32"):
+            raise UsageError(f"{name}={value!r}: a checkpoint runs in fp32; build a bundle for fp16 or int8")
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(int(threads))
+    return from_pretrained(path, device=device or "cpu", batch_size=batch_size)
 
 
 __all__ = [

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from .errors import LBEdgeError
-from .frames import Frame
+from .frames import Frame, SourceTraits
 from .pipeline import Pipeline, Result
 
 
@@ -167,7 +167,7 @@ def run_demo(pipeline: Pipeline, *, output: Path | None, jsonl: TextIO | None, m
                 elif result.update.source == video_source:
                     if writer is None:
                         writer = VideoOutput(output, tuple(img.shape[1::-1]),
-                                             getattr(pipeline.sources[video_source], "fps", None))
+                                             SourceTraits.of(pipeline.sources[video_source]).fps)
                     writer.write(img)
             show_events()
             if max_results and n >= max_results:

@@ -16,6 +16,7 @@ import numpy as np
 from .backends import Backend, run_batched
 from .config import PreprocessConfig
 from .errors import InputError
+from .frames import Frame
 from .preprocess import Preprocessor
 from .tokenizer import Tokenizer
 
@@ -74,6 +75,10 @@ class Encoder:
     def preprocess(self, inputs: Any, **kw: Any) -> np.ndarray:
         """Inputs (paths, arrays, PIL images, PCM clips, frame lists; one or a list) -> float32 batch."""
         return self.preprocessor(inputs, **kw)
+
+    def preprocess_frame(self, frame: Frame) -> np.ndarray:
+        """The model input ``[1, *input_shape]`` of one sensor frame (see :meth:`Preprocessor.frame`)."""
+        return self.preprocessor.frame(frame)
 
     def is_preprocessed(self, x: Any) -> bool:
         """True for a float array whose trailing dimensions are this modality's ``input_shape``."""

@@ -41,8 +41,11 @@ class Frame:
 class Source(Protocol):
     """A sensor stream: ``open()``, ``read()`` (a Frame, or None at the end of a recording), ``close()``.
 
-    Sources are context managers and iterators. ``live`` sources deliver in real time (a pipeline keeps
-    only their newest frame); replay sources can also run as fast as possible without drops.
+    ``live`` sources deliver in real time (a pipeline keeps only their newest frame); replay sources can also run
+    as fast as possible without drops. ``read()`` blocks until a frame is there; a live source bounds that wait
+    itself and raises :class:`~lbedge.errors.SensorError` when its sensor goes silent (RealSense ``timeout_ms``,
+    Microphone ``stall_timeout``...), so a reader never hangs on a device that is gone. ``open()`` on an open
+    source does nothing. A source may also state the traits of :class:`SourceTraits`.
     """
 
     name: str
@@ -51,12 +54,29 @@ class Source(Protocol):
 
     def open(self) -> None: ...
 
-    def read(self, timeout: float | None = None) -> Frame | None: ...
+    def read(self) -> Frame | None: ...
 
     def close(self) -> None: ...
 
-    def __enter__(self) -> "Source": ...
 
-    def __exit__(self, *exc: Any) -> None: ...
+@dataclass(frozen=True)
+class SourceTraits:
+    """What a consumer may rely on besides the :class:`Source` protocol; a source states each by an attribute of
+    the same name, and one it lacks takes the default.
 
-    def __iter__(self) -> Iterator[Frame]: ...
+    ``realtime``: a replay paced at its recorded rate (not as fast as possible). ``fps``: the nominal frame rate,
+    when known (a pipeline reports a stall only after a few frame periods). ``seek``: a method ``seek(position)``
+    that moves an open recording to frame ``position`` and returns the position reached; a recording without it is
+    resumed by reading and discarding frames.
+    """
+
+    realtime: bool = False
+    fps: float | None = None
+    can_seek: bool = False
+
+    @classmethod
+    def of(cls, source: object) -> "SourceTraits":
+        fps = getattr(source, "fps", None)
+        return cls(realtime=bool(getattr(source, "realtime", False)),
+                   fps=float(fps) if isinstance(fps, (int, float)) and fps > 0 else None,
+                   can_seek=callable(getattr(source, "seek", None)))

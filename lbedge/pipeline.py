@@ -35,7 +35,7 @@ import numpy as np
 
 from .encoder import Encoder
 from .errors import LBEdgeError, SensorError
-from .frames import Frame, Source
+from .frames import Frame, Source, SourceTraits
 from .zeroshot import ZeroShotClassifier
 
 log = logging.getLogger(__name__)
@@ -377,7 +377,7 @@ class Pipeline:
         delay = self.reopen.backoff[0]
         # a recording read as fast as possible keeps one frame in hand, so that its end is known (and its event
         # attached) before the last frame goes to the worker; paced and live sources never wait on the next frame
-        hold_back = not src.live and not getattr(src, "realtime", False)
+        hold_back = not src.live and not SourceTraits.of(src).realtime
         held = None
         recovering = False
         while not self._stop.is_set():
@@ -443,9 +443,8 @@ class Pipeline:
     def _resume(self, src: Source, state: _SourceState) -> None:
         """Position a reopened recording after the frames it already delivered."""
         want = state.delivered
-        seek = getattr(src, "seek", None)
-        if callable(seek):
-            got = int(seek(want))
+        if SourceTraits.of(src).can_seek:
+            got = int(src.seek(want))  # type: ignore[attr-defined]
         else:
             got = 0
             while got < want and not self._stop.is_set() and src.read() is not None:
@@ -537,8 +536,8 @@ class Pipeline:
         for name, state in self._state.items():
             if state.finished or state.stalled or not state.opened_once:
                 continue
-            fps = getattr(self.sources[name], "fps", None)
-            limit = max(self.stall_timeout, 3.0 / fps if isinstance(fps, (int, float)) and fps > 0 else 0.0)
+            fps = SourceTraits.of(self.sources[name]).fps
+            limit = max(self.stall_timeout, 3.0 / fps if fps else 0.0)
             idle = now - state.last_frame
             if idle > limit:
                 state.stalled = True
@@ -569,13 +568,7 @@ class Pipeline:
         if clf is None:
             raise LBEdgeError(f"the source delivered a {frame.modality!r} frame, but the pipeline has no encoder "
                               "for that modality")
-        enc = clf.encoder
-        if frame.modality == "audio":
-            rate = frame.meta.get("sample_rate")
-            if rate is None:
-                raise LBEdgeError("an audio frame without meta['sample_rate']: the source must state its rate")
-            return enc.preprocess((frame.data, rate))
-        return enc.preprocess(frame.data)
+        return clf.encoder.preprocess_frame(frame)
 
     def _classify_batch(self, modality: str, items: list[tuple[str, Frame, np.ndarray, float]]) -> list[Result]:
         """Embed the frames of one modality in one batch; one Result per frame, in order."""

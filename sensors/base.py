@@ -73,7 +73,7 @@ class BaseSource(SourceIterationMixin):
             self._seq = 0
             self._t0 = time.monotonic()
 
-    def read(self, timeout: float | None = None) -> Frame | None:
+    def read(self) -> Frame | None:
         if not self._opened:
             raise SensorError(f"{self.name}: read() before open()")
         got = self._read()

@@ -125,7 +125,7 @@ class _View(SourceIterationMixin):
             self.parent._open()
             self._opened = True
 
-    def read(self, timeout: float | None = None) -> Frame | None:
+    def read(self) -> Frame | None:
         if not self._opened:
             raise SensorError(f"{self.name}: read() before open()")
         return self.parent._read(self._view)

@@ -118,13 +118,13 @@ def test_any_exception_from_preprocessing_skips_the_frame_not_the_pipeline(error
     enc = fake_encoder()
     calls = []
 
-    def preprocess(x, **kw):
+    def preprocess(frame):
         calls.append(1)
         if len(calls) % 2 == 0:
             raise error
         return np.zeros((1, 3, 224, 224), np.float32)
 
-    enc.preprocess = preprocess
+    enc.preprocess_frame = preprocess
     with Pipeline({"rec": Recording(n=10)}, enc, LABELS, smoothing="none") as p:
         results = list(p)
     assert len(results) == 5 and p.stats()["rec"]["skipped"] == 5
@@ -134,7 +134,7 @@ def test_any_exception_from_preprocessing_skips_the_frame_not_the_pipeline(error
 
 def test_a_source_whose_every_frame_fails_is_ended():
     enc = fake_encoder()
-    enc.preprocess = lambda x, **kw: 1 / 0
+    enc.preprocess_frame = lambda frame: 1 / 0
     with Pipeline({"rec": Recording(n=10**6)}, enc, LABELS, max_bad_frames=20) as p:
         results = list(p)
     assert results == [] or all(not r for r in results)
@@ -166,7 +166,7 @@ def test_model_failures_of_any_type_cost_only_the_frame():
         return inner(x)
 
     enc.vision.fn = vision
-    enc.preprocess = lambda x, **kw: np.full((1, 3, 224, 224), 1000.0 if x[0, 0, 2] else 0.0, np.float32)
+    enc.preprocess_frame = lambda f: np.full((1, 3, 224, 224), 1000.0 if f.data[0, 0, 2] else 0.0, np.float32)
     with Pipeline({"rec": Recording(n=9)}, enc, LABELS, smoothing="none") as p:
         results = list(p)
     assert _seqs(results, "rec") == [0, 1, 3, 4, 6, 7]

@@ -56,7 +56,7 @@ class MLP(nn.Module):
         return self.fc2(self.act(self.fc1(x)))
 
 
-class EncoderLayer(nn.Module):
+class TransformerLayer(nn.Module):
     """Pre-LN transformer layer; with ``frames`` it first mixes each token across time.
 
     The temporal branch is LanguageBind_Video's: add a learned per-frame embedding, then
@@ -92,10 +92,10 @@ class EncoderLayer(nn.Module):
         return x + self.mlp(self.layer_norm2(x))
 
 
-class Encoder(nn.Module):
+class TransformerEncoder(nn.Module):
     def __init__(self, layers: int, **kw):
         super().__init__()
-        self.layers = nn.ModuleList([EncoderLayer(**kw) for _ in range(layers)])
+        self.layers = nn.ModuleList([TransformerLayer(**kw) for _ in range(layers)])
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         for layer in self.layers:

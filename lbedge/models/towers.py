@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ModelConfig, TextConfig, VisionConfig
-from .layers import Encoder
+from .layers import TransformerEncoder
 
 
 class PatchEmbeddings(nn.Module):
@@ -60,7 +60,7 @@ class VisionTransformer(nn.Module):
         self.cfg = cfg
         self.embeddings = PatchEmbeddings(cfg)
         self.pre_layrnorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)   # (sic) official name
-        self.encoder = Encoder(cfg.num_hidden_layers, dim=cfg.hidden_size, heads=cfg.num_attention_heads,
+        self.encoder = TransformerEncoder(cfg.num_hidden_layers, dim=cfg.hidden_size, heads=cfg.num_attention_heads,
                                mlp_dim=cfg.intermediate_size, act=cfg.hidden_act, eps=cfg.layer_norm_eps,
                                frames=cfg.temporal_tokens if cfg.add_time_attn else 0)
         self.post_layernorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
@@ -82,7 +82,7 @@ class TextTransformer(nn.Module):
         self.embeddings = nn.Module()
         self.embeddings.token_embedding = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
         self.embeddings.position_embedding = nn.Embedding(cfg.max_position_embeddings, cfg.hidden_size)
-        self.encoder = Encoder(cfg.num_hidden_layers, dim=cfg.hidden_size, heads=cfg.num_attention_heads,
+        self.encoder = TransformerEncoder(cfg.num_hidden_layers, dim=cfg.hidden_size, heads=cfg.num_attention_heads,
                                mlp_dim=cfg.intermediate_size, act=cfg.hidden_act, eps=cfg.layer_norm_eps)
         self.final_layer_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         n = cfg.max_position_embeddings

@@ -12,11 +12,14 @@ entry point for encoded images.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..config import PreprocessConfig
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..frames import Frame
 from ..errors import InputError
 from .audio import AudioClip, audio_transform, fbank, read_audio_file, resample
 from .image import decode_image, depth_transform, image_transform
@@ -80,6 +83,18 @@ class Preprocessor:
         if m == "video":
             return video_transform(x, cfg, bgr=kw.get("bgr", False))
         raise InputError(f"unknown modality {m!r}")
+
+    def frame(self, frame: "Frame") -> np.ndarray:
+        """The model input ``[1, *input_shape]`` of one sensor frame. What a frame needs besides its data is the
+        modality's business: an audio frame states its rate in ``meta["sample_rate"]``."""
+        if frame.modality != self.cfg.modality:
+            raise InputError(f"a {frame.modality!r} frame given to the {self.cfg.modality} preprocessing")
+        if self.cfg.modality == "audio":
+            rate = frame.meta.get("sample_rate")
+            if rate is None:
+                raise InputError("an audio frame without meta['sample_rate']: the source must state its rate")
+            return self((frame.data, rate))
+        return self(frame.data)
 
     def __call__(self, inputs: Any, **kw: Any) -> np.ndarray:
         """Preprocess one input or a batch of inputs into a float32 array ``[B, *input_shape]``.
