@@ -362,24 +362,38 @@ def build_cmd(checkpoint: Path, output: Path, precision: str, calib: tuple[Path,
 @main.command("compile")
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.option("--precision", "-p", multiple=True, type=click.Choice(["fp32", "fp16", "int8"]),
-              help="Graphs to compile (default: vision int8+fp16, text fp16, those present).")
-@click.option("--max-batch", default=8, show_default=True)
-@click.option("--opt-batch", default=1, show_default=True)
-@click.option("--workspace-mb", default=2048, show_default=True)
-@click.option("--dla-core", default=-1, show_default=True, help="DLA core (AGX Orin / Orin NX) with GPU fallback; -1 = GPU.")
+              help="Graphs to compile (default: vision TensorRT-form int8 and fp16, else fp32; text fp16, else "
+                   "fp32). CPU-form INT8 graphs are skipped, an error when -p int8 asks for one.")
+@click.option("--inputs", "-i", multiple=True, type=click.Path(path_type=Path),
+              help="Real inputs of the bundle's modality (folders or files) for the vision agreement check "
+                   "(default: synthetic smooth inputs).")
+@click.option("--min-cosine", type=click.FloatRange(-1.0, 1.0), default=None,
+              help="Worst cosine to ONNX Runtime FP32 an engine must reach before it is written "
+                   "(default: 0.999 fp32/fp16, 0.99 int8).")
+@click.option("--max-batch", default=8, show_default=True, type=click.IntRange(1, 4096))
+@click.option("--opt-batch", default=1, show_default=True, type=click.IntRange(1, 4096))
+@click.option("--workspace-mb", default=2048, show_default=True, type=click.IntRange(1, 1 << 20))
+@click.option("--dla-core", default=-1, show_default=True, type=click.IntRange(-1, 64),
+              help="DLA core (AGX Orin / Orin NX) for the vision tower, with GPU fallback; -1 = GPU.")
 @click.option("--version-compatible", is_flag=True, help="Build version-compatible engines (TensorRT >= 8.6).")
 @click.option("--rebuild", is_flag=True, help="Replace cached engines that do not match this device or options.")
-def compile_cmd(bundle: Path, precision: tuple[str, ...], max_batch: int, opt_batch: int, workspace_mb: int,
-                dla_core: int, version_compatible: bool, rebuild: bool) -> None:
-    """On the target device: build TensorRT engines for BUNDLE (cached, checked against this runtime)."""
+def compile_cmd(bundle: Path, precision: tuple[str, ...], inputs: tuple[Path, ...], min_cosine: float | None,
+                max_batch: int, opt_batch: int, workspace_mb: int, dla_core: int, version_compatible: bool,
+                rebuild: bool) -> None:
+    """On the target device: build TensorRT engines for BUNDLE (and the text bundle it shares), each checked
+    against ONNX Runtime FP32 before it is written; cached, checked against this runtime."""
+    if opt_batch > max_batch:
+        raise click.BadParameter(f"--opt-batch {opt_batch} is larger than --max-batch {max_batch}",
+                                 param_hint="--opt-batch")
     from .quantize.tensorrt_build import BuildOptions, compile_bundle
 
     opts = BuildOptions(opt_batch=opt_batch, max_batch=max_batch, workspace_mb=workspace_mb, dla_core=dla_core,
                         version_compatible=version_compatible)
-    rows = compile_bundle(bundle, precisions=list(precision) or None, opts=opts, rebuild=rebuild, say=click.echo)
+    rows = compile_bundle(bundle, precisions=list(precision) or None, opts=opts, rebuild=rebuild, say=click.echo,
+                          inputs=list(inputs) or None, min_cosine=min_cosine)
     for r in rows:
-        how = "cached" if r["reused"] else f"built in {r['seconds']} s"
-        click.echo(f"{r['tower']} {r['precision']}: {r['file']} ({how})")
+        how = "cached" if r["reused"] else f"built in {r['seconds']} s, worst cosine {r['min_cosine']:.5f}"
+        click.echo(f"{r['tower']} {r['precision']}: {Path(r['bundle']) / r['file']} ({how})")
 
 
 @main.command("validate")
@@ -547,7 +561,8 @@ def eval_cmd(models: tuple[Path, ...], data: Path | None, templates: tuple[str, 
         for path in models:
             enc = lbedge_load(path)
             results.append(evaluate(enc, data, templates=templates or ("{}",), model=path.name,
-                                    precision=getattr(enc, "precision", {}).get("vision", "fp32 (torch)")))
+                                    precision=enc.precision.get("vision", "fp32")
+                                    + (" (torch)" if enc.backends.get("vision") == "torch" else "")))
     else:
         results = evaluate_lb_mini(models, scenes=scenes, seed=seed, precisions=precisions or None)
     rows = [r.to_dict() for r in results]

@@ -303,10 +303,28 @@ def test_version_compatible_engines_accept_newer_same_major():
     assert _manifest().cache_key() != _manifest(precision="fp16").cache_key()
 
 
+def test_version_compatible_8_6_engines_run_on_tensorrt_10_never_on_older():
+    jp60 = _manifest(tensorrt_version="8.6.2", build_flags={"version_compatible": True})
+    assert all(c.ok for c in check_engine(jp60, ORIN))                      # TensorRT docs: 8.6+ -> 9, 10
+    plain = _manifest(tensorrt_version="8.6.2")
+    assert [c.name for c in check_engine(plain, ORIN) if not c.ok] == ["tensorrt_version"]
+    newer = _manifest(tensorrt_version="10.3.0", build_flags={"version_compatible": True})
+    jp60_runtime = RuntimeInfo("8.6.2", "12.2", "8.7", "Orin", "aarch64-linux")
+    bad = [c for c in check_engine(newer, jp60_runtime) if not c.ok]
+    assert [c.name for c in bad] == ["tensorrt_version"] and "newer than this runtime" in bad[0].reason
+
+
 def test_engine_manifest_roundtrip_and_damage(tmp_path):
-    m = _manifest()
+    m = _manifest(precision_control="strongly typed", agreement={"min_cosine": 0.9995, "threshold": 0.999})
     m.save(tmp_path / "e.json")
     assert EngineManifest.load(tmp_path / "e.json") == m
+    old = json.loads((tmp_path / "e.json").read_text())
+    del old["agreement"], old["precision_control"]                  # written by an older lbedge: still loads
+    (tmp_path / "e.json").write_text(json.dumps(old))
+    assert EngineManifest.load(tmp_path / "e.json").precision_control == ""
+    (tmp_path / "e.json").write_text(json.dumps({**old, "agreement": [0.9]}))
+    with pytest.raises(CheckpointError, match="agreement"):
+        EngineManifest.load(tmp_path / "e.json")
     (tmp_path / "e.json").write_text("{")
     with pytest.raises(CheckpointError, match="lbedge compile"):
         EngineManifest.load(tmp_path / "e.json")
@@ -316,15 +334,23 @@ def test_engine_manifest_roundtrip_and_damage(tmp_path):
 def test_tensorrt_engine_matches_onnxruntime(bundle, tmp_path):
     pytest.importorskip("tensorrt", reason="TensorRT is not installed (runs on Jetsons and NVIDIA GPU hosts)")
     from lbedge.quantize.tensorrt_build import compile_bundle
+    from lbedge.zeroshot import PROBE_LABELS, TEMPLATES, fill
 
     b = tmp_path / "b"
     shutil.copytree(bundle, b)
-    compile_bundle(b, precisions=["fp16"])
-    x = np.random.default_rng(0).normal(size=(2, 3, 224, 224)).astype(np.float32)
-    trt_e = load_bundle(b, backend="tensorrt", precision="fp16").embed(x)
-    ort_e = load_bundle(b, backend="onnxruntime", precision="fp32").embed(x)
-    assert (trt_e * ort_e).sum(1).min() > 0.999
-    rows = compile_bundle(b, precisions=["fp16"])                         # cached, not rebuilt
+    rows = compile_bundle(b, say=print)                                   # default options, as `lbedge compile`
+    assert {(r["tower"], r["precision"]) for r in rows} == {("vision", "int8"), ("vision", "fp16"), ("text", "fp16")}
+    x = np.random.default_rng(0).normal(size=(11, 3, 224, 224)).astype(np.float32)   # > one engine batch
+    ort = load_bundle(b, backend="onnxruntime", precision="fp32", text_precision="fp32")
+    for prec in ("fp16", "int8"):
+        trt = load_bundle(b, backend="tensorrt", precision=prec)
+        assert (trt.embed(x) * ort.embed(x)).sum(1).min() > (0.999 if prec == "fp16" else 0.99)
+    trt = load_bundle(b, backend="tensorrt")
+    prompts = [fill(t, label) for label in PROBE_LABELS for t in TEMPLATES["image"]]     # labels x templates
+    assert len(prompts) > trt.text.max_batch
+    t, o = trt.embed_text(prompts), ort.embed_text(prompts)                # FP16 text: CLIP's end-token pick
+    assert (t * o).sum(1).min() > 0.999
+    rows = compile_bundle(b, say=print)                                   # cached, not rebuilt
     assert all(r["reused"] for r in rows)
 
 
