@@ -10,7 +10,7 @@ from ._deps import require
 from .config import ModelConfig, count_parameters
 from .encoder import Encoder, fingerprint_arrays
 from .errors import CheckpointError
-from .tokenizer import Tokenizer, load_tokenizer
+from .tokenizer import Tokenizer, copy_tokenizer_files, load_tokenizer
 
 if TYPE_CHECKING:  # pragma: no cover
     from .models.towers import LanguageBindModel
@@ -112,7 +112,6 @@ def write_checkpoint(state_dict: dict, cfg: ModelConfig, folder: str | Path, *, 
                      safetensors: bool = True) -> Path:
     """Write a state dict and its config as an official-layout checkpoint folder."""
     import json
-    import shutil
 
     import torch
 
@@ -130,8 +129,7 @@ def write_checkpoint(state_dict: dict, cfg: ModelConfig, folder: str | Path, *, 
     else:
         torch.save(sd, folder / "pytorch_model.bin")
     if tokenizer_dir is not None and Path(tokenizer_dir).resolve() != folder.resolve():
-        for name in cfg.text.tokenizer_files:
-            shutil.copyfile(Path(tokenizer_dir) / name, folder / name)
+        copy_tokenizer_files(tokenizer_dir, folder, cfg.text.tokenizer_files)
     return folder
 
 

@@ -9,6 +9,12 @@ Everything is validated before anything is allocated: a ``PreprocessConfig`` che
 built (:func:`preprocess_problems`), and :meth:`ModelConfig.from_dict` checks every type and range of a
 ``config.json`` (bounds: the ``MAX_*`` constants), reports every problem at once, and refuses a model whose
 exact parameter count (:func:`count_parameters`) is over ``limits().max_model_params``.
+
+Each official ``config.json`` key is declared once, in the key tables (:class:`ConfigKey` rows: ``MODEL_KEYS``,
+``VISION_KEYS``, ``PREPROCESS_KEYS``, ``TEXT_KEYS``): the field it fills, its type and range, and what a
+config.json without it means (the default of the official LanguageBind / Hugging Face config class). The parser
+reads and :meth:`ModelConfig.to_dict` writes through them, and the dataclass defaults are those defaults
+(``tests/test_config_validation.py`` checks it).
 """
 
 from __future__ import annotations
@@ -52,7 +58,7 @@ class PreprocessConfig:
     audio_std: float = 4.5689974
     frame_length_ms: float = 25.0
     frame_shift_ms: float = 10.0
-    # video
+    # video: LanguageBind_Video's 8 frames per clip (a config.json without num_frames means the official 1)
     num_frames: int = 8
 
     def __post_init__(self) -> None:
@@ -141,24 +147,28 @@ def _check_triple(p: Problems, name: str, value: Any, *, positive: bool) -> None
 
 @dataclass(frozen=True)
 class VisionConfig:
-    """One LanguageBind vision tower (a CLIP ViT, optionally with temporal attention)."""
+    """One LanguageBind vision tower (a CLIP ViT, optionally with temporal attention).
 
-    hidden_size: int = 1024
-    intermediate_size: int = 4096
-    num_hidden_layers: int = 24
-    num_attention_heads: int = 16
-    patch_size: int = 14
+    The defaults are the official config class's (``VISION_KEYS``): a ViT-B/32 at 224 pixels, except ``lora_r``.
+    """
+
+    hidden_size: int = 768
+    intermediate_size: int = 3072
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    patch_size: int = 32
     image_size: int = 224
     num_channels: int = 3
     layer_norm_eps: float = 1e-5
     hidden_act: str = "quick_gelu"
     # modality extras
-    grid: tuple[int, int] = (16, 16)     # patch grid (rows, cols); audio: (mel_bins, target_length) / patch
+    grid: tuple[int, int] = (7, 7)       # patch grid (rows, cols); audio: (mel_bins, target_length) / patch
     num_frames: int = 1                  # video frames per clip
     add_time_attn: bool = False          # LanguageBind_Video temporal attention in every layer
     tube_size: int = 1                   # V1.5 3D "tube" patch embedding (clip_type "vl_new")
     patch_3d: bool = False
-    # LoRA (merged at load time)
+    # LoRA adapters in the checkpoint file (merged at load time). A tower built in code has none; a config.json
+    # without lora_r means the official 2
     lora_r: int = 0
     lora_alpha: float = 16.0
 
@@ -172,29 +182,29 @@ class VisionConfig:
         return self.grid[0] * self.grid[1] + 1
 
 
-TEXT_FAMILIES = ("clip", "bert")
-
-
 @dataclass(frozen=True)
 class TextConfig:
     """The text tower. ``family="clip"``: LanguageBind's CLIP text transformer (causal, 77 tokens, EOS pooling,
     BPE). ``family="bert"``: a BERT sentence encoder such as all-MiniLM-L6-v2 (bidirectional, post-LN, mean
-    pooling over real tokens, WordPiece ``tokenizer.json``), ``max_length`` tokens per prompt."""
+    pooling over real tokens, WordPiece ``tokenizer.json``), ``max_length`` tokens per prompt.
+
+    The defaults are the official CLIP text config class's (``TEXT_KEYS["clip"]``); a BERT one is read from its
+    config.json (``TEXT_KEYS["bert"]``)."""
 
     family: str = "clip"
     vocab_size: int = 49408
-    hidden_size: int = 768
-    intermediate_size: int = 3072
+    hidden_size: int = 512
+    intermediate_size: int = 2048
     num_hidden_layers: int = 12
-    num_attention_heads: int = 12
+    num_attention_heads: int = 8
     max_position_embeddings: int = 77
     layer_norm_eps: float = 1e-5
     hidden_act: str = "quick_gelu"
-    bos_token_id: int = 49406
-    eos_token_id: int = 49407
-    pad_token_id: int = 0                  # BERT's [PAD]; CLIP pads with EOS (see ``pad_id``)
+    bos_token_id: int = 49406              # BERT: [CLS]
+    eos_token_id: int = 49407              # BERT: [SEP]
+    pad_token_id: int = 1                  # BERT's [PAD] marks padding; CLIP pads with EOS (see ``pad_id``)
     type_vocab_size: int = 2               # BERT only
-    max_length: int = 77                   # tokens per prompt (CLIP: the full 77 positions)
+    max_length: int = 77                   # tokens per prompt (CLIP: all max_position_embeddings)
 
     @property
     def pad_id(self) -> int:
@@ -224,41 +234,21 @@ def text_config_from_dict(tc: Mapping[str, Any], *, where: str = "text_config",
 
 def _text_config(tc: Mapping[str, Any], where: str, p: Problems) -> TextConfig:
     """The TextConfig of ``tc``; problems go to ``p`` (defaults stand in for bad values)."""
+    family = "bert" if tc.get("model_type") == "bert" else "clip"
     r = _Reader(tc, where, p)
-    bert = tc.get("model_type") == "bert"
-    d = r.integer("hidden_size", 384 if bert else 512, 1, MAX_WIDTH)
-    heads = r.integer("num_attention_heads", 12 if bert else 8, 1, MAX_WIDTH)
-    n_pos = r.integer("max_position_embeddings", 512 if bert else 77, 1, MAX_TEXT_POSITIONS)
-    common = dict(
-        vocab_size=r.integer("vocab_size", 30522 if bert else 49408, 1, MAX_VOCAB), hidden_size=d,
-        intermediate_size=r.integer("intermediate_size", 1536 if bert else 2048, 1, MAX_WIDTH),
-        num_hidden_layers=r.integer("num_hidden_layers", 6 if bert else 12, 1, MAX_LAYERS),
-        num_attention_heads=heads, max_position_embeddings=n_pos,
-        layer_norm_eps=r.number("layer_norm_eps", 1e-12 if bert else 1e-5, 0.0, 1.0, lo_open=True),
-        hidden_act=r.text("hidden_act", "gelu" if bert else "quick_gelu", HIDDEN_ACTS))
+    got = {row.field: r.read(row) for row in TEXT_KEYS[family]}
+    d, heads = got["hidden_size"], got["num_attention_heads"]
     if r.ok("hidden_size", "num_attention_heads") and d % heads:
         p.add(join(where, "hidden_size"), f"{d} is not divisible by num_attention_heads {heads}")
-    if bert:
-        return TextConfig(
-            family="bert", **common, bos_token_id=r.integer("cls_token_id", 101, 0, MAX_TOKEN_ID),
-            eos_token_id=r.integer("sep_token_id", 102, 0, MAX_TOKEN_ID),
-            pad_token_id=r.integer("pad_token_id", 0, 0, MAX_TOKEN_ID),
-            type_vocab_size=r.integer("type_vocab_size", 2, 1, 1024),
-            max_length=min(n_pos, r.integer("max_length", 64, 1, MAX_TEXT_POSITIONS)))
-    return TextConfig(**common, bos_token_id=r.integer("bos_token_id", 49406, 0, MAX_TOKEN_ID),
-                      eos_token_id=r.integer("eos_token_id", 49407, 0, MAX_TOKEN_ID), max_length=n_pos)
+    positions = got["max_position_embeddings"]
+    got["max_length"] = min(positions, got.get("max_length", positions))     # CLIP prompts fill every position
+    return TextConfig(family=family, **got)
 
 
 def text_config_to_dict(t: TextConfig, projection_dim: int) -> dict[str, Any]:
     """The ``text_config`` of ``config.json`` (official CLIP layout, or the BERT one)."""
-    common = {"vocab_size": t.vocab_size, "hidden_size": t.hidden_size, "intermediate_size": t.intermediate_size,
-              "num_hidden_layers": t.num_hidden_layers, "num_attention_heads": t.num_attention_heads,
-              "max_position_embeddings": t.max_position_embeddings, "layer_norm_eps": t.layer_norm_eps,
-              "hidden_act": t.hidden_act, "projection_dim": projection_dim}
-    if t.family == "bert":
-        return {"model_type": "bert", **common, "cls_token_id": t.bos_token_id, "sep_token_id": t.eos_token_id,
-                "pad_token_id": t.pad_token_id, "type_vocab_size": t.type_vocab_size, "max_length": t.max_length}
-    return {**common, "bos_token_id": t.bos_token_id, "eos_token_id": t.eos_token_id, "pad_token_id": 1}
+    family = {"model_type": "bert"} if t.family == "bert" else {}
+    return {**family, **_written(TEXT_KEYS[t.family], t), "projection_dim": projection_dim}
 
 
 @dataclass(frozen=True)
@@ -268,7 +258,7 @@ class ModelConfig:
     modality: str
     vision: VisionConfig
     text: TextConfig
-    projection_dim: int = 768
+    projection_dim: int = 512
     logit_scale_init: float = 2.6592
     preprocess: PreprocessConfig = field(default_factory=lambda: PreprocessConfig("image"))
 
@@ -301,13 +291,11 @@ class ModelConfig:
         text = _text_config(tc, "text_config", p)
         pre = _preprocess_config(vc, modality, p)
         top = _Reader(raw, "", p)
-        projection_dim = top.integer("projection_dim", 512, 1, MAX_WIDTH)
-        logit_scale = top.number("logit_scale_init_value", 2.6592, -100.0, 100.0)
+        model = {row.field: top.read(row) for row in MODEL_KEYS}
         if p:
             raise CheckpointError(f"{source} is not a usable LanguageBind config ({len(p)} problem(s)): "
                                   f"{p.summary()}. Fix config.json or re-download the checkpoint")
-        cfg = cls(modality=modality, vision=vision, text=text, projection_dim=projection_dim,
-                  logit_scale_init=logit_scale, preprocess=pre)
+        cfg = cls(modality=modality, vision=vision, text=text, preprocess=pre, **model)
         n = count_parameters(cfg)
         cap = limits().max_model_params
         if n > cap:
@@ -316,35 +304,15 @@ class ModelConfig:
         return cfg
 
     def to_dict(self) -> dict[str, Any]:
-        """Serialise in the official LanguageBind ``config.json`` layout."""
-        v, t = self.vision, self.text
-        vision = {
-            "hidden_size": v.hidden_size, "intermediate_size": v.intermediate_size,
-            "num_hidden_layers": v.num_hidden_layers, "num_attention_heads": v.num_attention_heads,
-            "patch_size": v.patch_size, "image_size": v.image_size, "num_channels": v.num_channels,
-            "layer_norm_eps": v.layer_norm_eps, "hidden_act": v.hidden_act,
-            "projection_dim": self.projection_dim,
-            "add_time_attn": v.add_time_attn, "num_frames": v.num_frames,
-            "lora_r": v.lora_r, "lora_alpha": v.lora_alpha, "lora_dropout": 0.0,
-            "force_patch_dropout": 0.0,
-        }
-        p = self.preprocess
-        if self.modality == "audio":
-            vision.update(num_mel_bins=p.num_mel_bins, target_length=p.target_length,
-                          audio_sample_rate=p.sample_rate, audio_mean=p.audio_mean, audio_std=p.audio_std)
-        if self.modality == "depth":
-            vision.update(max_depth=p.max_depth)
-        if self.modality == "video":
-            vision.update(video_decode_backend="decord")
-            if v.patch_3d:
-                vision.update(clip_type="vl_new", tube_size=v.tube_size)
-        arch = "LanguageBind" + self.modality.capitalize()
-        return {
-            "architectures": [arch], "model_type": arch,
-            "projection_dim": self.projection_dim, "logit_scale_init_value": self.logit_scale_init,
-            "text_config": text_config_to_dict(t, self.projection_dim),
-            "vision_config": vision,
-        }
+        """Serialise in the official LanguageBind ``config.json`` layout (what :meth:`from_dict` reads back)."""
+        m = self.modality
+        vision = {**_written(VISION_KEYS, self.vision, m), **_written(PREPROCESS_KEYS, self.preprocess, m),
+                  "projection_dim": self.projection_dim, "lora_dropout": 0.0, "force_patch_dropout": 0.0}
+        if m == "video":
+            vision["video_decode_backend"] = "decord"
+        arch = "LanguageBind" + m.capitalize()
+        return {"architectures": [arch], "model_type": arch, **_written(MODEL_KEYS, self, m),
+                "text_config": text_config_to_dict(self.text, self.projection_dim), "vision_config": vision}
 
 
 def detect_modality(raw: Mapping[str, Any]) -> str:
@@ -381,6 +349,125 @@ MAX_LORA_R = 1024
 MAX_CHANNELS = 64
 
 
+# --- the keys of an official config.json: one row each ----------------------------------------------------------
+
+@dataclass(frozen=True)
+class ConfigKey:
+    """One key of an official ``config.json`` section and the lbedge dataclass field it fills.
+
+    ``default`` is what a config.json without the key means: the default of the official LanguageBind / Hugging
+    Face config class (LanguageBind's published value where that class has none). A ``required`` key must be
+    present; its default only stands in while the other problems are collected. ``kind``: ``int``, ``float``,
+    ``str``, ``bool``, or ``side`` (an integer, or the square pair ``[n, n]`` the official code saves). ``only``
+    limits the key to some modalities: it is read and written for those alone. With ``flag``, the field is a
+    bool that is true exactly when the key holds ``flag``.
+    """
+
+    key: str
+    field: str
+    kind: str
+    default: Any
+    lo: float = 0
+    hi: float = 0
+    lo_open: bool = False
+    choices: tuple[str, ...] = ()
+    only: tuple[str, ...] = ()
+    required: bool = False
+    flag: str = ""
+
+    def applies(self, modality: str) -> bool:
+        """Whether a ``modality`` config reads and writes this key."""
+        return not self.only or modality in self.only
+
+
+def _preprocess_key(key: str, field: str, default: Any, only: tuple[str, ...], **kw: Any) -> ConfigKey:
+    """A key filling a PreprocessConfig field, with that field's accepted range."""
+    if field in _PRE_INTS:
+        return ConfigKey(key, field, "int", default, *_PRE_INTS[field], only=only, **kw)
+    lo, hi, lo_open = _PRE_FLOATS[field]
+    return ConfigKey(key, field, "float", default, lo, hi, lo_open, only=only, **kw)
+
+
+def _text_keys(*, vocab: int, width: int, mlp: int, layers: int, heads: int, positions: int, eps: float,
+               act: str) -> tuple[ConfigKey, ...]:
+    """The sizes every text tower's config.json holds, with one family's defaults."""
+    return (ConfigKey("vocab_size", "vocab_size", "int", vocab, 1, MAX_VOCAB),
+            ConfigKey("hidden_size", "hidden_size", "int", width, 1, MAX_WIDTH),
+            ConfigKey("intermediate_size", "intermediate_size", "int", mlp, 1, MAX_WIDTH),
+            ConfigKey("num_hidden_layers", "num_hidden_layers", "int", layers, 1, MAX_LAYERS),
+            ConfigKey("num_attention_heads", "num_attention_heads", "int", heads, 1, MAX_WIDTH),
+            ConfigKey("max_position_embeddings", "max_position_embeddings", "int", positions, 1, MAX_TEXT_POSITIONS),
+            ConfigKey("layer_norm_eps", "layer_norm_eps", "float", eps, 0.0, 1.0, lo_open=True),
+            ConfigKey("hidden_act", "hidden_act", "str", act, choices=HIDDEN_ACTS))
+
+
+#: top level -> ModelConfig
+MODEL_KEYS: tuple[ConfigKey, ...] = (
+    ConfigKey("projection_dim", "projection_dim", "int", 512, 1, MAX_WIDTH),
+    ConfigKey("logit_scale_init_value", "logit_scale_init", "float", 2.6592, -100.0, 100.0),
+)
+
+#: vision_config -> VisionConfig (the official CLIPVisionConfig of LanguageBind: ViT-B/32 defaults)
+VISION_KEYS: tuple[ConfigKey, ...] = (
+    ConfigKey("hidden_size", "hidden_size", "int", 768, 1, MAX_WIDTH),
+    ConfigKey("intermediate_size", "intermediate_size", "int", 3072, 1, MAX_WIDTH),
+    ConfigKey("num_hidden_layers", "num_hidden_layers", "int", 12, 1, MAX_LAYERS),
+    ConfigKey("num_attention_heads", "num_attention_heads", "int", 12, 1, MAX_WIDTH),
+    ConfigKey("patch_size", "patch_size", "side", 32, 1, MAX_IMAGE_SIZE),
+    ConfigKey("image_size", "image_size", "side", 224, 1, MAX_IMAGE_SIZE),
+    ConfigKey("num_channels", "num_channels", "int", 3, 1, MAX_CHANNELS),
+    ConfigKey("layer_norm_eps", "layer_norm_eps", "float", 1e-5, 0.0, 1.0, lo_open=True),
+    ConfigKey("hidden_act", "hidden_act", "str", "quick_gelu", choices=HIDDEN_ACTS),
+    ConfigKey("add_time_attn", "add_time_attn", "bool", False),
+    ConfigKey("num_frames", "num_frames", "int", 1, 1, MAX_FRAMES, only=("video",)),
+    ConfigKey("clip_type", "patch_3d", "str", "vl", only=("video",), flag="vl_new"),
+    ConfigKey("tube_size", "tube_size", "int", 1, 1, MAX_FRAMES, only=("video",)),
+    ConfigKey("lora_r", "lora_r", "int", 2, 0, MAX_LORA_R),
+    ConfigKey("lora_alpha", "lora_alpha", "float", 16.0, -1e6, 1e6),
+)
+
+#: vision_config -> PreprocessConfig (``size`` is the tower's image_size, video's ``num_frames`` the tower's)
+PREPROCESS_KEYS: tuple[ConfigKey, ...] = (
+    _preprocess_key("num_mel_bins", "num_mel_bins", 112, ("audio",), required=True),
+    _preprocess_key("target_length", "target_length", 1036, ("audio",), required=True),
+    _preprocess_key("audio_sample_rate", "sample_rate", 16000, ("audio",)),
+    _preprocess_key("audio_mean", "audio_mean", -4.2677393, ("audio",)),
+    _preprocess_key("audio_std", "audio_std", 4.5689974, ("audio",)),
+    _preprocess_key("max_depth", "max_depth", 10.0, ("depth",)),
+)
+
+#: text_config -> TextConfig, per family: LanguageBind's CLIPTextConfig, or a Hugging Face BertConfig (whose
+#: token ids and ``max_length``, lbedge's own keys, default to the BERT vocabulary's and 64 tokens)
+TEXT_KEYS: dict[str, tuple[ConfigKey, ...]] = {
+    "clip": _text_keys(vocab=49408, width=512, mlp=2048, layers=12, heads=8, positions=77, eps=1e-5,
+                       act="quick_gelu") + (
+        ConfigKey("bos_token_id", "bos_token_id", "int", 49406, 0, MAX_TOKEN_ID),
+        ConfigKey("eos_token_id", "eos_token_id", "int", 49407, 0, MAX_TOKEN_ID),
+        ConfigKey("pad_token_id", "pad_token_id", "int", 1, 0, MAX_TOKEN_ID)),
+    "bert": _text_keys(vocab=30522, width=768, mlp=3072, layers=12, heads=12, positions=512, eps=1e-12,
+                       act="gelu") + (
+        ConfigKey("cls_token_id", "bos_token_id", "int", 101, 0, MAX_TOKEN_ID),
+        ConfigKey("sep_token_id", "eos_token_id", "int", 102, 0, MAX_TOKEN_ID),
+        ConfigKey("pad_token_id", "pad_token_id", "int", 0, 0, MAX_TOKEN_ID),
+        ConfigKey("type_vocab_size", "type_vocab_size", "int", 2, 1, 1024),
+        ConfigKey("max_length", "max_length", "int", 64, 1, MAX_TEXT_POSITIONS)),
+}
+TEXT_FAMILIES = tuple(TEXT_KEYS)
+
+_VISION = {row.key: row for row in VISION_KEYS}
+_PREPROCESS = {row.key: row for row in PREPROCESS_KEYS}
+
+
+def _written(rows: tuple[ConfigKey, ...], obj: Any, modality: str = "") -> dict[str, Any]:
+    """The config.json entries of ``rows`` holding ``obj``'s fields (a ``modality`` config's keys only)."""
+    out = {}
+    for row in rows:
+        if row.applies(modality):
+            value = getattr(obj, row.field)
+            out[row.key] = (row.flag if value else row.default) if row.flag else value
+    return out
+
+
 @dataclass
 class _Reader:
     """Typed reads of one config object: a bad value is recorded in ``p`` and the default stands in for it."""
@@ -389,57 +476,47 @@ class _Reader:
     where: str
     p: Problems
     bad: set[str] = field(default_factory=set)
+    pairs: dict[str, tuple[int, int]] = field(default_factory=dict)     # one more pair accepted per side key
 
-    def _got(self, key: str, checked: Any, default: Any) -> Any:
-        """``checked`` (a getter's result), or ``default`` with ``key`` marked bad when the getter refused it."""
-        if checked is None:
-            self.bad.add(key)
-            return default
-        return checked
-
-    def integer(self, key: str, default: int, lo: int, hi: int) -> int:
-        """An integer in ``lo..hi`` (integral floats such as ``112.0`` too: official configs write them)."""
-        value = self.d.get(key)
+    def read(self, row: ConfigKey) -> Any:
+        """The checked value of ``row.key``; its default when absent (null) or bad (the problem is recorded)."""
+        value = self.d.get(row.key)
         if value is None:
-            return default
-        return self._got(key, get_int(self.p, join(self.where, key), value, lo, hi, integral_float=True), default)
+            return row.default == row.flag if row.flag else row.default
+        where = join(self.where, row.key)
+        if row.kind == "side":
+            return self._side(row, value)
+        if row.kind == "int":
+            got = get_int(self.p, where, value, int(row.lo), int(row.hi), integral_float=True)
+        elif row.kind == "float":
+            got = get_float(self.p, where, value, row.lo, row.hi, lo_open=row.lo_open)
+        elif row.kind == "bool":
+            got = get_bool(self.p, where, value)
+        else:
+            got = get_str(self.p, where, value, choices=row.choices or None)
+        if got is None:
+            self.bad.add(row.key)
+            got = row.default
+        return got == row.flag if row.flag else got
 
-    def number(self, key: str, default: float, lo: float, hi: float, *, lo_open: bool = False) -> float:
-        """A finite number in ``[lo, hi]`` (``(lo, hi]`` with ``lo_open``)."""
-        value = self.d.get(key)
-        if value is None:
-            return default
-        return self._got(key, get_float(self.p, join(self.where, key), value, lo, hi, lo_open=lo_open), default)
-
-    def text(self, key: str, default: str, choices: tuple[str, ...] | None = None) -> str:
-        """A string (one of ``choices`` if given)."""
-        value = self.d.get(key)
-        if value is None:
-            return default
-        return self._got(key, get_str(self.p, join(self.where, key), value, choices=choices), default)
-
-    def flag(self, key: str, default: bool) -> bool:
-        """true or false."""
-        value = self.d.get(key)
-        if value is None:
-            return default
-        return self._got(key, get_bool(self.p, join(self.where, key), value), default)
-
-    def side(self, key: str, default: int, hi: int, *, pair_ok: tuple[int, int] | None = None) -> int:
-        """A size given as an integer or, as the official code saves it after building, a square pair
-        ``[n, n]``; ``pair_ok`` is one more pair accepted as is (audio's ``[num_mel_bins, target_length]``)."""
-        value = self.d.get(key)
+    def _side(self, row: ConfigKey, value: Any) -> int:
+        """A size given as an integer or, as the official code saves it after building, a square pair ``[n, n]``
+        (or this key's pair in ``pairs``: audio's ``[num_mel_bins, target_length]``, read as the default)."""
+        where = join(self.where, row.key)
         if not isinstance(value, list):
-            return self.integer(key, default, 1, hi)
-        if pair_ok is not None and len(value) == 2 and tuple(value) == pair_ok:
-            return default
-        if len(value) == 2 and value[0] == value[1]:
-            got = get_int(self.p, join(self.where, key), value[0], 1, hi, integral_float=True)
-            return self._got(key, got, default)
-        self.bad.add(key)
-        self.p.add(join(self.where, key), f"expected an integer or a square pair [n, n], got {value[:4]!r}: "
-                                          "lbedge runs square patches and frames only")
-        return default
+            got = get_int(self.p, where, value, int(row.lo), int(row.hi), integral_float=True)
+        elif row.key in self.pairs and len(value) == 2 and tuple(value) == self.pairs[row.key]:
+            return row.default
+        elif len(value) == 2 and value[0] == value[1]:
+            got = get_int(self.p, where, value[0], int(row.lo), int(row.hi), integral_float=True)
+        else:
+            self.p.add(where, f"expected an integer or a square pair [n, n], got {value[:4]!r}: lbedge runs square "
+                              "patches and frames only")
+            got = None
+        if got is None:
+            self.bad.add(row.key)
+            return row.default
+        return got
 
     def ok(self, *keys: str) -> bool:
         """Whether none of ``keys`` held a bad value."""
@@ -449,76 +526,56 @@ class _Reader:
 def _vision_config(vc: Mapping[str, Any], modality: str, p: Problems) -> VisionConfig:
     """The VisionConfig of ``vision_config``; problems go to ``p`` under ``vision_config.``."""
     r = _Reader(vc, "vision_config", p)
-    d = r.integer("hidden_size", 768, 1, MAX_WIDTH)
-    heads = r.integer("num_attention_heads", 12, 1, MAX_WIDTH)
+    if modality == "audio":
+        rows, cols = _mel_grid(r)
+        r.pairs["image_size"] = (rows, cols)
+    got = {row.field: r.read(row) for row in VISION_KEYS if row.applies(modality)}
+    if "lora_r" in vc and vc["lora_r"] is None:          # null: no adapters (absent: the official 2)
+        got["lora_r"] = 0
+    d, heads, patch = got["hidden_size"], got["num_attention_heads"], got["patch_size"]
     if r.ok("hidden_size", "num_attention_heads") and d % heads:
         p.add("vision_config.hidden_size", f"{d} is not divisible by num_attention_heads {heads}")
-    rows, cols, image_size = _input_grid(r, modality)
-    patch = r.side("patch_size", 32, MAX_IMAGE_SIZE)
+    if modality != "audio":
+        rows = cols = got["image_size"]
     patches = (rows // patch) * (cols // patch)
     if not r.ok("patch_size", "image_size", "num_mel_bins", "target_length"):
         pass                                               # already reported: no follow-up problems
     elif min(rows, cols) < patch:
-        grid = f"image_size {image_size}" if modality != "audio" else f"the mel grid {rows} x {cols}"
+        grid = f"image_size {got['image_size']}" if modality != "audio" else f"the mel grid {rows} x {cols}"
         p.add("vision_config.patch_size", f"{patch} is larger than {grid}")
     elif patches > MAX_PATCHES:
         p.add("vision_config.patch_size", f"{patch} cuts the input into {patches:,} patches (at most {MAX_PATCHES:,})")
-    video = modality == "video"
-    clip_type = r.text("clip_type", "vl")
-    patch_3d = video and clip_type == "vl_new"
-    num_frames = r.integer("num_frames", 1, 1, MAX_FRAMES) if video else 1
-    tube = r.integer("tube_size", 1, 1, MAX_FRAMES) if patch_3d else 1
-    if patch_3d and r.ok("num_frames", "tube_size") and num_frames % tube:
-        p.add("vision_config.tube_size", f"num_frames {num_frames} is not a multiple of tube_size {tube}")
-    add_time_attn = r.flag("add_time_attn", False)
-    return VisionConfig(
-        hidden_size=d, intermediate_size=r.integer("intermediate_size", 3072, 1, MAX_WIDTH),
-        num_hidden_layers=r.integer("num_hidden_layers", 12, 1, MAX_LAYERS), num_attention_heads=heads,
-        patch_size=patch, image_size=image_size, num_channels=r.integer("num_channels", 3, 1, MAX_CHANNELS),
-        layer_norm_eps=r.number("layer_norm_eps", 1e-5, 0.0, 1.0, lo_open=True),
-        hidden_act=r.text("hidden_act", "quick_gelu", HIDDEN_ACTS),
-        grid=(max(rows // patch, 1), max(cols // patch, 1)), num_frames=num_frames,
-        add_time_attn=add_time_attn and video, tube_size=tube, patch_3d=patch_3d,
-        lora_r=0 if vc.get("lora_r", 2) in (None, 0) else r.integer("lora_r", 2, 0, MAX_LORA_R),  # official default 2
-        lora_alpha=r.number("lora_alpha", 16.0, -1e6, 1e6),
-    )
-
-
-def _input_grid(r: _Reader, modality: str) -> tuple[int, int, int]:
-    """Rows and columns of the tower's input (image side, or audio's mel bins x frames) and its image_size."""
-    if modality != "audio":
-        side = r.side("image_size", 224, MAX_IMAGE_SIZE)
-        return side, side, side
-    rows, cols = _mel_grid(r)
-    return rows, cols, r.side("image_size", 224, MAX_IMAGE_SIZE, pair_ok=(rows, cols))
+    if not got.get("patch_3d"):
+        got["tube_size"] = _VISION["tube_size"].default     # a tube only exists in the V1.5 3D patch embedding
+    elif r.ok("num_frames", "tube_size") and got["num_frames"] % got["tube_size"]:
+        p.add("vision_config.tube_size", f"num_frames {got['num_frames']} is not a multiple of tube_size "
+                                         f"{got['tube_size']}")
+    got["add_time_attn"] = got["add_time_attn"] and modality == "video"
+    return VisionConfig(grid=(max(rows // patch, 1), max(cols // patch, 1)), **got)
 
 
 def _mel_grid(r: _Reader) -> tuple[int, int]:
     """An audio tower's ``num_mel_bins`` and ``target_length`` (both required)."""
-    for key in ("num_mel_bins", "target_length"):
-        if r.d.get(key) is None:
-            r.bad.add(key)
-            r.p.add(join(r.where, key), "missing (an audio tower needs num_mel_bins and target_length)")
-    return (r.integer("num_mel_bins", 112, 1, _PRE_INTS["num_mel_bins"][1]),
-            r.integer("target_length", 1036, 1, _PRE_INTS["target_length"][1]))
+    keys = [_PREPROCESS["num_mel_bins"], _PREPROCESS["target_length"]]
+    for row in keys:
+        if r.d.get(row.key) is None:
+            r.bad.add(row.key)
+            r.p.add(join(r.where, row.key), "missing (an audio tower needs num_mel_bins and target_length)")
+    return r.read(keys[0]), r.read(keys[1])
 
 
 def _preprocess_config(vc: Mapping[str, Any], modality: str, p: Problems) -> PreprocessConfig:
     """The PreprocessConfig of ``vision_config``; problems go to ``p`` (and a default config is returned)."""
-    seen = _Reader(vc, "vision_config", Problems())      # fields _vision_config has already checked and reported
+    seen = _Reader(vc, "vision_config", Problems())      # keys _vision_config has already checked and reported
     r = _Reader(vc, "vision_config", p)
     kw: dict[str, Any] = {"modality": modality}
     if modality == "audio":
-        rows, cols = _mel_grid(seen)
-        kw.update(sample_rate=r.integer("audio_sample_rate", 16000, *_PRE_INTS["sample_rate"]), num_mel_bins=rows,
-                  target_length=cols, audio_mean=r.number("audio_mean", -4.2677393, -1e6, 1e6),
-                  audio_std=r.number("audio_std", 4.5689974, 0.0, 1e6, lo_open=True))
+        kw["num_mel_bins"], kw["target_length"] = _mel_grid(seen)
     else:
-        kw["size"] = seen.side("image_size", 224, MAX_IMAGE_SIZE)
-    if modality == "depth":
-        kw["max_depth"] = r.number("max_depth", 10.0, 0.0, 1e9)
+        kw["size"] = seen.read(_VISION["image_size"])
     if modality == "video":
-        kw.update(num_frames=seen.integer("num_frames", 8, 1, MAX_FRAMES), interpolation="bilinear")
+        kw.update(num_frames=seen.read(_VISION["num_frames"]), interpolation="bilinear")
+    kw.update({row.field: r.read(row) for row in PREPROCESS_KEYS if row.applies(modality) and not row.required})
     problems = preprocess_problems({**_PRE_DEFAULTS, **kw})
     if problems:
         p.extend("preprocessing (from vision_config)", problems)

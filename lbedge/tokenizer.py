@@ -18,10 +18,11 @@ back to NFC plus the same HTML rule, which agrees with it on ordinary prompts.
 from __future__ import annotations
 
 import html
+import os
 import re
 import unicodedata
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, Sequence
+from typing import TYPE_CHECKING, Iterable, Protocol, Sequence
 
 import numpy as np
 
@@ -196,3 +197,22 @@ def load_tokenizer(folder: str | Path, text: "TextConfig | None" = None, *, fami
     if fam == "bert":
         return WordPieceTokenizer.from_dir(folder, context_length=length)
     return ClipTokenizer.from_dir(folder, context_length=length)
+
+
+def copy_tokenizer_files(source: str | os.PathLike, dest: str | os.PathLike, names: Iterable[str]) -> dict[str, str]:
+    """Copy the tokenizer files ``names`` from folder ``source`` into folder ``dest`` (created); returns each
+    file's sha256, as a bundle manifest lists them. A missing file is a CheckpointError naming it."""
+    import shutil
+
+    from .engine import sha256_file
+
+    source, dest = Path(source), Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for name in names:
+        if not (source / name).is_file():
+            raise CheckpointError(f"tokenizer file {name} missing in {source}: copy the whole checkpoint (a bundle "
+                                  "must be self-contained)")
+        shutil.copyfile(source / name, dest / name)
+        out[name] = sha256_file(dest / name)
+    return out

@@ -10,7 +10,7 @@ import numpy as np
 
 from .bundle import Manifest, load_bundle
 from .errors import InputError
-from .zeroshot import PROBE_LABELS
+from .zeroshot import PROBE_LABELS, PROBE_TEMPLATE, fill
 
 DEFAULT_MIN_COSINE = {"fp16": 0.999, "int8": 0.99}
 
@@ -71,7 +71,7 @@ def validate_bundle(path: str | Path, inputs: Sequence, *, labels: Sequence[str]
     if len(x) == 0:
         raise InputError("no inputs to validate on")
     e_ref = ref.embed(x)
-    prompts = [f"a photo of a {l}." for l in labels]
+    prompts = [fill(PROBE_TEMPLATE, label) for label in labels]
     ids, _ = ref.tokenize(prompts)
     usable_text = ids.max() < int(man.text["vocab_size"])
     t_ref = ref.embed_text(prompts) if usable_text else None

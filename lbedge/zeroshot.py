@@ -34,6 +34,9 @@ TEMPLATES: dict[str, tuple[str, ...]] = {
 }
 
 
+#: the prompt each probe label is embedded in when two versions of a tower are compared (agreement, distillation)
+PROBE_TEMPLATE = "a photo of a {}."
+
 #: generic labels for measuring zero-shot agreement between two versions of a tower (quantized vs FP32,
 #: student vs teacher) when the caller gives none
 PROBE_LABELS: tuple[str, ...] = (

@@ -21,7 +21,8 @@ from lbedge.engine import sha256_file
 from lbedge.errors import CheckpointError, InputError
 from lbedge.paths import text_bundle_problem
 from lbedge.schema import read_json
-from lbedge.zeroshot import PROBE_LABELS
+from lbedge.tokenizer import copy_tokenizer_files
+from lbedge.zeroshot import PROBE_LABELS, PROBE_TEMPLATE, fill
 from lbedge.preprocess import Preprocessor
 from lbedge.config import PreprocessConfig
 
@@ -48,7 +49,7 @@ def _probe_ids(folder: Path, man: Manifest, labels: Sequence[str]) -> tuple[np.n
     folder, man = text_source(folder, man)
     tok = load_tokenizer(folder / "tokenizer", family=man.text.get("family", "clip"),
                          context_length=int(man.text["context_length"]))
-    ids, _ = tok([f"a photo of a {l}." for l in labels])
+    ids, _ = tok([fill(PROBE_TEMPLATE, label) for label in labels])
     vocab = int(man.text["vocab_size"])
     return np.minimum(ids, vocab - 1).astype(np.int32), bool(ids.max() < vocab)
 
@@ -89,15 +90,7 @@ def export_bundle(checkpoint: str | Path, out: str | Path, *, inputs: np.ndarray
         if problem:
             raise InputError(f"the text bundle {text_bundle} cannot be shared with {out}: {problem}; put it beside "
                              "the vision bundle (or at most two folders up)")
-    tok_sha = {}
-    if not shared:
-        (out / "tokenizer").mkdir(exist_ok=True)
-        for name in model.config.text.tokenizer_files:
-            src = ckpt / name
-            if not src.is_file():
-                raise CheckpointError(f"tokenizer file {name} missing in {ckpt}: a bundle must be self-contained")
-            shutil.copyfile(src, out / "tokenizer" / name)
-            tok_sha[name] = sha256_file(out / "tokenizer" / name)
+    tok_sha = {} if shared else copy_tokenizer_files(ckpt, out / "tokenizer", model.config.text.tokenizer_files)
     cfg = config or ExportConfig()
     reports = {}
     towers = {}
@@ -242,9 +235,7 @@ def share_text(bundles: Sequence[str | Path], text_dir: str | Path, *,
         src, man = next(((f, m) for f, m in mans if "text" in m.towers), (None, None))
         if src is None or man is None:
             raise InputError(f"no text tower to share: none of the bundles carries one and {text_dir} is empty")
-        (text_dir / "tokenizer").mkdir(parents=True, exist_ok=True)
-        for name in man.tokenizer:
-            shutil.copyfile(src / "tokenizer" / name, text_dir / "tokenizer" / name)
+        copy_tokenizer_files(src / "tokenizer", text_dir / "tokenizer", man.tokenizer)
         tman = _text_manifest(man, source=src.name)
         for prec, entry in man.towers["text"].items():
             if precisions is None or prec in precisions:
@@ -276,13 +267,7 @@ def build_text_bundle(source: str | Path, out: str | Path, *, int8: bool = True,
     source, out = Path(source), Path(out)
     model, tok_files = _text_model(source)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "tokenizer").mkdir(exist_ok=True)
-    tok_sha = {}
-    for name in tok_files:
-        if not (source / name).is_file():
-            raise CheckpointError(f"tokenizer file {name} missing in {source}")
-        shutil.copyfile(source / name, out / "tokenizer" / name)
-        tok_sha[name] = sha256_file(out / "tokenizer" / name)
+    tok_sha = copy_tokenizer_files(source, out / "tokenizer", tok_files)
     rep = export_tower(model, "text", out / "text.fp32.onnx", config=config or ExportConfig())
     cfg = model.config
     base = Manifest(modality="text", embed_dim=cfg.projection_dim, logit_scale=float(model.logit_scale.exp().item()),

@@ -4,6 +4,7 @@ exact parameter count of a config; configs saved by the official code; fuzzing o
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import re
@@ -21,7 +22,8 @@ from hypothesis import strategies as st  # noqa: E402
 
 from lbedge import CheckpointError, InputError, LBEdgeError  # noqa: E402
 from lbedge.checkpoint import load_model  # noqa: E402
-from lbedge.config import ModelConfig, PreprocessConfig, count_parameters, text_config_from_dict  # noqa: E402
+from lbedge.config import (MODEL_KEYS, PREPROCESS_KEYS, TEXT_KEYS, VISION_KEYS, ModelConfig,  # noqa: E402
+                           PreprocessConfig, TextConfig, VisionConfig, count_parameters, text_config_from_dict)
 from lbedge.limits import set_limits  # noqa: E402
 from lbedge.models.towers import LanguageBindModel  # noqa: E402
 
@@ -138,6 +140,89 @@ def test_max_model_params_limit():
             ModelConfig.from_dict(tiny_config_dict("image"))
     finally:
         set_limits(max_model_params=previous.max_model_params)
+
+
+# --- one home per default: the key tables, the dataclasses and to_dict ----------------------------------------
+
+OFFICIAL_CONFIGS = sorted(p.parent.name for p in OFFICIAL.glob("*/config.json"))
+
+
+@pytest.mark.parametrize("name", OFFICIAL_CONFIGS)
+def test_official_configs_round_trip(name, tmp_path):
+    raw = json.loads((OFFICIAL / name / "config.json").read_text())
+    cfg = ModelConfig.from_json(OFFICIAL / name)
+    out = cfg.to_dict()
+    (tmp_path / "config.json").write_text(json.dumps(out))
+    assert ModelConfig.from_json(tmp_path) == cfg == ModelConfig.from_dict(out)
+    assert out["projection_dim"] == raw["projection_dim"]
+    assert out["logit_scale_init_value"] == raw["logit_scale_init_value"]
+    tables = {"vision_config": VISION_KEYS + PREPROCESS_KEYS, "text_config": TEXT_KEYS[cfg.text.family]}
+    for section, rows in tables.items():                  # every key written that the official file holds: same value
+        for row in rows:
+            if row.key in out[section] and row.key in raw[section]:
+                assert out[section][row.key] == raw[section][row.key], (section, row.key)
+
+
+@pytest.mark.parametrize("raw", [
+    tiny_config_dict("image"), tiny_config_dict("thermal"), tiny_config_dict("depth", lora_r=2),
+    tiny_config_dict("audio"), tiny_config_dict("video"), tiny_config_dict("video", clip_type="vl_new", tube_size=2),
+    config("image", text=BERT_TEXT), config("image", image_size=[112, 112], patch_size=[16, 16]),
+    {"vision_config": {}, "text_config": {}},
+], ids=["image", "thermal", "depth-lora", "audio", "video", "video-v1.5-tube2", "bert-text", "pairs", "empty"])
+def test_tiny_configs_round_trip(raw):
+    cfg = ModelConfig.from_dict(raw)
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+    assert ModelConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+
+
+def test_dataclass_defaults_are_the_key_tables_defaults():
+    """A default lives in one place: each key table row's default is its dataclass field's default. Two fields
+    differ on purpose: a tower built in code has no LoRA adapters, and PreprocessConfig("video") is
+    LanguageBind_Video's 8-frame preprocessing, while a config.json without those keys means lora_r 2 and 1 frame."""
+    on_purpose = {(VisionConfig, "lora_r"): (0, 2), (PreprocessConfig, "num_frames"): (8, 1)}
+    vision = {row.key: row for row in VISION_KEYS}
+    tower_keys = {"image_size": "size", "num_frames": "num_frames"}        # PreprocessConfig fields from the tower's
+    tables = [(ModelConfig, MODEL_KEYS, {}), (VisionConfig, VISION_KEYS, {}), (TextConfig, TEXT_KEYS["clip"], {}),
+              (PreprocessConfig, PREPROCESS_KEYS, {}),
+              (PreprocessConfig, tuple(vision[k] for k in tower_keys), tower_keys)]
+    for cls, rows, rename in tables:
+        defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+        for row in rows:
+            name = rename.get(row.key, row.field)
+            meant = row.default == row.flag if row.flag else row.default
+            if (cls, name) in on_purpose:
+                assert (defaults[name], meant) == on_purpose[cls, name]
+            else:
+                assert defaults[name] == meant, (cls.__name__, name, defaults[name], meant)
+    v = VisionConfig()
+    assert v.grid == (v.image_size // v.patch_size,) * 2
+    empty = ModelConfig.from_dict({"vision_config": {}, "text_config": {}})
+    assert empty == ModelConfig("image", VisionConfig(lora_r=2), TextConfig(), preprocess=PreprocessConfig("image"))
+    bert = text_config_from_dict({"model_type": "bert"})
+    assert (bert.hidden_size, bert.num_hidden_layers, bert.max_position_embeddings, bert.max_length) == \
+        (768, 12, 512, 64)
+
+
+def test_key_tables_hold_the_hugging_face_class_defaults():
+    """What a config.json without a key means is the official class's default."""
+    transformers = pytest.importorskip("transformers")
+    lbedge_own = {"cls_token_id", "sep_token_id", "max_length"}          # BERT keys lbedge adds to a text_config
+    pairs = [(transformers.CLIPConfig(), MODEL_KEYS), (transformers.CLIPVisionConfig(), VISION_KEYS),
+             (transformers.CLIPTextConfig(), TEXT_KEYS["clip"]), (transformers.BertConfig(), TEXT_KEYS["bert"])]
+    compared = 0
+    for official, rows in pairs:
+        for row in rows:
+            if row.key not in lbedge_own and hasattr(official, row.key):
+                assert getattr(official, row.key) == row.default, (type(official).__name__, row.key)
+                compared += 1
+    assert compared >= 30
+
+
+def test_a_video_config_without_num_frames_means_one_frame_everywhere():
+    raw = config("video")
+    del raw["vision_config"]["num_frames"]
+    cfg = ModelConfig.from_dict(raw)
+    assert cfg.vision.num_frames == cfg.preprocess.num_frames == 1 and cfg.preprocess.input_shape[1] == 1
 
 
 # --- PreprocessConfig ----------------------------------------------------------------------------------------

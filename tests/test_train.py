@@ -4,6 +4,7 @@ distillation reaches its teacher, resume is bit-exact, and bad data is reported.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from lbedge.train.config import BindConfig, DistillConfig, load_config  # noqa: 
 from lbedge.train.data import BadDataError  # noqa: E402
 from lbedge.train.distill import Distiller, PRESETS  # noqa: E402
 from lbedge.train.merge import merge  # noqa: E402
+from lbedge.train.state import MetricsLog, Process, train_loop  # noqa: E402
 
 CLASSES = {"red circle": (0, 0, 255), "blue square": (255, 0, 0), "green triangle": (0, 200, 0)}
 
@@ -202,7 +204,8 @@ def test_cli_train_commands(base, data, tmp_path):
     from lbedge.cli import main
 
     r = CliRunner().invoke(main, ["train", "bind", "--base", str(base), "--modality", "image", "--data", str(data),
-                                  "-o", str(tmp_path / "run"), "--max-steps", "4", "--lora-r", "4", "--batch-size", "8"])
+                                  "-o", str(tmp_path / "run"), "--max-steps", "4", "--lora-r", "4",
+                                  "--batch-size", "8"])
     assert r.exit_code == 0, r.output
     assert "zero-shot top-1" in r.output and (tmp_path / "run" / "last" / "config.json").is_file()
     r = CliRunner().invoke(main, ["train", "merge", str(tmp_path / "run"), "-o", str(tmp_path / "merged")])
@@ -273,3 +276,79 @@ def test_attribute_augment_trains_colour_free_texts_on_recoloured_images(base, d
     before = always.store.arrays.copy()
     always.run(progress=False)
     np.testing.assert_array_equal(always.store.arrays, before)       # augmentation never touches the stored data
+
+
+# --- the state and loop both trainers share (lbedge.train.state) --------------------------------------------------
+
+class Counting:
+    """A stand-in trainer: each step's loss is its step; an evaluation reports the step it saw (or nothing)."""
+
+    def __init__(self, evaluates: bool = True):
+        self.step, self.saved, self.evaluates = 0, [], evaluates
+
+    def train_step(self) -> dict:
+        self.step += 1
+        return {"step": self.step, "loss": float(self.step)}
+
+    def evaluate(self) -> dict:
+        return {"seen": self.step} if self.evaluates else {}
+
+    def save(self) -> None:
+        self.saved.append(self.step)
+
+
+def test_train_loop_evaluates_saves_stops_and_continues(tmp_path):
+    t = Counting()
+    loop = dict(max_steps=10, eval_every=4, save_every=3, save=t.save)
+    with MetricsLog(tmp_path) as metrics:
+        res = train_loop(t, metrics=metrics, stop_after=7, **loop)           # interrupted after step 7
+    assert t.step == 7 and t.saved == [3, 6, 7] and res.evals == [{"step": 4, "seen": 4}] and res.last["loss"] == 7
+    with MetricsLog(tmp_path) as metrics:                                     # continued: metrics appended
+        res = train_loop(t, metrics=metrics, **loop)
+    assert t.saved == [3, 6, 7, 9, 10] and [e["step"] for e in res.evals] == [8, 10]
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "loss" in r] == list(range(1, 11))
+    assert [r["step"] for r in rows if "eval" in r] == [4, 8, 10] and all("seconds" in r for r in rows if "loss" in r)
+    quiet = Counting(evaluates=False)
+    (tmp_path / "quiet").mkdir()
+    with MetricsLog(tmp_path / "quiet") as metrics:
+        assert train_loop(quiet, metrics=metrics, max_steps=4, eval_every=2, save_every=10, save=quiet.save).evals == []
+    assert quiet.saved == [4] and "eval" not in (tmp_path / "quiet" / "metrics.jsonl").read_text()
+
+
+def test_run_state_keeps_rng_and_data_order_and_resumes_older_runs(base, data, tmp_path, caplog):
+    def binder(data_dir=data):
+        return Binder(cfg(base, data_dir, tmp_path / "run", max_steps=4, save_every=2, eval_every=100))
+
+    first = binder()
+    first.run(progress=False, stop_after=2)
+    last = tmp_path / "run" / "last"
+    state = json.loads((last / "trainer_state.json").read_text())
+    assert state["step"] == 2 and state["config"]["max_steps"] == 4
+    assert state["data_order"]["train"] == len(first.train_idx) and state["data_order"]["seed"] == 0
+    saved = torch.load(last / "optimizer.pt", weights_only=True)
+    torch.manual_seed(123)
+    resumed = binder()
+    assert resumed.try_resume() and resumed.step == 2
+    assert torch.equal(torch.get_rng_state(), saved["rng"]["torch"])        # the RNG of the moment it was saved
+    del saved["rng"], state["data_order"]                                     # a run saved before both were kept
+    torch.save(saved, last / "optimizer.pt")
+    (last / "trainer_state.json").write_text(json.dumps(state))
+    assert binder().try_resume()
+    other = shutil.copytree(data, tmp_path / "other")
+    next(other.rglob("*.png")).unlink()
+    first.save()
+    with caplog.at_level(logging.WARNING):
+        assert binder(other).try_resume()                                     # other data: resumed, with a warning
+    assert "saved with other data" in caplog.text
+
+
+def test_only_the_main_process_writes(base, data, tmp_path):
+    waits = []
+    b = Binder(cfg(base, data, tmp_path / "run", max_steps=2))
+    b.state.process = Process(is_main=False, barrier=lambda: waits.append(b.step))
+    b.save()
+    assert waits == [0, 0] and not (tmp_path / "run" / "last").exists()      # waited before and after, wrote nothing
+    with MetricsLog(tmp_path, tensorboard=True, process=Process(is_main=False)) as metrics:
+        metrics.step({"step": 1, "loss": 0.5})
+    assert not (tmp_path / "metrics.jsonl").exists() and not (tmp_path / "tb").exists()

@@ -6,8 +6,8 @@ symmetric InfoNCE between the tower's and the text tower's embeddings (samples s
 positives of each other); one of each sample's texts (title, tags, captions...) drawn per step.
 
 Determinism: each step's batch, text views, augmentation and dropout come from generators seeded by
-``(seed, step)``, and checkpoints hold the model, optimizer and scheduler state, so a run interrupted and
-resumed ends with the same weights as an uninterrupted one.
+``(seed, step)``, and checkpoints hold the model, optimizer, scheduler and RNG states (:mod:`.state`), so a run
+interrupted and resumed ends with the same weights as an uninterrupted one.
 
 Outputs in ``output/``: ``last/`` (an official-layout LoRA checkpoint that ``lbedge.from_pretrained`` loads
 with LoRA merged, plus ``optimizer.pt`` and ``trainer_state.json``), ``metrics.jsonl``, ``bad_samples.jsonl``.
@@ -18,17 +18,16 @@ from __future__ import annotations
 import json
 import logging
 import math
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lbedge.checkpoint import load_model, write_checkpoint
-from lbedge.errors import CheckpointError, InputError
+from lbedge.checkpoint import load_model
+from lbedge.errors import InputError
 from lbedge.models.towers import LanguageBindModel
 from lbedge.preprocess import Preprocessor
 from lbedge.tokenizer import load_tokenizer
@@ -36,6 +35,7 @@ from lbedge.tokenizer import load_tokenizer
 from .config import BindConfig
 from .data import SampleStore, attribute_free, augment, photometric, read_samples
 from .modality import convert_modality, with_lora_config
+from .state import MetricsLog, RunState, data_order, make_optimizer, train_loop
 
 log = logging.getLogger(__name__)
 
@@ -79,15 +79,6 @@ def symmetric_infonce(v: torch.Tensor, t: torch.Tensor, scale: torch.Tensor, sam
                   + torch.sum(-target * F.log_softmax(logits.T, 1), 1).mean())
 
 
-def cosine_schedule(warmup: int, total: int) -> Callable[[int], float]:
-    def f(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / max(1, warmup)
-        progress = (step - warmup) / max(1, total - warmup)
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-    return f
-
-
 class Binder:
     """One binding run; ``run()`` trains (resuming from ``output/last`` when present)."""
 
@@ -97,7 +88,6 @@ class Binder:
         base = Path(cfg.base)
         model = convert_modality(load_model(base), cfg.modality, cfg.modality_fields)
         self.tokenizer = load_tokenizer(base, model.config.text)
-        self.tokenizer_dir = base
         for p in model.parameters():
             p.requires_grad_(False)
         self.text_before = {k: v.clone() for k, v in model.state_dict().items() if k.startswith("text_")}
@@ -124,9 +114,13 @@ class Binder:
             self.val = None
             self.train_idx, self.val_idx = self.store.split(cfg.val_fraction, cfg.seed)
         params = trainable_parameters(self.model, cfg.learn_temperature)
-        self.opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, cosine_schedule(cfg.warmup_steps, cfg.max_steps))
+        self.opt, self.sched = make_optimizer(params, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                              warmup_steps=cfg.warmup_steps, max_steps=cfg.max_steps)
         self.step = 0
+        held_out = self.val.samples if self.val is not None else [self.store.samples[i] for i in self.val_idx]
+        order = data_order(cfg.seed, [self.store.samples[i].path for i in self.train_idx], [s.path for s in held_out])
+        self.state = RunState(self.model, self.opt, self.sched, folder=self.out / "last", tokenizer_dir=base,
+                              data_order=order)
         self.device = torch.device(cfg.device)
         self.model.to(self.device)
         self.model.eval()
@@ -143,28 +137,16 @@ class Binder:
         return contextlib.nullcontext
 
     # --- checkpoints ---------------------------------------------------------------------------------------
-    def save(self, folder: Path) -> None:
-        write_checkpoint(self.model.state_dict(), self.model.config, folder, tokenizer_dir=self.tokenizer_dir)
-        torch.save({"optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict()}, folder / "optimizer.pt")
-        (folder / "trainer_state.json").write_text(json.dumps({"step": self.step, "config": asdict(self.cfg)}, indent=2))
+    def save(self, folder: Path | None = None) -> None:
+        """Save the run's state (default: to ``output/last``, where :meth:`try_resume` looks)."""
+        self.state.save(self.step, {"config": asdict(self.cfg)}, folder=folder)
 
     def try_resume(self) -> bool:
-        last = self.out / "last"
-        state = last / "trainer_state.json"
-        if not state.is_file():
+        """Continue from ``output/last`` when an earlier run left its state there."""
+        resumed = self.state.resume()
+        if resumed is None:
             return False
-        from safetensors.torch import load_file
-
-        try:
-            sd = load_file(str(last / "model.safetensors"))
-            self.model.load_state_dict(sd, strict=True)
-            opt = torch.load(last / "optimizer.pt", map_location="cpu", weights_only=True)
-            self.opt.load_state_dict(opt["optimizer"])
-            self.sched.load_state_dict(opt["scheduler"])
-            self.step = int(json.loads(state.read_text())["step"])
-        except Exception as exc:
-            raise CheckpointError(f"cannot resume from {last}: {exc}; delete it to start over") from exc
-        log.info("resumed %s at step %d", last, self.step)
+        self.step = resumed.step
         return True
 
     # --- training ------------------------------------------------------------------------------------------
@@ -279,61 +261,18 @@ class Binder:
         self.out.mkdir(parents=True, exist_ok=True)
         if resume:
             self.try_resume()
-        (self.out / "bad_samples.jsonl").write_text(
-            "".join(json.dumps({"file": str(b.path), "reason": b.reason}) + "\n" for b in self.store.bad))
-        metrics = open(self.out / "metrics.jsonl", "a", encoding="utf-8")
-        writer = _tensorboard(self.out) if cfg.tensorboard else None
-        bar = _progress(cfg.max_steps, self.step) if progress else None
-        evals, last = [], {}
-        t0 = time.perf_counter()
-        try:
-            while self.step < cfg.max_steps:
-                if stop_after is not None and self.step >= stop_after:
-                    break
-                last = self.train_step()
-                last["seconds"] = round(time.perf_counter() - t0, 2)
-                metrics.write(json.dumps(last) + "\n")
-                if writer:
-                    writer.add_scalar("loss", last["loss"], self.step)
-                if bar:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{last['loss']:.3f}")
-                if self.step % cfg.eval_every == 0 or self.step == cfg.max_steps:
-                    ev = self.evaluate()
-                    if ev:
-                        evals.append({"step": self.step, **ev})
-                        metrics.write(json.dumps({"step": self.step, "eval": ev}) + "\n")
-                if self.step % cfg.save_every == 0 or self.step == cfg.max_steps:
-                    self.save(self.out / "last")
-            self.save(self.out / "last")
-        finally:
-            metrics.close()
-            if bar:
-                bar.close()
-        return BindResult(self.out, self.step, last, evals,
-                          [{"file": str(b.path), "reason": b.reason} for b in self.store.bad])
+        bad = [{"file": str(b.path), "reason": b.reason} for b in self.store.bad]
+        (self.out / "bad_samples.jsonl").write_text("".join(json.dumps(b) + "\n" for b in bad))
+        with MetricsLog(self.out, tensorboard=cfg.tensorboard) as metrics:
+            loop = train_loop(self, max_steps=cfg.max_steps, eval_every=cfg.eval_every, save_every=cfg.save_every,
+                              save=self.save, metrics=metrics, stop_after=stop_after,
+                              progress="bind" if progress else "")
+        return BindResult(self.out, self.step, loop.last, loop.evals, bad)
 
 
 def bind(cfg: BindConfig, **kw: Any) -> BindResult:
     """Run (or resume) a binding; see :class:`Binder`."""
     return Binder(cfg).run(**kw)
-
-
-def _progress(total: int, start: int):
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=total, initial=start, desc="bind", unit="step", leave=False)
-
-
-def _tensorboard(out: Path):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        log.warning("tensorboard is not installed: metrics go to metrics.jsonl only")
-        return None
-    return SummaryWriter(str(out / "tb"))
 
 
 __all__ = ["BindResult", "Binder", "bind", "symmetric_infonce", "wrap_lora"]

@@ -85,6 +85,7 @@ class DistillConfig:
     save_every: int = 50
     on_bad_data: str = "skip"
     device: str = "cpu"
+    tensorboard: bool = False          # also write metrics for TensorBoard (output/tb)
 
     def validate(self) -> "DistillConfig":
         if not self.teacher or not self.data:

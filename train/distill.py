@@ -6,6 +6,9 @@ student's and the teacher's similarity distributions over a set of text embeddin
 teacher's text tower and projection size, so prompt caches, labels and bundles still apply. Teacher
 embeddings are cached on disk. Weight inheritance: the student starts from the teacher's weights where the
 shapes allow (evenly spaced layers, leading slices of wider matrices, the position table resized).
+
+Outputs in ``output/``: ``student/`` (the distilled checkpoint), ``report.json``, ``metrics.jsonl``, and ``last/``
+(the state a resumed run continues from, :mod:`.state`).
 """
 
 from __future__ import annotations
@@ -14,7 +17,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,11 +31,11 @@ from lbedge.errors import InputError
 from lbedge.models.towers import LanguageBindModel, resize_position_embedding
 from lbedge.preprocess import Preprocessor
 from lbedge.tokenizer import load_tokenizer
-from lbedge.zeroshot import PROBE_LABELS
+from lbedge.zeroshot import PROBE_LABELS, PROBE_TEMPLATE, fill
 
-from .bind import cosine_schedule
 from .config import DistillConfig
 from .data import SampleStore, augment, photometric, read_samples
+from .state import MetricsLog, RunState, data_order, make_optimizer, train_loop
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +56,8 @@ def student_vision_config(teacher: VisionConfig, spec: str, grid_rows_cols: tupl
         try:
             width, depth, heads, patch = (int(v) for v in spec.split(","))
         except ValueError as exc:
-            raise InputError(f"unknown student {spec!r}: a preset ({', '.join(PRESETS)}) or 'width,depth,heads,patch'") from exc
+            raise InputError(f"unknown student {spec!r}: a preset ({', '.join(PRESETS)}) or "
+                             "'width,depth,heads,patch'") from exc
     rows, cols = grid_rows_cols
     return dataclasses.replace(teacher, hidden_size=width, intermediate_size=4 * width, num_hidden_layers=depth,
                                num_attention_heads=heads, patch_size=patch, grid=(rows // patch, cols // patch),
@@ -147,14 +150,19 @@ class Distiller:
         self.train_idx, self.val_idx = self.store.split(cfg.val_fraction, cfg.seed)
         self.teacher_embeds = self._teacher_embeddings()
         tok = load_tokenizer(self.teacher_dir, tcfg.text)
-        ids, _ = tok([f"a photo of a {l}." for l in (cfg.probe_labels or PROBE_LABELS)])
+        ids, _ = tok([fill(PROBE_TEMPLATE, label) for label in (cfg.probe_labels or PROBE_LABELS)])
         ids = np.minimum(ids, tcfg.text.vocab_size - 1)
         with torch.no_grad():
             self.text_embeds = self.teacher.encode_text(torch.from_numpy(ids))
         params = [p for p in self.student.parameters() if p.requires_grad]
-        self.opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, cosine_schedule(cfg.warmup_steps, cfg.max_steps))
+        self.opt, self.sched = make_optimizer(params, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                              warmup_steps=cfg.warmup_steps, max_steps=cfg.max_steps)
         self.step = 0
+        self.before: dict[str, Any] = {}
+        files = [s.path for s in self.store.samples]
+        order = data_order(cfg.seed, [files[i] for i in self.train_idx], [files[i] for i in self.val_idx])
+        self.state = RunState(self.student, self.opt, self.sched, folder=self.out / "last",
+                              tokenizer_dir=self.teacher_dir, data_order=order)
 
     def _teacher_embeddings(self) -> np.ndarray:
         """Teacher embeddings of every sample, cached on disk by teacher weights and inputs."""
@@ -227,8 +235,8 @@ class Distiller:
         if not idx:
             return {}
         self.student.eval()
-        s = torch.cat([self.student.encode_vision(self.student_input(torch.from_numpy(self.store.arrays[idx[i:i + 32]])))
-                       for i in range(0, len(idx), 32)])
+        batches = (torch.from_numpy(self.store.arrays[idx[i:i + 32]]) for i in range(0, len(idx), 32))
+        s = torch.cat([self.student.encode_vision(self.student_input(x)) for x in batches])
         t = torch.from_numpy(self.teacher_embeds[idx])
         cos = F.cosine_similarity(s, t)
         agree = ((s @ self.text_embeds.T).argmax(1) == (t @ self.text_embeds.T).argmax(1)).float().mean()
@@ -236,45 +244,29 @@ class Distiller:
                 "n": len(idx)}
 
     def save(self) -> None:
-        last = self.out / "last"
-        save_pretrained(self.student, last, tokenizer_dir=self.teacher_dir)
-        torch.save({"optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict()}, last / "optimizer.pt")
-        (last / "trainer_state.json").write_text(json.dumps({"step": self.step, "before": self.before}))
+        """Save the run's state to ``output/last`` (with the held-out metrics before training)."""
+        self.state.save(self.step, {"before": self.before, "config": dataclasses.asdict(self.cfg)})
 
     def try_resume(self) -> bool:
-        """Continue from ``output/last`` when an earlier run left a checkpoint there."""
-        last = self.out / "last"
-        if not (last / "trainer_state.json").is_file():
+        """Continue from ``output/last`` when an earlier run left its state there."""
+        resumed = self.state.resume()
+        if resumed is None:
             return False
-        self.student.load_state_dict(load_model(last).state_dict())
-        state = torch.load(last / "optimizer.pt", map_location="cpu", weights_only=True)
-        self.opt.load_state_dict(state["optimizer"])
-        self.sched.load_state_dict(state["scheduler"])
-        saved = json.loads((last / "trainer_state.json").read_text())
-        self.step, self.before = int(saved["step"]), saved.get("before", {})
+        self.step, self.before = resumed.step, resumed.record.get("before", {})
         return True
 
     def run(self, progress: bool = True, resume: bool = True, stop_after: int | None = None) -> DistillResult:
+        """Train to ``max_steps`` (``stop_after`` ends early, as an interruption would); write ``student/``."""
         cfg = self.cfg
         self.out.mkdir(parents=True, exist_ok=True)
         if not (resume and self.try_resume()):      # a resumed run keeps the "before" of its first start
             self.before = self.evaluate()
-        metrics = open(self.out / "metrics.jsonl", "a", encoding="utf-8")
-        t0 = time.perf_counter()
-        if self.step == 0:
-            metrics.write(json.dumps({"step": 0, "eval": self.before}) + "\n")
-        try:
-            while self.step < cfg.max_steps and (stop_after is None or self.step < stop_after):
-                row = self.train_step()
-                row["seconds"] = round(time.perf_counter() - t0, 2)
-                metrics.write(json.dumps(row) + "\n")
-                if self.step % cfg.eval_every == 0 or self.step == cfg.max_steps:
-                    metrics.write(json.dumps({"step": self.step, "eval": self.evaluate()}) + "\n")
-                if self.step % cfg.save_every == 0:
-                    self.save()
-            self.save()
-        finally:
-            metrics.close()
+        with MetricsLog(self.out, tensorboard=cfg.tensorboard) as metrics:
+            if self.step == 0 and self.before:
+                metrics.eval(0, self.before)
+            train_loop(self, max_steps=cfg.max_steps, eval_every=cfg.eval_every, save_every=cfg.save_every,
+                       save=self.save, metrics=metrics, stop_after=stop_after,
+                       progress="distill" if progress else "")
         save_pretrained(self.student.eval(), self.out / "student", tokenizer_dir=self.teacher_dir)
         t_flops, t_params = flops_and_params(self.teacher)
         s_flops, s_params = flops_and_params(self.student)
