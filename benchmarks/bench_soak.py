@@ -101,7 +101,8 @@ def machine() -> dict:
 def main() -> None:
     import psutil
 
-    from lbedge.cli_lbmini import DEMO_LABELS, DEMO_TEMPLATES, bundle_dirs, demo_media, demo_sources
+    from lbedge.lbmini import bundle_dirs
+    from lbedge.lbmini.demo import DEMO_LABELS, DEMO_TEMPLATES, demo_media, demo_sources
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=300.0)

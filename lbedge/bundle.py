@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from ._deps import available
+from .deps import available
 from .config import PreprocessConfig, TextConfig
 from .encoder import Encoder
 from .engine import EngineManifest, sha256_file

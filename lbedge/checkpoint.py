@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping
 
-from ._deps import require
+from .deps import require
 from .config import ModelConfig, count_parameters
 from .encoder import Encoder, fingerprint_arrays
 from .errors import CheckpointError

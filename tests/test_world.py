@@ -1,4 +1,4 @@
-"""The synthetic world (lbedge.train.world): deterministic, consistent across sensors, attributes with measurable
+"""The synthetic world (lbedge.lbmini.world): deterministic, consistent across sensors, attributes with measurable
 effects, splits and phrasings that never leak, and files that lbedge's training reader, preprocessing and
 replay sources take as they are."""
 
@@ -10,7 +10,7 @@ import re
 import numpy as np
 import pytest
 
-from lbedge.train import world as W
+from lbedge.lbmini import world as W
 
 SR = W.SAMPLE_RATE
 

@@ -51,7 +51,7 @@ class BindResult:
 
 def wrap_lora(model: LanguageBindModel, r: int, alpha: float, dropout: float, targets: list[str]) -> LanguageBindModel:
     """Wrap the vision encoder with peft LoRA (the official layout: ``vision_model.encoder.base_model.model...``)."""
-    from lbedge._deps import require
+    from lbedge.deps import require
 
     peft = require("peft")
     LoraConfig, get_peft_model = peft.LoraConfig, peft.get_peft_model

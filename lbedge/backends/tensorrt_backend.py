@@ -23,7 +23,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .._deps import require
+from ..deps import require
 from ..engine import (EngineManifest, RuntimeInfo, current_platform, require_compatible, sha256_file,
                       tensorrt_problem)
 from ..errors import EngineMismatch, InputError, MissingDependency

