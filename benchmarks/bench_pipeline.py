@@ -69,10 +69,18 @@ def main() -> None:
         time.sleep(lat)
         return np.ones((len(x), 4), np.float32)
 
-    enc = Encoder(modality="image", preprocess_config=PreprocessConfig("image"), vision=Backend(vision, "x"),
-                  text=Backend(lambda ids: np.eye(4, dtype=np.float32)[np.arange(len(ids)) % 4], "ids"),
-                  tokenizer=tok, logit_scale=10.0, embed_dim=4, text_fingerprint="bench")
+    enc = Encoder(
+        modality="image",
+        preprocess_config=PreprocessConfig("image"),
+        vision=Backend(vision, "x"),
+        text=Backend(lambda ids: np.eye(4, dtype=np.float32)[np.arange(len(ids)) % 4], "ids"),
+        tokenizer=tok,
+        logit_scale=10.0,
+        embed_dim=4,
+        text_fingerprint="bench",
+    )
     from lbedge.preprocess import Preprocessor
+
     pre = Preprocessor(PreprocessConfig("image"))
     cam = Camera(a.fps, a.seconds)
     t = time.perf_counter()
@@ -84,15 +92,21 @@ def main() -> None:
         for r in p:
             lat_ms.append(r.update.latency_ms)
     wall = time.monotonic() - t0
-    backend_rate = min(a.fps, 1000 / a.latency_ms)       # preprocessing overlaps the model (reader threads)
-    out = {"command": " ".join(sys.argv), "backend_latency_ms": a.latency_ms, "input_fps": a.fps,
-           "preprocess_ms_640x480": round(pre_ms, 2), "results": len(lat_ms), "dropped": p.dropped["camera"],
-           "throughput_fps": round(len(lat_ms) / wall, 2),
-           "backend_fps_capped_at_input": round(backend_rate, 2),
-           "throughput_vs_backend": round(len(lat_ms) / wall / backend_rate, 3),
-           "latency_p50_ms": round(float(np.percentile(lat_ms, 50)), 1),
-           "latency_p90_ms": round(float(np.percentile(lat_ms, 90)), 1),
-           "latency_minus_model_p50_ms": round(float(np.percentile(lat_ms, 50)) - a.latency_ms, 1)}
+    backend_rate = min(a.fps, 1000 / a.latency_ms)  # preprocessing overlaps the model (reader threads)
+    out = {
+        "command": " ".join(sys.argv),
+        "backend_latency_ms": a.latency_ms,
+        "input_fps": a.fps,
+        "preprocess_ms_640x480": round(pre_ms, 2),
+        "results": len(lat_ms),
+        "dropped": p.dropped["camera"],
+        "throughput_fps": round(len(lat_ms) / wall, 2),
+        "backend_fps_capped_at_input": round(backend_rate, 2),
+        "throughput_vs_backend": round(len(lat_ms) / wall / backend_rate, 3),
+        "latency_p50_ms": round(float(np.percentile(lat_ms, 50)), 1),
+        "latency_p90_ms": round(float(np.percentile(lat_ms, 90)), 1),
+        "latency_minus_model_p50_ms": round(float(np.percentile(lat_ms, 50)) - a.latency_ms, 1),
+    }
     print(json.dumps(out, indent=1))
 
 

@@ -3,7 +3,8 @@
 frames, optionally side by side with the official processors (run in their own environment).
 
     .venv/bin/python benchmarks/bench_preprocess.py
-    .venv/bin/python benchmarks/bench_preprocess.py --official-python /path/venv/bin/python --official /path/LanguageBind
+    .venv/bin/python benchmarks/bench_preprocess.py --official-python /path/venv/bin/python \
+        --official /path/LanguageBind
 
 Prints a table (median milliseconds per input, warm-up excluded) and writes benchmarks/results_preprocess.json.
 """
@@ -69,16 +70,29 @@ def main() -> None:
     ours = lbedge_times(args.samples, args.repeat)
     theirs: dict[str, float] = {}
     if args.official_python and args.official:
-        run = subprocess.run([args.official_python, str(ROOT / "tools" / "bench_official_preprocess.py"),
-                              "--official", args.official, "--samples", str(args.samples),
-                              "--repeat", str(args.repeat)], capture_output=True, text=True, check=True)
+        run = subprocess.run(
+            [
+                args.official_python,
+                str(ROOT / "tools" / "bench_official_preprocess.py"),
+                "--official",
+                args.official,
+                "--samples",
+                str(args.samples),
+                "--repeat",
+                str(args.repeat),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         theirs = json.loads(run.stdout.strip().splitlines()[-1])["official"]
     print(f"{'input':40s} {'lbedge ms':>10s} {'official ms':>12s}")
     for case, ms in ours.items():
         ref = theirs.get(case)
         print(f"{case:40s} {ms:10.2f} {ref if ref is not None else '-':>12}")
-    args.out.write_text(json.dumps({"lbedge": ours, "official": theirs, "threads": 1, "repeat": args.repeat},
-                                   indent=1) + "\n")
+    args.out.write_text(
+        json.dumps({"lbedge": ours, "official": theirs, "threads": 1, "repeat": args.repeat}, indent=1) + "\n"
+    )
 
 
 if __name__ == "__main__":

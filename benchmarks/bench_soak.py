@@ -52,7 +52,7 @@ class Chaos:
             time.sleep(delay)
         self.next_due = max(self.next_due + 1.0 / self.fps, time.monotonic() - 1.0)
         frame = self.inner.read()
-        if frame is None:                                  # loop the recording
+        if frame is None:  # loop the recording
             self.inner.close()
             self.inner.open()
             frame = self.inner.read()
@@ -74,8 +74,9 @@ class Chaos:
         elif roll < 0.02 and frame.modality != "audio":
             self.injected["odd_size"] += 1
             data = np.zeros((int(self.rng.integers(1, 700)), 3, 3), np.uint8)
-        return Frame(data, frame.modality, time.monotonic(), self.seq, frame.device_timestamp, frame.units,
-                     self.name, frame.meta)
+        return Frame(
+            data, frame.modality, time.monotonic(), self.seq, frame.device_timestamp, frame.units, self.name, frame.meta
+        )
 
     def close(self):
         if self.opened:
@@ -94,8 +95,13 @@ def machine() -> dict:
     except OSError:
         pass
     wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
-    return {"cpu": cpu or platform.processor(), "flags": [f for f in wanted if f in flags],
-            "cpus": __import__("os").cpu_count(), "python": platform.python_version(), "lbedge": lbedge.__version__}
+    return {
+        "cpu": cpu or platform.processor(),
+        "flags": [f for f in wanted if f in flags],
+        "cpus": __import__("os").cpu_count(),
+        "python": platform.python_version(),
+        "lbedge": lbedge.__version__,
+    }
 
 
 def main() -> None:
@@ -115,11 +121,18 @@ def main() -> None:
     fps = float(media["fps"])
     inner = demo_sources(media, realtime=False)
     rates = {"rgb": fps, "depth": fps, "thermal": fps, "audio": 1.0 / float(media["seconds_per_scene"])}
-    sources = {n: Chaos(src, rates[n], seed=i, rate=0.0 if n == "rgb" else 1.0)
-               for i, (n, src) in enumerate(inner.items())}
+    sources = {
+        n: Chaos(src, rates[n], seed=i, rate=0.0 if n == "rgb" else 1.0) for i, (n, src) in enumerate(inner.items())
+    }
     encoders = {m: lbedge.load_bundle(d) for m, d in bundle_dirs().items()}
-    pipe = lbedge.Pipeline(sources, encoders, list(DEMO_LABELS), templates=list(DEMO_TEMPLATES),
-                           reopen=lbedge.pipeline.ReopenPolicy(backoff=(0.05, 1.0)), stall_timeout=1.5)
+    pipe = lbedge.Pipeline(
+        sources,
+        encoders,
+        list(DEMO_LABELS),
+        templates=list(DEMO_TEMPLATES),
+        reopen=lbedge.pipeline.ReopenPolicy(backoff=(0.05, 1.0)),
+        stall_timeout=1.5,
+    )
     counts = {n: 0 for n in sources}
     lock = threading.Lock()
 
@@ -137,8 +150,15 @@ def main() -> None:
             time.sleep(min(args.sample_s, max(0.0, args.seconds - (time.monotonic() - t0))))
             with lock:
                 snap = dict(counts)
-            samples.append({"t": round(time.monotonic() - t0, 1), "rss_mib": round(proc.memory_info().rss / 2**20, 1),
-                            "threads": threading.active_count(), "results": snap, "events": pipe.event_count})
+            samples.append(
+                {
+                    "t": round(time.monotonic() - t0, 1),
+                    "rss_mib": round(proc.memory_info().rss / 2**20, 1),
+                    "threads": threading.active_count(),
+                    "results": snap,
+                    "events": pipe.event_count,
+                }
+            )
             print(samples[-1], flush=True)
     elapsed = time.monotonic() - t0
     left = [t.name for t in pipe.threads if t.is_alive()]
@@ -148,15 +168,30 @@ def main() -> None:
     rss = [s["rss_mib"] for s in samples]
     warm = [s["rss_mib"] for s in samples if s["t"] >= min(60.0, args.seconds / 3)] or rss
     report = {
-        "machine": machine(), "seconds": round(elapsed, 1), "sources": {
-            n: {"results": counts[n], "per_s": round(counts[n] / elapsed, 2), "skipped": stats[n]["skipped"],
-                "injected": sources[n].injected} for n in sources},
+        "machine": machine(),
+        "seconds": round(elapsed, 1),
+        "sources": {
+            n: {
+                "results": counts[n],
+                "per_s": round(counts[n] / elapsed, 2),
+                "skipped": stats[n]["skipped"],
+                "injected": sources[n].injected,
+            }
+            for n in sources
+        },
         "rss_mib": {"first": rss[0], "max": max(rss), "last": rss[-1], "warm_growth": round(warm[-1] - warm[0], 1)},
-        "threads": {"before": threads_before, "max": max(s["threads"] for s in samples),
-                    "min": min(s["threads"] for s in samples), "left_after_stop": left},
-        "event_kinds": kinds, "events": pipe.event_count, "samples": samples,
+        "threads": {
+            "before": threads_before,
+            "max": max(s["threads"] for s in samples),
+            "min": min(s["threads"] for s in samples),
+            "left_after_stop": left,
+        },
+        "event_kinds": kinds,
+        "events": pipe.event_count,
+        "samples": samples,
         "every_source_delivered_in_every_sample": all(
-            all(b["results"][n] > a["results"][n] for n in sources) for a, b in zip(samples, samples[1:])),
+            all(b["results"][n] > a["results"][n] for n in sources) for a, b in zip(samples, samples[1:])
+        ),
     }
     Path(args.out).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     print(json.dumps({k: v for k, v in report.items() if k != "samples"}, indent=1))

@@ -58,9 +58,12 @@ def make_inputs(work: Path) -> dict:
     calib, held = calib.astype(np.float32), held.astype(np.float32)
     np.save(work / "calib.npy", calib)
     np.save(work / "held.npy", held)
-    return {"calib_shape": list(calib.shape), "held_shape": list(held.shape),
-            "held_files": ["image/0.jpg", "image/1.jpg", "thermal/0.jpg", "thermal/1.jpg"],
-            "preprocess": "lbedge.Preprocessor(lbedge.PreprocessConfig('image'))"}
+    return {
+        "calib_shape": list(calib.shape),
+        "held_shape": list(held.shape),
+        "held_files": ["image/0.jpg", "image/1.jpg", "thermal/0.jpg", "thermal/1.jpg"],
+        "preprocess": "lbedge.Preprocessor(lbedge.PreprocessConfig('image'))",
+    }
 
 
 # ------------------------------------------------------------------------------- modelopt (child process)
@@ -71,20 +74,48 @@ def modelopt_child(args: argparse.Namespace) -> None:
 
     calib = np.load(Path(args.work) / "calib.npy")
     t = time.perf_counter()
-    quantize(onnx_path=args.src, quantize_mode="int8", calibration_data=calib, calibration_method=args.method,
-             calibration_eps=["cpu"], high_precision_dtype=args.high_precision, dq_only=args.dq_only,
-             op_types_to_exclude=[o for o in args.exclude.split("+") if o] or None,
-             output_path=args.dst, log_file=args.dst + ".log")
+    quantize(
+        onnx_path=args.src,
+        quantize_mode="int8",
+        calibration_data=calib,
+        calibration_method=args.method,
+        calibration_eps=["cpu"],
+        high_precision_dtype=args.high_precision,
+        dq_only=args.dq_only,
+        op_types_to_exclude=[o for o in args.exclude.split("+") if o] or None,
+        output_path=args.dst,
+        log_file=args.dst + ".log",
+    )
     secs = time.perf_counter() - t
     import onnxruntime
-    Path(args.dst + ".json").write_text(json.dumps(
-        {"seconds": round(secs, 1), "method": args.method, "high_precision_dtype": args.high_precision,
-         "dq_only": args.dq_only, "op_types_to_exclude": [o for o in args.exclude.split("+") if o],
-         "modelopt": modelopt.__version__, "onnxruntime_in_modelopt_venv": onnxruntime.__version__}, indent=1))
+
+    Path(args.dst + ".json").write_text(
+        json.dumps(
+            {
+                "seconds": round(secs, 1),
+                "method": args.method,
+                "high_precision_dtype": args.high_precision,
+                "dq_only": args.dq_only,
+                "op_types_to_exclude": [o for o in args.exclude.split("+") if o],
+                "modelopt": modelopt.__version__,
+                "onnxruntime_in_modelopt_venv": onnxruntime.__version__,
+            },
+            indent=1,
+        )
+    )
 
 
-def run_modelopt(moenv: Path, work: Path, src: Path, method: str, high_precision: str, timeout: int,
-                 requantize: bool, dq_only: bool = False, exclude: str = "") -> dict:
+def run_modelopt(
+    moenv: Path,
+    work: Path,
+    src: Path,
+    method: str,
+    high_precision: str,
+    timeout: int,
+    requantize: bool,
+    dq_only: bool = False,
+    exclude: str = "",
+) -> dict:
     """``dq_only``: weights stored as int8 initializers + DequantizeLinear (modelopt's default keeps FP32
     weights with QuantizeLinear->DequantizeLinear on them, which TensorRT folds at build time)."""
     tag = ("_dqonly" if dq_only else "") + (f"_no{exclude.replace('+', '')}" if exclude else "")
@@ -98,29 +129,56 @@ def run_modelopt(moenv: Path, work: Path, src: Path, method: str, high_precision
         link.symlink_to(src)
     for p in (dst, info):
         p.unlink(missing_ok=True)
-    cmd = [str(moenv / "bin" / "python"), str(Path(__file__).resolve()), "--child-modelopt", "--work", str(work),
-           "--src", str(link), "--dst", str(dst), "--method", method, "--high-precision", high_precision,
-           *(["--dq-only"] if dq_only else []), "--exclude", exclude]
+    cmd = [
+        str(moenv / "bin" / "python"),
+        str(Path(__file__).resolve()),
+        "--child-modelopt",
+        "--work",
+        str(work),
+        "--src",
+        str(link),
+        "--dst",
+        str(dst),
+        "--method",
+        method,
+        "--high-precision",
+        high_precision,
+        *(["--dq-only"] if dq_only else []),
+        "--exclude",
+        exclude,
+    ]
     t = time.perf_counter()
     try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                           env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+        p = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+        )
     except subprocess.TimeoutExpired:
         return {"path": None, "error": f"stopped after {timeout} s (time limit)", "method": method}
     (work / (dst.name + ".stdout")).write_text(p.stdout + "\n--- stderr ---\n" + p.stderr)
     if p.returncode != 0 or not info.is_file():
         tail = (p.stderr or p.stdout).strip().splitlines()[-15:]
-        return {"path": None, "method": method, "returncode": p.returncode, "error": "\n".join(tail),
-                "wall_seconds": round(time.perf_counter() - t, 1)}
+        return {
+            "path": None,
+            "method": method,
+            "returncode": p.returncode,
+            "error": "\n".join(tail),
+            "wall_seconds": round(time.perf_counter() - t, 1),
+        }
     return {"path": str(dst), **json.loads(info.read_text()), "wall_seconds": round(time.perf_counter() - t, 1)}
 
 
 # ---------------------------------------------------------------------------------------- graph analysis
 def _category(name: str, op: str) -> str:
-    rules = [(r"patch_embedding", "patch_embedding_conv"), (r"(q|k|v)_proj/MatMul", "attn_qkv_proj"),
-             (r"out_proj/MatMul", "attn_out_proj"), (r"self_attn/MatMul_1$", "attn_bmm2_probs_x_v"),
-             (r"self_attn/MatMul$", "attn_bmm1_q_x_kT"), (r"fc1/MatMul", "mlp_fc1"), (r"fc2/MatMul", "mlp_fc2"),
-             (r"visual_projection/MatMul", "visual_projection")]
+    rules = [
+        (r"patch_embedding", "patch_embedding_conv"),
+        (r"(q|k|v)_proj/MatMul", "attn_qkv_proj"),
+        (r"out_proj/MatMul", "attn_out_proj"),
+        (r"self_attn/MatMul_1$", "attn_bmm2_probs_x_v"),
+        (r"self_attn/MatMul$", "attn_bmm1_q_x_kT"),
+        (r"fc1/MatMul", "mlp_fc1"),
+        (r"fc2/MatMul", "mlp_fc2"),
+        (r"visual_projection/MatMul", "visual_projection"),
+    ]
     if op in WEIGHTED:
         for pat, cat in rules:
             if re.search(pat, name):
@@ -198,17 +256,38 @@ def analyse(path: Path) -> dict:
     cats: dict[str, dict] = {}
     unquantized_weighted = []
     for n in g.node:
-        if n.op_type in ("QuantizeLinear", "DequantizeLinear", "Constant", "Shape", "Gather", "Unsqueeze",
-                         "Concat", "Reshape", "Transpose", "Equal", "Where", "Expand", "ConstantOfShape", "Cast",
-                         "Identity", "Slice", "Squeeze"):
+        if n.op_type in (
+            "QuantizeLinear",
+            "DequantizeLinear",
+            "Constant",
+            "Shape",
+            "Gather",
+            "Unsqueeze",
+            "Concat",
+            "Reshape",
+            "Transpose",
+            "Equal",
+            "Where",
+            "Expand",
+            "ConstantOfShape",
+            "Cast",
+            "Identity",
+            "Slice",
+            "Squeeze",
+        ):
             continue
-        dyn = [i for i in n.input if i and i not in inits and i not in consts and
-               not (i in producer and weight_dq(producer[i]))]
+        dyn = [
+            i
+            for i in n.input
+            if i and i not in inits and i not in consts and not (i in producer and weight_dq(producer[i]))
+        ]
         wq = [i for i in n.input if i in producer and weight_dq(producer[i])]
         in_q = sum(from_dq(i) for i in dyn)
         out_q = any(c.op_type == "QuantizeLinear" for o in n.output for c in consumers.get(o, []))
-        c = cats.setdefault(_category(n.name, n.op_type), {"total": 0, "int8_inputs": 0, "some_int8_inputs": 0,
-                                                              "int8_weights": 0, "output_quantized": 0})
+        c = cats.setdefault(
+            _category(n.name, n.op_type),
+            {"total": 0, "int8_inputs": 0, "some_int8_inputs": 0, "int8_weights": 0, "output_quantized": 0},
+        )
         c["total"] += 1
         c["int8_inputs"] += int(bool(dyn) and in_q == len(dyn))
         c["some_int8_inputs"] += int(0 < in_q < len(dyn))
@@ -220,10 +299,18 @@ def analyse(path: Path) -> dict:
     others = {k: v for k, v in sorted(ops.items()) if k not in q_dq}
     float_types = Counter(onnx.TensorProto.DataType.Name(i.data_type) for i in g.initializer)
     opsets = {o.domain or "ai.onnx": o.version for o in m.opset_import}
-    return {"file_mb": round(path.stat().st_size / 2**20, 1), "ir_version": m.ir_version, "opsets": opsets,
-            "nodes": len(g.node), "op_counts": {**q_dq, "others_total": sum(others.values()), "others": others},
-            "initializer_dtypes": dict(float_types), "activation_quantize": act, "weight_dequantize": wts,
-            "compute_nodes": dict(sorted(cats.items())), "weighted_ops_not_int8": unquantized_weighted}
+    return {
+        "file_mb": round(path.stat().st_size / 2**20, 1),
+        "ir_version": m.ir_version,
+        "opsets": opsets,
+        "nodes": len(g.node),
+        "op_counts": {**q_dq, "others_total": sum(others.values()), "others": others},
+        "initializer_dtypes": dict(float_types),
+        "activation_quantize": act,
+        "weight_dequantize": wts,
+        "compute_nodes": dict(sorted(cats.items())),
+        "weighted_ops_not_int8": unquantized_weighted,
+    }
 
 
 def trt_check(path: Path) -> dict:
@@ -254,40 +341,54 @@ def run_graph(path: Path, held: np.ndarray, threads: int, iters: int) -> tuple[n
     name = s.get_inputs()[0].name
     out = s.run(None, {name: held})[0]
     x1 = held[:1]
-    s.run(None, {name: x1})                    # warm-up
-    load = os.getloadavg()[0]                  # other processes on the machine distort CPU latency
+    s.run(None, {name: x1})  # warm-up
+    load = os.getloadavg()[0]  # other processes on the machine distort CPU latency
     ms = []
     for _ in range(iters):
         t = time.perf_counter()
         s.run(None, {name: x1})
         ms.append((time.perf_counter() - t) * 1000)
     del s
-    return out, {"p50_ms": round(float(np.percentile(ms, 50)), 1), "min_ms": round(min(ms), 1),
-                 "max_ms": round(max(ms), 1), "runs": iters, "batch": 1, "threads": threads,
-                 "loadavg_1min_before": round(load, 2)}
+    return out, {
+        "p50_ms": round(float(np.percentile(ms, 50)), 1),
+        "min_ms": round(min(ms), 1),
+        "max_ms": round(max(ms), 1),
+        "runs": iters,
+        "batch": 1,
+        "threads": threads,
+        "loadavg_1min_before": round(load, 2),
+    }
 
 
 def cosine(ref: np.ndarray, got: np.ndarray) -> dict:
     ref, got = ref.astype(np.float64), got.astype(np.float64)
     c = (ref * got).sum(1) / np.maximum(np.linalg.norm(ref, axis=1) * np.linalg.norm(got, axis=1), 1e-12)
-    return {"min": round(float(c.min()), 6), "mean": round(float(c.mean()), 6),
-            "per_input": [round(float(v), 6) for v in c], "max_abs_diff": round(float(np.abs(ref - got).max()), 6)}
+    return {
+        "min": round(float(c.min()), 6),
+        "mean": round(float(c.mean()), 6),
+        "per_input": [round(float(v), 6) for v in c],
+        "max_abs_diff": round(float(np.abs(ref - got).max()), 6),
+    }
 
 
 def ort_quant_time() -> dict:
     p = ROOT / "benchmarks" / "results_vitl.json"
     try:
         img = json.loads(p.read_text())["image"]
-        return {"seconds": img["int8_tensorrt_report"]["seconds"], "wall_seconds": img.get("int8_tensorrt_seconds"),
-                "source": "benchmarks/results_vitl.json image.int8_tensorrt_report (lbedge quantize_int8, "
-                          "target=tensorrt, minmax, 12 calibration inputs, same machine)"}
+        return {
+            "seconds": img["int8_tensorrt_report"]["seconds"],
+            "wall_seconds": img.get("int8_tensorrt_seconds"),
+            "source": "benchmarks/results_vitl.json image.int8_tensorrt_report (lbedge quantize_int8, "
+            "target=tensorrt, minmax, 12 calibration inputs, same machine)",
+        }
     except Exception as e:
         return {"seconds": None, "source": f"not available: {e}"}
 
 
 # ------------------------------------------------------------------------------------------ diagnostic
-def softmax_scale_diagnostic(mo_path: Path, ort_path: Path, work: Path, ref: np.ndarray, held: np.ndarray,
-                             threads: int) -> dict:
+def softmax_scale_diagnostic(
+    mo_path: Path, ort_path: Path, work: Path, ref: np.ndarray, held: np.ndarray, threads: int
+) -> dict:
     """modelopt fixes the Softmax output range to [0, 1] (scale 1/127); ORT's graph keeps the calibrated max.
     Copy the ORT graph's calibrated Softmax-output scales into the modelopt graph and re-measure cosine, to
     see how much of the accuracy gap that one choice explains."""
@@ -299,8 +400,11 @@ def softmax_scale_diagnostic(mo_path: Path, ort_path: Path, work: Path, ref: np.
         for n in m.graph.node:
             for i in n.input:
                 cons.setdefault(i, []).append(n)
-        return {n.name: [c.input[1] for c in cons.get(n.output[0], []) if c.op_type == "QuantizeLinear"]
-                for n in m.graph.node if n.op_type == "Softmax"}
+        return {
+            n.name: [c.input[1] for c in cons.get(n.output[0], []) if c.op_type == "QuantizeLinear"]
+            for n in m.graph.node
+            if n.op_type == "Softmax"
+        }
 
     mo, ortm = onnx.load(str(mo_path)), onnx.load(str(ort_path))
     init_mo = {i.name: i for i in mo.graph.initializer}
@@ -320,10 +424,13 @@ def softmax_scale_diagnostic(mo_path: Path, ort_path: Path, work: Path, ref: np.
     del mo, ortm
     s = ort_session(dst, threads)
     out = s.run(None, {s.get_inputs()[0].name: held})[0]
-    return {"graph": str(mo_path), "softmax_output_scales_replaced": len(after),
-            "modelopt_softmax_scale": sorted(set(round(b, 8) for b in before)),
-            "ort_calibrated_softmax_scale_range": [round(min(after), 8), round(max(after), 8)] if after else None,
-            "cosine_vs_fp32_with_ort_softmax_scales": cosine(ref, out)}
+    return {
+        "graph": str(mo_path),
+        "softmax_output_scales_replaced": len(after),
+        "modelopt_softmax_scale": sorted(set(round(b, 8) for b in before)),
+        "ort_calibrated_softmax_scale_range": [round(min(after), 8), round(max(after), 8)] if after else None,
+        "cosine_vs_fp32_with_ort_softmax_scales": cosine(ref, out),
+    }
 
 
 # ------------------------------------------------------------------------------------------------- main
@@ -331,14 +438,21 @@ def versions(moenv: Path) -> dict:
     import onnx
     import onnxruntime
 
-    v = {"python": platform.python_version(), "repo_venv": {"onnx": onnx.__version__,
-                                                            "onnxruntime": onnxruntime.__version__}}
-    code = ("import json, modelopt, onnx, onnxruntime, numpy; print(json.dumps({'nvidia-modelopt': "
-            "modelopt.__version__, 'onnx': onnx.__version__, 'onnxruntime-gpu': onnxruntime.__version__, "
-            "'numpy': numpy.__version__}))")
+    v = {
+        "python": platform.python_version(),
+        "repo_venv": {"onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__},
+    }
+    code = (
+        "import json, modelopt, onnx, onnxruntime, numpy; print(json.dumps({'nvidia-modelopt': "
+        "modelopt.__version__, 'onnx': onnx.__version__, 'onnxruntime-gpu': onnxruntime.__version__, "
+        "'numpy': numpy.__version__}))"
+    )
     try:
-        v["modelopt_venv"] = json.loads(subprocess.run([str(moenv / "bin" / "python"), "-c", code], capture_output=True,
-                                                       text=True, timeout=300).stdout.strip().splitlines()[-1])
+        v["modelopt_venv"] = json.loads(
+            subprocess.run([str(moenv / "bin" / "python"), "-c", code], capture_output=True, text=True, timeout=300)
+            .stdout.strip()
+            .splitlines()[-1]
+        )
     except Exception as e:
         v["modelopt_venv"] = f"error: {e}"
     return v
@@ -350,20 +464,29 @@ def main() -> None:
     ap.add_argument("--moenv", default="/tmp/moenv")
     ap.add_argument("--fp32", default="/tmp/vitl_bench/bundle_image/vision.fp32.onnx")
     ap.add_argument("--ort-int8", default="/tmp/vitl_bench/vision.int8_tensorrt.onnx")
-    ap.add_argument("--methods", default="max,entropy,max:dq_only",
-                    help="modelopt runs, in order: a calibration method (max, entropy), ':dq_only' for int8 "
-                         "weight initializers instead of Q->DQ on FP32 weights, ':exclude=OP+OP' for "
-                         "op_types_to_exclude (e.g. max:exclude=LayerNormalization+Add+Mul)")
-    ap.add_argument("--high-precision", default="fp32",
-                    help="modelopt high_precision_dtype for the layers left in float (fp32: like the ORT graph; "
-                         "modelopt's default is fp16)")
+    ap.add_argument(
+        "--methods",
+        default="max,entropy,max:dq_only",
+        help="modelopt runs, in order: a calibration method (max, entropy), ':dq_only' for int8 "
+        "weight initializers instead of Q->DQ on FP32 weights, ':exclude=OP+OP' for "
+        "op_types_to_exclude (e.g. max:exclude=LayerNormalization+Add+Mul)",
+    )
+    ap.add_argument(
+        "--high-precision",
+        default="fp32",
+        help="modelopt high_precision_dtype for the layers left in float (fp32: like the ORT graph; "
+        "modelopt's default is fp16)",
+    )
     ap.add_argument("--timeout", type=int, default=1200, help="seconds per modelopt quantization")
     ap.add_argument("--requantize", action="store_true")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--iters", type=int, default=5)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results_modelopt.json"))
-    ap.add_argument("--diagnostic-only", action="store_true",
-                    help="only (re)run the Softmax-scale diagnostic and merge it into an existing --out")
+    ap.add_argument(
+        "--diagnostic-only",
+        action="store_true",
+        help="only (re)run the Softmax-scale diagnostic and merge it into an existing --out",
+    )
     # child mode (inside the modelopt venv)
     ap.add_argument("--child-modelopt", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--src", help=argparse.SUPPRESS)
@@ -382,33 +505,57 @@ def main() -> None:
         res = json.loads(Path(args.out).read_text())
         held = np.load(work / "held.npy")
         ref = ort_session(Path(args.fp32), args.threads).run(None, {"pixel_values": held})[0]
-        res["softmax_scale_diagnostic"] = softmax_scale_diagnostic(diag_graph, Path(args.ort_int8), work, ref, held,
-                                                                   args.threads)
+        res["softmax_scale_diagnostic"] = softmax_scale_diagnostic(
+            diag_graph, Path(args.ort_int8), work, ref, held, args.threads
+        )
         Path(args.out).write_text(json.dumps(res, indent=1))
         print(res["softmax_scale_diagnostic"])
         return
     t0 = time.perf_counter()
     for stale in work.glob("vision.fp32_*.onnx"):  # modelopt's intermediates, if a run was interrupted
         stale.unlink()
-    res: dict = {"command": " ".join(sys.argv), "machine": {"cpus": os.cpu_count(), "gpu": None},
-                 "fp32_graph": args.fp32, "versions": versions(moenv), "inputs": make_inputs(work)}
+    res: dict = {
+        "command": " ".join(sys.argv),
+        "machine": {"cpus": os.cpu_count(), "gpu": None},
+        "fp32_graph": args.fp32,
+        "versions": versions(moenv),
+        "inputs": make_inputs(work),
+    }
     held = np.load(work / "held.npy")
 
     graphs: dict[str, dict] = {}
     for spec in [m for m in args.methods.split(",") if m]:
         method, _, opt = spec.partition(":")
         exclude = opt.partition("=")[2] if opt.startswith("exclude=") else ""
-        q = run_modelopt(moenv, work, Path(args.fp32), method, args.high_precision, args.timeout, args.requantize,
-                         dq_only=opt == "dq_only", exclude=exclude)
-        key = f"modelopt_{method}" + ("_dq_only" if opt == "dq_only" else "") + \
-            (f"_exclude_{exclude.replace('+', '_')}" if exclude else "")
-        graphs[key] = {"quantizer": f"modelopt.onnx.quantization.quantize int8 {method}"
-                                    + (" dq_only=True" if opt == "dq_only" else "")
-                                    + (f" op_types_to_exclude={exclude.split('+')}" if exclude else ""), **q}
+        q = run_modelopt(
+            moenv,
+            work,
+            Path(args.fp32),
+            method,
+            args.high_precision,
+            args.timeout,
+            args.requantize,
+            dq_only=opt == "dq_only",
+            exclude=exclude,
+        )
+        key = (
+            f"modelopt_{method}"
+            + ("_dq_only" if opt == "dq_only" else "")
+            + (f"_exclude_{exclude.replace('+', '_')}" if exclude else "")
+        )
+        graphs[key] = {
+            "quantizer": f"modelopt.onnx.quantization.quantize int8 {method}"
+            + (" dq_only=True" if opt == "dq_only" else "")
+            + (f" op_types_to_exclude={exclude.split('+')}" if exclude else ""),
+            **q,
+        }
         print(f"{key}: {q.get('seconds', q.get('error'))}", flush=True)
-    graphs["ort_static_tensorrt"] = {"quantizer": "onnxruntime quantize_static via lbedge (target=tensorrt, "
-                                                  "S8S8, per-channel symmetric weights, MinMax)",
-                                     "path": args.ort_int8, **ort_quant_time()}
+    graphs["ort_static_tensorrt"] = {
+        "quantizer": "onnxruntime quantize_static via lbedge (target=tensorrt, "
+        "S8S8, per-channel symmetric weights, MinMax)",
+        "path": args.ort_int8,
+        **ort_quant_time(),
+    }
 
     ref, res["fp32"] = run_graph(Path(args.fp32), held, args.threads, args.iters)
     res["fp32"] = {"ort_cpu_latency": res["fp32"], "file_mb": round(Path(args.fp32).stat().st_size / 2**20, 1)}
@@ -428,13 +575,16 @@ def main() -> None:
         print(name, gr.get("cosine_vs_fp32"), gr.get("ort_cpu_latency"), flush=True)
     res["graphs"] = graphs
     if diag_graph.is_file():
-        res["softmax_scale_diagnostic"] = softmax_scale_diagnostic(diag_graph, Path(args.ort_int8), work, ref, held,
-                                                                   args.threads)
+        res["softmax_scale_diagnostic"] = softmax_scale_diagnostic(
+            diag_graph, Path(args.ort_int8), work, ref, held, args.threads
+        )
     res["total_seconds"] = round(time.perf_counter() - t0, 1)
-    res["notes"] = ["random weights: cosine on trained weights is typically higher (lower bound)",
-                    "ONNX Runtime CPU latency says little about TensorRT speed (TRT fuses QDQ into int8 kernels)",
-                    "no GPU / TensorRT here: TRT compatibility = lbedge.quantize.trt_ops.check_ops (ONNX parser op "
-                    "table) plus the zero-point/dtype checks in graph.activation_quantize"]
+    res["notes"] = [
+        "random weights: cosine on trained weights is typically higher (lower bound)",
+        "ONNX Runtime CPU latency says little about TensorRT speed (TRT fuses QDQ into int8 kernels)",
+        "no GPU / TensorRT here: TRT compatibility = lbedge.quantize.trt_ops.check_ops (ONNX parser op "
+        "table) plus the zero-point/dtype checks in graph.activation_quantize",
+    ]
     Path(args.out).write_text(json.dumps(res, indent=1))
     print("wrote", args.out, flush=True)
 

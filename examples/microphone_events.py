@@ -26,6 +26,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.list:
         from lbedge.sensors.microphone import list_input_devices
+
         for device in list_input_devices():
             print(device)
         return
@@ -34,10 +35,10 @@ def main(argv=None):
 
     encoder = lbedge.load(args.model)
     spec = args.file or f"mic:{args.device}"
-    source = source_from_spec("audio", spec, SourceOptions(realtime=True, audio_window=args.window,
-                                                           audio_hop=args.hop))
-    pipeline = lbedge.Pipeline({"audio": source}, encoder, [s.strip() for s in args.labels.split(",")],
-                               smoothing="majority", majority_window=3)
+    source = source_from_spec("audio", spec, SourceOptions(realtime=True, audio_window=args.window, audio_hop=args.hop))
+    pipeline = lbedge.Pipeline(
+        {"audio": source}, encoder, [s.strip() for s in args.labels.split(",")], smoothing="majority", majority_window=3
+    )
     pipeline.on_result(lambda result: print(format_result(result), flush=True))
     stats = run_demo(pipeline, output=None, jsonl=None, max_results=args.max_results)
     print(f"{stats['results']} windows classified")

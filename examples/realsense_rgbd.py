@@ -20,8 +20,11 @@ def main(argv=None):
     ap.add_argument("--image-model", help="also classify the colour stream with this image model")
     ap.add_argument("--recording", help="play this .db3/.bag recording instead of a live camera")
     ap.add_argument("--serial", help="which camera, when several are plugged in")
-    ap.add_argument("--filters", default="spatial,temporal,hole_filling",
-                    help="RealSense post-filters for live depth (comma-separated; empty for none)")
+    ap.add_argument(
+        "--filters",
+        default="spatial,temporal,hole_filling",
+        help="RealSense post-filters for live depth (comma-separated; empty for none)",
+    )
     ap.add_argument("--labels", default="a chair,a table,a person,a wall,a doorway,an empty floor")
     ap.add_argument("--headless", action="store_true", help="no window: print one line per result")
     ap.add_argument("--max-results", type=int)

@@ -27,8 +27,9 @@ def result_message(result: lbedge.Result) -> str:
     return json.dumps(result.to_dict())
 
 
-def build_pipeline(models: Sequence[str], specs: dict[str, str], labels: Sequence[str],
-                   options: SourceOptions | None = None) -> lbedge.Pipeline:
+def build_pipeline(
+    models: Sequence[str], specs: dict[str, str], labels: Sequence[str], options: SourceOptions | None = None
+) -> lbedge.Pipeline:
     """One encoder per model folder, one source per non-empty spec (rgb, depth, thermal, audio)."""
     encoders = {enc.modality: enc for enc in (lbedge.load(m) for m in models)}
     sources = {kind: source_from_spec(kind, spec, options or SourceOptions()) for kind, spec in specs.items() if spec}
@@ -41,8 +42,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         from rclpy.node import Node
         from std_msgs.msg import String
     except ImportError as exc:
-        sys.exit(f"ROS 2 Python (rclpy, std_msgs) was not found ({exc}): source your ROS 2 setup first, e.g. "
-                 "`source /opt/ros/humble/setup.bash`")
+        sys.exit(
+            f"ROS 2 Python (rclpy, std_msgs) was not found ({exc}): source your ROS 2 setup first, e.g. "
+            "`source /opt/ros/humble/setup.bash`"
+        )
 
     rclpy.init(args=argv)
     node = Node("lbedge", namespace="lbedge")

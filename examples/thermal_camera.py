@@ -28,16 +28,21 @@ def main(argv=None):
     ap.add_argument("--model", required=True, help="bundle or checkpoint folder of a thermal model")
     ap.add_argument("--camera", default="/dev/video0", help="/dev/videoN or index; or a recording (see above)")
     ap.add_argument("--profile", default="lepton", choices=["lepton", "infiray-p2", "boson"])
-    ap.add_argument("--agc", default="percentile", choices=["minmax", "percentile", "histeq"],
-                    help="how temperatures become the 8-bit infrared image the model expects")
+    ap.add_argument(
+        "--agc",
+        default="percentile",
+        choices=["minmax", "percentile", "histeq"],
+        help="how temperatures become the 8-bit infrared image the model expects",
+    )
     ap.add_argument("--labels", default="a person,a dog,a car,an empty road")
     ap.add_argument("--headless", action="store_true", help="no window: print one line per result")
     ap.add_argument("--max-results", type=int)
     args = ap.parse_args(argv)
 
     encoder = lbedge.load(args.model)
-    camera = source_from_spec("thermal", args.camera,
-                              SourceOptions(realtime=True, thermal_profile=args.profile, agc=args.agc))
+    camera = source_from_spec(
+        "thermal", args.camera, SourceOptions(realtime=True, thermal_profile=args.profile, agc=args.agc)
+    )
     pipeline = lbedge.Pipeline({"thermal": camera}, encoder, [s.strip() for s in args.labels.split(",")])
     if args.headless:
         pipeline.on_result(lambda result: print(describe(result), flush=True))

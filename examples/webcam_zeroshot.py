@@ -23,7 +23,7 @@ def main(argv=None):
     ap.add_argument("--max-results", type=int, help="stop after this many results")
     args = ap.parse_args(argv)
 
-    encoder = lbedge.load(args.model)                      # a bundle runs without torch
+    encoder = lbedge.load(args.model)  # a bundle runs without torch
     camera = source_from_spec("rgb", args.camera, SourceOptions(realtime=True))
     labels = [label.strip() for label in args.labels.split(",")]
     pipeline = lbedge.Pipeline({"camera": camera}, encoder, labels, smoothing="ema")

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 from .config import MODALITIES, ModelConfig, PreprocessConfig, TextConfig, VisionConfig
 from .encoder import Encoder
-from .errors import (CheckpointError, EngineMismatch, InputError, LBEdgeError, MissingDependency, SensorError,
-                     UsageError)
+from .errors import CheckpointError, EngineMismatch, InputError, LBEdgeError, MissingDependency, SensorError, UsageError
 from .frames import Frame, Source
 from .pipeline import Pipeline, Result
 from .preprocess import Preprocessor
@@ -43,8 +42,17 @@ def load_bundle(path, **kw) -> Encoder:
     return _load(path, **kw)
 
 
-def load(path, *, backend: str = "auto", precision: str = "auto", text_precision: str = "auto",
-         device: str | None = None, threads: int | None = None, batch_size: int = 8, verify: bool = True) -> Encoder:
+def load(
+    path,
+    *,
+    backend: str = "auto",
+    precision: str = "auto",
+    text_precision: str = "auto",
+    device: str | None = None,
+    threads: int | None = None,
+    batch_size: int = 8,
+    verify: bool = True,
+) -> Encoder:
     """A bundle folder (with ``manifest.json``) through :func:`load_bundle`, else a checkpoint folder through
     :func:`from_pretrained`: what the CLI and the examples accept as ``--model``.
 
@@ -61,13 +69,24 @@ def load(path, *, backend: str = "auto", precision: str = "auto", text_precision
         if device is not None:
             if device not in ("cpu", "cuda"):
                 raise UsageError(f"device {device!r} for a bundle: choose cpu or cuda (ONNX Runtime's providers)")
-            providers = ["CPUExecutionProvider"] if device == "cpu" else ["CUDAExecutionProvider",
-                                                                           "CPUExecutionProvider"]
-        return load_bundle(path, backend=backend, precision=precision, text_precision=text_precision,
-                           providers=providers, threads=threads, batch_size=batch_size, verify=verify)
+            providers = (
+                ["CPUExecutionProvider"] if device == "cpu" else ["CUDAExecutionProvider", "CPUExecutionProvider"]
+            )
+        return load_bundle(
+            path,
+            backend=backend,
+            precision=precision,
+            text_precision=text_precision,
+            providers=providers,
+            threads=threads,
+            batch_size=batch_size,
+            verify=verify,
+        )
     if backend not in ("auto", "torch"):
-        raise UsageError(f"{path} is a checkpoint folder, which runs on PyTorch, not {backend}: build a bundle "
-                         "with `lbedge build` for ONNX Runtime or TensorRT")
+        raise UsageError(
+            f"{path} is a checkpoint folder, which runs on PyTorch, not {backend}: build a bundle "
+            "with `lbedge build` for ONNX Runtime or TensorRT"
+        )
     for name, value in (("precision", precision), ("text_precision", text_precision)):
         if value not in ("auto", "fp32"):
             raise UsageError(f"{name}={value!r}: a checkpoint runs in fp32; build a bundle for fp16 or int8")
@@ -79,9 +98,31 @@ def load(path, *, backend: str = "auto", precision: str = "auto", text_precision
 
 
 __all__ = [
-    "MODALITIES", "CheckpointError", "ClipTokenizer", "Encoder", "EngineMismatch", "Frame", "InputError",
-    "LBEdgeError", "Pipeline", "Result", "Source",
-    "MissingDependency", "ModelConfig", "Prediction", "PreprocessConfig", "Preprocessor", "PromptCache",
-    "SensorError", "TextConfig", "UsageError", "VisionConfig", "ZeroShotClassifier", "__version__", "cross_modal_similarity",
-    "from_pretrained", "load", "load_bundle",
+    "MODALITIES",
+    "CheckpointError",
+    "ClipTokenizer",
+    "Encoder",
+    "EngineMismatch",
+    "Frame",
+    "InputError",
+    "LBEdgeError",
+    "Pipeline",
+    "Result",
+    "Source",
+    "MissingDependency",
+    "ModelConfig",
+    "Prediction",
+    "PreprocessConfig",
+    "Preprocessor",
+    "PromptCache",
+    "SensorError",
+    "TextConfig",
+    "UsageError",
+    "VisionConfig",
+    "ZeroShotClassifier",
+    "__version__",
+    "cross_modal_similarity",
+    "from_pretrained",
+    "load",
+    "load_bundle",
 ]

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class BenchRow:
-    stage: str              # preprocess | vision | text
+    stage: str  # preprocess | vision | text
     backend: str
     precision: str
     batch: int
@@ -35,7 +35,7 @@ class BenchRow:
     p90_ms: float
     p99_ms: float
     mean_ms: float
-    throughput: float       # samples per second at p50
+    throughput: float  # samples per second at p50
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in asdict(self).items()}
@@ -58,8 +58,19 @@ def time_fn(fn: Callable[[], Any], *, warmup: int, iters: int, min_seconds: floa
 
 def row(stage: str, backend: str, precision: str, batch: int, threads: int | None, ms: np.ndarray) -> BenchRow:
     p50 = float(np.percentile(ms, 50))
-    return BenchRow(stage, backend, precision, batch, threads, len(ms), p50, float(np.percentile(ms, 90)),
-                    float(np.percentile(ms, 99)), float(ms.mean()), batch * 1000.0 / p50)
+    return BenchRow(
+        stage,
+        backend,
+        precision,
+        batch,
+        threads,
+        len(ms),
+        p50,
+        float(np.percentile(ms, 90)),
+        float(np.percentile(ms, 99)),
+        float(ms.mean()),
+        batch * 1000.0 / p50,
+    )
 
 
 def sample_raw_input(cfg: PreprocessConfig) -> Any:
@@ -80,18 +91,35 @@ def bench_preprocess(cfg: PreprocessConfig, *, warmup: int = 2, iters: int = 10)
     return row("preprocess", "numpy", "fp32", 1, 1, time_fn(lambda: pre(x), warmup=warmup, iters=iters))
 
 
-def bench_backend(backend: Any, x: np.ndarray, *, stage: str, precision: str, batches: Sequence[int],
-                  threads: int | None, warmup: int = 2, iters: int = 10) -> list[BenchRow]:
+def bench_backend(
+    backend: Any,
+    x: np.ndarray,
+    *,
+    stage: str,
+    precision: str,
+    batches: Sequence[int],
+    threads: int | None,
+    warmup: int = 2,
+    iters: int = 10,
+) -> list[BenchRow]:
     name = backend.input_names[0]
     limit, static = batch_limits(backend)
     rows = []
     for b in batches:
         if limit is not None and (b > limit or (static and b != limit)):
-            log.warning("%s %s %s: batch %d skipped (the %s backend takes %s %d)", stage, backend.name, precision, b,
-                        backend.name, "exactly" if static else "at most", limit)
+            log.warning(
+                "%s %s %s: batch %d skipped (the %s backend takes %s %d)",
+                stage,
+                backend.name,
+                precision,
+                b,
+                backend.name,
+                "exactly" if static else "at most",
+                limit,
+            )
             continue
         xb = np.ascontiguousarray(np.repeat(x[:1], b, axis=0))
-        ms = time_fn(lambda: backend.run({name: xb}), warmup=warmup, iters=iters)
+        ms = time_fn(lambda xb=xb: backend.run({name: xb}), warmup=warmup, iters=iters)
         rows.append(row(stage, backend.name, precision, b, threads, ms))
     return rows
 
@@ -108,18 +136,29 @@ def peak_rss_mb() -> float:
                 return int(line.split()[1]) / 1024.0
     except OSError:
         pass
-    scale = 1024.0 if platform.system() == "Linux" else 1024.0 * 1024.0    # macOS reports bytes
+    scale = 1024.0 if platform.system() == "Linux" else 1024.0 * 1024.0  # macOS reports bytes
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale
 
 
 def machine() -> dict[str, Any]:
-    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpus": os.cpu_count()}
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+    }
 
 
-def bench_bundle(path: str | Path, *, backends: Sequence[str], precisions: Sequence[str] | None,
-                 batches: Sequence[int], threads: int | None, warmup: int = 2, iters: int = 10,
-                 towers: Sequence[str] = ("vision", "text")) -> dict[str, Any]:
+def bench_bundle(
+    path: str | Path,
+    *,
+    backends: Sequence[str],
+    precisions: Sequence[str] | None,
+    batches: Sequence[int],
+    threads: int | None,
+    warmup: int = 2,
+    iters: int = 10,
+    towers: Sequence[str] = ("vision", "text"),
+) -> dict[str, Any]:
     """Benchmark every (backend, precision) graph of a bundle."""
     from .bundle import Manifest, load_bundle
 
@@ -142,14 +181,27 @@ def bench_bundle(path: str | Path, *, backends: Sequence[str], precisions: Seque
                 else:
                     ids = ids if ids is not None else enc.tokenize(["a photo of a dog."])[0]
                     x = np.minimum(ids, int(man.text["vocab_size"]) - 1)
-                rows += bench_backend(runner, x, stage=tower, precision=prec, batches=batches, threads=threads,
-                                      warmup=warmup, iters=iters)
-    return {"bundle": str(folder), "modality": man.modality, "machine": machine(),
-            "peak_rss_mb": round(peak_rss_mb(), 1), "rows": [r.to_dict() for r in rows]}
+                rows += bench_backend(
+                    runner, x, stage=tower, precision=prec, batches=batches, threads=threads, warmup=warmup, iters=iters
+                )
+    return {
+        "bundle": str(folder),
+        "modality": man.modality,
+        "machine": machine(),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "rows": [r.to_dict() for r in rows],
+    }
 
 
-def _bench_torch(man: Any, cfg: PreprocessConfig, batches: Sequence[int], threads: int | None, warmup: int,
-                 iters: int, towers: Sequence[str]) -> list[BenchRow]:
+def _bench_torch(
+    man: Any,
+    cfg: PreprocessConfig,
+    batches: Sequence[int],
+    threads: int | None,
+    warmup: int,
+    iters: int,
+    towers: Sequence[str],
+) -> list[BenchRow]:
     """The PyTorch reference on the bundle's source checkpoint (eager FP32), for comparison."""
     from .checkpoint import from_pretrained
     from .errors import CheckpointError
@@ -159,24 +211,45 @@ def _bench_torch(man: Any, cfg: PreprocessConfig, batches: Sequence[int], thread
         raise CheckpointError(f"the torch backend benchmarks the bundle's source checkpoint, which is not here ({src})")
     if threads:
         import torch
+
         torch.set_num_threads(threads)
     enc = from_pretrained(src)
     rows = []
     if "vision" in towers:
-        rows += bench_backend(enc.vision, enc.preprocess(sample_raw_input(cfg)), stage="vision", precision="fp32",
-                              batches=batches, threads=threads, warmup=warmup, iters=iters)
+        rows += bench_backend(
+            enc.vision,
+            enc.preprocess(sample_raw_input(cfg)),
+            stage="vision",
+            precision="fp32",
+            batches=batches,
+            threads=threads,
+            warmup=warmup,
+            iters=iters,
+        )
     if "text" in towers:
-        rows += bench_backend(enc.text, enc.tokenize(["a photo of a dog."])[0], stage="text", precision="fp32",
-                              batches=batches, threads=threads, warmup=warmup, iters=iters)
+        rows += bench_backend(
+            enc.text,
+            enc.tokenize(["a photo of a dog."])[0],
+            stage="text",
+            precision="fp32",
+            batches=batches,
+            threads=threads,
+            warmup=warmup,
+            iters=iters,
+        )
     return rows
 
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
-    head = f"{'stage':<11}{'backend':<13}{'prec':<6}{'batch':>6}{'threads':>8}{'p50 ms':>10}{'p90 ms':>10}" \
-           f"{'p99 ms':>10}{'items/s':>10}"
+    head = (
+        f"{'stage':<11}{'backend':<13}{'prec':<6}{'batch':>6}{'threads':>8}{'p50 ms':>10}{'p90 ms':>10}"
+        f"{'p99 ms':>10}{'items/s':>10}"
+    )
     lines = [head, "-" * len(head)]
     for r in rows:
-        lines.append(f"{r['stage']:<11}{r['backend']:<13}{r['precision']:<6}{r['batch']:>6}"
-                     f"{str(r['threads'] or 'auto'):>8}{r['p50_ms']:>10.2f}{r['p90_ms']:>10.2f}{r['p99_ms']:>10.2f}"
-                     f"{r['throughput']:>10.1f}")
+        lines.append(
+            f"{r['stage']:<11}{r['backend']:<13}{r['precision']:<6}{r['batch']:>6}"
+            f"{str(r['threads'] or 'auto'):>8}{r['p50_ms']:>10.2f}{r['p90_ms']:>10.2f}{r['p99_ms']:>10.2f}"
+            f"{r['throughput']:>10.1f}"
+        )
     return "\n".join(lines)

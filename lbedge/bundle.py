@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from .deps import available
 from .config import PreprocessConfig, TextConfig
+from .deps import available
 from .encoder import Encoder
 from .engine import EngineManifest, sha256_file
 from .errors import CheckpointError, EngineMismatch, InputError
@@ -51,8 +51,8 @@ class TowerFile:
     file: str
     sha256: str
     inputs: dict[str, Any] = field(default_factory=dict)
-    extra_files: dict[str, str] = field(default_factory=dict)     # external data: name -> sha256
-    agreement: dict[str, Any] | None = None                       # vs FP32 on held-out inputs
+    extra_files: dict[str, str] = field(default_factory=dict)  # external data: name -> sha256
+    agreement: dict[str, Any] | None = None  # vs FP32 on held-out inputs
     details: dict[str, Any] = field(default_factory=dict)
 
 
@@ -64,19 +64,20 @@ class Manifest:
     embed_dim: int
     logit_scale: float
     preprocess: dict[str, Any]
-    text: dict[str, Any]                                  # family, context_length, vocab_size, fingerprint
-    tokenizer: dict[str, str]                             # file -> sha256
-    towers: dict[str, dict[str, TowerFile]]               # tower -> precision -> file
-    engines: list[dict[str, Any]] = field(default_factory=list)   # {"tower", "precision", "file", "manifest"}
+    text: dict[str, Any]  # family, context_length, vocab_size, fingerprint
+    tokenizer: dict[str, str]  # file -> sha256
+    towers: dict[str, dict[str, TowerFile]]  # tower -> precision -> file
+    engines: list[dict[str, Any]] = field(default_factory=list)  # {"tower", "precision", "file", "manifest"}
     provenance: dict[str, Any] = field(default_factory=dict)
     name: str = ""
-    text_bundle: str = ""          # relative path of a shared text bundle holding the text tower (see below)
+    text_bundle: str = ""  # relative path of a shared text bundle holding the text tower (see below)
     lbedge_version: str = ""
     schema_version: int = SCHEMA_VERSION
 
     def to_json(self) -> str:
         def enc(o: Any) -> Any:
             return o.__dict__ if isinstance(o, TowerFile) else o
+
         return json.dumps(self.__dict__, default=enc, indent=2, sort_keys=True) + "\n"
 
     @classmethod
@@ -88,13 +89,17 @@ class Manifest:
         path = bundle_file(folder, "manifest.json", what="manifest")
         raw = read_json(path, "bundle manifest", REBUILD)
         if isinstance(raw, dict) and raw.get("schema_version") != SCHEMA_VERSION:
-            raise CheckpointError(f"{path} has bundle schema {raw.get('schema_version')!r}; this lbedge reads "
-                                  f"schema {SCHEMA_VERSION}: rebuild the bundle or upgrade lbedge")
+            raise CheckpointError(
+                f"{path} has bundle schema {raw.get('schema_version')!r}; this lbedge reads "
+                f"schema {SCHEMA_VERSION}: rebuild the bundle or upgrade lbedge"
+            )
         problems = manifest_problems(raw, real_folder(folder))
         if problems:
-            raise CheckpointError(f"{folder / 'manifest.json'} is not a valid bundle manifest ({len(problems)} "
-                                  f"problem(s)): {problems.summary()}. Rebuild the bundle with `lbedge build` "
-                                  "(or re-copy it)")
+            raise CheckpointError(
+                f"{folder / 'manifest.json'} is not a valid bundle manifest ({len(problems)} "
+                f"problem(s)): {problems.summary()}. Rebuild the bundle with `lbedge build` "
+                "(or re-copy it)"
+            )
         raw = dict(raw, towers={t: {p: TowerFile(**f) for p, f in by_p.items()} for t, by_p in raw["towers"].items()})
         return cls(**raw)
 
@@ -109,8 +114,10 @@ def verify_file(folder: Path, name: str, sha256: str) -> Path:
         raise CheckpointError(f"bundle file {name} is missing from {folder}: copy the whole bundle folder")
     got = sha256_file(path)
     if got != sha256:
-        raise CheckpointError(f"bundle file {path} is corrupt or was replaced (sha256 {got[:12]}... != manifest "
-                              f"{sha256[:12]}...): rebuild or re-copy the bundle")
+        raise CheckpointError(
+            f"bundle file {path} is corrupt or was replaced (sha256 {got[:12]}... != manifest "
+            f"{sha256[:12]}...): rebuild or re-copy the bundle"
+        )
     return path
 
 
@@ -123,7 +130,7 @@ def check_external_data(folder: Path, entry: TowerFile, graph: Path, *, verify: 
     for location in sorted(external_data_locations(graph)):
         name = str(base / location) if base != PurePosixPath(".") else location
         real, problem = None, lexical_problem(location)
-        if problem is None and "\\" in location:         # onnxruntime reads it literally, lbedge as a separator
+        if problem is None and "\\" in location:  # onnxruntime reads it literally, lbedge as a separator
             problem = "has a backslash"
         if problem is None:
             real, problem = resolve_inside(root, name)
@@ -134,13 +141,19 @@ def check_external_data(folder: Path, entry: TowerFile, graph: Path, *, verify: 
         elif verify and name not in entry.extra_files:
             problems.append(f"{location[:80]!r} is not listed (with its sha256) in the manifest's extra_files")
     if problems:
-        raise CheckpointError(f"ONNX graph {entry.file} of bundle {folder} reads external data that lbedge will not "
-                              f"load ({'; '.join(problems[:10])}): {REBUILD}")
+        raise CheckpointError(
+            f"ONNX graph {entry.file} of bundle {folder} reads external data that lbedge will not "
+            f"load ({'; '.join(problems[:10])}): {REBUILD}"
+        )
 
 
 #: preference among a tower's graphs (or engines) when the precision is "auto"
-ORDER = {("vision", "tensorrt"): ("int8", "fp16", "fp32"), ("vision", "onnxruntime"): ("int8", "fp32", "fp16"),
-         ("text", "tensorrt"): ("fp16", "fp32", "int8"), ("text", "onnxruntime"): ("int8", "fp32", "fp16")}
+ORDER = {
+    ("vision", "tensorrt"): ("int8", "fp16", "fp32"),
+    ("vision", "onnxruntime"): ("int8", "fp32", "fp16"),
+    ("text", "tensorrt"): ("fp16", "fp32", "int8"),
+    ("text", "onnxruntime"): ("int8", "fp32", "fp16"),
+}
 # on ONNX Runtime fp16 is slow on CPUs, so fp32 comes before it; an int8 text graph exists only when it agreed with
 # FP32 to cosine 0.999 (and is the CPU form, which TensorRT does not compile)
 
@@ -165,8 +178,9 @@ def _engine_for(man: Manifest, folder: Path, tower: str, precision: str) -> Path
         if e["tower"] == tower and e["precision"] == precision:
             engine = bundle_file(folder, e["file"], what="TensorRT engine")
             bundle_file(folder, e["manifest"], what="engine manifest")
-            bundle_file(folder, str(PurePosixPath(e["file"].replace("\\", "/")).with_suffix(".json")),
-                        what="engine manifest")
+            bundle_file(
+                folder, str(PurePosixPath(e["file"].replace("\\", "/")).with_suffix(".json")), what="engine manifest"
+            )
             if engine.is_file():
                 return engine
     return None
@@ -211,16 +225,20 @@ def choose_tower(man: Manifest, folder: Path, tower: str, backend: str, precisio
             which = f"{precision} " if precision != "auto" else ""
             built = f" (built: {', '.join(engines)})" if engines else ""
             flag = f" --precision {precision}" if precision != "auto" else ""
-            raise EngineMismatch(f"bundle {folder} has no TensorRT engine for its {which}{tower} tower{built}: run "
-                                 f"`lbedge compile {folder}{flag}` on this device")
+            raise EngineMismatch(
+                f"bundle {folder} has no TensorRT engine for its {which}{tower} tower{built}: run "
+                f"`lbedge compile {folder}{flag}` on this device"
+            )
         prec = usable[0]
         return TowerChoice(tower, "tensorrt", prec, engines[prec], f"TensorRT engine {engines[prec].name}")
     prec = pick_precision(man, tower, precision, "onnxruntime")
     reason = "ONNX Runtime"
     if backend == "auto" and available("tensorrt"):
         which = "" if precision == "auto" else f"{precision} "
-        reason = (f"ONNX Runtime: TensorRT is installed but {folder} has no {which}{tower} engine; run "
-                  f"`lbedge compile {folder}` to build one for this device")
+        reason = (
+            f"ONNX Runtime: TensorRT is installed but {folder} has no {which}{tower} engine; run "
+            f"`lbedge compile {folder}` to build one for this device"
+        )
         log.warning("%s tower: %s", tower, reason)
     return TowerChoice(tower, "onnxruntime", prec, None, reason)
 
@@ -241,21 +259,33 @@ def text_source(folder: Path, man: Manifest) -> tuple[Path, Manifest]:
     if not (shared / "manifest.json").is_file():
         raise CheckpointError(
             f"bundle {folder} shares the text tower of {man.text_bundle!r} ({shared}), which is missing: copy "
-            f"the text bundle with it, or rebuild it (`lbedge build-text`; for lb-mini: `make lb-mini-text`)")
+            f"the text bundle with it, or rebuild it (`lbedge build-text`; for lb-mini: `make lb-mini-text`)"
+        )
     tman = Manifest.read(shared)
     if "text" not in tman.towers:
         raise CheckpointError(f"{shared} is not a text bundle (it has no text tower)")
     want, got = man.text.get("fingerprint"), tman.text.get("fingerprint")
     if want != got:
-        raise CheckpointError(f"text bundle {shared} holds another text tower (fingerprint {str(got)[:12]}... != "
-                              f"{str(want)[:12]}... that {folder.name} was trained against): rebuild it from the "
-                              f"right language model")
+        raise CheckpointError(
+            f"text bundle {shared} holds another text tower (fingerprint {str(got)[:12]}... != "
+            f"{str(want)[:12]}... that {folder.name} was trained against): rebuild it from the "
+            f"right language model"
+        )
     return shared, tman
 
 
-def load_bundle(path: str | Path, *, backend: str = "auto", precision: str = "auto",
-                text_precision: str = "auto", providers: list[str] | None = None, threads: int | None = None,
-                batch_size: int = 8, verify: bool = True, cuda_graph: bool = False) -> Encoder:
+def load_bundle(
+    path: str | Path,
+    *,
+    backend: str = "auto",
+    precision: str = "auto",
+    text_precision: str = "auto",
+    providers: list[str] | None = None,
+    threads: int | None = None,
+    batch_size: int = 8,
+    verify: bool = True,
+    cuda_graph: bool = False,
+) -> Encoder:
     """Load a bundle as an :class:`Encoder` on ONNX Runtime or TensorRT; torch is never imported.
 
     ``precision`` picks the vision graph (``int8``, ``fp16``, ``fp32`` or ``auto``); ``verify`` checks every
@@ -268,8 +298,10 @@ def load_bundle(path: str | Path, *, backend: str = "auto", precision: str = "au
     if man.modality == "text" or "vision" not in man.towers:
         raise CheckpointError(f"{folder} is a text bundle (no vision tower): load the vision bundles that share it")
     tfolder, tman = text_source(folder, man)
-    choices = {"vision": choose_tower(man, folder, "vision", backend, precision),
-               "text": choose_tower(tman, tfolder, "text", backend, text_precision)}
+    choices = {
+        "vision": choose_tower(man, folder, "vision", backend, precision),
+        "text": choose_tower(tman, tfolder, "text", backend, text_precision),
+    }
     family = man.text.get("family", "clip")
     check_tokenizer_files(tfolder, tman, family, verify=verify)
     tok = load_tokenizer(tfolder / "tokenizer", family=family, context_length=int(man.text["context_length"]))
@@ -290,18 +322,28 @@ def load_bundle(path: str | Path, *, backend: str = "auto", precision: str = "au
             return TensorRTBackend(choice.engine, onnx_sha256=entry.sha256, cuda_graph=cuda_graph, verify=verify)
         from .backends.onnxruntime_backend import OnnxRuntimeBackend
 
-        if not graph.is_file():                 # missing, or a pipe or device that onnxruntime would block on
-            raise CheckpointError(f"bundle file {entry.file} is missing from {where} or not a regular file: copy "
-                                  "the whole bundle folder")
+        if not graph.is_file():  # missing, or a pipe or device that onnxruntime would block on
+            raise CheckpointError(
+                f"bundle file {entry.file} is missing from {where} or not a regular file: copy the whole bundle folder"
+            )
         check_external_data(where, entry, graph, verify=verify)
         return OnnxRuntimeBackend(graph, providers=providers, threads=threads)
 
-    return Encoder(modality=man.modality, preprocess_config=PreprocessConfig.from_dict(man.preprocess),
-                   vision=backend_for("vision"), text=lambda: backend_for("text"), tokenizer=tok,
-                   logit_scale=man.logit_scale, embed_dim=man.embed_dim, name=man.name or folder.name,
-                   text_fingerprint=man.text.get("fingerprint"), batch_size=batch_size,
-                   precision={t: c.precision for t, c in choices.items()},
-                   backends={t: c.backend for t, c in choices.items()}, path=folder)
+    return Encoder(
+        modality=man.modality,
+        preprocess_config=PreprocessConfig.from_dict(man.preprocess),
+        vision=backend_for("vision"),
+        text=lambda: backend_for("text"),
+        tokenizer=tok,
+        logit_scale=man.logit_scale,
+        embed_dim=man.embed_dim,
+        name=man.name or folder.name,
+        text_fingerprint=man.text.get("fingerprint"),
+        batch_size=batch_size,
+        precision={t: c.precision for t, c in choices.items()},
+        backends={t: c.backend for t, c in choices.items()},
+        path=folder,
+    )
 
 
 def check_tokenizer_files(folder: Path, man: Manifest, family: str, *, verify: bool) -> None:
@@ -315,8 +357,10 @@ def check_tokenizer_files(folder: Path, man: Manifest, family: str, *, verify: b
         return
     unlisted = [name for name in needed if name not in man.tokenizer]
     if unlisted:
-        raise CheckpointError(f"bundle {folder} lists no sha256 for tokenizer file(s) {', '.join(unlisted)}, so "
-                              f"they cannot be verified: {REBUILD}")
+        raise CheckpointError(
+            f"bundle {folder} lists no sha256 for tokenizer file(s) {', '.join(unlisted)}, so "
+            f"they cannot be verified: {REBUILD}"
+        )
     for name, sha in man.tokenizer.items():
         verify_file(folder, f"tokenizer/{name}", sha)
 

@@ -6,8 +6,8 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping
 
-from .deps import require
 from .config import ModelConfig, count_parameters
+from .deps import require
 from .encoder import Encoder, fingerprint_arrays
 from .errors import CheckpointError
 from .tokenizer import Tokenizer, copy_tokenizer_files, load_tokenizer
@@ -25,19 +25,19 @@ def load_model(path: str | Path) -> "LanguageBindModel":
     folder = Path(path)
     if not folder.is_dir():
         raise CheckpointError(f"checkpoint folder not found: {folder}")
-    cfg = ModelConfig.from_json(folder)          # validated: types, ranges, parameter count under the limit
+    cfg = ModelConfig.from_json(folder)  # validated: types, ranges, parameter count under the limit
     weights = find_weights(folder)
     pickled = ".safetensors" not in weights.name
-    if not pickled:                              # safetensors: the headers alone tell, before any tensor is read
+    if not pickled:  # safetensors: the headers alone tell, before any tensor is read
         check_weights_hold(cfg, weight_shapes(weights), weights)
-    sd = read_state_dict(weights)                # a .bin is read first (its errors say what is wrong with it)
+    sd = read_state_dict(weights)  # a .bin is read first (its errors say what is wrong with it)
     if pickled:
         check_weights_hold(cfg, {k: tuple(v.shape) for k, v in sd.items()}, weights)
     scaling = cfg.vision.lora_alpha / cfg.vision.lora_r if cfg.vision.lora_r else None
     sd, merged = merge_lora(sd, scaling)
     model = LanguageBindModel(cfg)
     load_into(model, sd, str(weights))
-    model.eval().requires_grad_(False)       # an inference model; training re-enables what it tunes
+    model.eval().requires_grad_(False)  # an inference model; training re-enables what it tunes
     model.lora_pairs_merged = merged  # type: ignore[attr-defined]
     return model
 
@@ -57,9 +57,11 @@ def check_weights_hold(cfg: ModelConfig, shapes: Mapping[str, tuple[int, ...]], 
     with torch.device("meta"):
         expected = {k: tuple(v.shape) for k, v in LanguageBindModel(cfg).state_dict().items()}
     detail = "; ".join(key_problems(expected, plain_shapes(shapes)))
-    raise CheckpointError(f"{weights.parent / 'config.json'} declares {declared:,} parameters but the weights in "
-                          f"{weights.name} hold at most {held:,}: config and weights come from different models"
-                          f"{f' ({detail})' if detail else ''}; re-download the checkpoint or fix config.json")
+    raise CheckpointError(
+        f"{weights.parent / 'config.json'} declares {declared:,} parameters but the weights in "
+        f"{weights.name} hold at most {held:,}: config and weights come from different models"
+        f"{f' ({detail})' if detail else ''}; re-download the checkpoint or fix config.json"
+    )
 
 
 def text_fingerprint(model: "LanguageBindModel") -> str:
@@ -69,16 +71,25 @@ def text_fingerprint(model: "LanguageBindModel") -> str:
     return fingerprint_arrays([(k, sd[k].detach().cpu().numpy()) for k in keys])
 
 
-def encoder_from_model(model: "LanguageBindModel", tokenizer: Tokenizer, *, name: str = "",
-                       device: str = "cpu", batch_size: int = 8, path: str | Path | None = None) -> Encoder:
+def encoder_from_model(
+    model: "LanguageBindModel",
+    tokenizer: Tokenizer,
+    *,
+    name: str = "",
+    device: str = "cpu",
+    batch_size: int = 8,
+    path: str | Path | None = None,
+) -> Encoder:
     """Wrap a torch ``LanguageBindModel`` as an :class:`Encoder` on the PyTorch backend."""
     from .backends.torch_backend import TorchBackend
     from .models.towers import TextTower, VisionTower
 
     cfg = model.config
     if tokenizer.vocab_size > cfg.text.vocab_size:
-        raise CheckpointError(f"tokenizer has {tokenizer.vocab_size} tokens but the text tower's vocab_size is "
-                              f"{cfg.text.vocab_size}: tokenizer files and weights come from different models")
+        raise CheckpointError(
+            f"tokenizer has {tokenizer.vocab_size} tokens but the text tower's vocab_size is "
+            f"{cfg.text.vocab_size}: tokenizer files and weights come from different models"
+        )
     return Encoder(
         modality=cfg.modality,
         preprocess_config=cfg.preprocess,
@@ -108,8 +119,14 @@ def from_pretrained(path: str | Path, *, device: str = "cpu", batch_size: int = 
     return encoder_from_model(model, tok, name=folder.name, device=device, batch_size=batch_size, path=folder)
 
 
-def write_checkpoint(state_dict: dict, cfg: ModelConfig, folder: str | Path, *, tokenizer_dir: str | Path | None = None,
-                     safetensors: bool = True) -> Path:
+def write_checkpoint(
+    state_dict: dict,
+    cfg: ModelConfig,
+    folder: str | Path,
+    *,
+    tokenizer_dir: str | Path | None = None,
+    safetensors: bool = True,
+) -> Path:
     """Write a state dict and its config as an official-layout checkpoint folder."""
     import json
 
@@ -133,8 +150,9 @@ def write_checkpoint(state_dict: dict, cfg: ModelConfig, folder: str | Path, *, 
     return folder
 
 
-def save_pretrained(model: "LanguageBindModel", folder: str | Path, *, tokenizer_dir: str | Path | None = None,
-                    safetensors: bool = True) -> Path:
+def save_pretrained(
+    model: "LanguageBindModel", folder: str | Path, *, tokenizer_dir: str | Path | None = None, safetensors: bool = True
+) -> Path:
     """Write ``model`` as an official-layout checkpoint folder (config.json, weights, tokenizer files).
 
     The weights are plain (LoRA already merged), so the config records ``lora_r = 0``; the official

@@ -31,7 +31,7 @@ from .schema import Problems, get_bool, get_dict, get_float, get_int, get_str, j
 
 MODALITIES = ("image", "depth", "thermal", "audio", "video")
 INTERPOLATIONS = ("bicubic", "bilinear")
-HIDDEN_ACTS = ("quick_gelu", "gelu", "gelu_new", "gelu_pytorch_tanh")    # what lbedge.models.layers implements
+HIDDEN_ACTS = ("quick_gelu", "gelu", "gelu_new", "gelu_pytorch_tanh")  # what lbedge.models.layers implements
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -42,12 +42,12 @@ class PreprocessConfig:
     """Everything the deterministic inference preprocessing of one modality needs."""
 
     modality: str
-    size: int = 224                      # short side after resize, and crop size
+    size: int = 224  # short side after resize, and crop size
     mean: tuple[float, ...] = CLIP_MEAN
     std: tuple[float, ...] = CLIP_STD
-    interpolation: str = "bicubic"       # image/depth/thermal: bicubic; video: bilinear
+    interpolation: str = "bicubic"  # image/depth/thermal: bicubic; video: bilinear
     # depth
-    depth_scale: float = 1000.0          # input unit -> metres (input in millimetres)
+    depth_scale: float = 1000.0  # input unit -> metres (input in millimetres)
     min_depth: float = 0.01
     max_depth: float = 10.0
     # audio
@@ -64,9 +64,11 @@ class PreprocessConfig:
     def __post_init__(self) -> None:
         problems = preprocess_problems(asdict(self))
         if problems:
-            raise InputError(f"invalid preprocessing config: {problems.summary()}. These values come from a "
-                             "checkpoint's config.json or a bundle manifest's preprocess section: fix or rebuild it")
-        for f in fields(self):                   # plain Python numbers (numpy ones would not serialise to JSON)
+            raise InputError(
+                f"invalid preprocessing config: {problems.summary()}. These values come from a "
+                "checkpoint's config.json or a bundle manifest's preprocess section: fix or rebuild it"
+            )
+        for f in fields(self):  # plain Python numbers (numpy ones would not serialise to JSON)
             value = getattr(self, f.name)
             if f.name in ("mean", "std"):
                 object.__setattr__(self, f.name, tuple(float(v) for v in value))
@@ -101,11 +103,22 @@ class PreprocessConfig:
 
 # accepted range of each numeric PreprocessConfig field: (lowest, highest), and for floats whether the lowest
 # value itself is excluded
-_PRE_INTS = {"size": (1, 4096), "sample_rate": (1000, 384_000), "num_mel_bins": (1, 1024),
-             "target_length": (1, 16384), "num_frames": (1, 64)}
-_PRE_FLOATS = {"depth_scale": (0.0, 1e9, True), "min_depth": (0.0, 1e9, True), "max_depth": (0.0, 1e9, False),
-               "audio_mean": (-1e6, 1e6, False), "audio_std": (0.0, 1e6, True),
-               "frame_length_ms": (0.0, 1000.0, True), "frame_shift_ms": (0.0, 1000.0, True)}
+_PRE_INTS = {
+    "size": (1, 4096),
+    "sample_rate": (1000, 384_000),
+    "num_mel_bins": (1, 1024),
+    "target_length": (1, 16384),
+    "num_frames": (1, 64),
+}
+_PRE_FLOATS = {
+    "depth_scale": (0.0, 1e9, True),
+    "min_depth": (0.0, 1e9, True),
+    "max_depth": (0.0, 1e9, False),
+    "audio_mean": (-1e6, 1e6, False),
+    "audio_std": (0.0, 1e6, True),
+    "frame_length_ms": (0.0, 1000.0, True),
+    "frame_shift_ms": (0.0, 1000.0, True),
+}
 _PRE_DEFAULTS = {f.name: f.default for f in fields(PreprocessConfig) if f.default is not MISSING}
 
 
@@ -117,8 +130,10 @@ def preprocess_problems(values: Mapping[str, Any]) -> Problems:
     for name, (lo, hi) in _PRE_INTS.items():
         if name in values:
             get_int(p, name, values[name], lo, hi)
-    got = {name: get_float(p, name, values[name], lo, hi, lo_open=open_) if name in values else None
-           for name, (lo, hi, open_) in _PRE_FLOATS.items()}
+    got = {
+        name: get_float(p, name, values[name], lo, hi, lo_open=open_) if name in values else None
+        for name, (lo, hi, open_) in _PRE_FLOATS.items()
+    }
     for name in ("mean", "std"):
         if name in values:
             _check_triple(p, name, values[name], positive=name == "std")
@@ -136,9 +151,15 @@ def preprocess_problems(values: Mapping[str, Any]) -> Problems:
 
 def _check_triple(p: Problems, name: str, value: Any, *, positive: bool) -> None:
     """Record a problem unless ``value`` is three finite numbers (all above 0 with ``positive``)."""
-    ok = not isinstance(value, (str, bytes, Mapping)) and hasattr(value, "__len__") and len(value) == 3 and all(
-        isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) and (v > 0 or not positive)
-        for v in value)
+    ok = (
+        not isinstance(value, (str, bytes, Mapping))
+        and hasattr(value, "__len__")
+        and len(value) == 3
+        and all(
+            isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) and (v > 0 or not positive)
+            for v in value
+        )
+    )
     if not ok:
         what = "positive finite numbers" if positive else "finite numbers"
         got = show(list(value) if isinstance(value, tuple) else value)
@@ -162,10 +183,10 @@ class VisionConfig:
     layer_norm_eps: float = 1e-5
     hidden_act: str = "quick_gelu"
     # modality extras
-    grid: tuple[int, int] = (7, 7)       # patch grid (rows, cols); audio: (mel_bins, target_length) / patch
-    num_frames: int = 1                  # video frames per clip
-    add_time_attn: bool = False          # LanguageBind_Video temporal attention in every layer
-    tube_size: int = 1                   # V1.5 3D "tube" patch embedding (clip_type "vl_new")
+    grid: tuple[int, int] = (7, 7)  # patch grid (rows, cols); audio: (mel_bins, target_length) / patch
+    num_frames: int = 1  # video frames per clip
+    add_time_attn: bool = False  # LanguageBind_Video temporal attention in every layer
+    tube_size: int = 1  # V1.5 3D "tube" patch embedding (clip_type "vl_new")
     patch_3d: bool = False
     # LoRA adapters in the checkpoint file (merged at load time). A tower built in code has none; a config.json
     # without lora_r means the official 2
@@ -200,11 +221,11 @@ class TextConfig:
     max_position_embeddings: int = 77
     layer_norm_eps: float = 1e-5
     hidden_act: str = "quick_gelu"
-    bos_token_id: int = 49406              # BERT: [CLS]
-    eos_token_id: int = 49407              # BERT: [SEP]
-    pad_token_id: int = 1                  # BERT's [PAD] marks padding; CLIP pads with EOS (see ``pad_id``)
-    type_vocab_size: int = 2               # BERT only
-    max_length: int = 77                   # tokens per prompt (CLIP: all max_position_embeddings)
+    bos_token_id: int = 49406  # BERT: [CLS]
+    eos_token_id: int = 49407  # BERT: [SEP]
+    pad_token_id: int = 1  # BERT's [PAD] marks padding; CLIP pads with EOS (see ``pad_id``)
+    type_vocab_size: int = 2  # BERT only
+    max_length: int = 77  # tokens per prompt (CLIP: all max_position_embeddings)
 
     @property
     def pad_id(self) -> int:
@@ -217,8 +238,9 @@ class TextConfig:
         return ("vocab.json", "merges.txt") if self.family == "clip" else ("tokenizer.json",)
 
 
-def text_config_from_dict(tc: Mapping[str, Any], *, where: str = "text_config",
-                          problems: Problems | None = None) -> TextConfig:
+def text_config_from_dict(
+    tc: Mapping[str, Any], *, where: str = "text_config", problems: Problems | None = None
+) -> TextConfig:
     """A ``text_config`` (LanguageBind's CLIP one, or a BERT one with ``model_type: bert``) as a TextConfig.
 
     Every type and range is checked. With ``problems``, each problem is recorded there (under JSON path
@@ -227,8 +249,9 @@ def text_config_from_dict(tc: Mapping[str, Any], *, where: str = "text_config",
     p = problems if problems is not None else Problems()
     cfg = _text_config(tc, where, p)
     if problems is None and p:
-        raise CheckpointError(f"unusable text config ({len(p)} problem(s)): {p.summary()}. Fix config.json or "
-                              "re-download the model")
+        raise CheckpointError(
+            f"unusable text config ({len(p)} problem(s)): {p.summary()}. Fix config.json or re-download the model"
+        )
     return cfg
 
 
@@ -241,7 +264,7 @@ def _text_config(tc: Mapping[str, Any], where: str, p: Problems) -> TextConfig:
     if r.ok("hidden_size", "num_attention_heads") and d % heads:
         p.add(join(where, "hidden_size"), f"{d} is not divisible by num_attention_heads {heads}")
     positions = got["max_position_embeddings"]
-    got["max_length"] = min(positions, got.get("max_length", positions))     # CLIP prompts fill every position
+    got["max_length"] = min(positions, got.get("max_length", positions))  # CLIP prompts fill every position
     return TextConfig(family=family, **got)
 
 
@@ -281,8 +304,7 @@ class ModelConfig:
         a model whose parameter count is over ``limits().max_model_params`` is refused.
         """
         if not isinstance(raw, dict) or "vision_config" not in raw or "text_config" not in raw:
-            raise CheckpointError(
-                f"{source} has no vision_config/text_config: not a LanguageBind checkpoint config")
+            raise CheckpointError(f"{source} has no vision_config/text_config: not a LanguageBind checkpoint config")
         p = Problems()
         vc = get_dict(p, "vision_config", raw["vision_config"] or {}) or {}
         tc = get_dict(p, "text_config", raw["text_config"] or {}) or {}
@@ -293,26 +315,40 @@ class ModelConfig:
         top = _Reader(raw, "", p)
         model = {row.field: top.read(row) for row in MODEL_KEYS}
         if p:
-            raise CheckpointError(f"{source} is not a usable LanguageBind config ({len(p)} problem(s)): "
-                                  f"{p.summary()}. Fix config.json or re-download the checkpoint")
+            raise CheckpointError(
+                f"{source} is not a usable LanguageBind config ({len(p)} problem(s)): "
+                f"{p.summary()}. Fix config.json or re-download the checkpoint"
+            )
         cfg = cls(modality=modality, vision=vision, text=text, preprocess=pre, **model)
         n = count_parameters(cfg)
         cap = limits().max_model_params
         if n > cap:
-            raise CheckpointError(f"{source} declares a model of {n:,} parameters, over the max_model_params limit "
-                                  f"of {cap:,}: check config.json ({hint('max_model_params')})")
+            raise CheckpointError(
+                f"{source} declares a model of {n:,} parameters, over the max_model_params limit "
+                f"of {cap:,}: check config.json ({hint('max_model_params')})"
+            )
         return cfg
 
     def to_dict(self) -> dict[str, Any]:
         """Serialise in the official LanguageBind ``config.json`` layout (what :meth:`from_dict` reads back)."""
         m = self.modality
-        vision = {**_written(VISION_KEYS, self.vision, m), **_written(PREPROCESS_KEYS, self.preprocess, m),
-                  "projection_dim": self.projection_dim, "lora_dropout": 0.0, "force_patch_dropout": 0.0}
+        vision = {
+            **_written(VISION_KEYS, self.vision, m),
+            **_written(PREPROCESS_KEYS, self.preprocess, m),
+            "projection_dim": self.projection_dim,
+            "lora_dropout": 0.0,
+            "force_patch_dropout": 0.0,
+        }
         if m == "video":
             vision["video_decode_backend"] = "decord"
         arch = "LanguageBind" + m.capitalize()
-        return {"architectures": [arch], "model_type": arch, **_written(MODEL_KEYS, self, m),
-                "text_config": text_config_to_dict(self.text, self.projection_dim), "vision_config": vision}
+        return {
+            "architectures": [arch],
+            "model_type": arch,
+            **_written(MODEL_KEYS, self, m),
+            "text_config": text_config_to_dict(self.text, self.projection_dim),
+            "vision_config": vision,
+        }
 
 
 def detect_modality(raw: Mapping[str, Any]) -> str:
@@ -337,10 +373,10 @@ def detect_modality(raw: Mapping[str, Any]) -> str:
 
 # --- bounds of a config.json, checked before anything is allocated ------------------------------------------
 
-MAX_WIDTH = 16384            # hidden, intermediate and projection sizes
+MAX_WIDTH = 16384  # hidden, intermediate and projection sizes
 MAX_LAYERS = 256
 MAX_IMAGE_SIZE = 4096
-MAX_PATCHES = 16384          # patches (tokens) per frame
+MAX_PATCHES = 16384  # patches (tokens) per frame
 MAX_FRAMES = 64
 MAX_VOCAB = 1_000_000
 MAX_TEXT_POSITIONS = 8192
@@ -350,6 +386,7 @@ MAX_CHANNELS = 64
 
 
 # --- the keys of an official config.json: one row each ----------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class ConfigKey:
@@ -388,17 +425,20 @@ def _preprocess_key(key: str, field: str, default: Any, only: tuple[str, ...], *
     return ConfigKey(key, field, "float", default, lo, hi, lo_open, only=only, **kw)
 
 
-def _text_keys(*, vocab: int, width: int, mlp: int, layers: int, heads: int, positions: int, eps: float,
-               act: str) -> tuple[ConfigKey, ...]:
+def _text_keys(
+    *, vocab: int, width: int, mlp: int, layers: int, heads: int, positions: int, eps: float, act: str
+) -> tuple[ConfigKey, ...]:
     """The sizes every text tower's config.json holds, with one family's defaults."""
-    return (ConfigKey("vocab_size", "vocab_size", "int", vocab, 1, MAX_VOCAB),
-            ConfigKey("hidden_size", "hidden_size", "int", width, 1, MAX_WIDTH),
-            ConfigKey("intermediate_size", "intermediate_size", "int", mlp, 1, MAX_WIDTH),
-            ConfigKey("num_hidden_layers", "num_hidden_layers", "int", layers, 1, MAX_LAYERS),
-            ConfigKey("num_attention_heads", "num_attention_heads", "int", heads, 1, MAX_WIDTH),
-            ConfigKey("max_position_embeddings", "max_position_embeddings", "int", positions, 1, MAX_TEXT_POSITIONS),
-            ConfigKey("layer_norm_eps", "layer_norm_eps", "float", eps, 0.0, 1.0, lo_open=True),
-            ConfigKey("hidden_act", "hidden_act", "str", act, choices=HIDDEN_ACTS))
+    return (
+        ConfigKey("vocab_size", "vocab_size", "int", vocab, 1, MAX_VOCAB),
+        ConfigKey("hidden_size", "hidden_size", "int", width, 1, MAX_WIDTH),
+        ConfigKey("intermediate_size", "intermediate_size", "int", mlp, 1, MAX_WIDTH),
+        ConfigKey("num_hidden_layers", "num_hidden_layers", "int", layers, 1, MAX_LAYERS),
+        ConfigKey("num_attention_heads", "num_attention_heads", "int", heads, 1, MAX_WIDTH),
+        ConfigKey("max_position_embeddings", "max_position_embeddings", "int", positions, 1, MAX_TEXT_POSITIONS),
+        ConfigKey("layer_norm_eps", "layer_norm_eps", "float", eps, 0.0, 1.0, lo_open=True),
+        ConfigKey("hidden_act", "hidden_act", "str", act, choices=HIDDEN_ACTS),
+    )
 
 
 #: top level -> ModelConfig
@@ -439,18 +479,20 @@ PREPROCESS_KEYS: tuple[ConfigKey, ...] = (
 #: text_config -> TextConfig, per family: LanguageBind's CLIPTextConfig, or a Hugging Face BertConfig (whose
 #: token ids and ``max_length``, lbedge's own keys, default to the BERT vocabulary's and 64 tokens)
 TEXT_KEYS: dict[str, tuple[ConfigKey, ...]] = {
-    "clip": _text_keys(vocab=49408, width=512, mlp=2048, layers=12, heads=8, positions=77, eps=1e-5,
-                       act="quick_gelu") + (
+    "clip": _text_keys(vocab=49408, width=512, mlp=2048, layers=12, heads=8, positions=77, eps=1e-5, act="quick_gelu")
+    + (
         ConfigKey("bos_token_id", "bos_token_id", "int", 49406, 0, MAX_TOKEN_ID),
         ConfigKey("eos_token_id", "eos_token_id", "int", 49407, 0, MAX_TOKEN_ID),
-        ConfigKey("pad_token_id", "pad_token_id", "int", 1, 0, MAX_TOKEN_ID)),
-    "bert": _text_keys(vocab=30522, width=768, mlp=3072, layers=12, heads=12, positions=512, eps=1e-12,
-                       act="gelu") + (
+        ConfigKey("pad_token_id", "pad_token_id", "int", 1, 0, MAX_TOKEN_ID),
+    ),
+    "bert": _text_keys(vocab=30522, width=768, mlp=3072, layers=12, heads=12, positions=512, eps=1e-12, act="gelu")
+    + (
         ConfigKey("cls_token_id", "bos_token_id", "int", 101, 0, MAX_TOKEN_ID),
         ConfigKey("sep_token_id", "eos_token_id", "int", 102, 0, MAX_TOKEN_ID),
         ConfigKey("pad_token_id", "pad_token_id", "int", 0, 0, MAX_TOKEN_ID),
         ConfigKey("type_vocab_size", "type_vocab_size", "int", 2, 1, 1024),
-        ConfigKey("max_length", "max_length", "int", 64, 1, MAX_TEXT_POSITIONS)),
+        ConfigKey("max_length", "max_length", "int", 64, 1, MAX_TEXT_POSITIONS),
+    ),
 }
 TEXT_FAMILIES = tuple(TEXT_KEYS)
 
@@ -476,7 +518,7 @@ class _Reader:
     where: str
     p: Problems
     bad: set[str] = field(default_factory=set)
-    pairs: dict[str, tuple[int, int]] = field(default_factory=dict)     # one more pair accepted per side key
+    pairs: dict[str, tuple[int, int]] = field(default_factory=dict)  # one more pair accepted per side key
 
     def read(self, row: ConfigKey) -> Any:
         """The checked value of ``row.key``; its default when absent (null) or bad (the problem is recorded)."""
@@ -510,8 +552,11 @@ class _Reader:
         elif len(value) == 2 and value[0] == value[1]:
             got = get_int(self.p, where, value[0], int(row.lo), int(row.hi), integral_float=True)
         else:
-            self.p.add(where, f"expected an integer or a square pair [n, n], got {value[:4]!r}: lbedge runs square "
-                              "patches and frames only")
+            self.p.add(
+                where,
+                f"expected an integer or a square pair [n, n], got {value[:4]!r}: lbedge runs square "
+                "patches and frames only",
+            )
             got = None
         if got is None:
             self.bad.add(row.key)
@@ -530,7 +575,7 @@ def _vision_config(vc: Mapping[str, Any], modality: str, p: Problems) -> VisionC
         rows, cols = _mel_grid(r)
         r.pairs["image_size"] = (rows, cols)
     got = {row.field: r.read(row) for row in VISION_KEYS if row.applies(modality)}
-    if "lora_r" in vc and vc["lora_r"] is None:          # null: no adapters (absent: the official 2)
+    if "lora_r" in vc and vc["lora_r"] is None:  # null: no adapters (absent: the official 2)
         got["lora_r"] = 0
     d, heads, patch = got["hidden_size"], got["num_attention_heads"], got["patch_size"]
     if r.ok("hidden_size", "num_attention_heads") and d % heads:
@@ -539,17 +584,19 @@ def _vision_config(vc: Mapping[str, Any], modality: str, p: Problems) -> VisionC
         rows = cols = got["image_size"]
     patches = (rows // patch) * (cols // patch)
     if not r.ok("patch_size", "image_size", "num_mel_bins", "target_length"):
-        pass                                               # already reported: no follow-up problems
+        pass  # already reported: no follow-up problems
     elif min(rows, cols) < patch:
         grid = f"image_size {got['image_size']}" if modality != "audio" else f"the mel grid {rows} x {cols}"
         p.add("vision_config.patch_size", f"{patch} is larger than {grid}")
     elif patches > MAX_PATCHES:
         p.add("vision_config.patch_size", f"{patch} cuts the input into {patches:,} patches (at most {MAX_PATCHES:,})")
     if not got.get("patch_3d"):
-        got["tube_size"] = _VISION["tube_size"].default     # a tube only exists in the V1.5 3D patch embedding
+        got["tube_size"] = _VISION["tube_size"].default  # a tube only exists in the V1.5 3D patch embedding
     elif r.ok("num_frames", "tube_size") and got["num_frames"] % got["tube_size"]:
-        p.add("vision_config.tube_size", f"num_frames {got['num_frames']} is not a multiple of tube_size "
-                                         f"{got['tube_size']}")
+        p.add(
+            "vision_config.tube_size",
+            f"num_frames {got['num_frames']} is not a multiple of tube_size {got['tube_size']}",
+        )
     got["add_time_attn"] = got["add_time_attn"] and modality == "video"
     return VisionConfig(grid=(max(rows // patch, 1), max(cols // patch, 1)), **got)
 
@@ -566,7 +613,7 @@ def _mel_grid(r: _Reader) -> tuple[int, int]:
 
 def _preprocess_config(vc: Mapping[str, Any], modality: str, p: Problems) -> PreprocessConfig:
     """The PreprocessConfig of ``vision_config``; problems go to ``p`` (and a default config is returned)."""
-    seen = _Reader(vc, "vision_config", Problems())      # keys _vision_config has already checked and reported
+    seen = _Reader(vc, "vision_config", Problems())  # keys _vision_config has already checked and reported
     r = _Reader(vc, "vision_config", p)
     kw: dict[str, Any] = {"modality": modality}
     if modality == "audio":
@@ -585,6 +632,7 @@ def _preprocess_config(vc: Mapping[str, Any], modality: str, p: Problems) -> Pre
 
 # --- the exact parameter count a config implies -------------------------------------------------------------
 
+
 def _layer_parameters(d: int, mlp: int) -> int:
     """One transformer layer: q/k/v/out projections with biases, two LayerNorms, the two-layer MLP."""
     return 4 * (d * d + d) + 2 * (2 * d) + (d * mlp + mlp) + (mlp * d + d)
@@ -597,7 +645,7 @@ def vision_parameters(v: VisionConfig) -> int:
     cls_token = d * (v.temporal_tokens if v.patch_3d else 1)
     embeddings = patch + cls_token + v.num_positions * d
     layer = _layer_parameters(d, v.intermediate_size)
-    if v.add_time_attn:           # per layer: temporal embedding, temporal attention and its LayerNorm
+    if v.add_time_attn:  # per layer: temporal embedding, temporal attention and its LayerNorm
         layer += v.temporal_tokens * d + 4 * (d * d + d) + 2 * d
     return embeddings + 2 * (2 * d) + v.num_hidden_layers * layer
 
@@ -605,7 +653,7 @@ def vision_parameters(v: VisionConfig) -> int:
 def text_parameters(t: TextConfig) -> int:
     """Parameters of the text tower (without its projection): CLIP's causal transformer or a BERT encoder."""
     d = t.hidden_size
-    embeddings = (t.vocab_size + t.max_position_embeddings) * d + 2 * d      # + final LayerNorm / embedding LN
+    embeddings = (t.vocab_size + t.max_position_embeddings) * d + 2 * d  # + final LayerNorm / embedding LN
     if t.family == "bert":
         embeddings += t.type_vocab_size * d
     return embeddings + t.num_hidden_layers * _layer_parameters(d, t.intermediate_size)

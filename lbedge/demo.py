@@ -17,7 +17,6 @@ from .errors import LBEdgeError
 from .frames import Frame, SourceTraits
 from .pipeline import Pipeline, Result
 
-
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv")
 
 
@@ -25,8 +24,10 @@ def display_problem() -> str | None:
     """Why no window can be shown here (None when one can): a headless OpenCV build, or no display."""
     gui = re.search(r"GUI:\s*(\S+)", cv2.getBuildInformation())
     if gui and gui.group(1).upper() == "NONE":
-        return ("this OpenCV build has no GUI (opencv-python-headless): pip install opencv-python for a window, "
-                "or run with --headless and --output out.mp4 and/or --jsonl -")
+        return (
+            "this OpenCV build has no GUI (opencv-python-headless): pip install opencv-python for a window, "
+            "or run with --headless and --output out.mp4 and/or --jsonl -"
+        )
     if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
         return "no display (DISPLAY is not set): run from a desktop session, or use --headless"
     return None
@@ -51,12 +52,12 @@ def frame_picture(frame: Frame) -> np.ndarray:
     if frame.modality == "audio":
         return audio_panel(frame)
     data = np.asarray(frame.data)
-    if data.dtype == np.uint16:                      # depth in mm: near is warm
+    if data.dtype == np.uint16:  # depth in mm: near is warm
         valid = data > 0
         far = float(np.percentile(data[valid], 99)) if valid.any() else 1.0
         grey = np.where(valid, 255 - np.clip(data / far * 255, 0, 255), 0).astype(np.uint8)
         pic = cv2.applyColorMap(grey, cv2.COLORMAP_TURBO)[..., ::-1]
-        return np.where(valid[..., None], pic, 0).astype(np.uint8)          # invalid pixels black
+        return np.where(valid[..., None], pic, 0).astype(np.uint8)  # invalid pixels black
     return data
 
 
@@ -90,14 +91,20 @@ def overlay(image_rgb: np.ndarray, result: Result, fps: float) -> np.ndarray:
     """BGR copy of an RGB picture with the source's labels and score bars, the fused label, FPS and per-source status.
 
     Small pictures are first enlarged by a whole factor (nearest neighbour) so the text stays readable."""
-    img = np.ascontiguousarray(image_rgb[..., ::-1]) if image_rgb.ndim == 3 else cv2.cvtColor(image_rgb, cv2.COLOR_GRAY2BGR)
+    img = (
+        np.ascontiguousarray(image_rgb[..., ::-1])
+        if image_rgb.ndim == 3
+        else cv2.cvtColor(image_rgb, cv2.COLOR_GRAY2BGR)
+    )
     factor = -(-MIN_OVERLAY_SIDE // max(1, max(img.shape[:2])))
     if factor > 1:
         img = cv2.resize(img, (img.shape[1] * factor, img.shape[0] * factor), interpolation=cv2.INTER_NEAREST)
     scale = max(0.4, img.shape[1] / 900)
     y = int(22 * scale)
     for label, score in result.update.scores.items():
-        cv2.rectangle(img, (8, y - int(14 * scale)), (8 + int(160 * scale * score), y + int(4 * scale)), (0, 160, 0), -1)
+        cv2.rectangle(
+            img, (8, y - int(14 * scale)), (8 + int(160 * scale * score), y + int(4 * scale)), (0, 160, 0), -1
+        )
         cv2.putText(img, f"{label} {score:.2f}", (10, y), cv2.FONT_HERSHEY_SIMPLEX, 0.5 * scale, (255, 255, 255), 1)
         y += int(22 * scale)
     fused = f"fused: {result.fused_label} ({'+'.join(result.fused_sources)})" if result.fused_label else ""
@@ -117,8 +124,16 @@ def format_result(result: Result) -> str:
     return f"{u.source} #{u.sequence}: {u.label} {score:.2f}{fused} | {u.latency_ms:.0f} ms{events}"
 
 
-def run_demo(pipeline: Pipeline, *, output: Path | None, jsonl: TextIO | None, max_results: int | None = None,
-             window: bool = False, say=print, on_result: Callable[[Result], None] | None = None) -> dict[str, Any]:
+def run_demo(
+    pipeline: Pipeline,
+    *,
+    output: Path | None,
+    jsonl: TextIO | None,
+    max_results: int | None = None,
+    window: bool = False,
+    say=print,
+    on_result: Callable[[Result], None] | None = None,
+) -> dict[str, Any]:
     """Consume the pipeline's results: JSON lines, annotated output (``output``: an .mp4/.avi/.mkv video of the
     first visual source, or a folder of PNGs of every source), an overlay window per source (``window``; q or
     Esc quits), and ``on_result`` for each result. Every pipeline event is passed to ``say`` once.
@@ -133,9 +148,9 @@ def run_demo(pipeline: Pipeline, *, output: Path | None, jsonl: TextIO | None, m
     display = None
     as_pictures = output is not None and output.suffix.lower() not in VIDEO_SUFFIXES
     visual = [n for n, src in pipeline.sources.items() if src.modality != "audio"]
-    video_source = (visual or list(pipeline.sources))[0]          # the video shows one source
+    video_source = (visual or list(pipeline.sources))[0]  # the video shows one source
     n, t0, shown, interrupted = 0, time.monotonic(), 0, None
-    quiet_events, event_log_channel.disabled = event_log_channel.disabled, True   # say() shows them, once
+    quiet_events, event_log_channel.disabled = event_log_channel.disabled, True  # say() shows them, once
 
     def show_events() -> None:
         nonlocal shown
@@ -160,14 +175,15 @@ def run_demo(pipeline: Pipeline, *, output: Path | None, jsonl: TextIO | None, m
             if display is not None and img is not None and not display.show(result.update.source, img):
                 break
             if output is not None and img is not None:
-                if as_pictures:                           # a folder: every annotated frame of every source
+                if as_pictures:  # a folder: every annotated frame of every source
                     path = output / f"{result.update.source}_{result.update.sequence:06d}.png"
                     if not cv2.imwrite(str(path), img):
                         raise LBEdgeError(f"could not write {path} (disk full or not writable?)")
                 elif result.update.source == video_source:
                     if writer is None:
-                        writer = VideoOutput(output, tuple(img.shape[1::-1]),
-                                             SourceTraits.of(pipeline.sources[video_source]).fps)
+                        writer = VideoOutput(
+                            output, tuple(img.shape[1::-1]), SourceTraits.of(pipeline.sources[video_source]).fps
+                        )
                     writer.write(img)
             show_events()
             if max_results and n >= max_results:
@@ -183,8 +199,13 @@ def run_demo(pipeline: Pipeline, *, output: Path | None, jsonl: TextIO | None, m
         if writer is not None:
             writer.close()
     show_events()
-    return {"results": n, "fps": round(n / max(1e-6, time.monotonic() - t0), 2), "sources": pipeline.stats(),
-            "interrupted": interrupted, "video_frames": writer.frames if writer is not None else 0}
+    return {
+        "results": n,
+        "fps": round(n / max(1e-6, time.monotonic() - t0), 2),
+        "sources": pipeline.stats(),
+        "interrupted": interrupted,
+        "video_frames": writer.frames if writer is not None else 0,
+    }
 
 
 class VideoOutput:
@@ -197,12 +218,14 @@ class VideoOutput:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, size)
         if not self.writer.isOpened():
-            raise LBEdgeError(f"cannot write the video {self.path} (folder not writable, or no encoder for it "
-                              "in this OpenCV build): choose another --output")
+            raise LBEdgeError(
+                f"cannot write the video {self.path} (folder not writable, or no encoder for it "
+                "in this OpenCV build): choose another --output"
+            )
         self.frames = 0
 
     def write(self, img: np.ndarray) -> None:
-        if tuple(img.shape[1::-1]) != self.size:      # a source whose resolution changed: keep the video's
+        if tuple(img.shape[1::-1]) != self.size:  # a source whose resolution changed: keep the video's
             img = cv2.resize(img, self.size)
         self.writer.write(img)
         self.frames += 1

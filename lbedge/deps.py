@@ -26,9 +26,9 @@ _EXTRAS: dict[str, tuple[str, str]] = {
 # not on PyPI for every platform: a hint instead of an extra
 _HINTS: dict[str, str] = {
     "tensorrt": "TensorRT Python bindings are needed for the TensorRT backend: on a Jetson they come with JetPack "
-                "(apt install python3-libnvinfer); on x86 GPU hosts pip install tensorrt",
-    "cuda": "cuda-python is needed by the TensorRT backend: pip install \"lbedge[tensorrt]\" on CUDA 12 (JetPack 6, "
-            "cuda-python 12.x) or \"lbedge[tensorrt-cuda13]\" on CUDA 13 (JetPack 7)",
+    "(apt install python3-libnvinfer); on x86 GPU hosts pip install tensorrt",
+    "cuda": 'cuda-python is needed by the TensorRT backend: pip install "lbedge[tensorrt]" on CUDA 12 (JetPack 6, '
+    'cuda-python 12.x) or "lbedge[tensorrt-cuda13]" on CUDA 13 (JetPack 7)',
 }
 
 

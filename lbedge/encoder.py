@@ -24,12 +24,23 @@ from .tokenizer import Tokenizer
 class Encoder:
     """Embeds one modality and text into LanguageBind's shared, L2-normalised space."""
 
-    def __init__(self, *, modality: str, preprocess_config: PreprocessConfig, vision: Backend,
-                 text: Backend | Callable[[], Backend],
-                 tokenizer: Tokenizer, logit_scale: float, embed_dim: int, name: str = "",
-                 text_fingerprint: str | Callable[[], str] | None = None, batch_size: int = 8,
-                 precision: Mapping[str, str] | None = None, backends: Mapping[str, str] | None = None,
-                 path: str | os.PathLike | None = None):
+    def __init__(
+        self,
+        *,
+        modality: str,
+        preprocess_config: PreprocessConfig,
+        vision: Backend,
+        text: Backend | Callable[[], Backend],
+        tokenizer: Tokenizer,
+        logit_scale: float,
+        embed_dim: int,
+        name: str = "",
+        text_fingerprint: str | Callable[[], str] | None = None,
+        batch_size: int = 8,
+        precision: Mapping[str, str] | None = None,
+        backends: Mapping[str, str] | None = None,
+        path: str | os.PathLike | None = None,
+    ):
         self.modality = modality
         self.preprocess_config = preprocess_config
         self.preprocessor = Preprocessor(preprocess_config)
@@ -48,8 +59,10 @@ class Encoder:
         self.path = Path(path) if path is not None else None
 
     def __repr__(self) -> str:
-        return (f"Encoder(modality={self.modality!r}, name={self.name!r}, dim={self.embed_dim}, "
-                f"backend={self.vision.name!r})")
+        return (
+            f"Encoder(modality={self.modality!r}, name={self.name!r}, dim={self.embed_dim}, "
+            f"backend={self.vision.name!r})"
+        )
 
     @property
     def text(self) -> Backend:
@@ -83,8 +96,12 @@ class Encoder:
     def is_preprocessed(self, x: Any) -> bool:
         """True for a float array whose trailing dimensions are this modality's ``input_shape``."""
         shape = self.input_shape
-        return (isinstance(x, np.ndarray) and np.issubdtype(x.dtype, np.floating)
-                and x.ndim in (len(shape), len(shape) + 1) and tuple(x.shape[-len(shape):]) == shape)
+        return (
+            isinstance(x, np.ndarray)
+            and np.issubdtype(x.dtype, np.floating)
+            and x.ndim in (len(shape), len(shape) + 1)
+            and tuple(x.shape[-len(shape) :]) == shape
+        )
 
     def embed(self, x: Any, **kw: Any) -> np.ndarray:
         """L2-normalised embeddings ``[B, D]`` of preprocessed batches or raw inputs."""
@@ -102,18 +119,17 @@ class Encoder:
         """Token ids and attention mask, int64 ``[N, 77]``, as the official tokenizer gives them."""
         return self.tokenizer(texts)
 
-    def embed_text(self, texts: str | Sequence[str],
-                   progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+    def embed_text(self, texts: str | Sequence[str], progress: Callable[[int, int], None] | None = None) -> np.ndarray:
         """L2-normalised text embeddings ``[N, D]``, tokenized and embedded batch by batch;
         ``progress(done, total)`` is called after each batch."""
         items = [texts] if isinstance(texts, str) else list(texts)
         if not items:
             return np.zeros((0, self.embed_dim), np.float32)
         text = self.text
-        bs = max(self.batch_size, 32)          # tokenized per chunk; each chunk is split again to fit the backend
+        bs = max(self.batch_size, 32)  # tokenized per chunk; each chunk is split again to fit the backend
         out = []
         for i in range(0, len(items), bs):
-            ids, _ = self.tokenize(items[i:i + bs])
+            ids, _ = self.tokenize(items[i : i + bs])
             out.append(run_batched(text, ids, preferred=bs))
             if progress is not None:
                 progress(min(i + bs, len(items)), len(items))

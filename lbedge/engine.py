@@ -46,26 +46,28 @@ class EngineManifest:
     """What an engine was built from, for and with, and how closely it agreed with ONNX Runtime."""
 
     tensorrt_version: str
-    cuda_version: str                  # the device's CUDA, as its driver reports it
-    compute_capability: str            # "8.7" (Orin), "9.0" (H100/H200)...
+    cuda_version: str  # the device's CUDA, as its driver reports it
+    compute_capability: str  # "8.7" (Orin), "9.0" (H100/H200)...
     device_name: str
-    platform: str                      # "aarch64-linux" / "x86_64-linux"
-    precision: str                     # fp16 | int8 | fp32
+    platform: str  # "aarch64-linux" / "x86_64-linux"
+    precision: str  # fp16 | int8 | fp32
     onnx_sha256: str
     engine_sha256: str = ""
-    inputs: dict[str, dict[str, Any]] = field(default_factory=dict)   # name -> {dtype, min, opt, max shapes}
+    inputs: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> {dtype, min, opt, max shapes}
     outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
-    build_flags: dict[str, Any] = field(default_factory=dict)         # workspace, dla_core, version_compatible...
+    build_flags: dict[str, Any] = field(default_factory=dict)  # workspace, dla_core, version_compatible...
     jetpack: str = ""
     lbedge_version: str = ""
-    precision_control: str = ""        # how the graph's FP32 layers were kept: strong typing or constraints
-    agreement: dict[str, Any] = field(default_factory=dict)           # vs ONNX Runtime FP32, measured at build
+    precision_control: str = ""  # how the graph's FP32 layers were kept: strong typing or constraints
+    agreement: dict[str, Any] = field(default_factory=dict)  # vs ONNX Runtime FP32, measured at build
     schema: int = ENGINE_SCHEMA
 
     def cache_key(self) -> str:
         """jetson-inference style key: model checksum, precision, TensorRT version, device."""
-        raw = f"{self.onnx_sha256}|{self.precision}|{self.tensorrt_version}|{self.compute_capability}|" \
-              f"{self.platform}|{json.dumps(self.build_flags, sort_keys=True)}"
+        raw = (
+            f"{self.onnx_sha256}|{self.precision}|{self.tensorrt_version}|{self.compute_capability}|"
+            f"{self.platform}|{json.dumps(self.build_flags, sort_keys=True)}"
+        )
         return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
     def save(self, path: str | Path) -> None:
@@ -81,15 +83,33 @@ class EngineManifest:
         raw = read_json(path, "engine manifest", fix)
         problems = engine_manifest_problems(raw)
         if problems:
-            raise CheckpointError(f"engine manifest {path} is not valid ({len(problems)} problem(s)): "
-                                  f"{problems.summary()}; {fix}")
+            raise CheckpointError(
+                f"engine manifest {path} is not valid ({len(problems)} problem(s)): {problems.summary()}; {fix}"
+            )
         return cls(**{k: v for k, v in raw.items() if k in cls.__dataclass_fields__})
 
 
-_ENGINE_STRINGS = ("tensorrt_version", "cuda_version", "compute_capability", "device_name", "platform",
-                   "onnx_sha256", "engine_sha256", "jetpack", "lbedge_version", "precision_control")
-_ENGINE_REQUIRED = ("tensorrt_version", "cuda_version", "compute_capability", "device_name", "platform",
-                    "precision", "onnx_sha256")
+_ENGINE_STRINGS = (
+    "tensorrt_version",
+    "cuda_version",
+    "compute_capability",
+    "device_name",
+    "platform",
+    "onnx_sha256",
+    "engine_sha256",
+    "jetpack",
+    "lbedge_version",
+    "precision_control",
+)
+_ENGINE_REQUIRED = (
+    "tensorrt_version",
+    "cuda_version",
+    "compute_capability",
+    "device_name",
+    "platform",
+    "precision",
+    "onnx_sha256",
+)
 
 
 def engine_manifest_problems(raw: Any) -> Problems:
@@ -123,12 +143,12 @@ class RuntimeInfo:
     """The TensorRT runtime and GPU an engine is about to run on."""
 
     tensorrt_version: str
-    cuda_version: str                  # the device's CUDA (cudaDriverGetVersion)
+    cuda_version: str  # the device's CUDA (cudaDriverGetVersion)
     compute_capability: str
     device_name: str
     platform: str
     dla_cores: int = 0
-    cuda_runtime: str = ""             # the CUDA runtime cuda-python carries (cudaRuntimeGetVersion)
+    cuda_runtime: str = ""  # the CUDA runtime cuda-python carries (cudaRuntimeGetVersion)
 
 
 def current_platform() -> str:
@@ -148,10 +168,12 @@ def tensorrt_problem(version: str) -> str | None:
     """Why lbedge cannot build or run engines with TensorRT ``version``, or None when it can."""
     if version_tuple(version)[:2] >= MIN_TENSORRT:
         return None
-    return (f"TensorRT {version} is not supported: lbedge needs TensorRT 8.6 or later (JetPack 6.0 or later, or "
-            "TensorRT 10 on an x86 GPU host). TensorRT 8.5's ONNX parser has no LayerNormalization importer, and "
-            "JetPack 5.1's Python 3.8 is older than the Python 3.10 lbedge needs. Upgrade to JetPack 6, or run the "
-            "bundle with ONNX Runtime (`lbedge.load_bundle(path, backend=\"onnxruntime\")`)")
+    return (
+        f"TensorRT {version} is not supported: lbedge needs TensorRT 8.6 or later (JetPack 6.0 or later, or "
+        "TensorRT 10 on an x86 GPU host). TensorRT 8.5's ONNX parser has no LayerNormalization importer, and "
+        "JetPack 5.1's Python 3.8 is older than the Python 3.10 lbedge needs. Upgrade to JetPack 6, or run the "
+        'bundle with ONNX Runtime (`lbedge.load_bundle(path, backend="onnxruntime")`)'
+    )
 
 
 def version_compatible_runs(built: str, runtime: str) -> tuple[bool, str]:
@@ -180,8 +202,13 @@ def timing_cache_name(runtime: RuntimeInfo) -> str:
     bundle's relocatable files.
     """
     device = re.sub(r"[^a-z0-9]+", "-", runtime.device_name.lower()).strip("-")[:40] or "gpu"
-    parts = [f"sm{runtime.compute_capability.replace('.', '')}", f"trt{runtime.tensorrt_version}",
-             f"cuda{runtime.cuda_version}", runtime.platform, device]
+    parts = [
+        f"sm{runtime.compute_capability.replace('.', '')}",
+        f"trt{runtime.tensorrt_version}",
+        f"cuda{runtime.cuda_version}",
+        runtime.platform,
+        device,
+    ]
     return "engines/timing." + ".".join(re.sub(r"[^A-Za-z0-9._-]+", "-", p) for p in parts) + ".cache"
 
 
@@ -191,19 +218,28 @@ def _tensorrt_check(manifest: EngineManifest, runtime: RuntimeInfo) -> Check:
         ok, why = version_compatible_runs(manifest.tensorrt_version, runtime.tensorrt_version)
         return Check("tensorrt_version", ok, why)
     ok = version_tuple(manifest.tensorrt_version)[:3] == version_tuple(runtime.tensorrt_version)[:3]
-    return Check("tensorrt_version", ok,
-                 f"engine built with TensorRT {manifest.tensorrt_version}, runtime is {runtime.tensorrt_version}"
-                 + ("" if ok else ": engines only load on the TensorRT version that built them"))
+    return Check(
+        "tensorrt_version",
+        ok,
+        f"engine built with TensorRT {manifest.tensorrt_version}, runtime is {runtime.tensorrt_version}"
+        + ("" if ok else ": engines only load on the TensorRT version that built them"),
+    )
 
 
-def check_engine(manifest: EngineManifest, runtime: RuntimeInfo, *, onnx_sha256: str | None = None,
-                 engine_sha256: str | None = None) -> list[Check]:
+def check_engine(
+    manifest: EngineManifest, runtime: RuntimeInfo, *, onnx_sha256: str | None = None, engine_sha256: str | None = None
+) -> list[Check]:
     """Every compatibility check between an engine's manifest and the runtime; each with ok and reason."""
     checks = [_tensorrt_check(manifest, runtime)]
     ok = manifest.compute_capability == runtime.compute_capability
-    checks.append(Check("compute_capability", ok,
-                        f"engine built for sm_{manifest.compute_capability.replace('.', '')}, GPU is "
-                        f"sm_{runtime.compute_capability.replace('.', '')} ({runtime.device_name})"))
+    checks.append(
+        Check(
+            "compute_capability",
+            ok,
+            f"engine built for sm_{manifest.compute_capability.replace('.', '')}, GPU is "
+            f"sm_{runtime.compute_capability.replace('.', '')} ({runtime.device_name})",
+        )
+    )
     ok = manifest.platform == runtime.platform
     checks.append(Check("platform", ok, f"engine built on {manifest.platform}, running on {runtime.platform}"))
     dla = manifest.build_flags.get("dla_core")
@@ -212,12 +248,26 @@ def check_engine(manifest: EngineManifest, runtime: RuntimeInfo, *, onnx_sha256:
         checks.append(Check("dla_core", ok, f"engine uses DLA core {dla}, device has {runtime.dla_cores} DLA cores"))
     if onnx_sha256 is not None:
         ok = manifest.onnx_sha256 == onnx_sha256
-        checks.append(Check("onnx_sha256", ok, "engine built from this bundle's ONNX" if ok else
-                            "engine was built from a different ONNX file (stale engine)"))
+        checks.append(
+            Check(
+                "onnx_sha256",
+                ok,
+                "engine built from this bundle's ONNX"
+                if ok
+                else "engine was built from a different ONNX file (stale engine)",
+            )
+        )
     if engine_sha256 is not None and manifest.engine_sha256:
         ok = manifest.engine_sha256 == engine_sha256
-        checks.append(Check("engine_sha256", ok, "engine file intact" if ok else
-                            "engine file does not match its manifest checksum (corrupt or replaced)"))
+        checks.append(
+            Check(
+                "engine_sha256",
+                ok,
+                "engine file intact"
+                if ok
+                else "engine file does not match its manifest checksum (corrupt or replaced)",
+            )
+        )
     return checks
 
 
@@ -226,8 +276,9 @@ def require_compatible(manifest: EngineManifest, runtime: RuntimeInfo, where: st
     failed = [c for c in check_engine(manifest, runtime, **kw) if not c.ok]
     if failed:
         reasons = "; ".join(f"{c.name}: {c.reason}" for c in failed)
-        raise EngineMismatch(f"cannot load TensorRT engine {where}: {reasons}. Rebuild it on this device with "
-                             "`lbedge compile BUNDLE`")
+        raise EngineMismatch(
+            f"cannot load TensorRT engine {where}: {reasons}. Rebuild it on this device with `lbedge compile BUNDLE`"
+        )
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:

@@ -32,7 +32,7 @@ class EvalResult:
     chance: float
     classes: list[str]
     per_class: dict[str, float] = field(default_factory=dict)
-    skipped: int = 0                   # unreadable inputs (reported, not counted)
+    skipped: int = 0  # unreadable inputs (reported, not counted)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -78,15 +78,23 @@ def preprocess_files(encoder: Encoder, files: Sequence[Path]) -> tuple[np.ndarra
         try:
             arrays.append(encoder.preprocess(str(f))[0])
             kept.append(i)
-        except LBEdgeError:            # unreadable or corrupt: counted in EvalResult.skipped
+        except LBEdgeError:  # unreadable or corrupt: counted in EvalResult.skipped
             continue
     if not arrays:
         raise InputError("none of the evaluation inputs could be read")
     return np.stack(arrays), kept
 
 
-def zero_shot_top1(encoder: Encoder, batch: np.ndarray, labels: Sequence[str], *, templates: Sequence[str] = ("{}",),
-                   classes: Sequence[str] | None = None, model: str = "", precision: str = "") -> EvalResult:
+def zero_shot_top1(
+    encoder: Encoder,
+    batch: np.ndarray,
+    labels: Sequence[str],
+    *,
+    templates: Sequence[str] = ("{}",),
+    classes: Sequence[str] | None = None,
+    model: str = "",
+    precision: str = "",
+) -> EvalResult:
     """Top-1 of ``encoder`` on a preprocessed ``batch`` whose true classes are ``labels``."""
     if len(batch) != len(labels):
         raise InputError(f"{len(batch)} inputs but {len(labels)} labels")
@@ -98,17 +106,33 @@ def zero_shot_top1(encoder: Encoder, batch: np.ndarray, labels: Sequence[str], *
     truth = np.array([classes.index(lab) for lab in labels])
     hits = pred == truth
     per_class = {c: float(hits[truth == k].mean()) for k, c in enumerate(classes) if (truth == k).any()}
-    return EvalResult(model=model or encoder.name, modality=encoder.modality, precision=precision, n=len(labels),
-                      top1=float(hits.mean()), chance=1.0 / len(classes), classes=classes, per_class=per_class)
+    return EvalResult(
+        model=model or encoder.name,
+        modality=encoder.modality,
+        precision=precision,
+        n=len(labels),
+        top1=float(hits.mean()),
+        chance=1.0 / len(classes),
+        classes=classes,
+        per_class=per_class,
+    )
 
 
-def evaluate(encoder: Encoder, manifest: str | Path, *, templates: Sequence[str] = ("{}",), model: str = "",
-             precision: str = "") -> EvalResult:
+def evaluate(
+    encoder: Encoder, manifest: str | Path, *, templates: Sequence[str] = ("{}",), model: str = "", precision: str = ""
+) -> EvalResult:
     """Zero-shot top-1 of ``encoder`` on a labelled manifest (see :func:`read_labelled`)."""
     files, labels = read_labelled(manifest)
     batch, kept = preprocess_files(encoder, files)
-    res = zero_shot_top1(encoder, batch, [labels[i] for i in kept], templates=templates,
-                         classes=sorted(set(labels)), model=model, precision=precision)
+    res = zero_shot_top1(
+        encoder,
+        batch,
+        [labels[i] for i in kept],
+        templates=templates,
+        classes=sorted(set(labels)),
+        model=model,
+        precision=precision,
+    )
     res.skipped = len(files) - len(kept)
     return res
 
@@ -116,8 +140,10 @@ def evaluate(encoder: Encoder, manifest: str | Path, *, templates: Sequence[str]
 def format_table(results: Sequence[EvalResult]) -> str:
     """A plain-text table, one row per result."""
     head = f"{'model':<28} {'modality':<8} {'precision':<10} {'n':>5} {'top-1':>7} {'chance':>7}"
-    rows = [f"{r.model[:28]:<28} {r.modality:<8} {r.precision:<10} {r.n:>5} {100 * r.top1:>6.1f}% "
-            f"{100 * r.chance:>6.1f}%" for r in results]
+    rows = [
+        f"{r.model[:28]:<28} {r.modality:<8} {r.precision:<10} {r.n:>5} {100 * r.top1:>6.1f}% {100 * r.chance:>6.1f}%"
+        for r in results
+    ]
     return "\n".join([head, *rows])
 
 
@@ -143,5 +169,12 @@ def markdown_table(results: Sequence[EvalResult]) -> str:
     return "\n".join(rows)
 
 
-__all__ = ["EvalResult", "class_embeddings", "evaluate", "format_table", "markdown_table", "read_labelled",
-           "zero_shot_top1"]
+__all__ = [
+    "EvalResult",
+    "class_embeddings",
+    "evaluate",
+    "format_table",
+    "markdown_table",
+    "read_labelled",
+    "zero_shot_top1",
+]

@@ -27,7 +27,7 @@ class Frame:
     timestamp: float
     sequence: int
     device_timestamp: float | None = None
-    units: str = ""                          # "rgb8", "mm", "degC", "centikelvin", "pcm_float"...
+    units: str = ""  # "rgb8", "mm", "degC", "centikelvin", "pcm_float"...
     source: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
 
@@ -77,6 +77,8 @@ class SourceTraits:
     @classmethod
     def of(cls, source: object) -> "SourceTraits":
         fps = getattr(source, "fps", None)
-        return cls(realtime=bool(getattr(source, "realtime", False)),
-                   fps=float(fps) if isinstance(fps, (int, float)) and fps > 0 else None,
-                   can_seek=callable(getattr(source, "seek", None)))
+        return cls(
+            realtime=bool(getattr(source, "realtime", False)),
+            fps=float(fps) if isinstance(fps, (int, float)) and fps > 0 else None,
+            can_seek=callable(getattr(source, "seek", None)),
+        )

@@ -48,6 +48,8 @@ def download(name: str, local_dir: str | Path, *, revision: str | None = None) -
         hub.snapshot_download(repo_id=repo, local_dir=str(target), revision=revision, allow_patterns=_FILES)
     except Exception as exc:  # offline, DNS, HTTP errors, auth: all end the same way for the user
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise DownloadError(f"could not download {repo} (offline or hub unreachable?): {first}. Download it on a "
-                            "machine with internet and copy the folder, then use lbedge.from_pretrained(DIR)") from exc
+        raise DownloadError(
+            f"could not download {repo} (offline or hub unreachable?): {first}. Download it on a "
+            "machine with internet and copy the folder, then use lbedge.from_pretrained(DIR)"
+        ) from exc
     return target

@@ -9,8 +9,8 @@ import threading
 from typing import Iterator
 
 #: exit statuses of a run ended by a signal, as shells report them (128 + signal number)
-EXIT_SIGINT = 128 + signal.SIGINT          # 130
-EXIT_SIGTERM = 128 + signal.SIGTERM        # 143
+EXIT_SIGINT = 128 + signal.SIGINT  # 130
+EXIT_SIGTERM = 128 + signal.SIGTERM  # 143
 
 
 class Terminated(KeyboardInterrupt):

@@ -31,13 +31,13 @@ from typing import Any
 class Limits:
     """Upper bounds on what one input may cost (see the module docstring for the environment variables)."""
 
-    max_image_pixels: int = 64 * 1024 * 1024        # 64 MPixel: 8192 x 8192; a decoded RGB copy is 192 MiB
-    max_audio_seconds: float = 600.0                # 10 minutes (38 MiB of float32 mono at 16 kHz)
-    max_video_frames: int = 100_000                 # about an hour at 30 FPS (decoded one at a time)
+    max_image_pixels: int = 64 * 1024 * 1024  # 64 MPixel: 8192 x 8192; a decoded RGB copy is 192 MiB
+    max_audio_seconds: float = 600.0  # 10 minutes (38 MiB of float32 mono at 16 kHz)
+    max_video_frames: int = 100_000  # about an hour at 30 FPS (decoded one at a time)
     max_labels: int = 100_000
     max_label_chars: int = 1000
-    max_json_bytes: int = 16 * 1024 * 1024          # manifests and configs are a few KiB
-    max_model_params: int = 20_000_000_000          # 20 G parameters: far beyond any LanguageBind tower
+    max_json_bytes: int = 16 * 1024 * 1024  # manifests and configs are a few KiB
+    max_model_params: int = 20_000_000_000  # 20 G parameters: far beyond any LanguageBind tower
 
     def check(self) -> "Limits":
         for f in dataclasses.fields(self):

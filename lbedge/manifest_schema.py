@@ -14,8 +14,21 @@ from typing import Any
 
 from .config import MAX_TEXT_POSITIONS, MAX_VOCAB, MAX_WIDTH, MODALITIES, TEXT_FAMILIES, preprocess_problems
 from .paths import lexical_problem, path_problem, text_bundle_problem
-from .schema import (MAX_ENTRIES, Problems, get_dict, get_entries, get_float, get_hex64, get_int, get_list, get_str,
-                     join, missing_keys, show, unknown_keys)
+from .schema import (
+    MAX_ENTRIES,
+    Problems,
+    get_dict,
+    get_entries,
+    get_float,
+    get_hex64,
+    get_int,
+    get_list,
+    get_str,
+    join,
+    missing_keys,
+    show,
+    unknown_keys,
+)
 
 SCHEMA_VERSION = 1
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -73,7 +86,7 @@ def _file(p: Problems, where: str, name: Any, root: Path | None) -> None:
 def _preprocess(p: Problems, value: Any, modality: str | None) -> None:
     d = get_dict(p, "preprocess", value)
     if d is None or modality in (None, "text"):
-        return                                             # a text bundle has no preprocessing ({})
+        return  # a text bundle has no preprocessing ({})
     if d.get("modality") != modality:
         got = show(d.get("modality"))
         p.add("preprocess.modality", f"expected {show(modality)} (the bundle's modality), got {got}")
@@ -135,8 +148,9 @@ def _tower_file(p: Problems, where: str, value: Any, root: Path | None) -> None:
     inputs = get_entries(p, join(where, "inputs"), d.get("inputs", {})) or {}
     for name, shape in inputs.items():
         dims = get_list(p, join(join(where, "inputs"), name), shape)
-        if dims is not None and not all(isinstance(x, str) or (isinstance(x, int) and not isinstance(x, bool)
-                                                               and x >= 0) for x in dims):
+        if dims is not None and not all(
+            isinstance(x, str) or (isinstance(x, int) and not isinstance(x, bool) and x >= 0) for x in dims
+        ):
             p.add(join(join(where, "inputs"), name), f"expected dimension sizes or names, got {show(dims)}")
     if d.get("agreement") is not None:
         get_dict(p, join(where, "agreement"), d["agreement"])

@@ -18,10 +18,10 @@ def describe(folder: Path, cfg: ModelConfig, load: bool = False) -> dict[str, An
         "path": str(folder),
         "modality": cfg.modality,
         "vision": f"ViT width {v.hidden_size}, {v.num_hidden_layers} layers, {v.num_attention_heads} heads, "
-                  f"patch {v.patch_size}, grid {v.grid[0]}x{v.grid[1]}"
-                  + (f", {v.num_frames} frames" if v.num_frames > 1 else "")
-                  + (", temporal attention" if v.add_time_attn else "")
-                  + (f", 3D tube {v.tube_size}" if v.patch_3d else ""),
+        f"patch {v.patch_size}, grid {v.grid[0]}x{v.grid[1]}"
+        + (f", {v.num_frames} frames" if v.num_frames > 1 else "")
+        + (", temporal attention" if v.add_time_attn else "")
+        + (f", 3D tube {v.tube_size}" if v.patch_3d else ""),
         "text": f"width {t.hidden_size}, {t.num_hidden_layers} layers, vocab {t.vocab_size}",
         "embed_dim": cfg.projection_dim,
         "input_shape": list(cfg.preprocess.input_shape),

@@ -17,14 +17,14 @@ from pathlib import Path
 
 from .errors import CheckpointError
 
-MAX_GRAPH_NESTING = 32          # subgraphs inside subgraphs; real models nest a few levels
+MAX_GRAPH_NESTING = 32  # subgraphs inside subgraphs; real models nest a few levels
 
 # protobuf wire types
 _VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5
 
 # field numbers of onnx.proto (the ones that can lead to a TensorProto)
 _MODEL_GRAPH, _MODEL_TRAINING, _MODEL_FUNCTIONS = 7, 20, 25
-_TRAINING_GRAPHS = (1, 2)                       # TrainingInfoProto.initialization, .algorithm
+_TRAINING_GRAPHS = (1, 2)  # TrainingInfoProto.initialization, .algorithm
 _GRAPH_NODE, _GRAPH_INIT, _GRAPH_SPARSE_INIT = 1, 5, 15
 _NODE_ATTRIBUTE = 5
 _FUNCTION_NODE = 7
@@ -160,7 +160,8 @@ def external_data_locations(path: Path) -> set[str]:
                 walker.model(0, size)
                 return walker.locations
     except _Malformed as exc:
-        raise CheckpointError(f"{path} is not a well-formed ONNX graph ({exc}): rebuild or re-copy the "
-                              "bundle") from None
+        raise CheckpointError(
+            f"{path} is not a well-formed ONNX graph ({exc}): rebuild or re-copy the bundle"
+        ) from None
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"cannot read ONNX graph {path}: {exc}") from None

@@ -21,7 +21,7 @@ from pathlib import Path
 from .errors import CheckpointError
 
 MAX_NAME_CHARS = 1024
-MAX_TEXT_BUNDLE_UPS = 2          # "../text" (a sibling); "../../text" (lb-mini's students, one level deeper)
+MAX_TEXT_BUNDLE_UPS = 2  # "../text" (a sibling); "../../text" (lb-mini's students, one level deeper)
 _DRIVE = re.compile(r"^[A-Za-z]:")
 _SEPARATORS = re.compile(r"[\\/]")
 
@@ -84,9 +84,11 @@ def bundle_file(folder: Path, name: object, *, what: str = "file") -> Path:
     if problem is None:
         real, problem = resolve_inside(root, name)  # type: ignore[arg-type]
     if real is None:
-        raise CheckpointError(f"bundle {folder} names a {what} that lbedge will not read: {problem}. lbedge reads "
-                              "only files inside a bundle's folder, named by plain relative paths: rebuild the bundle "
-                              "or re-copy it without links")
+        raise CheckpointError(
+            f"bundle {folder} names a {what} that lbedge will not read: {problem}. lbedge reads "
+            "only files inside a bundle's folder, named by plain relative paths: rebuild the bundle "
+            "or re-copy it without links"
+        )
     return real
 
 
@@ -105,13 +107,15 @@ def text_bundle_problem(rel: object) -> str | None:
     while ups < len(parts) and parts[ups] == "..":
         ups += 1
     if ups > MAX_TEXT_BUNDLE_UPS:
-        return (f"{rel[:80]!r} climbs {ups} folders up (at most {MAX_TEXT_BUNDLE_UPS}: the text bundle must be a "
-                f"sibling of the bundle or of its parent, or a sub-folder)")
+        return (
+            f"{rel[:80]!r} climbs {ups} folders up (at most {MAX_TEXT_BUNDLE_UPS}: the text bundle must be a "
+            f"sibling of the bundle or of its parent, or a sub-folder)"
+        )
     rest = "/".join(parts[ups:])
     if not rest:
         return f"{rel[:80]!r} names no folder"
     problem = lexical_problem(rest)
-    return None if problem is None else f"{problem} (write \"../text\" or \"text\")"
+    return None if problem is None else f'{problem} (write "../text" or "text")'
 
 
 def text_bundle_folder(folder: Path, rel: str) -> Path:
@@ -140,6 +144,8 @@ def text_bundle_folder(folder: Path, rel: str) -> Path:
                 problem = f"{rel[:80]!r} is a symbolic link (or lies under one) that leads elsewhere"
             else:
                 return real
-    raise CheckpointError(f"bundle {folder} names an unusable shared text bundle (text_bundle): {problem}. Keep the "
-                          f"text bundle as a real folder beside the bundle (\"../text\") and rebuild the bundle with "
-                          f"`lbedge build` or `share_text`")
+    raise CheckpointError(
+        f"bundle {folder} names an unusable shared text bundle (text_bundle): {problem}. Keep the "
+        f'text bundle as a real folder beside the bundle ("../text") and rebuild the bundle with '
+        f"`lbedge build` or `share_text`"
+    )

@@ -91,14 +91,14 @@ class SourceResult:
     modality: str
     sequence: int
     timestamp: float
-    label: str                       # the smoothed label
-    scores: dict[str, float]         # smoothed probabilities, highest first (top-k)
-    raw_label: str                   # this frame's own top label
-    latency_ms: float                # capture to result
-    infer_ms: float                  # the model time of the batch this frame was in
-    batch: int = 1                   # frames embedded together (sources of one modality, recorded frames)
-    preprocess_ms: float = 0.0       # this frame's preprocessing (in its reader thread)
-    frame: Frame | None = field(default=None, repr=False)    # the classified frame (for overlays)
+    label: str  # the smoothed label
+    scores: dict[str, float]  # smoothed probabilities, highest first (top-k)
+    raw_label: str  # this frame's own top label
+    latency_ms: float  # capture to result
+    infer_ms: float  # the model time of the batch this frame was in
+    batch: int = 1  # frames embedded together (sources of one modality, recorded frames)
+    preprocess_ms: float = 0.0  # this frame's preprocessing (in its reader thread)
+    frame: Frame | None = field(default=None, repr=False)  # the classified frame (for overlays)
 
 
 @dataclass
@@ -106,20 +106,27 @@ class Result:
     """What the pipeline publishes after each classified frame."""
 
     timestamp: float
-    update: SourceResult                                  # the frame that triggered this result
-    sources: dict[str, SourceResult]                      # latest result of every source
-    fused_label: str | None = None                        # late fusion over synchronised sources
+    update: SourceResult  # the frame that triggered this result
+    sources: dict[str, SourceResult]  # latest result of every source
+    fused_label: str | None = None  # late fusion over synchronised sources
     fused_scores: dict[str, float] = field(default_factory=dict)
     fused_sources: list[str] = field(default_factory=list)
-    events: list[str] = field(default_factory=list)       # source failures, reopenings, stalls, ends
+    events: list[str] = field(default_factory=list)  # source failures, reopenings, stalls, ends
 
     def to_dict(self) -> dict[str, Any]:
-        return {"timestamp": round(self.timestamp, 4),
-                "update": {**{k: v for k, v in self.update.__dict__.items() if k != "frame"},
-                           "scores": {k: round(v, 4) for k, v in self.update.scores.items()}},
-                "fused": {"label": self.fused_label, "sources": self.fused_sources,
-                          "scores": {k: round(v, 4) for k, v in self.fused_scores.items()}},
-                "events": self.events}
+        return {
+            "timestamp": round(self.timestamp, 4),
+            "update": {
+                **{k: v for k, v in self.update.__dict__.items() if k != "frame"},
+                "scores": {k: round(v, 4) for k, v in self.update.scores.items()},
+            },
+            "fused": {
+                "label": self.fused_label,
+                "sources": self.fused_sources,
+                "scores": {k: round(v, 4) for k, v in self.fused_scores.items()},
+            },
+            "events": self.events,
+        }
 
 
 class Smoother:
@@ -158,20 +165,20 @@ class _SourceState:
     """What the pipeline tracks about one source (touched by its reader and the worker)."""
 
     def __init__(self) -> None:
-        self.delivered = 0              # frames read since the source first opened (a recording resumes here)
+        self.delivered = 0  # frames read since the source first opened (a recording resumes here)
         self.opened_once = False
         self.is_open = False
-        self.needs_resume = False       # a recording reopened after a failure: skip what was delivered
-        self.failures: collections.deque[float] = collections.deque()     # times of recent failures
-        self.bad_frames = 0             # consecutive frames that could not be preprocessed
-        self.skipped = 0                # frames skipped (preprocessing or model), in all
+        self.needs_resume = False  # a recording reopened after a failure: skip what was delivered
+        self.failures: collections.deque[float] = collections.deque()  # times of recent failures
+        self.bad_frames = 0  # consecutive frames that could not be preprocessed
+        self.skipped = 0  # frames skipped (preprocessing or model), in all
         self.last_frame = time.monotonic()
         self.stalled = False
         self.finished = False
 
 
-_REPORTED_FIRST = 3          # the first skipped frames of a run are reported one by one...
-_REPORT_EVERY = 100          # ...then one event every this many
+_REPORTED_FIRST = 3  # the first skipped frames of a run are reported one by one...
+_REPORT_EVERY = 100  # ...then one event every this many
 
 
 class Pipeline:
@@ -185,13 +192,28 @@ class Pipeline:
     ``(done, total)`` while the label prompts are embedded.
     """
 
-    def __init__(self, sources: Mapping[str, Source], encoders: Mapping[str, Encoder] | Encoder,
-                 labels: Sequence[str], *, templates: Sequence[str] | None = None, top_k: int = 3,
-                 smoothing: str = "ema", ema_alpha: float = 0.5, majority_window: int = 5, hysteresis: float = 0.1,
-                 sync_tolerance: float = 0.25, reopen_backoff: tuple[float, float] | None = None,
-                 max_reopen: int | None = None, reopen: ReopenPolicy | None = None, stall_timeout: float = 10.0,
-                 max_bad_frames: int | None = 100, results_queue: int = 16, max_batch: int = 8,
-                 progress: Callable[[int, int], None] | None = None):
+    def __init__(
+        self,
+        sources: Mapping[str, Source],
+        encoders: Mapping[str, Encoder] | Encoder,
+        labels: Sequence[str],
+        *,
+        templates: Sequence[str] | None = None,
+        top_k: int = 3,
+        smoothing: str = "ema",
+        ema_alpha: float = 0.5,
+        majority_window: int = 5,
+        hysteresis: float = 0.1,
+        sync_tolerance: float = 0.25,
+        reopen_backoff: tuple[float, float] | None = None,
+        max_reopen: int | None = None,
+        reopen: ReopenPolicy | None = None,
+        stall_timeout: float = 10.0,
+        max_bad_frames: int | None = 100,
+        results_queue: int = 16,
+        max_batch: int = 8,
+        progress: Callable[[int, int], None] | None = None,
+    ):
         if not sources:
             raise LBEdgeError("a pipeline needs at least one source")
         if max_batch < 1:
@@ -203,14 +225,18 @@ class Pipeline:
         if results_queue < 1:
             raise LBEdgeError(f"results_queue must be at least 1, got {results_queue}")
         self.sources = dict(sources)
-        by_modality = {m: encoders for m in {s.modality for s in self.sources.values()}} \
-            if isinstance(encoders, Encoder) else dict(encoders)
+        by_modality = (
+            {m: encoders for m in {s.modality for s in self.sources.values()}}
+            if isinstance(encoders, Encoder)
+            else dict(encoders)
+        )
         missing = sorted({s.modality for s in self.sources.values()} - set(by_modality))
         if missing:
             raise LBEdgeError(f"no encoder for modality {', '.join(missing)}: pass encoders={{modality: Encoder}}")
-        self.classifiers = {m: ZeroShotClassifier(e, labels, templates=templates, top_k=len(labels),
-                                                  progress=progress)
-                            for m, e in by_modality.items()}
+        self.classifiers = {
+            m: ZeroShotClassifier(e, labels, templates=templates, top_k=len(labels), progress=progress)
+            for m, e in by_modality.items()
+        }
         self.labels = list(next(iter(self.classifiers.values())).labels)
         self.top_k = max(1, min(int(top_k), len(self.labels)))
         self.max_batch = max_batch
@@ -218,8 +244,12 @@ class Pipeline:
         self.sync_tolerance = sync_tolerance
         policy = reopen or ReopenPolicy()
         if reopen_backoff is not None or max_reopen is not None:
-            policy = ReopenPolicy(tuple(reopen_backoff or policy.backoff), max_reopen if max_reopen is not None
-                                  else policy.max_failures, policy.max_failures_default, policy.window_s)
+            policy = ReopenPolicy(
+                tuple(reopen_backoff or policy.backoff),
+                max_reopen if max_reopen is not None else policy.max_failures,
+                policy.max_failures_default,
+                policy.window_s,
+            )
         self.reopen = policy
         self.stall_timeout = float(stall_timeout)
         self.max_bad_frames = max_bad_frames
@@ -228,7 +258,7 @@ class Pipeline:
         self._callbacks: list[Callable[[Result], None]] = []
         # events not yet attached to a result (bounded: a source failing for hours with no result to carry them)
         self._events: collections.deque[str] = collections.deque(maxlen=100)
-        self.event_log: collections.deque[str] = collections.deque(maxlen=1000)   # every event, newest last
+        self.event_log: collections.deque[str] = collections.deque(maxlen=1000)  # every event, newest last
         self.event_count = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -238,9 +268,9 @@ class Pipeline:
         self._latest: dict[str, tuple[SourceResult, np.ndarray]] = {}
         self.dropped = {n: 0 for n in self.sources}
         self.processed = {n: 0 for n in self.sources}
-        self._recent = {n: collections.deque(maxlen=100) for n in self.sources}   # (time, latency, pre, infer)
+        self._recent = {n: collections.deque(maxlen=100) for n in self.sources}  # (time, latency, pre, infer)
         self.results_dropped = 0
-        self.error: BaseException | None = None        # what ended the worker, when it failed
+        self.error: BaseException | None = None  # what ended the worker, when it failed
         self._started = False
         self._iterating = False
         self._end_sent = False
@@ -294,7 +324,7 @@ class Pipeline:
             except queue.Empty:
                 worker = self._worker_thread
                 if worker is not None and not worker.is_alive() and self._results.empty():
-                    break                              # the worker is gone: never wait for it
+                    break  # the worker is gone: never wait for it
                 continue
             if item is None:
                 break
@@ -310,10 +340,19 @@ class Pipeline:
         for name, recent in self._recent.items():
             rows = list(recent)
             span = rows[-1][0] - rows[0][0] if len(rows) > 1 else 0.0
-            med = (lambda i: round(float(np.median([r[i] for r in rows])), 2)) if rows else (lambda i: 0.0)
-            out[name] = {"fps": round((len(rows) - 1) / span, 2) if span > 0 else 0.0, "latency_ms": med(1),
-                         "preprocess_ms": med(2), "infer_ms": med(3), "processed": self.processed[name],
-                         "dropped": self.dropped[name], "skipped": self._state[name].skipped}
+
+            def med(i: int, rows: list = rows) -> float:
+                return round(float(np.median([r[i] for r in rows])), 2) if rows else 0.0
+
+            out[name] = {
+                "fps": round((len(rows) - 1) / span, 2) if span > 0 else 0.0,
+                "latency_ms": med(1),
+                "preprocess_ms": med(2),
+                "infer_ms": med(3),
+                "processed": self.processed[name],
+                "dropped": self.dropped[name],
+                "skipped": self._state[name].skipped,
+            }
         return out
 
     @property
@@ -343,7 +382,7 @@ class Pipeline:
             self._end_sent = True
         try:
             self._results.put_nowait(None)
-        except queue.Full:                # a consumer that is behind sees the end once it catches up
+        except queue.Full:  # a consumer that is behind sees the end once it catches up
             threading.Thread(target=self._put_end_later, name="lbedge-end", daemon=True).start()
 
     def _put_end_later(self) -> None:
@@ -384,8 +423,10 @@ class Pipeline:
             try:
                 frame = self._next_frame(name, src, state)
             except BaseException as exc:  # noqa: BLE001 - a sensor may fail in any way: report, back off, reopen
-                if isinstance(exc, (KeyboardInterrupt, SystemExit)) and threading.current_thread() is \
-                        threading.main_thread():
+                if (
+                    isinstance(exc, (KeyboardInterrupt, SystemExit))
+                    and threading.current_thread() is threading.main_thread()
+                ):
                     raise
                 if not self._on_failure(name, src, state, exc, delay):
                     break
@@ -393,23 +434,33 @@ class Pipeline:
                 delay = min(delay * 2, self.reopen.backoff[1])
                 continue
             if recovering:
-                self._event(f"source {name} recovered (resumed at frame {state.delivered - 1})"
-                            if not src.live else f"source {name} recovered", logging.INFO)
+                self._event(
+                    f"source {name} recovered (resumed at frame {state.delivered - 1})"
+                    if not src.live
+                    else f"source {name} recovered",
+                    logging.INFO,
+                )
                 recovering, delay = False, self.reopen.backoff[0]
             if frame is None:
-                self._event(f"source {name} ended" + ("" if state.delivered else " without delivering a frame "
-                                                      "(empty recording?)"), logging.INFO)
+                self._event(
+                    f"source {name} ended"
+                    + ("" if state.delivered else " without delivering a frame (empty recording?)"),
+                    logging.INFO,
+                )
                 break
             item = self._prepare(name, frame, state)
             if item is None:
                 if self.max_bad_frames is not None and state.bad_frames >= self.max_bad_frames:
-                    self._event(f"source {name} ended: its last {state.bad_frames} frames could not be used "
-                                "(see the events before; a configuration problem?)", logging.ERROR)
+                    self._event(
+                        f"source {name} ended: its last {state.bad_frames} frames could not be used "
+                        "(see the events before; a configuration problem?)",
+                        logging.ERROR,
+                    )
                     break
                 continue
             if src.live:
                 try:
-                    q.get_nowait()                    # keep only the newest frame of a live sensor
+                    q.get_nowait()  # keep only the newest frame of a live sensor
                     self.dropped[name] += 1
                 except queue.Empty:
                     pass
@@ -467,8 +518,10 @@ class Pipeline:
         limit = self.reopen.limit(src.live, exc)
         count = len(state.failures)
         if limit is not None and count > limit:
-            self._event(f"source {name} gave up after {count} failures in {self.reopen.window_s:g} s; last: "
-                        f"{_describe(exc)}", logging.ERROR)
+            self._event(
+                f"source {name} gave up after {count} failures in {self.reopen.window_s:g} s; last: {_describe(exc)}",
+                logging.ERROR,
+            )
             return False
         self._event(f"source {name} failed: {_describe(exc)}; reopening in {delay:.1f} s")
         return not self._stop.wait(delay)
@@ -499,7 +552,7 @@ class Pipeline:
                 q.put(item, timeout=0.1)
                 return
             except queue.Full:
-                state.last_frame = time.monotonic()     # held back by the model or the consumer: not a stall
+                state.last_frame = time.monotonic()  # held back by the model or the consumer: not a stall
 
     # --- the worker ----------------------------------------------------------------------------------------
     def _worker(self) -> None:
@@ -529,7 +582,7 @@ class Pipeline:
                 if done and all(q.empty() for q in self._queues.values()):
                     return
                 self._stop.wait(0.002)
-            names = names[1:] + names[:1]               # rotate: no source always goes first
+            names = names[1:] + names[:1]  # rotate: no source always goes first
 
     def _check_stalls(self) -> None:
         now = time.monotonic()
@@ -566,8 +619,9 @@ class Pipeline:
         """The model input of a frame (runs in the source's reader thread)."""
         clf = self.classifiers.get(frame.modality)
         if clf is None:
-            raise LBEdgeError(f"the source delivered a {frame.modality!r} frame, but the pipeline has no encoder "
-                              "for that modality")
+            raise LBEdgeError(
+                f"the source delivered a {frame.modality!r} frame, but the pipeline has no encoder for that modality"
+            )
         return clf.encoder.preprocess_frame(frame)
 
     def _classify_batch(self, modality: str, items: list[tuple[str, Frame, np.ndarray, float]]) -> list[Result]:
@@ -577,8 +631,10 @@ class Pipeline:
         try:
             logits = clf.logits(clf.encoder.embed(np.concatenate([item[2] for item in items])))
             if logits.shape != (len(items), len(self.labels)) or not np.isfinite(logits).all():
-                raise LBEdgeError(f"the model gave {'non-finite ' if logits.ndim == 2 else ''}logits of shape "
-                                  f"{tuple(logits.shape)} for {len(items)} frames and {len(self.labels)} labels")
+                raise LBEdgeError(
+                    f"the model gave {'non-finite ' if logits.ndim == 2 else ''}logits of shape "
+                    f"{tuple(logits.shape)} for {len(items)} frames and {len(self.labels)} labels"
+                )
         except Exception as exc:  # noqa: BLE001 - find the unusable frame: the others still count
             if len(items) > 1:
                 return [r for item in items for r in self._classify_batch(modality, [item])]
@@ -588,18 +644,32 @@ class Pipeline:
             self._skip_event(name, frame, exc, state.skipped)
             return []
         infer_ms = (time.monotonic() - t0) * 1000
-        return [self._result(name, frame, row, infer_ms, len(items), pre_ms)
-                for (name, frame, _, pre_ms), row in zip(items, logits)]
+        return [
+            self._result(name, frame, row, infer_ms, len(items), pre_ms)
+            for (name, frame, _, pre_ms), row in zip(items, logits)
+        ]
 
-    def _result(self, name: str, frame: Frame, logits: np.ndarray, infer_ms: float, batch: int,
-                pre_ms: float) -> Result:
+    def _result(
+        self, name: str, frame: Frame, logits: np.ndarray, infer_ms: float, batch: int, pre_ms: float
+    ) -> Result:
         probs = np.exp(logits - logits.max())
         probs /= probs.sum()
         idx, smoothed = self._smooth[name].update(probs)
         order = np.argsort(-smoothed)[: self.top_k]
-        sr = SourceResult(name, frame.modality, frame.sequence, frame.timestamp, self.labels[idx],
-                          {self.labels[i]: float(smoothed[i]) for i in order}, self.labels[int(np.argmax(probs))],
-                          (time.monotonic() - frame.timestamp) * 1000, infer_ms, batch, pre_ms, frame)
+        sr = SourceResult(
+            name,
+            frame.modality,
+            frame.sequence,
+            frame.timestamp,
+            self.labels[idx],
+            {self.labels[i]: float(smoothed[i]) for i in order},
+            self.labels[int(np.argmax(probs))],
+            (time.monotonic() - frame.timestamp) * 1000,
+            infer_ms,
+            batch,
+            pre_ms,
+            frame,
+        )
         self.processed[name] += 1
         self._recent[name].append((time.monotonic(), sr.latency_ms, pre_ms, infer_ms))
         self._latest[name] = (sr, smoothed)
@@ -609,20 +679,31 @@ class Pipeline:
         with self._lock:
             events = list(self._events)
             self._events.clear()
-        return Result(time.monotonic(), sr, {n: r for n, (r, _) in self._latest.items()},
-                      self.labels[int(fo[0])], {self.labels[i]: float(fused[i]) for i in fo}, in_sync, events)
+        return Result(
+            time.monotonic(),
+            sr,
+            {n: r for n, (r, _) in self._latest.items()},
+            self.labels[int(fo[0])],
+            {self.labels[i]: float(fused[i]) for i in fo},
+            in_sync,
+            events,
+        )
 
     def _publish(self, result: Result) -> None:
         for cb in self._callbacks:
             try:
                 cb(result)
             except Exception as exc:  # noqa: BLE001 - a user callback must not kill the pipeline
-                log.error("result callback %r failed: %s", getattr(cb, "__name__", cb), _describe(exc),
-                          exc_info=log.isEnabledFor(logging.DEBUG))
+                log.error(
+                    "result callback %r failed: %s",
+                    getattr(cb, "__name__", cb),
+                    _describe(exc),
+                    exc_info=log.isEnabledFor(logging.DEBUG),
+                )
         if self._stop.is_set():
             return
         if self._iterating and not any(s.live for s in self.sources.values()):
-            while not self._stop.is_set():             # a consumer reads a recording: wait for it, drop nothing
+            while not self._stop.is_set():  # a consumer reads a recording: wait for it, drop nothing
                 try:
                     self._results.put(result, timeout=0.1)
                     return
@@ -631,7 +712,7 @@ class Pipeline:
             return
         try:
             self._results.put_nowait(result)
-        except queue.Full:                             # live, or nobody iterating: keep the newest results
+        except queue.Full:  # live, or nobody iterating: keep the newest results
             try:
                 self._results.get_nowait()
                 self.results_dropped += 1

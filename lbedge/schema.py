@@ -20,10 +20,10 @@ from typing import Any, Iterable, Sequence
 from .errors import CheckpointError
 from .limits import hint, limits
 
-MAX_JSON_DEPTH = 64          # objects and lists nested deeper than this are refused (lbedge writes a few levels)
-MAX_SHOWN = 40               # problems spelled out in one error message; the rest are counted
-MAX_KEPT = 1000              # problems kept in memory; beyond, they are only counted
-MAX_ENTRIES = 256            # entries of one map or list of file names (a bundle names a handful)
+MAX_JSON_DEPTH = 64  # objects and lists nested deeper than this are refused (lbedge writes a few levels)
+MAX_SHOWN = 40  # problems spelled out in one error message; the rest are counted
+MAX_KEPT = 1000  # problems kept in memory; beyond, they are only counted
+MAX_ENTRIES = 256  # entries of one map or list of file names (a bundle names a handful)
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _PLAIN_KEY = re.compile(r"[A-Za-z0-9_\-]{1,64}")
@@ -33,7 +33,7 @@ _PLAIN_KEY = re.compile(r"[A-Za-z0-9_\-]{1,64}")
 class Problems:
     """The problems found in one document, each with the JSON path where it was found."""
 
-    items: list[tuple[str, str]] = field(default_factory=list)      # (JSON path, message), the first MAX_KEPT
+    items: list[tuple[str, str]] = field(default_factory=list)  # (JSON path, message), the first MAX_KEPT
     count: int = 0
 
     def add(self, where: str, message: str) -> None:
@@ -88,6 +88,7 @@ def show(value: Any) -> str:
 
 # --- typed getters: return the value, or None after recording a problem ------------------------------------
 
+
 def get_dict(p: Problems, where: str, value: Any) -> dict[str, Any] | None:
     """``value`` when it is a JSON object."""
     if isinstance(value, dict):
@@ -104,8 +105,9 @@ def get_list(p: Problems, where: str, value: Any) -> list[Any] | None:
     return None
 
 
-def get_str(p: Problems, where: str, value: Any, *, choices: Sequence[str] | None = None,
-            max_len: int = 4096) -> str | None:
+def get_str(
+    p: Problems, where: str, value: Any, *, choices: Sequence[str] | None = None, max_len: int = 4096
+) -> str | None:
     """``value`` when it is a string (of at most ``max_len`` characters, one of ``choices`` if given)."""
     if not isinstance(value, str):
         p.add(where, f"expected a string, got {show(value)}")
@@ -186,6 +188,7 @@ def missing_keys(p: Problems, where: str, d: dict[str, Any], required: Iterable[
 
 # --- bounded JSON files ------------------------------------------------------------------------------------
 
+
 def json_depth_exceeds(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
     """Whether objects and lists in ``value`` nest deeper than ``limit`` (checked without recursion)."""
     stack: list[tuple[Any, int]] = [(value, 1)]
@@ -219,8 +222,10 @@ def _read_bounded(path: Path, what: str, fix: str) -> bytes:
     try:
         size = path.stat().st_size
         if size > cap:
-            raise CheckpointError(f"{what} {path} is {size} bytes, over the max_json_bytes limit of {cap:g}: "
-                                  f"{fix} ({hint('max_json_bytes')})")
+            raise CheckpointError(
+                f"{what} {path} is {size} bytes, over the max_json_bytes limit of {cap:g}: "
+                f"{fix} ({hint('max_json_bytes')})"
+            )
         with open(path, "rb") as f:
             data = f.read(int(cap) + 1)
     except OSError as exc:

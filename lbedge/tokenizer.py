@@ -60,27 +60,36 @@ class ClipTokenizer:
 
         vocab_file, merges_file = Path(vocab_file), Path(merges_file)
         fix = "copy vocab.json and merges.txt from the official checkpoint again"
-        vocab = read_json(vocab_file, "tokenizer vocabulary", fix)            # size and nesting bounded
+        vocab = read_json(vocab_file, "tokenizer vocabulary", fix)  # size and nesting bounded
         lines = read_text(merges_file, "tokenizer merges", fix).splitlines()
-        merges = [tuple(l.split()) for l in lines if l and not l.startswith("#version")]
+        merges = [tuple(line.split()) for line in lines if line and not line.startswith("#version")]
         bad = [m for m in merges if len(m) != 2]
         if not bad and isinstance(vocab, dict):
             bad = [k for k, v in vocab.items() if not isinstance(v, int) or isinstance(v, bool) or v < 0][:1]
         if bad or not isinstance(vocab, dict):
-            raise CheckpointError(f"malformed tokenizer files in {vocab_file.parent}: re-download vocab.json "
-                                  "and merges.txt")
+            raise CheckpointError(
+                f"malformed tokenizer files in {vocab_file.parent}: re-download vocab.json and merges.txt"
+            )
         try:
             self.bos_id = int(vocab["<|startoftext|>"])
             self.eos_id = int(vocab["<|endoftext|>"])
         except KeyError as exc:
             raise CheckpointError(f"{vocab_file} lacks CLIP's special tokens <|startoftext|>/<|endoftext|>") from exc
-        bpe = models.BPE(vocab=vocab, merges=merges, end_of_word_suffix="</w>", unk_token="<|endoftext|>",
-                         fuse_unk=False, continuing_subword_prefix="")
+        bpe = models.BPE(
+            vocab=vocab,
+            merges=merges,
+            end_of_word_suffix="</w>",
+            unk_token="<|endoftext|>",
+            fuse_unk=False,
+            continuing_subword_prefix="",
+        )
         tok = Tokenizer(bpe)
-        tok.pre_tokenizer = pre_tokenizers.Sequence([
-            pre_tokenizers.Split(Regex(_CLIP_SPLIT), behavior="removed", invert=True),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-        ])
+        tok.pre_tokenizer = pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Split(Regex(_CLIP_SPLIT), behavior="removed", invert=True),
+                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+            ]
+        )
         tok.decoder = decoders.ByteLevel()
         # like the official tokenizer, a literal <|startoftext|> / <|endoftext|> in text is that token
         tok.add_special_tokens(["<|startoftext|>", "<|endoftext|>"])
@@ -94,8 +103,9 @@ class ClipTokenizer:
         vocab, merges = folder / "vocab.json", folder / "merges.txt"
         missing = [p.name for p in (vocab, merges) if not p.is_file()]
         if missing:
-            raise CheckpointError(f"tokenizer files {', '.join(missing)} missing in {folder}: copy them from "
-                                  "the official checkpoint")
+            raise CheckpointError(
+                f"tokenizer files {', '.join(missing)} missing in {folder}: copy them from the official checkpoint"
+            )
         return cls(vocab, merges, context_length)
 
     def encode(self, text: str) -> list[int]:
@@ -189,8 +199,13 @@ class Tokenizer(Protocol):
     def decode(self, ids: Sequence[int]) -> str: ...
 
 
-def load_tokenizer(folder: str | Path, text: "TextConfig | None" = None, *, family: str | None = None,
-                   context_length: int | None = None) -> Tokenizer:
+def load_tokenizer(
+    folder: str | Path,
+    text: "TextConfig | None" = None,
+    *,
+    family: str | None = None,
+    context_length: int | None = None,
+) -> Tokenizer:
     """The tokenizer in ``folder`` for a text tower (``text`` config, or ``family`` and ``context_length``)."""
     fam = family or (text.family if text is not None else "clip")
     length = context_length or (text.max_length if text is not None else (77 if fam == "clip" else 64))
@@ -211,8 +226,10 @@ def copy_tokenizer_files(source: str | os.PathLike, dest: str | os.PathLike, nam
     out = {}
     for name in names:
         if not (source / name).is_file():
-            raise CheckpointError(f"tokenizer file {name} missing in {source}: copy the whole checkpoint (a bundle "
-                                  "must be self-contained)")
+            raise CheckpointError(
+                f"tokenizer file {name} missing in {source}: copy the whole checkpoint (a bundle "
+                "must be self-contained)"
+            )
         shutil.copyfile(source / name, dest / name)
         out[name] = sha256_file(dest / name)
     return out

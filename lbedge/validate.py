@@ -40,7 +40,7 @@ class Agreement:
     max_abs_diff: float
     min_cosine: float
     mean_cosine: float
-    top1_agreement: float | None = None     # zero-shot top-1 agreement against text embeddings, if given
+    top1_agreement: float | None = None  # zero-shot top-1 agreement against text embeddings, if given
 
     def to_dict(self) -> dict[str, float | None]:
         return {k: (round(v, 7) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
@@ -57,8 +57,14 @@ def agreement(ref: np.ndarray, got: np.ndarray, text_embeds: np.ndarray | None =
     return Agreement(float(np.abs(ref - got).max()), float(cos.min()), float(cos.mean()), top1)
 
 
-def validate_bundle(path: str | Path, inputs: Sequence, *, labels: Sequence[str] = PROBE_LABELS,
-                    backend: str = "onnxruntime", thresholds: dict[str, float] | None = None) -> list[ValidationRow]:
+def validate_bundle(
+    path: str | Path,
+    inputs: Sequence,
+    *,
+    labels: Sequence[str] = PROBE_LABELS,
+    backend: str = "onnxruntime",
+    thresholds: dict[str, float] | None = None,
+) -> list[ValidationRow]:
     """Agreement of every precision with FP32: embedding cosine and zero-shot top-1 over ``labels``.
 
     ``inputs``: a preprocessed batch, or anything ``Encoder.preprocess`` accepts (e.g. a list of files).
@@ -81,9 +87,10 @@ def validate_bundle(path: str | Path, inputs: Sequence, *, labels: Sequence[str]
             continue
         enc = load_bundle(folder, backend=backend, precision=prec, text_precision="fp32")
         a = agreement(e_ref, enc.embed(x), t_ref)
-        rows.append(ValidationRow("vision", prec, len(x), a.min_cosine, a.mean_cosine, a.top1_agreement,
-                                  th.get(prec, 0.99)))
-    for prec in man.towers.get("text", {}):   # a shared text tower is validated in its own bundle
+        rows.append(
+            ValidationRow("vision", prec, len(x), a.min_cosine, a.mean_cosine, a.top1_agreement, th.get(prec, 0.99))
+        )
+    for prec in man.towers.get("text", {}):  # a shared text tower is validated in its own bundle
         if prec == "fp32" or t_ref is None:
             continue
         enc = load_bundle(folder, backend=backend, precision="fp32", text_precision=prec)

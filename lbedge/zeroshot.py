@@ -21,14 +21,32 @@ log = logging.getLogger(__name__)
 
 # CLIP-style prompt templates per modality; "{}" is the label. Ensembled by averaging embeddings.
 TEMPLATES: dict[str, tuple[str, ...]] = {
-    "image": ("a photo of a {}.", "a bad photo of a {}.", "a photo of the small {}.", "a photo of the large {}.",
-              "a bright photo of a {}.", "a dark photo of a {}.", "a close-up photo of a {}.",
-              "a blurry photo of a {}."),
-    "depth": ("a depth photo of a {}.", "a bad depth photo of a {}.", "a depth photo of the small {}.",
-              "a depth photo of the large {}.", "a close-up depth photo of a {}.", "a blurry depth photo of a {}."),
-    "thermal": ("a thermal photo of a {}.", "an infrared photo of a {}.", "a thermal image of the {}.",
-                "a blurry thermal photo of a {}.", "a close-up thermal photo of a {}.",
-                "a dark infrared photo of a {}."),
+    "image": (
+        "a photo of a {}.",
+        "a bad photo of a {}.",
+        "a photo of the small {}.",
+        "a photo of the large {}.",
+        "a bright photo of a {}.",
+        "a dark photo of a {}.",
+        "a close-up photo of a {}.",
+        "a blurry photo of a {}.",
+    ),
+    "depth": (
+        "a depth photo of a {}.",
+        "a bad depth photo of a {}.",
+        "a depth photo of the small {}.",
+        "a depth photo of the large {}.",
+        "a close-up depth photo of a {}.",
+        "a blurry depth photo of a {}.",
+    ),
+    "thermal": (
+        "a thermal photo of a {}.",
+        "an infrared photo of a {}.",
+        "a thermal image of the {}.",
+        "a blurry thermal photo of a {}.",
+        "a close-up thermal photo of a {}.",
+        "a dark infrared photo of a {}.",
+    ),
     "audio": ("a sound of {}.", "the sound of a {}.", "a recording of {}."),
     "video": ("a video of {}.", "a video of a {}.", "a clip of {}.", "footage of a {}."),
 }
@@ -40,9 +58,37 @@ PROBE_TEMPLATE = "a photo of a {}."
 #: generic labels for measuring zero-shot agreement between two versions of a tower (quantized vs FP32,
 #: student vs teacher) when the caller gives none
 PROBE_LABELS: tuple[str, ...] = (
-    "person", "car", "dog", "cat", "bicycle", "bird", "tree", "building", "road", "chair", "table", "bottle",
-    "phone", "laptop", "horse", "boat", "airplane", "train", "flower", "lion", "parakeet", "door", "window",
-    "fire", "water", "music", "speech", "engine", "rain", "wind")
+    "person",
+    "car",
+    "dog",
+    "cat",
+    "bicycle",
+    "bird",
+    "tree",
+    "building",
+    "road",
+    "chair",
+    "table",
+    "bottle",
+    "phone",
+    "laptop",
+    "horse",
+    "boat",
+    "airplane",
+    "train",
+    "flower",
+    "lion",
+    "parakeet",
+    "door",
+    "window",
+    "fire",
+    "water",
+    "music",
+    "speech",
+    "engine",
+    "rain",
+    "wind",
+)
 
 
 def default_cache_dir() -> Path:
@@ -104,8 +150,9 @@ class PromptCache:
                 except OSError:
                     pass
 
-    def embed(self, encoder: Encoder, prompts: Sequence[str],
-              progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+    def embed(
+        self, encoder: Encoder, prompts: Sequence[str], progress: Callable[[int, int], None] | None = None
+    ) -> np.ndarray:
         """Embeddings of ``prompts`` by ``encoder``'s text tower, from the cache when present.
 
         ``progress(done, total)`` is called as prompts are embedded (or found in the cache)."""
@@ -113,11 +160,12 @@ class PromptCache:
         prompts = list(prompts)
         parts = []
         for start in range(0, len(prompts), self.chunk):
-            part = prompts[start:start + self.chunk]
+            part = prompts[start : start + self.chunk]
             hit = self.get(fp, part, encoder.embed_dim)
             if hit is None:
-                hit = encoder.embed_text(part, progress=None if progress is None else
-                                         lambda d, _t, s=start: progress(s + d, len(prompts)))
+                hit = encoder.embed_text(
+                    part, progress=None if progress is None else lambda d, _t, s=start: progress(s + d, len(prompts))
+                )
                 self.put(fp, part, hit)
             parts.append(hit)
             if progress is not None:
@@ -147,8 +195,10 @@ def check_labels(labels: Any, what: str = "labels") -> list[str]:
     A bare string is refused (it would be read as its letters); so are bytes, None and other non-strings,
     text that is not valid Unicode, and more than ``limits().max_labels`` labels."""
     if isinstance(labels, (str, bytes)):
-        raise InputError(f"{what} must be a list of strings, got one {type(labels).__name__} {labels!r:.60}: pass "
-                         f"[{labels!r:.40}] for one label, or split comma-separated text first")
+        raise InputError(
+            f"{what} must be a list of strings, got one {type(labels).__name__} {labels!r:.60}: pass "
+            f"[{labels!r:.40}] for one label, or split comma-separated text first"
+        )
     try:
         items = list(labels)
     except TypeError:
@@ -187,13 +237,15 @@ def check_labels(labels: Any, what: str = "labels") -> list[str]:
 def check_templates(templates: Any) -> list[str]:
     """Prompt templates: strings that each hold ``{}`` where the label goes."""
     if isinstance(templates, (str, bytes)):
-        raise InputError(f"templates must be a list of strings, got one {type(templates).__name__}: pass "
-                         f"[{templates!r:.60}]")
+        raise InputError(
+            f"templates must be a list of strings, got one {type(templates).__name__}: pass [{templates!r:.60}]"
+        )
     tpl = list(templates)
     bad = [t for t in tpl if not isinstance(t, str) or "{}" not in t]
     if not tpl or bad:
-        raise InputError(f"every template must be a string and must contain '{{}}' where the label goes "
-                         f"(got {bad[:3]!r})")
+        raise InputError(
+            f"every template must be a string and must contain '{{}}' where the label goes (got {bad[:3]!r})"
+        )
     return tpl
 
 
@@ -207,8 +259,8 @@ class Prediction:
     """Top-k result for one input."""
 
     labels: list[str]
-    scores: list[float]                       # softmax probabilities, highest first
-    abstained: bool = False                   # top score below the classifier's threshold
+    scores: list[float]  # softmax probabilities, highest first
+    abstained: bool = False  # top score below the classifier's threshold
     logits: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
 
     @property
@@ -221,8 +273,11 @@ class Prediction:
         return self.scores[0]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"label": self.label, "abstained": self.abstained,
-                "top": [{"label": l, "score": round(s, 6)} for l, s in zip(self.labels, self.scores)]}
+        return {
+            "label": self.label,
+            "abstained": self.abstained,
+            "top": [{"label": label, "score": round(s, 6)} for label, s in zip(self.labels, self.scores)],
+        }
 
 
 class ZeroShotClassifier:
@@ -233,10 +288,19 @@ class ZeroShotClassifier:
     ``softmax(logit_scale * cos)``; with ``threshold`` set, a top score below it abstains.
     """
 
-    def __init__(self, encoder: Encoder, labels: Sequence[str], *, templates: Sequence[str] | None = None,
-                 extra_templates: Sequence[str] = (), top_k: int = 5, threshold: float | None = None,
-                 cache: PromptCache | str | Path | None = None, use_cache: bool = True,
-                 progress: Callable[[int, int], None] | None = None):
+    def __init__(
+        self,
+        encoder: Encoder,
+        labels: Sequence[str],
+        *,
+        templates: Sequence[str] | None = None,
+        extra_templates: Sequence[str] = (),
+        top_k: int = 5,
+        threshold: float | None = None,
+        cache: PromptCache | str | Path | None = None,
+        use_cache: bool = True,
+        progress: Callable[[int, int], None] | None = None,
+    ):
         labels = check_labels(labels)
         tpl = check_templates(templates if templates is not None else TEMPLATES.get(encoder.modality, ("{}",)))
         tpl += check_templates(extra_templates) if extra_templates else []
@@ -251,13 +315,18 @@ class ZeroShotClassifier:
         self.text_embeds = self._label_embeddings(progress)
 
     def _label_embeddings(self, progress: Callable[[int, int], None] | None) -> np.ndarray:
-        prompts = [fill(t, l) for l in self.labels for t in self.templates]
-        e = self.cache.embed(self.encoder, prompts, progress) if self.cache else \
-            self.encoder.embed_text(prompts, progress=progress)
+        prompts = [fill(t, label) for label in self.labels for t in self.templates]
+        e = (
+            self.cache.embed(self.encoder, prompts, progress)
+            if self.cache
+            else self.encoder.embed_text(prompts, progress=progress)
+        )
         if e.shape != (len(prompts), self.encoder.embed_dim) or not np.isfinite(e).all():
-            raise InputError(f"the text tower gave {'non-finite ' if e.ndim == 2 else ''}embeddings of shape "
-                             f"{tuple(e.shape)} for {len(prompts)} prompts (expected dimension "
-                             f"{self.encoder.embed_dim}): the model is broken")
+            raise InputError(
+                f"the text tower gave {'non-finite ' if e.ndim == 2 else ''}embeddings of shape "
+                f"{tuple(e.shape)} for {len(prompts)} prompts (expected dimension "
+                f"{self.encoder.embed_dim}): the model is broken"
+            )
         e = e.reshape(len(self.labels), len(self.templates), -1).mean(axis=1)
         return e / np.maximum(np.linalg.norm(e, axis=-1, keepdims=True), np.float32(1e-12))
 
@@ -296,6 +365,8 @@ def cross_modal_similarity(a: Encoder, xa: Any, b: Encoder, xb: Any) -> np.ndarr
     towers must be identical, which is checked.
     """
     if a.text_fingerprint != b.text_fingerprint:
-        raise InputError(f"{a.name or a.modality} and {b.name or b.modality} have different text towers: their "
-                         "embeddings do not live in one space, so cross-modal similarity is meaningless")
+        raise InputError(
+            f"{a.name or a.modality} and {b.name or b.modality} have different text towers: their "
+            "embeddings do not live in one space, so cross-modal similarity is meaningless"
+        )
     return a.embed(xa) @ b.embed(xb).T

@@ -18,11 +18,12 @@ from .models import bundle_dirs, ensure_text_bundle
 from .world import sample_scenes, write_recordings
 
 DEMO_LABELS: tuple[str, ...] = ("ball", "box", "cone", "ring", "bar")
-DEMO_TEMPLATES: tuple[str, ...] = ("a {}",)       # "a ball": the canonical label every training caption list starts with
+DEMO_TEMPLATES: tuple[str, ...] = ("a {}",)  # "a ball": the canonical label every training caption list starts with
 
 
-def demo_media(out: str | Path, *, scenes: int = 8, seed: int = 2, fps: float = 8.0,
-               seconds_per_scene: float = 2.0) -> dict:
+def demo_media(
+    out: str | Path, *, scenes: int = 8, seed: int = 2, fps: float = 8.0, seconds_per_scene: float = 2.0
+) -> dict:
     """Record ``scenes`` held-out scenes of the world as sensor recordings (once; reused when ``truth.json``
     matches): an MP4 (RGB), a RealSense recording (depth; a 16-bit PNG folder without pyrealsense2), Lepton
     16-bit PNG frames (thermal) and a WAV (audio). Returns ``truth.json``'s contents plus ``root``."""
@@ -31,8 +32,11 @@ def demo_media(out: str | Path, *, scenes: int = 8, seed: int = 2, fps: float = 
     want = [s.to_dict() for s in sample_scenes(scenes, "heldout", seed)]
     if truth.is_file() and stamp.is_file() and stamp.read_text() == world_version():
         doc = json.loads(truth.read_text(encoding="utf-8"))
-        if [{**s["attributes"], "seed": s["seed"]} for s in doc["scenes"]] == want and doc["fps"] == fps \
-                and doc["seconds_per_scene"] == seconds_per_scene:
+        if (
+            [{**s["attributes"], "seed": s["seed"]} for s in doc["scenes"]] == want
+            and doc["fps"] == fps
+            and doc["seconds_per_scene"] == seconds_per_scene
+        ):
             return {**doc, "root": str(out)}
     write_recordings(out, sample_scenes(scenes, "heldout", seed), fps=fps, seconds_per_scene=seconds_per_scene)
     stamp.write_text(world_version())
@@ -53,11 +57,14 @@ def demo_sources(media: dict, *, realtime: bool = True) -> dict:
     else:
         depth = DepthSequenceSource(root / files["depth_frames"], fps=fps, realtime=realtime, name="depth")
     span = float(media["seconds_per_scene"])
-    return {"rgb": VideoFileSource(root / files["rgb"], realtime=realtime, name="rgb"),
-            "depth": depth,
-            "thermal": ThermalSequenceSource(root / files["thermal"], profile=files["thermal_profile"], fps=fps,
-                                             realtime=realtime, name="thermal"),
-            "audio": AudioFileSource(root / files["audio"], window=span, hop=span, realtime=realtime, name="audio")}
+    return {
+        "rgb": VideoFileSource(root / files["rgb"], realtime=realtime, name="rgb"),
+        "depth": depth,
+        "thermal": ThermalSequenceSource(
+            root / files["thermal"], profile=files["thermal_profile"], fps=fps, realtime=realtime, name="thermal"
+        ),
+        "audio": AudioFileSource(root / files["audio"], window=span, hop=span, realtime=realtime, name="audio"),
+    }
 
 
 class SceneTally:
@@ -102,14 +109,23 @@ class SceneTally:
                 hits[c][0] += sum(lab == truth for lab in labs)
                 hits[c][1] += len(labs)
                 cells.append(f"{c}: {top} {score:.2f}{'' if top == truth else ' x'}")
-            lines.append(f"scene {k + 1} ({k * self.span:.0f}-{(k + 1) * self.span:.0f} s) is a {truth:<5}| "
-                         + " | ".join(cells))
+            lines.append(
+                f"scene {k + 1} ({k * self.span:.0f}-{(k + 1) * self.span:.0f} s) is a {truth:<5}| " + " | ".join(cells)
+            )
         return lines, {c: h / n for c, (h, n) in hits.items() if n}
 
 
-def run_lb_mini_demo(*, out: str | Path = "out", video: str | Path | None = "default", scenes: int = 8, seed: int = 2,
-                     realtime: bool = True, student: bool = False, window: bool = False,
-                     say: Callable[[str], None] = print) -> dict:
+def run_lb_mini_demo(
+    *,
+    out: str | Path = "out",
+    video: str | Path | None = "default",
+    scenes: int = 8,
+    seed: int = 2,
+    realtime: bool = True,
+    student: bool = False,
+    window: bool = False,
+    say: Callable[[str], None] = print,
+) -> dict:
     """``make demo``: lb-mini's INT8 bundles classify recorded held-out scenes streamed through the live
     pipeline (RGB MP4, RealSense recording, 16-bit thermal frames, WAV, recorded under ``out``); prints per
     scene each sensor's and the fused label with scores, then FPS and accuracy; writes the annotated RGB video
@@ -131,9 +147,11 @@ def run_lb_mini_demo(*, out: str | Path = "out", video: str | Path | None = "def
     for line in lines:
         say(line)
     for name, st in stats["sources"].items():
-        say(f"  {name:<8} {st['processed']:>4} classified at {st['fps']:>6} FPS, latency {st['latency_ms']} ms "
+        say(
+            f"  {name:<8} {st['processed']:>4} classified at {st['fps']:>6} FPS, latency {st['latency_ms']} ms "
             f"(preprocess {st['preprocess_ms']} ms, model {st['infer_ms']} ms), "
-            f"correct {100 * accuracy.get(name, 0):.0f}%")
+            f"correct {100 * accuracy.get(name, 0):.0f}%"
+        )
     if "fused" in accuracy:
         say(f"  fused    correct {100 * accuracy['fused']:.0f}% of fused results")
     if video_path is not None:

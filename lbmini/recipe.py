@@ -35,7 +35,7 @@ from typing import Any, Callable
 
 from lbedge.errors import InputError
 
-from .world import DATASET_MODALITIES as MODALITIES       # the four senses lb-mini is built for
+from .world import DATASET_MODALITIES as MODALITIES  # the four senses lb-mini is built for
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +46,8 @@ BOUND: tuple[str, ...] = ("depth", "thermal", "audio")
 class LbMiniRecipe:
     """Everything that determines lb-mini. The defaults are the committed model (``make lb-mini``)."""
 
-    work: str = "build/lb-mini"          # data, runs and checkpoints
-    out: str = "models/lb-mini"          # bundles (committed) and the shared text bundle (built, not committed)
+    work: str = "build/lb-mini"  # data, runs and checkpoints
+    out: str = "models/lb-mini"  # bundles (committed) and the shared text bundle (built, not committed)
     seed: int = 0
     threads: int = 2
     # the synthetic world
@@ -61,7 +61,7 @@ class LbMiniRecipe:
     layers: int = 4
     heads: int = 4
     audio_mel_bins: int = 32
-    audio_frames: int = 192              # 10 ms fbank frames: 1.92 s windows
+    audio_frames: int = 192  # 10 ms fbank frames: 1.92 s windows
     # stage 1: the RGB tower, trained in full
     image_steps: int = 1800
     image_lr: float = 1e-3
@@ -72,9 +72,9 @@ class LbMiniRecipe:
     lora_r: int = 32
     lora_targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
     train_also: tuple[str, ...] = ("vision_model.embeddings", "vision_model.pre_layrnorm")
-    attribute_augment: float = 1.0       # share of samples trained colour-/temperature-free and re-coloured
+    attribute_augment: float = 1.0  # share of samples trained colour-/temperature-free and re-coloured
     # stage 3: students
-    student: str = "64,4,4,8"            # width, depth, heads, patch
+    student: str = "64,4,4,8"  # width, depth, heads, patch
     distill_steps: int = 800
     distill_lr: float = 1e-3
     # logging
@@ -107,8 +107,17 @@ def _stage_group(name: str) -> str:
 
 def quick_recipe(work: str | Path, out: str | Path) -> LbMiniRecipe:
     """The whole recipe with a handful of steps per stage and a small world: what CI reproduces."""
-    return LbMiniRecipe(work=str(work), out=str(out), n_train=48, n_val=16, image_steps=3, bind_steps=2,
-                        distill_steps=2, batch_size=8, eval_every=2)
+    return LbMiniRecipe(
+        work=str(work),
+        out=str(out),
+        n_train=48,
+        n_val=16,
+        image_steps=3,
+        bind_steps=2,
+        distill_steps=2,
+        batch_size=8,
+        eval_every=2,
+    )
 
 
 def text_folder() -> Path:
@@ -121,9 +130,9 @@ def text_folder() -> Path:
 @dataclass
 class StageLog:
     name: str
-    seconds: float                       # the time the stage took (when it ran, for a resumed stage)
+    seconds: float  # the time the stage took (when it ran, for a resumed stage)
     result: dict[str, Any] = field(default_factory=dict)
-    resumed: bool = False                # done by an earlier run of the same recipe, skipped by this one
+    resumed: bool = False  # done by an earlier run of the same recipe, skipped by this one
 
 
 class LbMini:
@@ -167,8 +176,12 @@ class LbMini:
 
     def modality_fields(self, modality: str) -> dict[str, Any]:
         if modality == "audio":
-            return {"num_mel_bins": self.r.audio_mel_bins, "target_length": self.r.audio_frames,
-                    "audio_mean": -4.27, "audio_std": 4.57}
+            return {
+                "num_mel_bins": self.r.audio_mel_bins,
+                "target_length": self.r.audio_frames,
+                "audio_mean": -4.27,
+                "audio_std": 4.57,
+            }
         return {}
 
     # --- stages -------------------------------------------------------------------------------------------
@@ -177,24 +190,34 @@ class LbMini:
 
         root = self.work / "data"
         shutil.rmtree(root, ignore_errors=True)
-        res = world.write_dataset(root, self.r.n_train, self.r.n_val, self.r.seed, size=self.r.render_size,
-                                  modalities=MODALITIES)
+        res = world.write_dataset(
+            root, self.r.n_train, self.r.n_val, self.r.seed, size=self.r.render_size, modalities=MODALITIES
+        )
         return {"samples": res["samples"], "seconds": round(res["seconds"], 1)}
 
     def make_base(self) -> dict[str, Any]:
         from lbedge.config import PreprocessConfig, VisionConfig
-
         from lbedge.train.anchor import anchored_model, save_anchored
 
         r = self.r
         grid = r.input_size // r.patch
-        vc = VisionConfig(hidden_size=r.width, intermediate_size=4 * r.width, num_hidden_layers=r.layers,
-                          num_attention_heads=r.heads, patch_size=r.patch, image_size=r.input_size,
-                          grid=(grid, grid), hidden_act="gelu")
+        vc = VisionConfig(
+            hidden_size=r.width,
+            intermediate_size=4 * r.width,
+            num_hidden_layers=r.layers,
+            num_attention_heads=r.heads,
+            patch_size=r.patch,
+            image_size=r.input_size,
+            grid=(grid, grid),
+            hidden_act="gelu",
+        )
         model = anchored_model(text_folder(), "image", vc, PreprocessConfig("image", size=r.input_size), seed=r.seed)
         save_anchored(model, self.work / "base", text_folder())
-        return {"vision_parameters": sum(p.numel() for n, p in model.named_parameters()
-                                         if n.startswith(("vision_model.", "visual_projection")))}
+        return {
+            "vision_parameters": sum(
+                p.numel() for n, p in model.named_parameters() if n.startswith(("vision_model.", "visual_projection"))
+            )
+        }
 
     def _bind(self, modality: str, base: Path, *, full: bool) -> dict[str, Any]:
         from lbedge.train.bind import Binder
@@ -203,16 +226,30 @@ class LbMini:
         r = self.r
         run = self.work / f"run-{modality}"
         shutil.rmtree(run, ignore_errors=True)
-        cfg = BindConfig(base=str(base), modality=modality, modality_fields=self.modality_fields(modality),
-                         data=str(self.data_manifest(modality, "train")),
-                         val_data=str(self.data_manifest(modality, "val")), output=str(run),
-                         lora_r=0 if full else r.lora_r, lora_alpha=float(r.lora_r),
-                         lora_targets=list(r.lora_targets), train_also=[] if full else list(r.train_also),
-                         lr=r.image_lr if full else r.bind_lr, weight_decay=0.05, batch_size=r.batch_size,
-                         max_steps=r.image_steps if full else r.bind_steps, warmup_steps=min(30, r.image_steps // 4),
-                         seed=r.seed, augment=True, augment_flip=False, attribute_augment=r.attribute_augment,
-                         eval_every=r.eval_every,
-                         save_every=10 ** 9, precision="fp32")
+        cfg = BindConfig(
+            base=str(base),
+            modality=modality,
+            modality_fields=self.modality_fields(modality),
+            data=str(self.data_manifest(modality, "train")),
+            val_data=str(self.data_manifest(modality, "val")),
+            output=str(run),
+            lora_r=0 if full else r.lora_r,
+            lora_alpha=float(r.lora_r),
+            lora_targets=list(r.lora_targets),
+            train_also=[] if full else list(r.train_also),
+            lr=r.image_lr if full else r.bind_lr,
+            weight_decay=0.05,
+            batch_size=r.batch_size,
+            max_steps=r.image_steps if full else r.bind_steps,
+            warmup_steps=min(30, r.image_steps // 4),
+            seed=r.seed,
+            augment=True,
+            augment_flip=False,
+            attribute_augment=r.attribute_augment,
+            eval_every=r.eval_every,
+            save_every=10**9,
+            precision="fp32",
+        )
         res = Binder(cfg).run(progress=False, resume=False)
         dst = self.checkpoint(modality)
         shutil.rmtree(dst, ignore_errors=True)
@@ -226,38 +263,57 @@ class LbMini:
 
             rep = merge(run, dst)
             merged = {"lora_pairs": rep.lora_pairs, "merge_min_cosine": rep.min_cosine}
-        return {"steps": res.steps, "val_top1": res.evals[-1]["zero_shot_top1"] if res.evals else None,
-                "loss": res.final.get("loss"), **merged}
+        return {
+            "steps": res.steps,
+            "val_top1": res.evals[-1]["zero_shot_top1"] if res.evals else None,
+            "loss": res.final.get("loss"),
+            **merged,
+        }
 
     def _distill(self, modality: str) -> dict[str, Any]:
-        from .world import CATEGORIES
-
         from lbedge.train.config import DistillConfig
         from lbedge.train.distill import Distiller
+
+        from .world import CATEGORIES
 
         r = self.r
         run = self.work / f"run-student-{modality}"
         shutil.rmtree(run, ignore_errors=True)
-        cfg = DistillConfig(teacher=str(self.checkpoint(modality)), student=r.student,
-                            data=str(self.data_manifest(modality, "train")), output=str(run), lr=r.distill_lr,
-                            batch_size=r.batch_size, max_steps=r.distill_steps, warmup_steps=min(20, r.distill_steps),
-                            probe_labels=list(CATEGORIES), seed=r.seed, eval_every=r.eval_every, photometric=True,
-                            save_every=10 ** 9, val_fraction=0.05)
+        cfg = DistillConfig(
+            teacher=str(self.checkpoint(modality)),
+            student=r.student,
+            data=str(self.data_manifest(modality, "train")),
+            output=str(run),
+            lr=r.distill_lr,
+            batch_size=r.batch_size,
+            max_steps=r.distill_steps,
+            warmup_steps=min(20, r.distill_steps),
+            probe_labels=list(CATEGORIES),
+            seed=r.seed,
+            eval_every=r.eval_every,
+            photometric=True,
+            save_every=10**9,
+            val_fraction=0.05,
+        )
         res = Distiller(cfg).run(progress=False, resume=False)
         dst = self.checkpoint(modality, student=True)
         shutil.rmtree(dst, ignore_errors=True)
         shutil.copytree(res.output, dst)
         after = res.heldout.get("after", {})
-        return {"steps": res.steps, "params": res.student["params"], "teacher_params": res.teacher["params"],
-                "mean_cosine": after.get("mean_cosine"), "zero_shot_agreement": after.get("zero_shot_agreement")}
+        return {
+            "steps": res.steps,
+            "params": res.student["params"],
+            "teacher_params": res.teacher["params"],
+            "mean_cosine": after.get("mean_cosine"),
+            "zero_shot_agreement": after.get("zero_shot_agreement"),
+        }
 
     def make_bundles(self) -> dict[str, Any]:
+        from lbedge.config import ModelConfig
+        from lbedge.preprocess import Preprocessor
         from lbedge.quantize.bundle_build import add_int8, build_text_bundle, export_bundle
         from lbedge.quantize.calibration import load_inputs
         from lbedge.quantize.int8 import Int8Config
-        from lbedge.config import ModelConfig
-        from lbedge.preprocess import Preprocessor
-
         from lbedge.train.data import read_samples
 
         text = self.out / "text"
@@ -272,7 +328,7 @@ class LbMini:
                 pre = Preprocessor(ModelConfig.from_json(ckpt).preprocess)
                 files = [str(s.path) for s in read_samples(self.data_manifest(m, "val"), m, need_text=False)[0]]
                 calib = load_inputs(files[: len(files) // 2], pre)
-                hold = load_inputs(files[len(files) // 2:], pre)
+                hold = load_inputs(files[len(files) // 2 :], pre)
                 export_bundle(ckpt, dst, inputs=hold.arrays[:8], text_bundle=text)
                 add_int8(dst, calib, holdout=hold, config=Int8Config(target="cpu"), labels=_probe_labels())
                 sizes[str(dst.relative_to(self.out))] = sum(f.stat().st_size for f in dst.rglob("*") if f.is_file())
@@ -294,9 +350,13 @@ class LbMini:
         for m in MODALITIES:
             self._stage(f"student-{m}", lambda m=m: self._distill(m))
         bundles = self._stage("bundles", self.make_bundles)
-        record = {"recipe": dataclasses.asdict(self.r), "recipe_fingerprint": self.r.fingerprint(),
-                  "stages": [dataclasses.asdict(s) for s in self.stages],
-                  "files": _file_hashes(self.out), "bundle_bytes": bundles["total_bytes"]}
+        record = {
+            "recipe": dataclasses.asdict(self.r),
+            "recipe_fingerprint": self.r.fingerprint(),
+            "stages": [dataclasses.asdict(s) for s in self.stages],
+            "files": _file_hashes(self.out),
+            "bundle_bytes": bundles["total_bytes"],
+        }
         (self.out / "recipe.json").write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
         return record
 
@@ -312,8 +372,11 @@ def _file_hashes(root: Path) -> dict[str, str]:
     from lbedge.engine import sha256_file
 
     bundles = ("student", *MODALITIES)
-    return {str(p.relative_to(root)): sha256_file(p) for p in sorted(root.rglob("*"))
-            if p.is_file() and p.parts[len(root.parts)] in bundles and p.name != "manifest.json"}
+    return {
+        str(p.relative_to(root)): sha256_file(p)
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.parts[len(root.parts)] in bundles and p.name != "manifest.json"
+    }
 
 
 def run_recipe(recipe: LbMiniRecipe, **kw: Any) -> dict[str, Any]:

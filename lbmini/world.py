@@ -72,8 +72,12 @@ log = logging.getLogger(__name__)
 CATEGORIES: tuple[str, ...] = ("ball", "box", "cone", "ring", "bar")
 #: mean RGB of each colour (jittered per scene, then shaded)
 COLOURS: dict[str, tuple[int, int, int]] = {
-    "red": (205, 35, 35), "green": (40, 165, 55), "blue": (40, 80, 215),
-    "yellow": (230, 205, 40), "white": (236, 236, 236), "purple": (135, 50, 175),
+    "red": (205, 35, 35),
+    "green": (40, 165, 55),
+    "blue": (40, 80, 215),
+    "yellow": (230, 205, 40),
+    "white": (236, 236, 236),
+    "purple": (135, 50, 175),
 }
 SIZES: tuple[str, ...] = ("small", "large")
 POSITIONS: tuple[str, ...] = ("left", "center", "right")
@@ -85,8 +89,15 @@ LOUDNESS: tuple[str, ...] = ("quiet", "loud")
 
 #: attribute name -> its values, in the order scenes are sampled
 ATTRIBUTES: dict[str, tuple[Any, ...]] = {
-    "category": CATEGORIES, "colour": tuple(COLOURS), "size": SIZES, "position": POSITIONS, "count": COUNTS,
-    "motion": MOTIONS, "temperature": TEMPERATURES, "distance": DISTANCES, "loudness": LOUDNESS,
+    "category": CATEGORIES,
+    "colour": tuple(COLOURS),
+    "size": SIZES,
+    "position": POSITIONS,
+    "count": COUNTS,
+    "motion": MOTIONS,
+    "temperature": TEMPERATURES,
+    "distance": DISTANCES,
+    "loudness": LOUDNESS,
 }
 
 #: the sensor modalities captions are written for (lbedge's names); the key "scene" of :data:`PERCEIVABLE` is all
@@ -94,28 +105,40 @@ ATTRIBUTES: dict[str, tuple[Any, ...]] = {
 MODALITIES: tuple[str, ...] = ("image", "video", "depth", "thermal", "audio")
 #: what each modality can perceive, in caption order ("sound" is the category's sound)
 PERCEIVABLE: dict[str, tuple[str, ...]] = {
-    "image": ("category", "count", "size", "colour", "position", "motion"),   # motion: "moving" (blur), no direction
+    "image": ("category", "count", "size", "colour", "position", "motion"),  # motion: "moving" (blur), no direction
     "video": ("category", "count", "size", "colour", "position", "motion"),
     "depth": ("category", "count", "size", "position", "distance"),
     "thermal": ("category", "count", "size", "position", "temperature"),
     "audio": ("category", "loudness", "sound"),
-    "scene": ("category", "count", "size", "colour", "position", "distance", "temperature", "motion",
-              "loudness", "sound"),
+    "scene": (
+        "category",
+        "count",
+        "size",
+        "colour",
+        "position",
+        "distance",
+        "temperature",
+        "motion",
+        "loudness",
+        "sound",
+    ),
 }
 
 #: (category, colour) pairs that never occur in train/val scenes (every colour but blue held out once)
-HELDOUT_COLOURS: frozenset[tuple[str, str]] = frozenset({
-    ("ball", "purple"), ("box", "yellow"), ("cone", "white"), ("ring", "green"), ("bar", "red")})
+HELDOUT_COLOURS: frozenset[tuple[str, str]] = frozenset(
+    {("ball", "purple"), ("box", "yellow"), ("cone", "white"), ("ring", "green"), ("bar", "red")}
+)
 #: (category, temperature) pairs that never occur in train/val scenes
-HELDOUT_TEMPERATURES: frozenset[tuple[str, str]] = frozenset({
-    ("ball", "hot"), ("box", "cold"), ("cone", "warm"), ("ring", "cold"), ("bar", "hot")})
+HELDOUT_TEMPERATURES: frozenset[tuple[str, str]] = frozenset(
+    {("ball", "hot"), ("box", "cold"), ("cone", "warm"), ("ring", "cold"), ("bar", "hot")}
+)
 
 SPLITS: dict[str, int] = {"train": 0, "val": 1, "heldout": 2}
 
 # --- physical constants of the world ------------------------------------------------------------------------------
-FOCAL = 1.0                    # focal length in image widths (horizontal field of view ~53 degrees)
-CAMERA_HEIGHT_M = 0.3          # camera above the floor, looking horizontally
-WALL_M = (4.7, 5.3)            # wall distance
+FOCAL = 1.0  # focal length in image widths (horizontal field of view ~53 degrees)
+CAMERA_HEIGHT_M = 0.3  # camera above the floor, looking horizontally
+WALL_M = (4.7, 5.3)  # wall distance
 SIZE_M = {"small": (0.24, 0.3), "large": (0.4, 0.48)}
 DISTANCE_M = {"near": (0.7, 1.3), "far": (1.6, 2.3)}
 TEMPERATURE_C = {"cold": (5.0, 12.0), "warm": (30.0, 38.0), "hot": (60.0, 90.0)}
@@ -231,7 +254,7 @@ class Phrasing:
     positions: Mapping[str, str]
     distances: Mapping[str, str]
     temperatures: Mapping[str, str]
-    motions: Mapping[str, str]          # still / left / right / moving (direction-free, for still images)
+    motions: Mapping[str, str]  # still / left / right / moving (direction-free, for still images)
     sounds: Mapping[str, str]
     loudness: Mapping[str, str]
     tag_format: str
@@ -242,8 +265,15 @@ class Phrasing:
         out: set[str] = set(self.sentences) | set(self.audio_sentences) | {self.sound_clause}
         for group in self.labels.values():
             out |= set(group)
-        for table in (self.positions, self.distances, self.temperatures, self.motions, self.sounds, self.views,
-                      self.loudness):
+        for table in (
+            self.positions,
+            self.distances,
+            self.temperatures,
+            self.motions,
+            self.sounds,
+            self.views,
+            self.loudness,
+        ):
             out |= set(table.values())
         out |= {self.tag_format}
         return frozenset(out)
@@ -262,18 +292,31 @@ TRAIN_PHRASING = Phrasing(
     sentences=("{core}, {rest}", "{view} of {core}, {rest}"),
     audio_sentences=("{a} making a {loud} {sound}", "a {loud} {sound} from {a}"),
     sound_clause="making a {loud} {sound}",
-    views={"image": "a photo", "video": "a video", "depth": "a depth map", "thermal": "a thermal image",
-           "audio": "a recording", "scene": "a scene"},
+    views={
+        "image": "a photo",
+        "video": "a video",
+        "depth": "a depth map",
+        "thermal": "a thermal image",
+        "audio": "a recording",
+        "scene": "a scene",
+    },
     counts={1: "a", 2: "two"},
-    joiner=", ", last_joiner=", ",
+    joiner=", ",
+    last_joiner=", ",
     positions={"left": "on the left", "center": "in the center", "right": "on the right"},
     distances={"near": "close to the camera", "far": "far from the camera"},
     temperatures={"cold": "cold", "warm": "warm", "hot": "hot"},
     motions={"still": "standing still", "left": "moving left", "right": "moving right", "moving": "moving"},
-    sounds={"ball": "bouncing sound", "box": "low humming sound", "cone": "rising whistle",
-            "ring": "high ringing bell", "bar": "falling whistle"},
+    sounds={
+        "ball": "bouncing sound",
+        "box": "low humming sound",
+        "cone": "rising whistle",
+        "ring": "high ringing bell",
+        "bar": "falling whistle",
+    },
     loudness={"quiet": "quiet", "loud": "loud"},
-    tag_format="{value}", tag_joiner=", ",
+    tag_format="{value}",
+    tag_joiner=", ",
 )
 
 HELDOUT_PHRASING = Phrasing(
@@ -289,18 +332,31 @@ HELDOUT_PHRASING = Phrasing(
     sentences=("there is {core}, {rest}", "this {view} shows {core}, {rest}"),
     audio_sentences=("you can hear {a}: a {loud} {sound}", "{a} producing a {loud} {sound}"),
     sound_clause="producing a {loud} {sound}",
-    views={"image": "picture", "video": "clip", "depth": "range image", "thermal": "heat map",
-           "audio": "audio clip", "scene": "place"},
+    views={
+        "image": "picture",
+        "video": "clip",
+        "depth": "range image",
+        "thermal": "heat map",
+        "audio": "audio clip",
+        "scene": "place",
+    },
     counts={1: "one", 2: "a pair of"},
-    joiner=", ", last_joiner=" and ",
+    joiner=", ",
+    last_joiner=" and ",
     positions={"left": "at the left side", "center": "in the middle", "right": "at the right side"},
     distances={"near": "near the sensor", "far": "in the distance"},
     temperatures={"cold": "at a low temperature", "warm": "at body temperature", "hot": "at a high temperature"},
     motions={"still": "not moving", "left": "heading left", "right": "heading right", "moving": "in motion"},
-    sounds={"ball": "rhythmic knocking", "box": "deep steady drone", "cone": "tone sweeping upward",
-            "ring": "clear chime", "bar": "tone sweeping downward"},
+    sounds={
+        "ball": "rhythmic knocking",
+        "box": "deep steady drone",
+        "cone": "tone sweeping upward",
+        "ring": "clear chime",
+        "bar": "tone sweeping downward",
+    },
     loudness={"quiet": "faint", "loud": "strong"},
-    tag_format="{name}: {value}", tag_joiner="; ",
+    tag_format="{name}: {value}",
+    tag_joiner="; ",
 )
 
 #: caption phrasings by name; ``val`` captions use the train phrasing
@@ -348,12 +404,20 @@ def tags(scene: Scene, modality: str | None = None, split: str = "train") -> str
     or ``"object: ball; count: 2; ..."`` (held-out phrasing)."""
     ph, v = _phrasing(split), _check_modality(modality)
     seen = PERCEIVABLE[v]
-    values = {"category": scene.category, "count": {1: "one", 2: "two"}[scene.count], "size": scene.size,
-              "colour": scene.colour, "position": scene.position, "distance": scene.distance,
-              "temperature": scene.temperature,
-              "motion": {"still": "still", "left": "moving left", "right": "moving right",
-                         "moving": "moving"}[_motion_key(scene, v)],
-              "loudness": scene.loudness, "sound": ph.sounds[scene.category]}
+    values = {
+        "category": scene.category,
+        "count": {1: "one", 2: "two"}[scene.count],
+        "size": scene.size,
+        "colour": scene.colour,
+        "position": scene.position,
+        "distance": scene.distance,
+        "temperature": scene.temperature,
+        "motion": {"still": "still", "left": "moving left", "right": "moving right", "moving": "moving"}[
+            _motion_key(scene, v)
+        ],
+        "loudness": scene.loudness,
+        "sound": ph.sounds[scene.category],
+    }
     if ph.name == "heldout":
         values["count"] = str(scene.count)
     names = {"category": "object"}
@@ -379,8 +443,9 @@ def captions(scene: Scene, modality: str | None = None, split: str = "train") ->
     """
     v = _check_modality(modality)
     ph = _phrasing(split)
-    rng = np.random.default_rng(np.random.SeedSequence(
-        scene.seed, spawn_key=(3, _MODALITY_CODE[v], int(ph.name == "heldout"))))
+    rng = np.random.default_rng(
+        np.random.SeedSequence(scene.seed, spawn_key=(3, _MODALITY_CODE[v], int(ph.name == "heldout")))
+    )
     seen = PERCEIVABLE[v]
     a = label(scene.category)
     out = [a, ph.labels[v][int(rng.integers(len(ph.labels[v])))].format(a=a)]
@@ -428,7 +493,7 @@ class _Layout:
     therm_tex_amp: float
     wall_rgb: np.ndarray
     floor_rgb: np.ndarray
-    light: tuple[float, float]           # illumination gradient across x and y
+    light: tuple[float, float]  # illumination gradient across x and y
     gain: float
     wall_tex: np.ndarray
     floor_tex: np.ndarray
@@ -439,14 +504,14 @@ class _Layout:
     obj_rgb: np.ndarray
     obj_temp: float
     proportion: float
-    zs: list[float]                      # per instance: footprint depth (m)
-    ss: list[float]                      # per instance: largest dimension (m)
-    x_mid: float                         # pair centre at mid-clip, image-width fraction (before fitting)
-    travel: float                        # image-width fraction travelled over the clip (signed)
+    zs: list[float]  # per instance: footprint depth (m)
+    ss: list[float]  # per instance: largest dimension (m)
+    x_mid: float  # pair centre at mid-clip, image-width fraction (before fitting)
+    travel: float  # image-width fraction travelled over the clip (signed)
     rgb_noise: float
     depth_noise: float
     thermal_noise: float
-    band: float                          # invalid-depth band at the left edge, image-width fraction
+    band: float  # invalid-depth band at the left edge, image-width fraction
 
 
 def _layout(scene: Scene) -> _Layout:
@@ -460,7 +525,7 @@ def _layout(scene: Scene) -> _Layout:
         w, h = u(0.08, 0.22), u(0.08, 0.2)
         x0, y0 = u(0.02, 0.98 - w), u(0.03, 0.32 - h / 2)
         grey = u(60, 210)
-        tint = u(-1, 1, 3) * 0.2 * grey * u(0, 1)      # muted: never as saturated as an object
+        tint = u(-1, 1, 3) * 0.2 * grey * u(0, 1)  # muted: never as saturated as an object
         posters.append((x0, y0, x0 + w, y0 + h, np.clip(grey + tint, 0, 255), float(u(-1.5, 1.0))))
     base = np.array(COLOURS[scene.colour], np.float64)
     obj_rgb = np.clip(base + u(-12, 12, 3), 0, 255)
@@ -472,7 +537,7 @@ def _layout(scene: Scene) -> _Layout:
     s0, z0 = u(0, 1), u(0, 1)
     scale = CATEGORY_SCALE[scene.category]
     zs, ss = [], []
-    for k in range(2):                                   # always draw two, so count does not shift the stream
+    for k in range(2):  # always draw two, so count does not shift the stream
         dz, ds = u(-0.04, 0.04), u(-0.01, 0.01)
         if k < scene.count:
             zs.append(float(np.clip(d_lo + z0 * (d_hi - d_lo) + dz, d_lo, d_hi)))
@@ -480,22 +545,42 @@ def _layout(scene: Scene) -> _Layout:
     x_mid = {"left": 0.22, "center": 0.5, "right": 0.78}[scene.position] + u(-0.04, 0.04)
     travel = u(0.18, 0.26) * {"still": 0.0, "left": -1.0, "right": 1.0}[scene.motion]
     return _Layout(
-        wall_z=u(*WALL_M), wall_tilt=u(-0.25, 0.25), ambient=u(*AMBIENT_C), floor_dt=u(0.5, 2.5),
-        wall_grad_t=u(0.5, 2.0), therm_tex_amp=u(0.2, 0.8), wall_rgb=wall_rgb, floor_rgb=floor_rgb,
-        light=(u(-0.15, 0.15), u(-0.15, 0.15)), gain=u(0.8, 1.12),
-        wall_tex=rng.standard_normal((6, 6)), floor_tex=rng.standard_normal((12, 12)),
-        therm_tex=rng.standard_normal((5, 5)), board_width=u(0.12, 0.3), board_contrast=u(0.0, 0.06),
-        posters=posters, obj_rgb=obj_rgb, obj_temp=obj_temp, proportion=proportion, zs=zs, ss=ss,
-        x_mid=x_mid, travel=travel, rgb_noise=u(2.0, 5.0), depth_noise=u(0.008, 0.012),
-        thermal_noise=u(0.04, 0.08), band=u(0.015, 0.04))
+        wall_z=u(*WALL_M),
+        wall_tilt=u(-0.25, 0.25),
+        ambient=u(*AMBIENT_C),
+        floor_dt=u(0.5, 2.5),
+        wall_grad_t=u(0.5, 2.0),
+        therm_tex_amp=u(0.2, 0.8),
+        wall_rgb=wall_rgb,
+        floor_rgb=floor_rgb,
+        light=(u(-0.15, 0.15), u(-0.15, 0.15)),
+        gain=u(0.8, 1.12),
+        wall_tex=rng.standard_normal((6, 6)),
+        floor_tex=rng.standard_normal((12, 12)),
+        therm_tex=rng.standard_normal((5, 5)),
+        board_width=u(0.12, 0.3),
+        board_contrast=u(0.0, 0.06),
+        posters=posters,
+        obj_rgb=obj_rgb,
+        obj_temp=obj_temp,
+        proportion=proportion,
+        zs=zs,
+        ss=ss,
+        x_mid=x_mid,
+        travel=travel,
+        rgb_noise=u(2.0, 5.0),
+        depth_noise=u(0.008, 0.012),
+        thermal_noise=u(0.04, 0.08),
+        band=u(0.015, 0.04),
+    )
 
 
 @dataclass
 class _Background:
-    rgb: np.ndarray          # HxWx3 float32, 0..255 before gain
-    depth: np.ndarray        # HxW float32 metres
-    temp: np.ndarray         # HxW float32 degC
-    floor: np.ndarray        # HxW bool
+    rgb: np.ndarray  # HxWx3 float32, 0..255 before gain
+    depth: np.ndarray  # HxW float32 metres
+    temp: np.ndarray  # HxW float32 degC
+    floor: np.ndarray  # HxW bool
 
 
 def _upsample(tex: np.ndarray, size: int) -> np.ndarray:
@@ -514,7 +599,7 @@ def _background(lay: _Layout, size: int) -> _Background:
     uu, vv = xs / (size - 1), ys / (size - 1)
     light = 1.0 + lay.light[0] * (uu - 0.5) + lay.light[1] * (vv - 0.5)
     wall = lay.wall_rgb.astype(np.float32) * (light * (1.0 + 0.07 * _upsample(lay.wall_tex, size)))[..., None]
-    lateral = (xs - c) * np.where(floor, floor_z, 0.0) / f            # world X on the floor: board pattern
+    lateral = (xs - c) * np.where(floor, floor_z, 0.0) / f  # world X on the floor: board pattern
     boards = lay.board_contrast * np.sign(np.sin(2 * np.pi * lateral / lay.board_width))
     floor_shade = light * (1.0 + 0.08 * _upsample(lay.floor_tex, size) + boards)
     flo = lay.floor_rgb.astype(np.float32) * floor_shade[..., None]
@@ -523,8 +608,10 @@ def _background(lay: _Layout, size: int) -> _Background:
     temp = np.where(floor, lay.ambient - lay.floor_dt, lay.ambient + lay.wall_grad_t * (0.5 - vv))
     temp = temp + lay.therm_tex_amp * _upsample(lay.therm_tex, size)
     for x0, y0, x1, y1, colour, dt in lay.posters:
-        sl = (slice(int(y0 * size), max(int(y0 * size) + 1, int(y1 * size))),
-              slice(int(x0 * size), max(int(x0 * size) + 1, int(x1 * size))))
+        sl = (
+            slice(int(y0 * size), max(int(y0 * size) + 1, int(y1 * size))),
+            slice(int(x0 * size), max(int(x0 * size) + 1, int(x1 * size))),
+        )
         on_wall = ~floor[sl]
         rgb[sl] = np.where(on_wall[..., None], colour.astype(np.float32) * light[sl][..., None], rgb[sl])
         temp[sl] = np.where(on_wall, temp[sl] + dt, temp[sl])
@@ -533,9 +620,9 @@ def _background(lay: _Layout, size: int) -> _Background:
 
 @dataclass
 class _Placed:
-    cx: float       # pixel column of the object's axis
-    base: float     # pixel row where it stands on the floor
-    extent: float   # pixels of its largest dimension
+    cx: float  # pixel column of the object's axis
+    base: float  # pixel row where it stands on the floor
+    extent: float  # pixels of its largest dimension
     z: float
     s: float
 
@@ -553,8 +640,10 @@ def _place(scene: Scene, lay: _Layout, t: int, frames: int, size: int) -> list[_
     xc = min(max(xc, (third / 3 + 0.02) * size), ((third + 1) / 3 - 0.02) * size)
     xc += lay.travel * size * ((t + 0.5) / frames - 0.5)
     offsets = [0.0] if scene.count == 1 else [-PAIR_SPACING * widths[0] / 2, PAIR_SPACING * widths[0] / 2]
-    return [_Placed(xc + off - 0.5, c + f * CAMERA_HEIGHT_M / z, e, z, s)
-            for off, e, z, s in zip(offsets, extents, lay.zs, lay.ss)]
+    return [
+        _Placed(xc + off - 0.5, c + f * CAMERA_HEIGHT_M / z, e, z, s)
+        for off, e, z, s in zip(offsets, extents, lay.zs, lay.ss)
+    ]
 
 
 def _width_ratio(category: str, p: float) -> float:
@@ -565,8 +654,9 @@ def _width_ratio(category: str, p: float) -> float:
 _LIGHT = np.array([-0.45, -0.55, 0.70], np.float32) / np.linalg.norm([-0.45, -0.55, 0.70])
 
 
-def _shape(category: str, p: float, xs: np.ndarray, ys: np.ndarray, e: float, s: float
-           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _shape(
+    category: str, p: float, xs: np.ndarray, ys: np.ndarray, e: float, s: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Alpha (anti-aliased coverage), shade, specular and depth protrusion (m, toward the camera) of one
     object on a pixel grid; ``xs`` from its axis, ``ys`` from where it stands (negative = up)."""
     zero = np.zeros(np.broadcast(xs, ys).shape, np.float32)
@@ -577,7 +667,7 @@ def _shape(category: str, p: float, xs: np.ndarray, ys: np.ndarray, e: float, s:
         sd = rho - r
         h = np.sqrt(np.clip(1 - (rho / r) ** 2, 0, 1))
         lam = np.clip((dx / r) * _LIGHT[0] + (dy / r) * _LIGHT[1] + h * _LIGHT[2], 0, 1)
-        return np.clip(0.5 - sd, 0, 1), 0.3 + 0.75 * lam, 0.5 * lam ** 24, (s / 2) * h
+        return np.clip(0.5 - sd, 0, 1), 0.3 + 0.75 * lam, 0.5 * lam**24, (s / 2) * h
     if category == "box":
         w, hg = e, e * (0.86 + 0.14 * p)
         dy = ys + hg / 2
@@ -588,7 +678,7 @@ def _shape(category: str, p: float, xs: np.ndarray, ys: np.ndarray, e: float, s:
     if category == "cone":
         hg, bw = e, e * (0.7 + 0.2 * p)
         dy = ys + hg / 2
-        v = np.clip((dy + hg / 2) / hg, 0, 1)             # 0 at the apex, 1 at the base
+        v = np.clip((dy + hg / 2) / hg, 0, 1)  # 0 at the apex, 1 at the base
         hw = np.maximum(v * bw / 2, 1e-3)
         side = (np.abs(xs) - v * bw / 2) * hg / math.hypot(hg, bw / 2)
         sd = np.maximum(side, np.maximum(dy - hg / 2, -(dy + hg / 2)))
@@ -607,7 +697,7 @@ def _shape(category: str, p: float, xs: np.ndarray, ys: np.ndarray, e: float, s:
         h = np.sqrt(np.clip(1 - k * k, 0, 1))
         inv = 1.0 / np.maximum(rho, 1e-3)
         lam = np.clip(k * dx * inv * _LIGHT[0] + k * dy * inv * _LIGHT[1] + h * _LIGHT[2], 0, 1)
-        return np.clip(0.5 - sd, 0, 1), 0.3 + 0.75 * lam, 0.35 * lam ** 24, (s * (ro - ri) / (2 * e)) * h
+        return np.clip(0.5 - sd, 0, 1), 0.3 + 0.75 * lam, 0.35 * lam**24, (s * (ro - ri) / (2 * e)) * h
     if category == "bar":
         w, hg = e, e * (0.26 + 0.12 * p)
         dy = ys + hg / 2
@@ -630,7 +720,7 @@ _Q_RANDOM_HOLE, _Q_EDGE_HOLE, _Q_BAND_HOLE = (NormalDist().inv_cdf(p) for p in (
 @lru_cache(maxsize=1)
 def _normal_bank() -> np.ndarray:
     """2M standard normals (float32), drawn once from a fixed seed: per-frame sensor noise is a slice of it at
-    a random offset, which is ~10x cheaper than drawing fresh normals and as deterministic."""
+    a random offset, which is much cheaper than drawing fresh normals and as deterministic."""
     return np.random.default_rng(20240611).standard_normal(_BANK_SIZE, dtype=np.float32)
 
 
@@ -650,7 +740,7 @@ def _noise(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
     if count > _BANK_SIZE // 2:
         return rng.standard_normal(shape, dtype=np.float32)
     start = int(rng.integers(0, _BANK_SIZE - count))
-    return _normal_bank()[start:start + count].reshape(shape)
+    return _normal_bank()[start : start + count].reshape(shape)
 
 
 @dataclass
@@ -658,12 +748,12 @@ class Rendered:
     """One scene as every sensor records it. Frames share one camera: the same pixels show the objects."""
 
     scene: Scene
-    rgb: np.ndarray            # [T, H, W, 3] uint8 RGB
-    depth_mm: np.ndarray       # [T, H, W] uint16 millimetres along the optical axis, 0 = invalid
-    thermal_ck: np.ndarray     # [T, H, W] uint16 centikelvin (FLIR Lepton TLinear: degC = v / 100 - 273.15)
-    audio: np.ndarray          # [samples] float32 mono in [-1, 1]
+    rgb: np.ndarray  # [T, H, W, 3] uint8 RGB
+    depth_mm: np.ndarray  # [T, H, W] uint16 millimetres along the optical axis, 0 = invalid
+    thermal_ck: np.ndarray  # [T, H, W] uint16 centikelvin (FLIR Lepton TLinear: degC = v / 100 - 273.15)
+    audio: np.ndarray  # [samples] float32 mono in [-1, 1]
     sample_rate: int
-    mask: np.ndarray           # [T, H, W] bool: object pixels (coverage > 0.5, before motion blur)
+    mask: np.ndarray  # [T, H, W] bool: object pixels (coverage > 0.5, before motion blur)
     intrinsics: tuple[float, float, float, float] = field(default=(0.0, 0.0, 0.0, 0.0))
 
     @property
@@ -693,8 +783,15 @@ def thermal_image(raw_ck: np.ndarray, method: str = "percentile") -> np.ndarray:
     return thermal_frame(PROFILES["lepton"], raw_ck, method)[0]
 
 
-def render(scene: Scene, *, size: int = 128, frames: int = 8, audio_seconds: float = 2.0,
-           sample_rate: int = SAMPLE_RATE, objects: bool = True) -> Rendered:
+def render(
+    scene: Scene,
+    *,
+    size: int = 128,
+    frames: int = 8,
+    audio_seconds: float = 2.0,
+    sample_rate: int = SAMPLE_RATE,
+    objects: bool = True,
+) -> Rendered:
     """Render ``scene``: ``frames`` RGB, depth and thermal frames of ``size`` x ``size`` and ``audio_seconds``
     of mono audio. ``objects=False`` renders the same scene empty (same background, noise and ambient sound),
     which makes every object effect measurable pixel by pixel. Deterministic."""
@@ -710,7 +807,7 @@ def render(scene: Scene, *, size: int = 128, frames: int = 8, audio_seconds: flo
     depth = np.empty((frames, n, n), np.uint16)
     thermal = np.empty((frames, n, n), np.uint16)
     masks = np.zeros((frames, n, n), bool)
-    column_fpn = (rng.standard_normal(n) * 0.03).astype(np.float32)        # Lepton-like column pattern
+    column_fpn = (rng.standard_normal(n) * 0.03).astype(np.float32)  # Lepton-like column pattern
     band_cols = max(1, int(round(lay.band * n)))
     blur_len = int(round(abs(lay.travel) * n / _EXPOSURES_PER_CLIP))
     sigma_t = 0.6 * n / 128
@@ -719,7 +816,7 @@ def render(scene: Scene, *, size: int = 128, frames: int = 8, audio_seconds: flo
         rgb_noise = _noise(rng, (n, n, 3))
         depth_noise = _noise(rng, (n, n))
         therm_noise = _noise(rng, (n, n))
-        holes = _noise(rng, (n, n))                           # thresholded at normal quantiles
+        holes = _noise(rng, (n, n))  # thresholded at normal quantiles
         base_rgb = bg.rgb.copy()
         d = bg.depth.copy()
         temp = bg.temp.copy()
@@ -727,7 +824,7 @@ def render(scene: Scene, *, size: int = 128, frames: int = 8, audio_seconds: flo
         alpha = np.zeros((n, n), np.float32)
         edge = np.zeros((n, n), bool)
         placed = _place(scene, lay, t, frames, n) if objects else []
-        for ob in placed:                                   # contact shadow (RGB) and heat exchange (thermal)
+        for ob in placed:  # contact shadow (RGB) and heat exchange (thermal)
             w = ob.extent * _width_ratio(scene.category, lay.proportion)
             ax, ay = 0.5 * w + 1.0, max(1.0, 0.12 * w)
             y0, y1 = max(0, int(ob.base - 3 * ay)), min(n, int(ob.base + 3 * ay) + 2)
@@ -758,7 +855,7 @@ def render(scene: Scene, *, size: int = 128, frames: int = 8, audio_seconds: flo
             temp[sl] = temp[sl] * (1 - a) + core * a
             masks[t][sl] |= hard
             edge[sl] |= (a > 0.05) & (a < 0.95)
-        if placed and blur_len >= 2:                          # motion blur over the exposure
+        if placed and blur_len >= 2:  # motion blur over the exposure
             layer = cv2.blur(layer, (blur_len, 1))
             alpha = cv2.blur(alpha, (blur_len, 1))
         img = (base_rgb * (1 - alpha[..., None]) + layer) * lay.gain + lay.rgb_noise * rgb_noise
@@ -784,19 +881,19 @@ def _chirps(rng: np.random.Generator, t: np.ndarray, sr: int, rising: bool) -> n
     frac = rng.uniform(0.75, 0.92)
     f_lo, f_hi = rng.uniform(300, 600), rng.uniform(1800, 3000)
     offset = rng.uniform(0, period)
-    tau = ((t + offset) % period) / (period * frac)          # 0..1 during a sweep, > 1 in the gap
+    tau = ((t + offset) % period) / (period * frac)  # 0..1 during a sweep, > 1 in the gap
     active = tau < 1.0
     tc = np.clip(tau, 0, 1)
     freq = f_lo * np.exp(math.log(f_hi / f_lo) * (tc if rising else 1.0 - tc))
     phase = 2 * np.pi * np.cumsum(freq) / sr
-    ramp = 0.008 / (period * frac)                           # 8 ms fades
+    ramp = 0.008 / (period * frac)  # 8 ms fades
     env = active * np.clip(tc / ramp, 0, 1) * np.clip((1 - tc) / ramp, 0, 1)
     return env * (np.sin(phase) + 0.2 * np.sin(2 * phase) * (2 * freq < sr / 2 - 200))
 
 
 def _sound(category: str, rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
     t = np.arange(n) / sr
-    if category == "ball":                                   # bounces: intervals shrink, clicks fade, repeat
+    if category == "ball":  # bounces: intervals shrink, clicks fade, repeat
         i0, q = rng.uniform(0.22, 0.4), rng.uniform(0.7, 0.85)
         fc, tau = rng.uniform(700, 1800), rng.uniform(0.006, 0.015)
         tk = np.arange(int(6 * tau * sr)) / sr
@@ -808,7 +905,7 @@ def _sound(category: str, rng: np.random.Generator, n: int, sr: int) -> np.ndarr
         while when < n / sr:
             k = int(when * sr)
             m = min(len(click), n - k)
-            x[k:k + m] += amp * click[:m]
+            x[k : k + m] += amp * click[:m]
             when += interval
             interval *= q
             amp *= math.sqrt(q)
@@ -816,17 +913,17 @@ def _sound(category: str, rng: np.random.Generator, n: int, sr: int) -> np.ndarr
                 when += rng.uniform(0.15, 0.3)
                 interval, amp = i0, 1.0
         return x
-    if category == "box":                                    # mains-like hum with harmonics, slow wobble
+    if category == "box":  # mains-like hum with harmonics, slow wobble
         f0, roll = rng.uniform(120, 180), rng.uniform(0.7, 1.4)
         vib = 1 + 0.003 * np.sin(2 * np.pi * rng.uniform(0.2, 1.0) * t)
         phase0 = 2 * np.pi * np.cumsum(f0 * vib) / sr
-        x = sum(k ** -roll * np.sin(k * phase0 + rng.uniform(0, 2 * np.pi)) for k in range(1, 9))
+        x = sum(k**-roll * np.sin(k * phase0 + rng.uniform(0, 2 * np.pi)) for k in range(1, 9))
         return x * (1 + 0.12 * np.sin(2 * np.pi * rng.uniform(0.5, 3.0) * t + rng.uniform(0, 2 * np.pi)))
     if category == "cone":
         return _chirps(rng, t, sr, rising=True)
     if category == "bar":
         return _chirps(rng, t, sr, rising=False)
-    if category == "ring":                                   # struck bell: decaying partials, repeated
+    if category == "ring":  # struck bell: decaying partials, repeated
         period, f1, tau = rng.uniform(0.5, 0.9), rng.uniform(1500, 2500), rng.uniform(0.12, 0.3)
         since = (t + rng.uniform(0, period)) % period
         env = np.exp(-since / tau) * np.clip(since / 0.002, 0, 1)
@@ -835,8 +932,9 @@ def _sound(category: str, rng: np.random.Generator, n: int, sr: int) -> np.ndarr
     raise ValueError(f"unknown category {category!r}")
 
 
-def render_audio(scene: Scene, seconds: float = 2.0, sample_rate: int = SAMPLE_RATE, *,
-                 sound: bool = True) -> np.ndarray:
+def render_audio(
+    scene: Scene, seconds: float = 2.0, sample_rate: int = SAMPLE_RATE, *, sound: bool = True
+) -> np.ndarray:
     """``seconds`` of the scene's sound (mono float32 in [-1, 1]) over low room noise; ``sound=False``: the room
     noise alone. The signature's parameters do not depend on ``seconds``."""
     rng = np.random.default_rng(np.random.SeedSequence(scene.seed, spawn_key=(2,)))
@@ -845,9 +943,10 @@ def render_audio(scene: Scene, seconds: float = 2.0, sample_rate: int = SAMPLE_R
     noise_rms = rng.uniform(0.002, 0.008)
     bank = _pink_bank()
     if n <= len(bank) // 2:
-        start = int(np.random.default_rng(np.random.SeedSequence(scene.seed, spawn_key=(2, 1))).integers(
-            0, len(bank) - n))
-        noise = bank[start:start + n].astype(np.float64) * noise_rms
+        start = int(
+            np.random.default_rng(np.random.SeedSequence(scene.seed, spawn_key=(2, 1))).integers(0, len(bank) - n)
+        )
+        noise = bank[start : start + n].astype(np.float64) * noise_rms
     else:
         noise = np.tile(bank, n // len(bank) + 1)[:n].astype(np.float64) * noise_rms
     x = np.zeros(n)
@@ -860,7 +959,7 @@ def render_audio(scene: Scene, seconds: float = 2.0, sample_rate: int = SAMPLE_R
 # --- writing ------------------------------------------------------------------------------------------------------
 def _write_png(path: Path, img: np.ndarray) -> None:
     if img.ndim == 3:
-        img = np.ascontiguousarray(img[..., ::-1])                # RGB -> OpenCV's BGR
+        img = np.ascontiguousarray(img[..., ::-1])  # RGB -> OpenCV's BGR
     if not cv2.imwrite(str(path), img, [cv2.IMWRITE_PNG_COMPRESSION, 3]):
         raise OSError(f"cannot write {path}")
 
@@ -899,10 +998,21 @@ def _frame_indices(frames: int, k: int) -> list[int]:
 DATASET_MODALITIES: tuple[str, ...] = ("image", "depth", "thermal", "audio")
 
 
-def write_dataset(root: str | Path, n_train: int, n_val: int, seed: int = 0, *, n_heldout: int = 0,
-                  size: int = 128, frames: int = 8, audio_seconds: float = 2.0,
-                  modalities: Sequence[str] = DATASET_MODALITIES, frames_per_scene: int = 1,
-                  agc_method: str = "percentile", fps: float = 8.0) -> dict[str, Any]:
+def write_dataset(
+    root: str | Path,
+    n_train: int,
+    n_val: int,
+    seed: int = 0,
+    *,
+    n_heldout: int = 0,
+    size: int = 128,
+    frames: int = 8,
+    audio_seconds: float = 2.0,
+    modalities: Sequence[str] = DATASET_MODALITIES,
+    frames_per_scene: int = 1,
+    agc_method: str = "percentile",
+    fps: float = 8.0,
+) -> dict[str, Any]:
     """Write training data: per modality a folder ``root/<modality>/<split>/`` of files and a manifest
     ``root/<modality>/<split>.jsonl`` (``{"file", "texts", "scene"}``, paths relative to it) for the splits
     ``train`` (``n_train`` scenes), ``val`` (``n_val``; train rules, other scenes) and ``heldout`` (``n_heldout``
@@ -963,19 +1073,35 @@ def write_dataset(root: str | Path, n_train: int, n_val: int, seed: int = 0, *, 
             manifests[v][split] = str(path)
         counts[split] = n
     seconds = time.perf_counter() - t0
-    meta = {"seed": seed, "size": size, "frames": frames, "audio_seconds": audio_seconds,
-            "modalities": list(modalities), "frames_per_scene": frames_per_scene, "agc_method": agc_method,
-            "counts": counts,
-            "labels": list(LABELS), "intrinsics": camera_intrinsics(size),
-            "heldout_colours": sorted(map(list, HELDOUT_COLOURS)),
-            "heldout_temperatures": sorted(map(list, HELDOUT_TEMPERATURES))}
+    meta = {
+        "seed": seed,
+        "size": size,
+        "frames": frames,
+        "audio_seconds": audio_seconds,
+        "modalities": list(modalities),
+        "frames_per_scene": frames_per_scene,
+        "agc_method": agc_method,
+        "counts": counts,
+        "labels": list(LABELS),
+        "intrinsics": camera_intrinsics(size),
+        "heldout_colours": sorted(map(list, HELDOUT_COLOURS)),
+        "heldout_temperatures": sorted(map(list, HELDOUT_TEMPERATURES)),
+    }
     root.mkdir(parents=True, exist_ok=True)
     (root / "world.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
     return {"root": str(root), "manifests": manifests, "counts": counts, "samples": samples, "seconds": seconds}
 
 
-def write_recordings(out: str | Path, scenes: Sequence[Scene], *, fps: float = 8.0, seconds_per_scene: float = 2.0,
-                     size: int = 128, sample_rate: int = SAMPLE_RATE, realsense: bool = True) -> dict[str, Any]:
+def write_recordings(
+    out: str | Path,
+    scenes: Sequence[Scene],
+    *,
+    fps: float = 8.0,
+    seconds_per_scene: float = 2.0,
+    size: int = 128,
+    sample_rate: int = SAMPLE_RATE,
+    realsense: bool = True,
+) -> dict[str, Any]:
     """Write ``scenes`` back to back as sensor recordings for a demo, each scene ``seconds_per_scene`` long:
 
     - ``rgb.mp4``: the RGB clips (mp4v, ``fps``) -> :class:`lbedge.sensors.VideoFileSource`;
@@ -996,7 +1122,7 @@ def write_recordings(out: str | Path, scenes: Sequence[Scene], *, fps: float = 8
     out.mkdir(parents=True, exist_ok=True)
     frames = max(1, int(round(seconds_per_scene * fps)))
     n_audio = int(round(seconds_per_scene * sample_rate))
-    for folder in ("thermal", "depth"):                     # frames of an earlier, longer run would replay too
+    for folder in ("thermal", "depth"):  # frames of an earlier, longer run would replay too
         (out / folder).mkdir(exist_ok=True)
         for old in (out / folder).glob("[0-9][0-9][0-9][0-9][0-9][0-9].png"):
             old.unlink()
@@ -1013,12 +1139,19 @@ def write_recordings(out: str | Path, scenes: Sequence[Scene], *, fps: float = 8
         for i, scene in enumerate(scenes):
             r = render(scene, size=size, frames=frames, audio_seconds=n_audio / sample_rate, sample_rate=sample_rate)
             audio_parts.append(r.audio[:n_audio])
-            truth.append({"index": i, "frames": [index, index + frames],
-                          "time": [index / fps, (index + frames) / fps],
-                          "audio_samples": [i * n_audio, (i + 1) * n_audio],
-                          "label": scene.label, "tags": tags(scene),
-                          "attributes": scene.attributes(), "seed": scene.seed,
-                          "heldout_pairs": [list(p) for p in scene.heldout_pairs]})
+            truth.append(
+                {
+                    "index": i,
+                    "frames": [index, index + frames],
+                    "time": [index / fps, (index + frames) / fps],
+                    "audio_samples": [i * n_audio, (i + 1) * n_audio],
+                    "label": scene.label,
+                    "tags": tags(scene),
+                    "attributes": scene.attributes(),
+                    "seed": scene.seed,
+                    "heldout_pairs": [list(p) for p in scene.heldout_pairs],
+                }
+            )
             for t in range(frames):
                 writer.write(np.ascontiguousarray(r.rgb[t][..., ::-1]))
                 _write_png(out / "thermal" / f"{index:06d}.png", r.thermal_ck[t])
@@ -1037,8 +1170,9 @@ def write_recordings(out: str | Path, scenes: Sequence[Scene], *, fps: float = 8
         if rs_path is not None:
             from lbedge.sensors.realsense import write_recording
 
-            depth_path = write_recording(rs_path, depth_frames(), color=colour_frames(), fps=fps,
-                                         intrinsics=camera_intrinsics(size), paced=False)
+            depth_path = write_recording(
+                rs_path, depth_frames(), color=colour_frames(), fps=fps, intrinsics=camera_intrinsics(size), paced=False
+            )
         else:
             for _ in depth_frames():
                 colour_queue.clear()
@@ -1047,15 +1181,37 @@ def write_recordings(out: str | Path, scenes: Sequence[Scene], *, fps: float = 8
     audio = np.concatenate(audio_parts) if audio_parts else np.zeros(0, np.float32)
     write_wav(out / "audio.wav", audio, sample_rate)
     total = frames * len(scenes)
-    doc = {"fps": float(fps), "frames_per_scene": frames, "seconds_per_scene": frames / fps, "sample_rate": sample_rate,
-           "size": size, "frames": total, "intrinsics": camera_intrinsics(size), "labels": list(LABELS),
-           "files": {"rgb": "rgb.mp4", "depth": depth_path.name if depth_path else None, "depth_frames": "depth",
-                     "thermal": "thermal", "thermal_profile": "lepton", "audio": "audio.wav"},
-           "scenes": truth}
+    doc = {
+        "fps": float(fps),
+        "frames_per_scene": frames,
+        "seconds_per_scene": frames / fps,
+        "sample_rate": sample_rate,
+        "size": size,
+        "frames": total,
+        "intrinsics": camera_intrinsics(size),
+        "labels": list(LABELS),
+        "files": {
+            "rgb": "rgb.mp4",
+            "depth": depth_path.name if depth_path else None,
+            "depth_frames": "depth",
+            "thermal": "thermal",
+            "thermal_profile": "lepton",
+            "audio": "audio.wav",
+        },
+        "scenes": truth,
+    }
     (out / "truth.json").write_text(json.dumps(doc, indent=1), encoding="utf-8")
-    return {"rgb": out / "rgb.mp4", "depth": depth_path, "depth_frames": out / "depth", "thermal": out / "thermal",
-            "audio": out / "audio.wav", "truth": out / "truth.json", "frames": total,
-            "frames_per_scene": frames, "seconds": time.perf_counter() - t0}
+    return {
+        "rgb": out / "rgb.mp4",
+        "depth": depth_path,
+        "depth_frames": out / "depth",
+        "thermal": out / "thermal",
+        "audio": out / "audio.wav",
+        "truth": out / "truth.json",
+        "frames": total,
+        "frames_per_scene": frames,
+        "seconds": time.perf_counter() - t0,
+    }
 
 
 def _realsense_path(out: Path) -> Path | None:
@@ -1071,9 +1227,40 @@ def _realsense_path(out: Path) -> Path | None:
 
 
 __all__ = [
-    "ATTRIBUTES", "CATEGORIES", "COLOURS", "COUNTS", "DATASET_MODALITIES", "DISTANCES", "HELDOUT_COLOURS",
-    "HELDOUT_PHRASING", "HELDOUT_TEMPERATURES", "LABELS", "LOUDNESS", "MODALITIES", "MOTIONS", "PERCEIVABLE",
-    "PHRASINGS", "POSITIONS", "Phrasing", "Rendered", "SIZES", "SPLITS", "Scene", "TEMPERATURES", "TRAIN_PHRASING",
-    "camera_intrinsics", "captions", "label", "render", "render_audio", "sample_scene", "sample_scenes", "tags",
-    "templates", "thermal_image", "write_dataset", "write_recordings", "write_wav",
+    "ATTRIBUTES",
+    "CATEGORIES",
+    "COLOURS",
+    "COUNTS",
+    "DATASET_MODALITIES",
+    "DISTANCES",
+    "HELDOUT_COLOURS",
+    "HELDOUT_PHRASING",
+    "HELDOUT_TEMPERATURES",
+    "LABELS",
+    "LOUDNESS",
+    "MODALITIES",
+    "MOTIONS",
+    "PERCEIVABLE",
+    "PHRASINGS",
+    "POSITIONS",
+    "Phrasing",
+    "Rendered",
+    "SIZES",
+    "SPLITS",
+    "Scene",
+    "TEMPERATURES",
+    "TRAIN_PHRASING",
+    "camera_intrinsics",
+    "captions",
+    "label",
+    "render",
+    "render_audio",
+    "sample_scene",
+    "sample_scenes",
+    "tags",
+    "templates",
+    "thermal_image",
+    "write_dataset",
+    "write_recordings",
+    "write_wav",
 ]

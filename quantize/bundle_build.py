@@ -17,14 +17,14 @@ import numpy as np
 
 from lbedge import __version__
 from lbedge.bundle import Manifest, TowerFile, text_source
+from lbedge.config import PreprocessConfig
 from lbedge.engine import sha256_file
 from lbedge.errors import CheckpointError, InputError
 from lbedge.paths import text_bundle_problem
+from lbedge.preprocess import Preprocessor
 from lbedge.schema import read_json
 from lbedge.tokenizer import copy_tokenizer_files
 from lbedge.zeroshot import PROBE_LABELS, PROBE_TEMPLATE, fill
-from lbedge.preprocess import Preprocessor
-from lbedge.config import PreprocessConfig
 
 from . import onnx_utils
 from .calibration import InputSet, load_inputs
@@ -35,11 +35,11 @@ from .int8 import Int8Config, quantize_int8
 log = logging.getLogger(__name__)
 
 
-
 def _tower_entry(folder: Path, files: list[Path], **kw: Any) -> TowerFile:
     main, extra = files[0], files[1:]
-    return TowerFile(file=main.name, sha256=sha256_file(main),
-                     extra_files={f.name: sha256_file(f) for f in extra}, **kw)
+    return TowerFile(
+        file=main.name, sha256=sha256_file(main), extra_files={f.name: sha256_file(f) for f in extra}, **kw
+    )
 
 
 def _probe_ids(folder: Path, man: Manifest, labels: Sequence[str]) -> tuple[np.ndarray, bool]:
@@ -47,8 +47,9 @@ def _probe_ids(folder: Path, man: Manifest, labels: Sequence[str]) -> tuple[np.n
     from lbedge.tokenizer import load_tokenizer
 
     folder, man = text_source(folder, man)
-    tok = load_tokenizer(folder / "tokenizer", family=man.text.get("family", "clip"),
-                         context_length=int(man.text["context_length"]))
+    tok = load_tokenizer(
+        folder / "tokenizer", family=man.text.get("family", "clip"), context_length=int(man.text["context_length"])
+    )
     ids, _ = tok([fill(PROBE_TEMPLATE, label) for label in labels])
     vocab = int(man.text["vocab_size"])
     return np.minimum(ids, vocab - 1).astype(np.int32), bool(ids.max() < vocab)
@@ -58,14 +59,19 @@ def _probe_text(folder: Path, man: Manifest, labels: Sequence[str]) -> np.ndarra
     """Probe-label text embeddings from the bundle's FP32 text graph (none for towers without a real vocabulary)."""
     ids, real = _probe_ids(folder, man, labels)
     if not real:
-        return np.zeros((0, man.embed_dim), np.float32)        # tiny test towers: no real vocabulary
+        return np.zeros((0, man.embed_dim), np.float32)  # tiny test towers: no real vocabulary
     tfolder, tman = text_source(folder, man)
     return ort_outputs(tfolder / tman.towers["text"]["fp32"].file, ids)
 
 
-def export_bundle(checkpoint: str | Path, out: str | Path, *, inputs: np.ndarray | None = None,
-                  config: ExportConfig | None = None, text_bundle: str | Path | None = None
-                  ) -> tuple[Manifest, dict[str, Any]]:
+def export_bundle(
+    checkpoint: str | Path,
+    out: str | Path,
+    *,
+    inputs: np.ndarray | None = None,
+    config: ExportConfig | None = None,
+    text_bundle: str | Path | None = None,
+) -> tuple[Manifest, dict[str, Any]]:
     """Export a checkpoint's vision and text towers to an FP32 bundle at ``out``.
 
     ``text_bundle``: a shared text bundle (see :func:`build_text_bundle`) holding this checkpoint's text tower;
@@ -88,8 +94,10 @@ def export_bundle(checkpoint: str | Path, out: str | Path, *, inputs: np.ndarray
         shared = os.path.relpath(Path(text_bundle).resolve(), out.resolve())
         problem = text_bundle_problem(shared)
         if problem:
-            raise InputError(f"the text bundle {text_bundle} cannot be shared with {out}: {problem}; put it beside "
-                             "the vision bundle (or at most two folders up)")
+            raise InputError(
+                f"the text bundle {text_bundle} cannot be shared with {out}: {problem}; put it beside "
+                "the vision bundle (or at most two folders up)"
+            )
     tok_sha = {} if shared else copy_tokenizer_files(ckpt, out / "tokenizer", model.config.text.tokenizer_files)
     cfg = config or ExportConfig()
     reports = {}
@@ -98,23 +106,49 @@ def export_bundle(checkpoint: str | Path, out: str | Path, *, inputs: np.ndarray
         x = inputs if (tower == "vision" and inputs is not None) else None
         rep = export_tower(model, tower, out / f"{tower}.fp32.onnx", inputs=x, config=cfg)
         reports[tower] = rep.to_dict()
-        towers[tower] = {"fp32": _tower_entry(out, rep.files, agreement=rep.agreement.to_dict(),
-                                              details={"export": rep.to_dict()},
-                                              inputs={"pixel_values" if tower == "vision" else "input_ids":
-                                                      ["batch", *(model.config.preprocess.input_shape if tower ==
-                                                                  "vision" else (model.config.text.max_length,))]})}
+        towers[tower] = {
+            "fp32": _tower_entry(
+                out,
+                rep.files,
+                agreement=rep.agreement.to_dict(),
+                details={"export": rep.to_dict()},
+                inputs={
+                    "pixel_values" if tower == "vision" else "input_ids": [
+                        "batch",
+                        *(
+                            model.config.preprocess.input_shape
+                            if tower == "vision"
+                            else (model.config.text.max_length,)
+                        ),
+                    ]
+                },
+            )
+        }
     weights = find_weights(ckpt)
     man = Manifest(
-        modality=model.config.modality, embed_dim=model.config.projection_dim,
-        logit_scale=float(model.logit_scale.exp()), preprocess=model.config.preprocess.to_dict(),
-        text={"family": model.config.text.family, "context_length": model.config.text.max_length,
-              "vocab_size": model.config.text.vocab_size,
-              "fingerprint": fingerprint},
-        tokenizer=tok_sha, towers=towers, name=ckpt.name, lbedge_version=__version__, text_bundle=shared,
-        provenance={"source": str(ckpt.resolve()), "source_weights": weights.name,
-                    "source_sha256": sha256_file(weights) if weights.is_file() else None,
-                    "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                    "opset": cfg.opset})
+        modality=model.config.modality,
+        embed_dim=model.config.projection_dim,
+        logit_scale=float(model.logit_scale.exp()),
+        preprocess=model.config.preprocess.to_dict(),
+        text={
+            "family": model.config.text.family,
+            "context_length": model.config.text.max_length,
+            "vocab_size": model.config.text.vocab_size,
+            "fingerprint": fingerprint,
+        },
+        tokenizer=tok_sha,
+        towers=towers,
+        name=ckpt.name,
+        lbedge_version=__version__,
+        text_bundle=shared,
+        provenance={
+            "source": str(ckpt.resolve()),
+            "source_weights": weights.name,
+            "source_sha256": sha256_file(weights) if weights.is_file() else None,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "opset": cfg.opset,
+        },
+    )
     man.write(out)
     return man, reports
 
@@ -123,8 +157,13 @@ def _reference(folder: Path, man: Manifest, tower: str, x: np.ndarray) -> np.nda
     return ort_outputs(folder / man.towers[tower]["fp32"].file, x)
 
 
-def add_fp16(folder: str | Path, *, inputs: np.ndarray | None = None, towers: Sequence[str] = ("vision", "text"),
-             labels: Sequence[str] = PROBE_LABELS) -> Manifest:
+def add_fp16(
+    folder: str | Path,
+    *,
+    inputs: np.ndarray | None = None,
+    towers: Sequence[str] = ("vision", "text"),
+    labels: Sequence[str] = PROBE_LABELS,
+) -> Manifest:
     """Add FP16 graphs of ``towers`` to a bundle, with their agreement to FP32."""
     folder = Path(folder)
     man = Manifest.read(folder)
@@ -135,11 +174,18 @@ def add_fp16(folder: str | Path, *, inputs: np.ndarray | None = None, towers: Se
             x = inputs if inputs is not None else dummy_vision(man)
         else:
             x = _probe_ids(folder, man, labels)[0]
-        agree = onnx_utils.agreement(_reference(folder, man, tower, x), ort_outputs(files[0], x),
-                                     text_e if tower == "vision" and len(text_e) else None)
-        man.towers[tower]["fp16"] = _tower_entry(folder, files, agreement=agree.to_dict(),
-                                                 inputs=man.towers[tower]["fp32"].inputs,
-                                                 details={"kept_fp32": "LayerNorm, Softmax, reductions"})
+        agree = onnx_utils.agreement(
+            _reference(folder, man, tower, x),
+            ort_outputs(files[0], x),
+            text_e if tower == "vision" and len(text_e) else None,
+        )
+        man.towers[tower]["fp16"] = _tower_entry(
+            folder,
+            files,
+            agreement=agree.to_dict(),
+            inputs=man.towers[tower]["fp32"].inputs,
+            details={"kept_fp32": "LayerNorm, Softmax, reductions"},
+        )
     man.write(folder)
     return man
 
@@ -149,8 +195,14 @@ def dummy_vision(man: Manifest, n: int = 4) -> np.ndarray:
     return np.random.default_rng(0).normal(size=(n, *shape)).astype(np.float32)
 
 
-def add_int8(folder: str | Path, calib: InputSet, *, holdout: InputSet | None = None,
-             config: Int8Config | None = None, labels: Sequence[str] = PROBE_LABELS) -> Manifest:
+def add_int8(
+    folder: str | Path,
+    calib: InputSet,
+    *,
+    holdout: InputSet | None = None,
+    config: Int8Config | None = None,
+    labels: Sequence[str] = PROBE_LABELS,
+) -> Manifest:
     """Add a calibrated INT8 (QDQ) vision graph to a bundle, with its agreement to FP32 on held-out inputs."""
     folder = Path(folder)
     man = Manifest.read(folder)
@@ -159,16 +211,29 @@ def add_int8(folder: str | Path, calib: InputSet, *, holdout: InputSet | None = 
     text_e = _probe_text(folder, man, labels)
     ref = _reference(folder, man, "vision", holdout.arrays)
     dst = folder / "vision.int8.onnx"
-    report = quantize_int8(folder / man.towers["vision"]["fp32"].file, dst, calib.arrays, holdout=holdout.arrays,
-                           reference=ref, text_embeds=text_e if len(text_e) else None, config=config)
+    report = quantize_int8(
+        folder / man.towers["vision"]["fp32"].file,
+        dst,
+        calib.arrays,
+        holdout=holdout.arrays,
+        reference=ref,
+        text_embeds=text_e if len(text_e) else None,
+        config=config,
+    )
     files = onnx_utils.model_files(dst)
     man.towers["vision"]["int8"] = _tower_entry(
-        folder, files, agreement=report.agreement.to_dict() if report.agreement else None,
+        folder,
+        files,
+        agreement=report.agreement.to_dict() if report.agreement else None,
         inputs=man.towers["vision"]["fp32"].inputs,
-        details={"int8": report.to_dict(), "calibration_files": len(calib.files),
-                 "holdout_files": len(holdout.files),
-                 "quantizer": "onnxruntime.quantization." + ("quantize_dynamic" if report.method == "dynamic"
-                                                             else "quantize_static QDQ")})
+        details={
+            "int8": report.to_dict(),
+            "calibration_files": len(calib.files),
+            "holdout_files": len(holdout.files),
+            "quantizer": "onnxruntime.quantization."
+            + ("quantize_dynamic" if report.method == "dynamic" else "quantize_static QDQ"),
+        },
+    )
     man.provenance["calibration_sha256"] = calib.sha256
     man.provenance["calibration_skipped"] = [f"{p}: {why}" for p, why in calib.skipped]
     if report.target == "cpu" and "text" in man.towers:
@@ -186,13 +251,19 @@ def _add_text_int8(folder: Path, man: Manifest, labels: Sequence[str]) -> None:
     man.towers["text"].pop("int8", None)
     if kept:
         man.towers["text"]["int8"] = _tower_entry(
-            folder, onnx_utils.model_files(folder / "text.int8.onnx"), agreement=agree.to_dict(),
+            folder,
+            onnx_utils.model_files(folder / "text.int8.onnx"),
+            agreement=agree.to_dict(),
             inputs=man.towers["text"]["fp32"].inputs,
-            details={"int8": {"target": "cpu", "method": "dynamic", "op_types": list(ops)},
-                     "quantizer": f"onnxruntime.quantization.quantize_dynamic ({', '.join(ops)})"})
+            details={
+                "int8": {"target": "cpu", "method": "dynamic", "op_types": list(ops)},
+                "quantizer": f"onnxruntime.quantization.quantize_dynamic ({', '.join(ops)})",
+            },
+        )
     else:
-        man.provenance["text_int8_skipped"] = (f"INT8 text graph not kept: worst cosine to FP32 "
-                                               f"{agree.min_cosine:.4f} < 0.999 on the probe prompts")
+        man.provenance["text_int8_skipped"] = (
+            f"INT8 text graph not kept: worst cosine to FP32 {agree.min_cosine:.4f} < 0.999 on the probe prompts"
+        )
 
 
 def _copy_tower_files(src: Path, dst: Path, entry: TowerFile) -> None:
@@ -201,15 +272,23 @@ def _copy_tower_files(src: Path, dst: Path, entry: TowerFile) -> None:
 
 
 def _text_manifest(man: Manifest, **provenance: Any) -> Manifest:
-    return Manifest(modality="text", embed_dim=man.embed_dim, logit_scale=man.logit_scale, preprocess={},
-                    text=dict(man.text), tokenizer=dict(man.tokenizer), towers={"text": {}},
-                    name=f"text-{man.text.get('family', 'clip')}", lbedge_version=__version__,
-                    provenance={"created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                                **provenance})
+    return Manifest(
+        modality="text",
+        embed_dim=man.embed_dim,
+        logit_scale=man.logit_scale,
+        preprocess={},
+        text=dict(man.text),
+        tokenizer=dict(man.tokenizer),
+        towers={"text": {}},
+        name=f"text-{man.text.get('family', 'clip')}",
+        lbedge_version=__version__,
+        provenance={"created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), **provenance},
+    )
 
 
-def share_text(bundles: Sequence[str | Path], text_dir: str | Path, *,
-               precisions: Sequence[str] | None = None) -> Manifest:
+def share_text(
+    bundles: Sequence[str | Path], text_dir: str | Path, *, precisions: Sequence[str] | None = None
+) -> Manifest:
     """Move the text tower of ``bundles`` (bound to one language tower) into one shared text bundle.
 
     The first bundle's text graphs (``precisions``; default all) and tokenizer go to ``text_dir`` (or an
@@ -229,8 +308,10 @@ def share_text(bundles: Sequence[str | Path], text_dir: str | Path, *,
     else:
         tman = None
     if len(prints) != 1 or None in prints:
-        raise InputError(f"these bundles are bound to different text towers ({len(prints)} fingerprints): only "
-                         f"bundles of one language tower can share it")
+        raise InputError(
+            f"these bundles are bound to different text towers ({len(prints)} fingerprints): only "
+            f"bundles of one language tower can share it"
+        )
     if tman is None:
         src, man = next(((f, m) for f, m in mans if "text" in m.towers), (None, None))
         if src is None or man is None:
@@ -256,8 +337,9 @@ def share_text(bundles: Sequence[str | Path], text_dir: str | Path, *,
     return tman
 
 
-def build_text_bundle(source: str | Path, out: str | Path, *, int8: bool = True,
-                      config: ExportConfig | None = None) -> Manifest:
+def build_text_bundle(
+    source: str | Path, out: str | Path, *, int8: bool = True, config: ExportConfig | None = None
+) -> Manifest:
     """A text bundle (FP32 text graph, plus INT8 when it agrees with FP32 to cosine 0.999) from ``source``: a
     LanguageBind checkpoint folder, or a BERT sentence-encoder folder (config.json, model.safetensors,
     tokenizer.json) used as a frozen language anchor, with the identity projection lb-mini is trained against.
@@ -270,14 +352,28 @@ def build_text_bundle(source: str | Path, out: str | Path, *, int8: bool = True,
     tok_sha = copy_tokenizer_files(source, out / "tokenizer", tok_files)
     rep = export_tower(model, "text", out / "text.fp32.onnx", config=config or ExportConfig())
     cfg = model.config
-    base = Manifest(modality="text", embed_dim=cfg.projection_dim, logit_scale=float(model.logit_scale.exp().item()),
-                    preprocess={}, text={"family": cfg.text.family, "context_length": cfg.text.max_length,
-                                         "vocab_size": cfg.text.vocab_size, "fingerprint": text_fingerprint(model)},
-                    tokenizer=tok_sha, towers={})
+    base = Manifest(
+        modality="text",
+        embed_dim=cfg.projection_dim,
+        logit_scale=float(model.logit_scale.exp().item()),
+        preprocess={},
+        text={
+            "family": cfg.text.family,
+            "context_length": cfg.text.max_length,
+            "vocab_size": cfg.text.vocab_size,
+            "fingerprint": text_fingerprint(model),
+        },
+        tokenizer=tok_sha,
+        towers={},
+    )
     man = _text_manifest(base, source=source.name, opset=(config or ExportConfig()).opset)
-    man.towers["text"]["fp32"] = _tower_entry(out, rep.files, agreement=rep.agreement.to_dict(),
-                                              details={"export": rep.to_dict()},
-                                              inputs={"input_ids": ["batch", cfg.text.max_length]})
+    man.towers["text"]["fp32"] = _tower_entry(
+        out,
+        rep.files,
+        agreement=rep.agreement.to_dict(),
+        details={"export": rep.to_dict()},
+        inputs={"input_ids": ["batch", cfg.text.max_length]},
+    )
     man.write(out)
     if int8:
         _add_text_int8(out, man, PROBE_LABELS)
@@ -298,18 +394,38 @@ def _text_model(source: Path) -> tuple[Any, tuple[str, ...]]:
         model = load_model(source)
         return model, tuple(model.config.text.tokenizer_files)
     text_cfg, state = read_bert_folder(source)
-    vision = VisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=1,
-                          patch_size=16, image_size=32, grid=(2, 2))
-    cfg = ModelConfig(modality="image", vision=vision, text=text_cfg, projection_dim=text_cfg.hidden_size,
-                      preprocess=PreprocessConfig("image", size=32))
+    vision = VisionConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=1,
+        patch_size=16,
+        image_size=32,
+        grid=(2, 2),
+    )
+    cfg = ModelConfig(
+        modality="image",
+        vision=vision,
+        text=text_cfg,
+        projection_dim=text_cfg.hidden_size,
+        preprocess=PreprocessConfig("image", size=32),
+    )
     model = LanguageBindModel(cfg)
     attach_sentence_encoder(model, state, source)
     return model.eval(), tuple(text_cfg.tokenizer_files)
 
 
-def build_bundle(checkpoint: str | Path, out: str | Path, *, precisions: Sequence[str] = ("fp32", "fp16", "int8"),
-                 calib: Sequence[str | Path] = (), val: Sequence[str | Path] = (), calib_limit: int | None = 256,
-                 export_config: ExportConfig | None = None, int8_config: Int8Config | None = None) -> Manifest:
+def build_bundle(
+    checkpoint: str | Path,
+    out: str | Path,
+    *,
+    precisions: Sequence[str] = ("fp32", "fp16", "int8"),
+    calib: Sequence[str | Path] = (),
+    val: Sequence[str | Path] = (),
+    calib_limit: int | None = 256,
+    export_config: ExportConfig | None = None,
+    int8_config: Int8Config | None = None,
+) -> Manifest:
     """Export, FP16 and INT8 in one go (``lbedge build``)."""
     from lbedge.config import ModelConfig
 
@@ -337,10 +453,25 @@ def summary(man: Manifest) -> list[dict[str, Any]]:
     for tower, by_p in man.towers.items():
         for prec, tf in by_p.items():
             a = tf.agreement or {}
-            rows.append({"tower": tower, "precision": prec, "file": tf.file,
-                         "min_cosine": a.get("min_cosine"), "top1_agreement": a.get("top1_agreement")})
+            rows.append(
+                {
+                    "tower": tower,
+                    "precision": prec,
+                    "file": tf.file,
+                    "min_cosine": a.get("min_cosine"),
+                    "top1_agreement": a.get("top1_agreement"),
+                }
+            )
     return rows
 
 
-__all__ = ["PROBE_LABELS", "add_fp16", "add_int8", "build_bundle", "build_text_bundle", "export_bundle", "share_text",
-           "summary"]
+__all__ = [
+    "PROBE_LABELS",
+    "add_fp16",
+    "add_int8",
+    "build_bundle",
+    "build_text_bundle",
+    "export_bundle",
+    "share_text",
+    "summary",
+]

@@ -17,7 +17,6 @@ from lbedge.preprocess import FILE_EXTENSIONS, Preprocessor
 log = logging.getLogger(__name__)
 
 
-
 @dataclass
 class InputSet:
     """Preprocessed inputs with where they came from."""
@@ -33,8 +32,10 @@ class InputSet:
         k = max(2, round(1 / holdout)) if holdout > 0 else n + 1
         held = [i for i in range(n) if i % k == k - 1] or ([n - 1] if n > 1 else [])
         keep = [i for i in range(n) if i not in held]
+
         def pick(idx: list[int], skipped: list) -> InputSet:
             return InputSet(self.arrays[idx], [self.files[i] for i in idx], skipped, self.sha256)
+
         return pick(keep, self.skipped), pick(held, [])
 
 
@@ -53,8 +54,9 @@ def list_files(sources: Iterable[str | Path], modality: str) -> list[Path]:
     return out
 
 
-def load_inputs(sources: Sequence[str | Path], preprocessor: Preprocessor, *, limit: int | None = None,
-                on_error: str = "skip") -> InputSet:
+def load_inputs(
+    sources: Sequence[str | Path], preprocessor: Preprocessor, *, limit: int | None = None, on_error: str = "skip"
+) -> InputSet:
     """Preprocess every usable file; unreadable ones are reported (and skipped, or raise with on_error='raise')."""
     modality = preprocessor.cfg.modality
     files = list_files(sources, modality)
@@ -75,6 +77,8 @@ def load_inputs(sources: Sequence[str | Path], preprocessor: Preprocessor, *, li
         h.update(f.name.encode())
         h.update(f.read_bytes())
     if not arrays:
-        raise InputError(f"no usable {modality} inputs in {', '.join(map(str, sources))}"
-                         + (f" ({len(skipped)} unreadable)" if skipped else ""))
+        raise InputError(
+            f"no usable {modality} inputs in {', '.join(map(str, sources))}"
+            + (f" ({len(skipped)} unreadable)" if skipped else "")
+        )
     return InputSet(np.stack(arrays).astype(np.float32), used, skipped, h.hexdigest())

@@ -25,8 +25,6 @@ from lbedge.errors import LBEdgeError
 from . import onnx_utils
 from .trt_ops import OpIssue, check_ops
 
-TOWERS = ("vision", "text")
-
 
 class ExportError(LBEdgeError):
     """An exported graph failed its checks or disagrees with PyTorch beyond the tolerance."""
@@ -36,9 +34,9 @@ class ExportError(LBEdgeError):
 class ExportConfig:
     opset: int = 17
     simplify: bool = True
-    atol: float = 1e-4                 # max abs difference of the L2-normalised embeddings, ORT vs torch
+    atol: float = 1e-4  # max abs difference of the L2-normalised embeddings, ORT vs torch
     min_cosine: float = 0.9999
-    max_batch: int = 64                # the batch axis is dynamic; this bounds validation batches only
+    max_batch: int = 64  # the batch axis is dynamic; this bounds validation batches only
     trt_releases: tuple[str, ...] = ("8.6", "10")
 
 
@@ -56,12 +54,17 @@ class ExportReport:
     ops: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"tower": self.tower, "file": self.path.name, "seconds": round(self.seconds, 2),
-                "nodes_exported": self.nodes_exported, "nodes_final": self.nodes_final,
-                "simplify_seconds": round(self.simplify_seconds, 2),
-                "agreement": self.agreement.to_dict() if self.agreement else None,
-                "tensorrt": {r: [f"{i.op} x{i.count}: {i.problem}" for i in v] for r, v in self.trt_issues.items()},
-                "ops": self.ops}
+        return {
+            "tower": self.tower,
+            "file": self.path.name,
+            "seconds": round(self.seconds, 2),
+            "nodes_exported": self.nodes_exported,
+            "nodes_final": self.nodes_final,
+            "simplify_seconds": round(self.simplify_seconds, 2),
+            "agreement": self.agreement.to_dict() if self.agreement else None,
+            "tensorrt": {r: [f"{i.op} x{i.count}: {i.problem}" for i in v] for r, v in self.trt_issues.items()},
+            "ops": self.ops,
+        }
 
 
 def tower_module(model: Any, tower: str):
@@ -79,11 +82,11 @@ def dummy_input(model: Any, tower: str, batch: int = 2) -> np.ndarray:
     if tower == "vision":
         return np.random.default_rng(0).normal(size=(batch, *model.config.preprocess.input_shape)).astype(np.float32)
     t = model.config.text
-    top = t.vocab_size - 1                   # tiny test towers have small vocabularies
+    top = t.vocab_size - 1  # tiny test towers have small vocabularies
     ids = np.full((batch, t.max_length), min(t.pad_id, top), np.int32)
     ids[:, 0] = min(t.bos_token_id, top - 1)
     ids[:, 1:4] = np.arange(3) + min(320, top - 4)
-    ids[1:, 4:6] = min(400, top - 2)          # rows of different lengths
+    ids[1:, 4:6] = min(400, top - 2)  # rows of different lengths
     return ids
 
 
@@ -93,7 +96,7 @@ def torch_outputs(module: Any, x: np.ndarray, batch: int = 8) -> np.ndarray:
     outs = []
     with torch.inference_mode():
         for i in range(0, len(x), batch):
-            outs.append(module(torch.from_numpy(np.ascontiguousarray(x[i:i + batch]))).float().numpy())
+            outs.append(module(torch.from_numpy(np.ascontiguousarray(x[i : i + batch]))).float().numpy())
     return np.concatenate(outs)
 
 
@@ -102,11 +105,12 @@ def ort_outputs(path: str | Path, x: np.ndarray, batch: int = 8, threads: int | 
 
     be = OnnxRuntimeBackend(path, providers=["CPUExecutionProvider"], threads=threads)
     name = be.input_names[0]
-    return np.concatenate([be.run({name: x[i:i + batch]})[be.output_names[0]] for i in range(0, len(x), batch)])
+    return np.concatenate([be.run({name: x[i : i + batch]})[be.output_names[0]] for i in range(0, len(x), batch)])
 
 
-def export_tower(model: Any, tower: str, path: str | Path, *, inputs: np.ndarray | None = None,
-                 config: ExportConfig | None = None) -> ExportReport:
+def export_tower(
+    model: Any, tower: str, path: str | Path, *, inputs: np.ndarray | None = None, config: ExportConfig | None = None
+) -> ExportReport:
     """Export one tower of a torch ``LanguageBindModel`` to ``path`` and validate it.
 
     ``inputs``: real preprocessed inputs (vision) or token ids (text) for the ORT-vs-torch check;
@@ -125,9 +129,17 @@ def export_tower(model: Any, tower: str, path: str | Path, *, inputs: np.ndarray
         raw = Path(tmp) / "raw.onnx"
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.onnx.export(module, (torch.from_numpy(example),), str(raw), input_names=[name],
-                              output_names=["embeds"], opset_version=cfg.opset, do_constant_folding=True,
-                              dynamic_axes={name: {0: "batch"}, "embeds": {0: "batch"}}, dynamo=False)
+            torch.onnx.export(
+                module,
+                (torch.from_numpy(example),),
+                str(raw),
+                input_names=[name],
+                output_names=["embeds"],
+                opset_version=cfg.opset,
+                do_constant_folding=True,
+                dynamic_axes={name: {0: "batch"}, "embeds": {0: "batch"}},
+                dynamo=False,
+            )
         graph = onnx.load(str(raw))
     nodes_exported = len(graph.graph.node)
     t1 = time.perf_counter()
@@ -150,8 +162,20 @@ def export_tower(model: Any, tower: str, path: str | Path, *, inputs: np.ndarray
     got = ort_outputs(path, x)
     agree = onnx_utils.agreement(ref, got)
     if agree.max_abs_diff > cfg.atol or agree.min_cosine < cfg.min_cosine:
-        raise ExportError(f"{tower} ONNX disagrees with PyTorch: max abs diff {agree.max_abs_diff:.2e} "
-                          f"(atol {cfg.atol:g}), min cosine {agree.min_cosine:.6f} (min {cfg.min_cosine})")
+        raise ExportError(
+            f"{tower} ONNX disagrees with PyTorch: max abs diff {agree.max_abs_diff:.2e} "
+            f"(atol {cfg.atol:g}), min cosine {agree.min_cosine:.6f} (min {cfg.min_cosine})"
+        )
     issues = {r: check_ops(path, r) for r in cfg.trt_releases}
-    return ExportReport(tower, path, files, seconds, nodes_exported, len(graph.graph.node), simplify_seconds, agree,
-                        issues, onnx_utils.op_histogram(path))
+    return ExportReport(
+        tower,
+        path,
+        files,
+        seconds,
+        nodes_exported,
+        len(graph.graph.node),
+        simplify_seconds,
+        agree,
+        issues,
+        onnx_utils.op_histogram(path),
+    )

@@ -21,10 +21,27 @@ from onnx import TensorProto, helper, numpy_helper
 
 from . import onnx_utils
 
-KEEP_FP32 = frozenset({
-    "LayerNormalization", "Softmax", "ReduceMean", "ReduceL2", "ReduceSum", "Pow", "Sqrt", "Div", "Clip",
-    "ArgMax", "Cast", "Equal", "Where", "IsNaN", "ConstantOfShape", "Range", "Resize",
-})
+KEEP_FP32 = frozenset(
+    {
+        "LayerNormalization",
+        "Softmax",
+        "ReduceMean",
+        "ReduceL2",
+        "ReduceSum",
+        "Pow",
+        "Sqrt",
+        "Div",
+        "Clip",
+        "ArgMax",
+        "Cast",
+        "Equal",
+        "Where",
+        "IsNaN",
+        "ConstantOfShape",
+        "Range",
+        "Resize",
+    }
+)
 FLOAT, HALF = TensorProto.FLOAT, TensorProto.FLOAT16
 
 
@@ -32,8 +49,9 @@ def to_fp16(model: onnx.ModelProto, keep_fp32: frozenset[str] = KEEP_FP32) -> on
     """Return an FP16 copy of ``model`` with ``keep_fp32`` op types left in FP32."""
     inferred = onnx.shape_inference.infer_shapes(model)
     g = inferred.graph
-    is_float = {vi.name for vi in list(g.value_info) + list(g.input) + list(g.output)
-                if vi.type.tensor_type.elem_type == FLOAT}
+    is_float = {
+        vi.name for vi in list(g.value_info) + list(g.input) + list(g.output) if vi.type.tensor_type.elem_type == FLOAT
+    }
     inits = {t.name: t for t in g.initializer}
     is_float |= {n for n, t in inits.items() if t.data_type == FLOAT}
     dtype: dict[str, int] = {i.name: FLOAT for i in g.input if i.name in is_float}
@@ -63,8 +81,9 @@ def to_fp16(model: onnx.ModelProto, keep_fp32: frozenset[str] = KEEP_FP32) -> on
         if node.op_type == "Constant" and want == HALF:
             for attr in node.attribute:
                 if attr.name == "value" and attr.t.data_type == FLOAT:
-                    attr.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(attr.t).astype(np.float16),
-                                                            attr.t.name))
+                    attr.t.CopyFrom(
+                        numpy_helper.from_array(numpy_helper.to_array(attr.t).astype(np.float16), attr.t.name)
+                    )
         node.input[:] = [as_type(i, want) if i else i for i in node.input]
         new_nodes.append(node)
         for o in node.output:

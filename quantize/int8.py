@@ -6,16 +6,17 @@ around MatMul and Conv: int8 weights, symmetric and per output channel; activati
 0, which TensorRT requires), calibrated on real inputs with MinMax, Entropy or Percentile.
 
 ``cpu`` target: by default ``dynamic`` (``quantize_dynamic``: int8 per-channel weights of every MatMul with a
-constant weight, activations quantized per batch at run time, 7-bit weights for x86 kernels without VNNI). On
-the ViT-L image tower it measured 2.09x PyTorch eager against 1.86x for static U8S8 QDQ, at cosine 0.9998 vs
-0.9996, and needs no calibration (see benchmarks/RESULTS.md). The static methods remain available for the cpu
+constant weight, activations quantized per batch at run time, 7-bit weights for x86 kernels without VNNI):
+faster and closer to FP32 than static U8S8 QDQ on ViT-L, with no calibration (figures: benchmarks/RESULTS.md).
+The static methods remain available for the cpu
 target (asymmetric uint8 activations, U8S8). Dynamic graphs use MatMulInteger and DynamicQuantizeLinear, which
 TensorRT does not parse: they are for ONNX Runtime only.
 
 When the quantized tower's agreement with FP32 on held-out inputs falls short, the most sensitive
 layers fall back to floating point: first the patch embedding and the output projection, then the MLP
 output projections (fc2, where CLIP's outlier activations live) from the last layer backwards. On
-TensorRT the fallback layers run in FP16 (engines from QDQ graphs are built with FP16 enabled).
+TensorRT 10 the fallback layers run in FP32 (strongly typed engines); on 8.6 and DLA in FP16 with the
+fragile layers pinned to FP32 (see :mod:`lbedge.quantize.tensorrt_build`).
 """
 
 from __future__ import annotations
@@ -57,13 +58,13 @@ class Int8Config:
     target: str = "tensorrt"
     # minmax (tensorrt) / dynamic (cpu) by default: Entropy and Percentile build histograms of every calibrated
     # tensor, which on a ViT-L/14 costs about 40 s per calibration sample on 2 cores (MinMax: about 5 s)
-    method: str | None = None             # minmax | entropy | percentile | dynamic (cpu only); None: default
+    method: str | None = None  # minmax | entropy | percentile | dynamic (cpu only); None: default
     percentile: float = 99.999
     per_channel: bool = True
     # 7-bit weights for the cpu target: ONNX Runtime's U8S8 kernels on x86 without VNNI (AVX2, AVX-512BW) sum
     # pairs of u8*s8 products into saturating int16, which full-range weights overflow; None: cpu only
     reduce_range: bool | None = None
-    min_cosine: float = 0.99              # target: worst held-out embedding cosine vs FP32
+    min_cosine: float = 0.99  # target: worst held-out embedding cosine vs FP32
     max_fallback_rounds: int = 4
     op_types: tuple[str, ...] = ("MatMul", "Conv", "Gemm")
 
@@ -80,10 +81,16 @@ class Int8Report:
     quantized_nodes: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"target": self.target, "method": self.method, "seconds": round(self.seconds, 2), "calibration_samples":
-                self.calibration_samples, "excluded_nodes": self.excluded_nodes, "quantized_nodes":
-                self.quantized_nodes, "agreement": self.agreement.to_dict() if self.agreement else None,
-                "rounds": self.rounds}
+        return {
+            "target": self.target,
+            "method": self.method,
+            "seconds": round(self.seconds, 2),
+            "calibration_samples": self.calibration_samples,
+            "excluded_nodes": self.excluded_nodes,
+            "quantized_nodes": self.quantized_nodes,
+            "agreement": self.agreement.to_dict() if self.agreement else None,
+            "rounds": self.rounds,
+        }
 
 
 class _Reader:
@@ -96,7 +103,7 @@ class _Reader:
         if self.i >= len(self.data):
             return None
         self.i += 1
-        return {self.name: self.data[self.i - 1:self.i]}
+        return {self.name: self.data[self.i - 1 : self.i]}
 
     def rewind(self) -> None:
         self.i = 0
@@ -108,12 +115,12 @@ def fallback_groups(model: onnx.ModelProto, op_types: tuple[str, ...]) -> list[l
     first_last = [n.name for n in nodes if n.op_type == "Conv"] + ([nodes[-1].name] if nodes else [])
     groups = [first_last]
     fc2 = [n.name for n in nodes if "fc2" in n.name or "mlp" in n.name and "fc2" in "".join(n.input)]
-    if not fc2:   # names lost by simplification: fall back to every 6th MatMul (one MLP output per layer)
+    if not fc2:  # names lost by simplification: fall back to every 6th MatMul (one MLP output per layer)
         mm = [n.name for n in nodes if n.op_type == "MatMul"]
         fc2 = mm[5::6]
     fc2.reverse()
     step = max(1, len(fc2) // 3)
-    groups += [fc2[i:i + step] for i in range(0, len(fc2), step)]
+    groups += [fc2[i : i + step] for i in range(0, len(fc2), step)]
     return [g for g in groups if g]
 
 
@@ -123,8 +130,9 @@ def fallback_groups(model: onnx.ModelProto, op_types: tuple[str, ...]) -> list[l
 TEXT_INT8_RECIPES: tuple[tuple[str, ...], ...] = (("MatMul", "Gather"), ("Gather",))
 
 
-def quantize_text_int8(src: str | Path, dst: str | Path, ids: np.ndarray, *, min_cosine: float = 0.999
-                       ) -> tuple[bool, onnx_utils.Agreement, tuple[str, ...]]:
+def quantize_text_int8(
+    src: str | Path, dst: str | Path, ids: np.ndarray, *, min_cosine: float = 0.999
+) -> tuple[bool, onnx_utils.Agreement, tuple[str, ...]]:
     """A dynamic INT8 text graph for ONNX Runtime (MatMul weights per channel, 7-bit; the token embedding
     table in int8). The recipes of :data:`TEXT_INT8_RECIPES` are tried in order and the first whose worst cosine
     to FP32 on ``ids`` reaches ``min_cosine`` is kept. Returns (kept, its agreement or the last one tried, the
@@ -138,10 +146,16 @@ def quantize_text_int8(src: str | Path, dst: str | Path, ids: np.ndarray, *, min
     agree = None
     for ops in TEXT_INT8_RECIPES:
         with contextlib.redirect_stdout(io.StringIO()):
-            quantize_dynamic(str(src), str(dst), op_types_to_quantize=list(ops), per_channel=True,
-                             reduce_range=True, weight_type=QuantType.QInt8,
-                             use_external_data_format=src.with_name(src.name + ".data").exists(),
-                             extra_options={"MatMulConstBOnly": True})
+            quantize_dynamic(
+                str(src),
+                str(dst),
+                op_types_to_quantize=list(ops),
+                per_channel=True,
+                reduce_range=True,
+                weight_type=QuantType.QInt8,
+                use_external_data_format=src.with_name(src.name + ".data").exists(),
+                extra_options={"MatMulConstBOnly": True},
+            )
         agree = onnx_utils.agreement(ref, ort_outputs(dst, ids))
         if agree.min_cosine >= min_cosine:
             return True, agree, ops
@@ -151,16 +165,75 @@ def quantize_text_int8(src: str | Path, dst: str | Path, ids: np.ndarray, *, min
     return False, agree, ()
 
 
-def quantize_int8(src: str | Path, dst: str | Path, calib: np.ndarray, *, holdout: np.ndarray | None = None,
-                  reference: np.ndarray | None = None, text_embeds: np.ndarray | None = None,
-                  config: Int8Config | None = None) -> Int8Report:
+@dataclass
+class _QuantizeJob:
+    """One onnxruntime quantization of the pre-processed graph ``pre`` into ``dst``, with given nodes excluded;
+    run once per fallback round (static: the calibration ranges are cached between rounds when onnxruntime can)."""
+
+    pre: Path
+    dst: Path
+    external: bool
+    cfg: Int8Config
+    calib: np.ndarray
+    input_name: str
+    method: Any
+    reduce_range: bool
+    extra: dict[str, Any]
+    cache: dict[str, str]
+
+    def run(self, exclude: list[str]) -> None:
+        from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
+
+        cfg = self.cfg
+        with contextlib.redirect_stdout(io.StringIO()):  # onnxruntime prints calibration chatter
+            if self.method is None:  # dynamic: activations quantized at run time
+                quantize_dynamic(
+                    str(self.pre),
+                    str(self.dst),
+                    op_types_to_quantize=["MatMul"],
+                    per_channel=cfg.per_channel,
+                    reduce_range=self.reduce_range,
+                    weight_type=QuantType.QInt8,
+                    nodes_to_exclude=list(exclude),
+                    use_external_data_format=self.external,
+                    extra_options={"MatMulConstBOnly": True},
+                )
+                return
+            act_type = QuantType.QInt8 if cfg.target == "tensorrt" else QuantType.QUInt8
+            quantize_static(
+                str(self.pre),
+                str(self.dst),
+                _Reader(self.input_name, self.calib),
+                quant_format=QuantFormat.QDQ,
+                activation_type=act_type,
+                weight_type=QuantType.QInt8,
+                per_channel=cfg.per_channel,
+                calibrate_method=self.method,
+                reduce_range=self.reduce_range,
+                op_types_to_quantize=list(cfg.op_types),
+                nodes_to_exclude=list(exclude),
+                use_external_data_format=self.external,
+                extra_options=self.extra,
+                **self.cache,
+            )
+
+
+def quantize_int8(
+    src: str | Path,
+    dst: str | Path,
+    calib: np.ndarray,
+    *,
+    holdout: np.ndarray | None = None,
+    reference: np.ndarray | None = None,
+    text_embeds: np.ndarray | None = None,
+    config: Int8Config | None = None,
+) -> Int8Report:
     """Quantize the FP32 graph ``src`` to ``dst`` (QDQ), calibrating on ``calib`` (preprocessed inputs).
 
     ``holdout`` inputs and their FP32 ``reference`` embeddings measure agreement; when the worst cosine
     is below ``config.min_cosine`` sensitive layers fall back to float, round by round.
     """
-    from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType, quantize_dynamic,
-                                          quantize_static)
+    from onnxruntime.quantization import CalibrationMethod, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     from .export import ort_outputs
@@ -173,11 +246,16 @@ def quantize_int8(src: str | Path, dst: str | Path, calib: np.ndarray, *, holdou
     if cfg.method not in METHODS:
         raise QuantizationError(f"unknown calibration method {cfg.method!r}: choose {', '.join(METHODS)}")
     if cfg.method == "dynamic" and cfg.target != "cpu":
-        raise QuantizationError("dynamic quantization makes MatMulInteger graphs that TensorRT cannot parse: use it "
-                                "with --int8-target cpu, or a calibrated method (minmax, entropy, percentile)")
-    dynamic = cfg.method == "dynamic"
-    method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-              "percentile": CalibrationMethod.Percentile, "dynamic": None}[cfg.method]
+        raise QuantizationError(
+            "dynamic quantization makes MatMulInteger graphs that TensorRT cannot parse: use it "
+            "with --int8-target cpu, or a calibrated method (minmax, entropy, percentile)"
+        )
+    method = {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+        "dynamic": None,
+    }[cfg.method]
     reduce_range = cfg.target == "cpu" if cfg.reduce_range is None else cfg.reduce_range
     t0 = time.perf_counter()
     src, dst = Path(src), Path(dst)
@@ -192,30 +270,27 @@ def quantize_int8(src: str | Path, dst: str | Path, calib: np.ndarray, *, holdou
     with tempfile.TemporaryDirectory() as tmp:
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
-        cache = {"calibration_cache_path": str(Path(tmp) / "ranges.json")} if cache_kw else {}
-        def run(exclude: list[str]) -> None:
-            external = src.with_name(src.name + ".data").exists()
-            if dynamic:
-                with contextlib.redirect_stdout(io.StringIO()):
-                    quantize_dynamic(str(pre), str(dst), op_types_to_quantize=["MatMul"], per_channel=cfg.per_channel,
-                                     reduce_range=reduce_range, weight_type=QuantType.QInt8,
-                                     nodes_to_exclude=list(exclude), use_external_data_format=external,
-                                     extra_options={"MatMulConstBOnly": True})
-                return
-            with contextlib.redirect_stdout(io.StringIO()):      # onnxruntime prints calibration chatter
-                quantize_static(str(pre), str(dst), _Reader(input_name, calib), quant_format=QuantFormat.QDQ,
-                                activation_type=act_type, weight_type=QuantType.QInt8,
-                                per_channel=cfg.per_channel, calibrate_method=method,
-                                reduce_range=reduce_range,
-                                op_types_to_quantize=list(cfg.op_types), nodes_to_exclude=list(exclude),
-                                use_external_data_format=src.with_name(src.name + ".data").exists(),
-                                extra_options=extra, **cache)
-
-        extra = {"ActivationSymmetric": cfg.target == "tensorrt", "WeightSymmetric": True,
-                 "CalibPercentile": cfg.percentile, "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1}}
+        extra = {
+            "ActivationSymmetric": cfg.target == "tensorrt",
+            "WeightSymmetric": True,
+            "CalibPercentile": cfg.percentile,
+            "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1},
+        }
         if cfg.method == "entropy":
             extra["CalibNumBins"] = 512
-        act_type = QuantType.QInt8 if cfg.target == "tensorrt" else QuantType.QUInt8
+        job = _QuantizeJob(
+            pre=pre,
+            dst=dst,
+            external=src.with_name(src.name + ".data").exists(),
+            cfg=cfg,
+            calib=calib,
+            input_name=input_name,
+            method=method,
+            reduce_range=reduce_range,
+            extra=extra,
+            cache=({"calibration_cache_path": str(Path(tmp) / "ranges.json")} if cache_kw else {}),
+        )
+        run = job.run
         tried: list[tuple[list[str], onnx_utils.Agreement]] = []
         for round_no in range(cfg.max_fallback_rounds + 1):
             run(excluded)
@@ -239,6 +314,10 @@ def quantize_int8(src: str | Path, dst: str | Path, calib: np.ndarray, *, holdou
     n_q = sum(1 for n in q.graph.node if n.op_type in ("DequantizeLinear", "MatMulInteger"))
     report = Int8Report(cfg.target, cfg.method, time.perf_counter() - t0, len(calib), excluded, agree, rounds, n_q)
     if agree is not None and agree.min_cosine < cfg.min_cosine:
-        log.warning("int8 agreement %.4f is below the target %.4f even with %d layers in float", agree.min_cosine,
-                    cfg.min_cosine, len(excluded))
+        log.warning(
+            "int8 agreement %.4f is below the target %.4f even with %d layers in float",
+            agree.min_cosine,
+            cfg.min_cosine,
+            len(excluded),
+        )
     return report

@@ -26,8 +26,14 @@ def save(model: onnx.ModelProto, path: str | Path) -> list[Path]:
         data.unlink()
     size = sum(t.ByteSize() for t in model.graph.initializer)
     if size > EXTERNAL_DATA_BYTES:
-        onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                        location=data.name, size_threshold=1024)
+        onnx.save_model(
+            model,
+            str(path),
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location=data.name,
+            size_threshold=1024,
+        )
         return [path, data]
     onnx.save_model(model, str(path))
     return [path]

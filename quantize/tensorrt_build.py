@@ -84,26 +84,34 @@ class BuildOptions:
     opt_batch: int = 1
     max_batch: int = 8
     workspace_mb: int = 2048
-    dla_core: int = -1                 # -1: GPU only; 0/1: DLA core with GPU fallback (AGX Orin / Orin NX)
+    dla_core: int = -1  # -1: GPU only; 0/1: DLA core with GPU fallback (AGX Orin / Orin NX)
     version_compatible: bool = False
     timing_cache: bool = True
     flags: dict = field(default_factory=dict)
 
     def as_flags(self) -> dict:
-        return {"min_batch": self.min_batch, "opt_batch": self.opt_batch, "max_batch": self.max_batch,
-                "workspace_mb": self.workspace_mb, "dla_core": self.dla_core,
-                "version_compatible": self.version_compatible}
+        return {
+            "min_batch": self.min_batch,
+            "opt_batch": self.opt_batch,
+            "max_batch": self.max_batch,
+            "workspace_mb": self.workspace_mb,
+            "dla_core": self.dla_core,
+            "version_compatible": self.version_compatible,
+        }
 
     def check(self) -> None:
         """Raise :class:`EngineBuildError` for batch sizes that make no optimisation profile."""
         if not 1 <= self.min_batch <= self.opt_batch <= self.max_batch:
-            raise EngineBuildError(f"batch sizes must satisfy 1 <= min ({self.min_batch}) <= opt ({self.opt_batch}) "
-                                   f"<= max ({self.max_batch}): fix --opt-batch / --max-batch")
+            raise EngineBuildError(
+                f"batch sizes must satisfy 1 <= min ({self.min_batch}) <= opt ({self.opt_batch}) "
+                f"<= max ({self.max_batch}): fix --opt-batch / --max-batch"
+            )
         if self.workspace_mb < 1:
             raise EngineBuildError(f"--workspace-mb must be positive, got {self.workspace_mb}")
 
 
 # --- which graphs compile ----------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Skip:
@@ -126,12 +134,16 @@ class TowerPlan:
 def cpu_int8_reason(tower: str, entry: TowerFile) -> str | None:
     """Why the INT8 graph ``entry`` of ``tower`` cannot become a TensorRT engine, or None when it can."""
     if tower == "text":
-        return ("INT8 text graphs are dynamic quantization for ONNX Runtime on CPUs, which TensorRT cannot import "
-                "(TensorRT gets the fp16 or fp32 text graph)")
+        return (
+            "INT8 text graphs are dynamic quantization for ONNX Runtime on CPUs, which TensorRT cannot import "
+            "(TensorRT gets the fp16 or fp32 text graph)"
+        )
     if entry.details.get("int8", {}).get("target", "tensorrt") == "cpu":
-        return ("the INT8 graph was quantized for ONNX Runtime on CPUs (uint8 activations with zero points, or "
-                "dynamic quantization), which TensorRT cannot import; for an INT8 engine rerun `lbedge quantize "
-                "BUNDLE -p int8 --int8-target tensorrt --calib DIR`")
+        return (
+            "the INT8 graph was quantized for ONNX Runtime on CPUs (uint8 activations with zero points, or "
+            "dynamic quantization), which TensorRT cannot import; for an INT8 engine rerun `lbedge quantize "
+            "BUNDLE -p int8 --int8-target tensorrt --calib DIR`"
+        )
     return None
 
 
@@ -178,15 +190,16 @@ def _not_chosen(tower: str, prec: str, built: Sequence[str], requested: Sequence
 
 # --- how FP32 layers stay FP32 -----------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class PrecisionControl:
     """How a build keeps the graph's FP32 layers in FP32."""
 
-    mode: str                          # "strongly typed" | "precision constraints" | "fp32 (TF32 off)"
+    mode: str  # "strongly typed" | "precision constraints" | "fp32 (TF32 off)"
     strongly_typed: bool
-    set_flags: tuple[str, ...] = ()    # BuilderFlag names
+    set_flags: tuple[str, ...] = ()  # BuilderFlag names
     clear_flags: tuple[str, ...] = ()
-    pin_fp32: bool = False             # pin layers with pinned_fp32_layers (weakly typed builds)
+    pin_fp32: bool = False  # pin layers with pinned_fp32_layers (weakly typed builds)
 
 
 def strong_typing_available(tensorrt_version: str, dla_core: int) -> bool:
@@ -202,8 +215,11 @@ def precision_control(tensorrt_version: str, precision: str, dla_core: int = -1)
         return PrecisionControl("fp32 (TF32 off)", strong, clear_flags=("TF32",))
     if strong:
         return PrecisionControl("strongly typed", True)
-    flags = ("FP16", "OBEY_PRECISION_CONSTRAINTS") if precision == "fp16" else \
-        ("INT8", "FP16", "OBEY_PRECISION_CONSTRAINTS")
+    flags = (
+        ("FP16", "OBEY_PRECISION_CONSTRAINTS")
+        if precision == "fp16"
+        else ("INT8", "FP16", "OBEY_PRECISION_CONSTRAINTS")
+    )
     return PrecisionControl("precision constraints", False, set_flags=flags, pin_fp32=True)
 
 
@@ -218,12 +234,12 @@ def network_flag_names(tensorrt_version: str, strongly_typed: bool) -> list[str]
 class LayerInfo:
     """What the FP32 pinning needs to know of one network layer (in network order)."""
 
-    type: str                          # TensorRT LayerType name: "NORMALIZATION", "CAST", "ELEMENTWISE"...
+    type: str  # TensorRT LayerType name: "NORMALIZATION", "CAST", "ELEMENTWISE"...
     name: str
-    inputs: tuple[str, ...] = ()       # tensor names
+    inputs: tuple[str, ...] = ()  # tensor names
     outputs: tuple[str, ...] = ()
-    float_outputs: bool = True         # every output is a float activation (no index, bool or shape tensor)
-    casts_to_fp32: bool = False        # a CAST layer whose output is FP32
+    float_outputs: bool = True  # every output is a float activation (no index, bool or shape tensor)
+    casts_to_fp32: bool = False  # a CAST layer whose output is FP32
 
 
 def pinned_fp32_layers(layers: Iterable[LayerInfo | tuple]) -> list[str]:
@@ -256,14 +272,17 @@ def profile_shapes(shape: Sequence[Any], opts: BuildOptions) -> tuple[tuple[int,
     """``(min, opt, max)`` shapes of an input whose first dimension is the batch (static on DLA)."""
     rest = tuple(shape[1:])
     if any(not isinstance(d, int) or d < 1 for d in rest):
-        raise EngineBuildError(f"input shape {list(shape)} has a dynamic dimension besides the batch: lbedge "
-                               "builds profiles over the batch only; re-export the graph")
-    if opts.dla_core >= 0:               # DLA needs static shapes
+        raise EngineBuildError(
+            f"input shape {list(shape)} has a dynamic dimension besides the batch: lbedge "
+            "builds profiles over the batch only; re-export the graph"
+        )
+    if opts.dla_core >= 0:  # DLA needs static shapes
         return ((opts.max_batch, *rest),) * 3
     return (opts.min_batch, *rest), (opts.opt_batch, *rest), (opts.max_batch, *rest)
 
 
 # --- TensorRT itself ----------------------------------------------------------------------------------------------
+
 
 @dataclass
 class Serialized:
@@ -272,9 +291,9 @@ class Serialized:
     data: bytes
     inputs: dict[str, dict[str, Any]]
     outputs: dict[str, dict[str, Any]]
-    control: str                       # PrecisionControl.mode
+    control: str  # PrecisionControl.mode
     timing_cache: bytes | None = None  # the updated cache, to keep for the next build on this device
-    pinned: int = 0                    # layers pinned to FP32 (weakly typed builds)
+    pinned: int = 0  # layers pinned to FP32 (weakly typed builds)
 
 
 def _layer_infos(network: Any, trt: Any) -> list[LayerInfo]:
@@ -284,10 +303,16 @@ def _layer_infos(network: Any, trt: Any) -> list[LayerInfo]:
         layer = network.get_layer(i)
         ins = [layer.get_input(j) for j in range(layer.num_inputs)]
         outs = [layer.get_output(j) for j in range(layer.num_outputs)]
-        infos.append(LayerInfo(
-            layer.type.name, layer.name, tuple(t.name for t in ins if t is not None), tuple(t.name for t in outs),
-            all(t.dtype in floats and t.is_execution_tensor for t in outs),
-            layer.type == trt.LayerType.CAST and bool(outs) and outs[0].dtype == trt.float32))
+        infos.append(
+            LayerInfo(
+                layer.type.name,
+                layer.name,
+                tuple(t.name for t in ins if t is not None),
+                tuple(t.name for t in outs),
+                all(t.dtype in floats and t.is_execution_tensor for t in outs),
+                layer.type == trt.LayerType.CAST and bool(outs) and outs[0].dtype == trt.float32,
+            )
+        )
     return infos
 
 
@@ -316,8 +341,10 @@ def _parse(trt: Any, onnx_path: Path, control: PrecisionControl) -> tuple[Any, A
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise EngineBuildError(f"TensorRT {trt.__version__} cannot parse {onnx_path}: {errors}. Check the graph's "
-                               "ops with `lbedge export` (it lists what the TensorRT 8.6 and 10 parsers support)")
+        raise EngineBuildError(
+            f"TensorRT {trt.__version__} cannot parse {onnx_path}: {errors}. Check the graph's "
+            "ops with `lbedge export` (it lists what the TensorRT 8.6 and 10 parsers support)"
+        )
     return builder, network, parser
 
 
@@ -343,8 +370,10 @@ def _configure(trt: Any, builder: Any, config: Any, control: PrecisionControl, o
         config.clear_flag(getattr(trt.BuilderFlag, name))
     if opts.dla_core >= 0:
         if builder.num_DLA_cores <= opts.dla_core:
-            raise EngineBuildError(f"DLA core {opts.dla_core} requested but this device has {builder.num_DLA_cores} "
-                                   "DLA cores (AGX Orin and Orin NX 16GB have 2, Orin NX 8GB 1, Orin Nano none)")
+            raise EngineBuildError(
+                f"DLA core {opts.dla_core} requested but this device has {builder.num_DLA_cores} "
+                "DLA cores (AGX Orin and Orin NX 16GB have 2, Orin NX 8GB 1, Orin Nano none)"
+            )
         config.default_device_type = trt.DeviceType.DLA
         config.DLA_core = opts.dla_core
         config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
@@ -378,9 +407,13 @@ def serialize_network(onnx_path: Path, precision: str, opts: BuildOptions, timin
     _configure(trt, builder, config, control, opts)
     cache = _set_timing_cache(config, timing_cache) if timing_cache is not None else None
     io_in = _profile(builder, network, config, opts)
-    io_out = {network.get_output(i).name: {"dtype": str(network.get_output(i).dtype),
-                                           "shape": list(network.get_output(i).shape)}
-              for i in range(network.num_outputs)}
+    io_out = {
+        network.get_output(i).name: {
+            "dtype": str(network.get_output(i).dtype),
+            "shape": list(network.get_output(i).shape),
+        }
+        for i in range(network.num_outputs)
+    }
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise EngineBuildError(f"TensorRT failed to build an engine from {onnx_path} (see the TensorRT log above)")
@@ -389,6 +422,7 @@ def serialize_network(onnx_path: Path, precision: str, opts: BuildOptions, timin
 
 
 # --- the agreement check ------------------------------------------------------------------------------------------
+
 
 @dataclass
 class Probe:
@@ -412,8 +446,10 @@ def text_probe(folder: Path, man: Manifest) -> Probe:
     ids, _ = tok([fill(t, label) for label in PROBE_LABELS for t in templates])
     vocab = int(man.text.get("vocab_size") or 0)
     if vocab and int(ids.max()) >= vocab:
-        raise EngineBuildError(f"the tokenizer of {folder} gives token ids up to {int(ids.max())} but the text tower "
-                               f"has {vocab}: tokenizer and text tower do not belong together; rebuild the bundle")
+        raise EngineBuildError(
+            f"the tokenizer of {folder} gives token ids up to {int(ids.max())} but the text tower "
+            f"has {vocab}: tokenizer and text tower do not belong together; rebuild the bundle"
+        )
     return Probe(ids, f"{len(ids)} prompts ({len(PROBE_LABELS)} probe labels x {len(templates)} templates)")
 
 
@@ -430,8 +466,10 @@ def _smooth_raw(modality: str, i: int, cfg: PreprocessConfig) -> Any:
         t = np.arange(int(2 * cfg.sample_rate), dtype=np.float32) / cfg.sample_rate
         clip = 0.3 * np.sin(2 * np.pi * (220 + 40 * i) * t) * np.exp(-t) + 0.1 * np.sin(2 * np.pi * 3 * i * t)
         return clip.astype(np.float32), int(cfg.sample_rate)
-    frames = [np.clip(np.stack([(x + 8 * f + 10 * i) % 256, y % 256, 128 + 100 * wave], 2), 0, 255)
-              for f in range(cfg.num_frames)]
+    frames = [
+        np.clip(np.stack([(x + 8 * f + 10 * i) % 256, y % 256, 128 + 100 * wave], 2), 0, 255)
+        for f in range(cfg.num_frames)
+    ]
     return np.stack(frames).astype(np.uint8)
 
 
@@ -451,8 +489,7 @@ def vision_probe(man: Manifest, inputs: Sequence[str | Path] | None, say: Say) -
         return probe
     from lbedge.quantize.calibration import load_inputs
 
-    data = load_inputs(list(inputs), Preprocessor(PreprocessConfig.from_dict(man.preprocess)),
-                       limit=MAX_CHECK_INPUTS)
+    data = load_inputs(list(inputs), Preprocessor(PreprocessConfig.from_dict(man.preprocess)), limit=MAX_CHECK_INPUTS)
     for f, why in data.skipped:
         say(f"skipped {f}: {why}")
     return Probe(data.arrays, f"{len(data.arrays)} inputs from {', '.join(map(str, inputs))}")
@@ -470,10 +507,12 @@ def check_agreement(reference: Any, candidate: Any, probe: Probe, threshold: flo
     """:func:`measure_agreement`, refused with :class:`EngineBuildError` below ``threshold``."""
     a = measure_agreement(reference, candidate, probe)
     if not np.isfinite(a.min_cosine) or a.min_cosine < threshold:
-        raise EngineBuildError(f"{what} disagrees with ONNX Runtime FP32: worst cosine {a.min_cosine:.5f} (mean "
-                               f"{a.mean_cosine:.5f}) over {probe.what}, below {threshold}; it was not written. "
-                               "Check the graph with `lbedge validate`, compile another precision (-p fp32), or "
-                               "set --min-cosine if this agreement is expected")
+        raise EngineBuildError(
+            f"{what} disagrees with ONNX Runtime FP32: worst cosine {a.min_cosine:.5f} (mean "
+            f"{a.mean_cosine:.5f}) over {probe.what}, below {threshold}; it was not written. "
+            "Check the graph with `lbedge validate`, compile another precision (-p fp32), or "
+            "set --min-cosine if this agreement is expected"
+        )
     return a
 
 
@@ -492,6 +531,7 @@ def reference_backend(folder: Path, man: Manifest, tower: str, precision: str, s
 
 # --- one engine ---------------------------------------------------------------------------------------------------
 
+
 @dataclass
 class Target:
     """One tower of one bundle folder to compile; its check inputs are made when the first engine is built."""
@@ -505,8 +545,9 @@ class Target:
     def probe(self, say: Say) -> Probe:
         """The check inputs: :func:`text_probe` or :func:`vision_probe`, made once."""
         if self._probe is None:
-            self._probe = (text_probe(self.folder, self.man) if self.tower == "text"
-                           else vision_probe(self.man, self.inputs, say))
+            self._probe = (
+                text_probe(self.folder, self.man) if self.tower == "text" else vision_probe(self.man, self.inputs, say)
+            )
         return self._probe
 
 
@@ -534,8 +575,10 @@ def tower_options(opts: BuildOptions, tower: str, precision: str) -> BuildOption
     if tower == "text":
         return replace(opts, dla_core=-1)
     if precision == "fp32":
-        raise EngineBuildError("DLA runs FP16 and INT8 only: compile the vision tower with -p fp16 or -p int8 on "
-                               "the DLA, or drop --dla-core")
+        raise EngineBuildError(
+            "DLA runs FP16 and INT8 only: compile the vision tower with -p fp16 or -p int8 on "
+            "the DLA, or drop --dla-core"
+        )
     return opts
 
 
@@ -549,8 +592,11 @@ def _reusable(ctx: CompileContext, t: Target, prec: str, opts: BuildOptions, con
             ctx.say(f"engine {e['file']} listed in {t.folder} is missing (or its manifest): building it again")
             continue
         em = EngineManifest.load(manifest)
-        reasons = [c.reason for c in check_engine(em, ctx.info, onnx_sha256=onnx_sha,
-                                                  engine_sha256=sha256_file(engine)) if not c.ok]
+        reasons = [
+            c.reason
+            for c in check_engine(em, ctx.info, onnx_sha256=onnx_sha, engine_sha256=sha256_file(engine))
+            if not c.ok
+        ]
         if em.build_flags != opts.as_flags():
             reasons.append("build options changed")
         if em.precision_control != control:
@@ -558,8 +604,10 @@ def _reusable(ctx: CompileContext, t: Target, prec: str, opts: BuildOptions, con
         if not reasons:
             return e
         if not ctx.rebuild:
-            raise EngineMismatch(f"cached engine {e['file']} of {t.folder} does not fit this device or options "
-                                 f"({'; '.join(reasons)}): rerun with --rebuild to replace it")
+            raise EngineMismatch(
+                f"cached engine {e['file']} of {t.folder} does not fit this device or options "
+                f"({'; '.join(reasons)}): rerun with --rebuild to replace it"
+            )
         ctx.say(f"replacing engine {e['file']}: {'; '.join(reasons)}")
     return None
 
@@ -578,19 +626,29 @@ def _write_atomic(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def _stage(ctx: CompileContext, t: Target, prec: str, built: Serialized, staging: Path, name: str,
-           opts: BuildOptions) -> tuple[Path, EngineManifest]:
+def _stage(
+    ctx: CompileContext, t: Target, prec: str, built: Serialized, staging: Path, name: str, opts: BuildOptions
+) -> tuple[Path, EngineManifest]:
     """Write the engine and its manifest into ``staging``."""
     entry = t.man.towers[t.tower][prec]
     engine = staging / f"{name}.engine"
     engine.write_bytes(built.data)
     info = ctx.info
     em = EngineManifest(
-        tensorrt_version=info.tensorrt_version, cuda_version=info.cuda_version,
-        compute_capability=info.compute_capability, device_name=info.device_name, platform=info.platform,
-        precision=prec, onnx_sha256=entry.sha256, engine_sha256=sha256_file(engine), inputs=built.inputs,
-        outputs=built.outputs, build_flags=opts.as_flags(), lbedge_version=__version__,
-        precision_control=built.control)
+        tensorrt_version=info.tensorrt_version,
+        cuda_version=info.cuda_version,
+        compute_capability=info.compute_capability,
+        device_name=info.device_name,
+        platform=info.platform,
+        precision=prec,
+        onnx_sha256=entry.sha256,
+        engine_sha256=sha256_file(engine),
+        inputs=built.inputs,
+        outputs=built.outputs,
+        build_flags=opts.as_flags(),
+        lbedge_version=__version__,
+        precision_control=built.control,
+    )
     em.save(engine.with_suffix(".json"))
     return engine, em
 
@@ -603,8 +661,13 @@ def _verify(ctx: CompileContext, t: Target, prec: str, engine: Path, em: EngineM
     what = f"the TensorRT {prec} engine of the {t.tower} tower of {t.folder}"
     probe = t.probe(ctx.say)
     a = check_agreement(reference, candidate, probe, threshold, what)
-    em.agreement = {**a.to_dict(), "threshold": threshold, "reference": "onnxruntime fp32 (CPU)",
-                    "inputs": probe.what, "samples": len(probe.x)}
+    em.agreement = {
+        **a.to_dict(),
+        "threshold": threshold,
+        "reference": "onnxruntime fp32 (CPU)",
+        "inputs": probe.what,
+        "samples": len(probe.x),
+    }
     em.save(engine.with_suffix(".json"))
     return a
 
@@ -618,13 +681,20 @@ def build_one(ctx: CompileContext, t: Target, prec: str) -> dict[str, Any]:
     if cached is not None:
         ctx.say(f"reusing cached engine {cached['file']} ({t.tower} {prec}, TensorRT {ctx.info.tensorrt_version})")
         return {**row, "file": cached["file"], "reused": True, "seconds": 0.0, "min_cosine": None}
-    ctx.say(f"building the TensorRT {prec} engine of the {t.tower} tower of {t.folder} on {ctx.info.device_name} "
-            f"({control}): a first build takes minutes; later ones reuse this device's timing cache")
+    ctx.say(
+        f"building the TensorRT {prec} engine of the {t.tower} tower of {t.folder} on {ctx.info.device_name} "
+        f"({control}): a first build takes minutes; later ones reuse this device's timing cache"
+    )
     t0 = time.perf_counter()
     name, a = _build(ctx, t, prec, opts)
     ctx.say(f"{t.tower} {prec}: worst cosine to ONNX Runtime FP32 {a.min_cosine:.5f} over {t.probe(ctx.say).what}")
-    return {**row, "file": f"engines/{name}.engine", "reused": False,
-            "seconds": round(time.perf_counter() - t0, 1), "min_cosine": a.min_cosine}
+    return {
+        **row,
+        "file": f"engines/{name}.engine",
+        "reused": False,
+        "seconds": round(time.perf_counter() - t0, 1),
+        "min_cosine": a.min_cosine,
+    }
 
 
 def _build(ctx: CompileContext, t: Target, prec: str, opts: BuildOptions) -> tuple[str, Agreement]:
@@ -632,8 +702,16 @@ def _build(ctx: CompileContext, t: Target, prec: str, opts: BuildOptions) -> tup
     An engine that fails the check leaves nothing behind (the timing cache is kept: it is timing data)."""
     entry = t.man.towers[t.tower][prec]
     onnx_path = verify_file(t.folder, entry.file, entry.sha256)
-    keyed = EngineManifest(ctx.info.tensorrt_version, ctx.info.cuda_version, ctx.info.compute_capability,
-                           ctx.info.device_name, ctx.info.platform, prec, entry.sha256, build_flags=opts.as_flags())
+    keyed = EngineManifest(
+        ctx.info.tensorrt_version,
+        ctx.info.cuda_version,
+        ctx.info.compute_capability,
+        ctx.info.device_name,
+        ctx.info.platform,
+        prec,
+        entry.sha256,
+        build_flags=opts.as_flags(),
+    )
     name = f"{t.tower}.{prec}.{keyed.cache_key()}"
     engines_dir = bundle_file(t.folder, "engines", what="engines folder")
     engines_dir.mkdir(exist_ok=True)
@@ -660,12 +738,13 @@ def _install(t: Target, prec: str, staging: Path, name: str) -> None:
     t.man.engines = [e for e in t.man.engines if e not in old]
     t.man.engines.append({"tower": t.tower, "precision": prec, "file": rel_engine, "manifest": rel_json})
     t.man.write(t.folder)
-    for e in old:                        # the replaced engine's files, when they had another name
+    for e in old:  # the replaced engine's files, when they had another name
         for rel in {e["file"], e["manifest"]} - {rel_engine, rel_json}:
             bundle_file(t.folder, rel, what="replaced engine file").unlink(missing_ok=True)
 
 
 # --- a bundle -----------------------------------------------------------------------------------------------------
+
 
 def targets(folder: Path) -> list[Target]:
     """The towers ``folder`` compiles: its vision tower, and the text tower it holds or shares (in the text
@@ -685,10 +764,18 @@ def _say_plan(plan: TowerPlan, folder: Path, say: Say) -> None:
         say(f"{folder}: {s.tower} {s.precision} skipped: {s.reason}")
 
 
-def compile_bundle(folder: str | Path, *, precisions: Sequence[str] | None = None, opts: BuildOptions | None = None,
-                   rebuild: bool = False, say: Say = print, inputs: Sequence[str | Path] | None = None,
-                   min_cosine: float | None = None, backend_factory: BackendFactory | None = None,
-                   runtime: RuntimeInfo | None = None) -> list[dict[str, Any]]:
+def compile_bundle(
+    folder: str | Path,
+    *,
+    precisions: Sequence[str] | None = None,
+    opts: BuildOptions | None = None,
+    rebuild: bool = False,
+    say: Say = print,
+    inputs: Sequence[str | Path] | None = None,
+    min_cosine: float | None = None,
+    backend_factory: BackendFactory | None = None,
+    runtime: RuntimeInfo | None = None,
+) -> list[dict[str, Any]]:
     """Build (or reuse) the engines of a bundle's graphs, each checked against ONNX Runtime FP32 before it is
     written; one row per engine.
 
@@ -700,8 +787,9 @@ def compile_bundle(folder: str | Path, *, precisions: Sequence[str] | None = Non
     require_tensorrt()
     opts = opts or BuildOptions()
     opts.check()
-    ctx = CompileContext(runtime or runtime_info(), opts, rebuild, say, min_cosine,
-                         backend_factory or default_factory, serialize_network)
+    ctx = CompileContext(
+        runtime or runtime_info(), opts, rebuild, say, min_cosine, backend_factory or default_factory, serialize_network
+    )
     rows: list[dict[str, Any]] = []
     plans = [(t, plan_tower(t.tower, t.man.towers.get(t.tower, {}), precisions)) for t in targets(Path(folder))]
     for t, plan in plans:
@@ -712,4 +800,3 @@ def compile_bundle(folder: str | Path, *, precisions: Sequence[str] | None = Non
         reasons = "; ".join(f"{s.tower} {s.precision}: {s.reason}" for _, p in plans for s in p.skipped)
         raise EngineBuildError(f"nothing to compile in {folder}: {reasons or 'the bundle has no graphs'}")
     return rows
-

@@ -20,6 +20,23 @@ from .sequences import DepthSequenceSource, ThermalSequenceSource
 from .thermal import PROFILES, ThermalProfile, agc, thermal_frame
 from .thermal_camera import ThermalCamera
 
-__all__ = ["AudioFileSource", "BaseSource", "DepthSequenceSource", "ImageFolderSource", "InputDevice", "Microphone",
-           "OpenCVCamera", "PROFILES", "RealSense", "RealSenseRecording", "list_input_devices", "write_recording",
-           "ThermalCamera", "ThermalProfile", "ThermalSequenceSource", "VideoFileSource", "agc", "thermal_frame"]
+__all__ = [
+    "AudioFileSource",
+    "BaseSource",
+    "DepthSequenceSource",
+    "ImageFolderSource",
+    "InputDevice",
+    "Microphone",
+    "OpenCVCamera",
+    "PROFILES",
+    "RealSense",
+    "RealSenseRecording",
+    "list_input_devices",
+    "write_recording",
+    "ThermalCamera",
+    "ThermalProfile",
+    "ThermalSequenceSource",
+    "VideoFileSource",
+    "agc",
+    "thermal_frame",
+]

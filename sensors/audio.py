@@ -5,14 +5,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-
 from lbedge.errors import InputError, SensorError
 from lbedge.preprocess.audio import AudioFileReader
 
 from .base import BaseSource
 
-MIN_WINDOW_S = 0.025     # one fbank frame: shorter windows hold nothing the audio tower can use
-MIN_HOP_S = 0.01         # one fbank frame shift
+MIN_WINDOW_S = 0.025  # one fbank frame: shorter windows hold nothing the audio tower can use
+MIN_HOP_S = 0.01  # one fbank frame shift
 
 
 def check_window(window: float, hop: float) -> None:
@@ -20,8 +19,12 @@ def check_window(window: float, hop: float) -> None:
     window for ever)."""
     import math
 
-    if not (isinstance(window, (int, float)) and isinstance(hop, (int, float)) and math.isfinite(window)
-            and math.isfinite(hop)):
+    if not (
+        isinstance(window, (int, float))
+        and isinstance(hop, (int, float))
+        and math.isfinite(window)
+        and math.isfinite(hop)
+    ):
         raise SensorError(f"window and hop must be numbers of seconds, got window={window!r}, hop={hop!r}")
     if window < MIN_WINDOW_S:
         raise SensorError(f"audio window {window} s is shorter than {MIN_WINDOW_S} s (one fbank frame)")
@@ -38,8 +41,9 @@ class AudioFileSource(BaseSource):
     modality = "audio"
     units = "pcm_float"
 
-    def __init__(self, path: str | os.PathLike, *, window: float = 2.0, hop: float = 1.0, realtime: bool = False,
-                 name: str = ""):
+    def __init__(
+        self, path: str | os.PathLike, *, window: float = 2.0, hop: float = 1.0, realtime: bool = False, name: str = ""
+    ):
         check_window(window, hop)
         super().__init__(name or f"audio:{Path(path).name}", realtime=realtime, fps=1.0 / hop)
         self.path, self.window, self.hop = Path(path), window, hop

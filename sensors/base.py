@@ -86,8 +86,16 @@ class BaseSource(SourceIterationMixin):
             delay = due - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
-        frame = Frame(data=data, modality=self.modality, timestamp=time.monotonic(), sequence=self._seq,
-                      device_timestamp=device_ts, units=self.units, source=self.name, meta=meta)
+        frame = Frame(
+            data=data,
+            modality=self.modality,
+            timestamp=time.monotonic(),
+            sequence=self._seq,
+            device_timestamp=device_ts,
+            units=self.units,
+            source=self.name,
+            meta=meta,
+        )
         self._seq += 1
         return frame
 
@@ -106,7 +114,7 @@ class BaseSource(SourceIterationMixin):
         while self._seq < position and self._skip():
             self._seq += 1
         if self._t0 is not None and self.fps:
-            self._t0 = time.monotonic() - self._seq / self.fps        # real-time pacing goes on from here
+            self._t0 = time.monotonic() - self._seq / self.fps  # real-time pacing goes on from here
         return self._seq
 
     def close(self) -> None:

@@ -35,8 +35,9 @@ from .base import BaseSource
 
 log = logging.getLogger(__name__)
 
-_PORTAUDIO_HINT = ("apt install libportaudio2 (Debian/Ubuntu/JetPack; brew install portaudio on macOS) "
-                   "and pip install \"lbedge[audio]\"")
+_PORTAUDIO_HINT = (
+    'apt install libportaudio2 (Debian/Ubuntu/JetPack; brew install portaudio on macOS) and pip install "lbedge[audio]"'
+)
 
 # PortAudio streams of this process not yet fully closed (an abandoned close still counts until it returns):
 # re-initialising PortAudio to rescan devices is only safe when there are none.
@@ -54,9 +55,10 @@ def _sounddevice() -> ModuleType:
     """``import sounddevice``, or :class:`MissingDependency` naming what to install."""
     try:
         return require("sounddevice")
-    except OSError as exc:          # the module is installed but the PortAudio shared library is not
-        raise MissingDependency(f"microphone capture needs the PortAudio library, which was not found: "
-                                f"{_PORTAUDIO_HINT} ({exc})") from exc
+    except OSError as exc:  # the module is installed but the PortAudio shared library is not
+        raise MissingDependency(
+            f"microphone capture needs the PortAudio library, which was not found: {_PORTAUDIO_HINT} ({exc})"
+        ) from exc
 
 
 def _rescan(sd: ModuleType) -> bool:
@@ -92,19 +94,24 @@ def list_input_devices(rescan: bool = False) -> list[InputDevice]:
     sd = _sounddevice()
     if rescan:
         _rescan(sd)
-    return [InputDevice(int(d["index"]), str(d["name"]), int(d["max_input_channels"]), float(d["default_samplerate"]))
-            for d in sd.query_devices() if d["max_input_channels"] > 0]
+    return [
+        InputDevice(int(d["index"]), str(d["name"]), int(d["max_input_channels"]), float(d["default_samplerate"]))
+        for d in sd.query_devices()
+        if d["max_input_channels"] > 0
+    ]
 
 
 def _describe(devices: list[InputDevice]) -> str:
     if not devices:
         return "no input devices found (no sound card, or PortAudio cannot see it)"
-    return "input devices: " + "; ".join(f"{d.index}: {d.name!r} ({d.channels} ch, {d.default_rate:g} Hz)"
-                                         for d in devices)
+    return "input devices: " + "; ".join(
+        f"{d.index}: {d.name!r} ({d.channels} ch, {d.default_rate:g} Hz)" for d in devices
+    )
 
 
-def _run_bounded(fn: Callable[[], Any], timeout: float, name: str,
-                 on_late: Callable[[Any], None] | None = None) -> tuple[bool, Any]:
+def _run_bounded(
+    fn: Callable[[], Any], timeout: float, name: str, on_late: Callable[[Any], None] | None = None
+) -> tuple[bool, Any]:
     """Run ``fn`` in a daemon thread for at most ``timeout`` seconds: ``(finished, result)``.
 
     An exception of ``fn`` is re-raised here. When ``fn`` finishes after the caller gave up, ``on_late`` gets
@@ -144,14 +151,14 @@ class _Capture:
     def __init__(self, window_n: int, hop_n: int, channels: int, rate: int):
         self.rate, self.window_n, self.hop_n = rate, window_n, hop_n
         self.capacity = window_n + hop_n
-        self.ring = np.zeros((self.capacity, channels), np.float32)    # [samples, channels] like PortAudio
+        self.ring = np.zeros((self.capacity, channels), np.float32)  # [samples, channels] like PortAudio
         self.cond = threading.Condition(threading.Lock())
-        self.written = 0              # samples written since the stream started
-        self.last_adc = 0.0           # stream time of sample ``written - 1`` (0: the host API gives none)
+        self.written = 0  # samples written since the stream started
+        self.last_adc = 0.0  # stream time of sample ``written - 1`` (0: the host API gives none)
         self.last_data = time.monotonic()
-        self.wake_at = window_n       # the reader is woken once ``written`` reaches this
+        self.wake_at = window_n  # the reader is woken once ``written`` reaches this
         self.overflows = 0
-        self.finished = False         # PortAudio ended the stream on its own (device lost, host API error)
+        self.finished = False  # PortAudio ended the stream on its own (device lost, host API error)
         self.delivered_end: int | None = None
         self.stream: Any = None
 
@@ -163,14 +170,14 @@ class _Capture:
                 self.overflows += 1
             cap, ring = self.capacity, self.ring
             src, start = indata, self.written
-            if frames > cap:                          # a block larger than the ring: keep its newest part
-                src, start = indata[frames - cap:], self.written + frames - cap
+            if frames > cap:  # a block larger than the ring: keep its newest part
+                src, start = indata[frames - cap :], self.written + frames - cap
             n = src.shape[0]
             pos = start % cap
             first = min(n, cap - pos)
-            ring[pos:pos + first] = src[:first]
+            ring[pos : pos + first] = src[:first]
             if first < n:
-                ring[:n - first] = src[first:]
+                ring[: n - first] = src[first:]
             self.written += frames
             self.last_adc = adc + (frames - 1) / self.rate if adc > 0 else 0.0
             self.last_data = time.monotonic()
@@ -188,9 +195,9 @@ class _Capture:
         out = np.empty((window_n, self.ring.shape[1]), np.float32)
         pos = (end - window_n) % self.capacity
         first = min(window_n, self.capacity - pos)
-        out[:first] = self.ring[pos:pos + first]
+        out[:first] = self.ring[pos : pos + first]
         if first < window_n:
-            out[first:] = self.ring[:window_n - first]
+            out[first:] = self.ring[: window_n - first]
         return out
 
 
@@ -215,11 +222,22 @@ class Microphone(BaseSource):
     units = "pcm_float"
     live = True
 
-    def __init__(self, device: int | str | None = None, *, window: float = 2.0, hop: float = 1.0,
-                 sample_rate: int | None = None, channels: int = 1, target_rate: int | None = 16000,
-                 blocksize: int | None = None, latency: float | str | None = None,
-                 stall_timeout: float | None = None, open_timeout: float = 5.0, close_timeout: float = 2.0,
-                 name: str = ""):
+    def __init__(
+        self,
+        device: int | str | None = None,
+        *,
+        window: float = 2.0,
+        hop: float = 1.0,
+        sample_rate: int | None = None,
+        channels: int = 1,
+        target_rate: int | None = 16000,
+        blocksize: int | None = None,
+        latency: float | str | None = None,
+        stall_timeout: float | None = None,
+        open_timeout: float = 5.0,
+        close_timeout: float = 2.0,
+        name: str = "",
+    ):
         check_window(window, hop)
         if int(channels) != channels or channels < 1:
             raise SensorError(f"channels must be a positive integer, got {channels!r}")
@@ -239,7 +257,7 @@ class Microphone(BaseSource):
         self.open_timeout, self.close_timeout = open_timeout, close_timeout
         self.device_index: int | None = None
         self.device_name = ""
-        self.rate = 0                                  # the capture rate of the open stream
+        self.rate = 0  # the capture rate of the open stream
         self._cap: _Capture | None = None
         self._overflows_before = 0
         self._dropped = 0
@@ -262,13 +280,15 @@ class Microphone(BaseSource):
             return exact[0]
         found = [d for d in devices if needle in d.name.lower()]
         if len(found) > 1:
-            raise SensorError(f"{self.name}: {spec!r} matches several input devices, pass an index or a longer "
-                              f"part of the name: {_describe(found)}")
+            raise SensorError(
+                f"{self.name}: {spec!r} matches several input devices, pass an index or a longer "
+                f"part of the name: {_describe(found)}"
+            )
         return found[0] if found else None
 
     def _resolve(self) -> InputDevice:
         found = self._find_device()
-        if found is None and _rescan(self._sd):        # plugged in (or sound server started) after import?
+        if found is None and _rescan(self._sd):  # plugged in (or sound server started) after import?
             found = self._find_device()
         if found is None:
             what = "no default input device" if self.device is None else f"no input device matches {self.device!r}"
@@ -279,17 +299,25 @@ class Microphone(BaseSource):
     def _open(self) -> None:
         dev = self._resolve()
         if self.channels > dev.channels:
-            raise SensorError(f"{self.name}: {dev.name!r} has {dev.channels} input channel(s), "
-                              f"{self.channels} requested")
+            raise SensorError(
+                f"{self.name}: {dev.name!r} has {dev.channels} input channel(s), {self.channels} requested"
+            )
         rate = int(round(self.sample_rate or dev.default_rate))
         window_n, hop_n = max(1, round(self.window * rate)), max(1, round(self.hop * rate))
         cap = _Capture(window_n, hop_n, self.channels, rate)
         sd = self._sd
 
         def start() -> Any:
-            stream = sd.InputStream(device=dev.index, samplerate=rate, channels=self.channels, dtype="float32",
-                                    blocksize=self.blocksize or 0, latency=self.latency, callback=cap.callback,
-                                    finished_callback=cap.on_finished)
+            stream = sd.InputStream(
+                device=dev.index,
+                samplerate=rate,
+                channels=self.channels,
+                dtype="float32",
+                blocksize=self.blocksize or 0,
+                latency=self.latency,
+                callback=cap.callback,
+                finished_callback=cap.on_finished,
+            )
             _track(+1)
             try:
                 stream.start()
@@ -302,13 +330,17 @@ class Microphone(BaseSource):
             ok, stream = _run_bounded(start, self.open_timeout, f"{self.name}-open", on_late=_close_stream)
         except (sd.PortAudioError, ValueError) as exc:
             gone = ""
-            if _rescan(sd) and self._find_device() is None:    # unplugged, or its sound server went away
+            if _rescan(sd) and self._find_device() is None:  # unplugged, or its sound server went away
                 gone = f"; it is no longer listed, {_describe(list_input_devices())}"
-            raise SensorError(f"{self.name}: cannot record from {dev.name!r} (device {dev.index}) at {rate} Hz, "
-                              f"{self.channels} channel(s): {exc}{gone}") from exc
+            raise SensorError(
+                f"{self.name}: cannot record from {dev.name!r} (device {dev.index}) at {rate} Hz, "
+                f"{self.channels} channel(s): {exc}{gone}"
+            ) from exc
         if not ok:
-            raise SensorError(f"{self.name}: opening {dev.name!r} did not finish within {self.open_timeout:g} s "
-                              "(sound server or driver not responding)")
+            raise SensorError(
+                f"{self.name}: opening {dev.name!r} did not finish within {self.open_timeout:g} s "
+                "(sound server or driver not responding)"
+            )
         cap.stream, cap.last_data = stream, time.monotonic()
         self._cap, self.rate = cap, rate
         self.device_index, self.device_name = dev.index, dev.name
@@ -322,14 +354,18 @@ class Microphone(BaseSource):
             cap.wake_at = target
             while cap.written < target:
                 if cap.finished:
-                    raise SensorError(f"{self.name}: the audio stream of {self.device_name!r} stopped "
-                                      "(device unplugged or sound server gone)")
+                    raise SensorError(
+                        f"{self.name}: the audio stream of {self.device_name!r} stopped "
+                        "(device unplugged or sound server gone)"
+                    )
                 idle = time.monotonic() - cap.last_data
                 if idle >= self.stall_timeout:
-                    raise SensorError(f"{self.name}: no audio from {self.device_name!r} for {idle:.1f} s "
-                                      "(device stalled or disconnected)")
+                    raise SensorError(
+                        f"{self.name}: no audio from {self.device_name!r} for {idle:.1f} s "
+                        "(device stalled or disconnected)"
+                    )
                 cap.cond.wait(min(self.stall_timeout - idle, 0.25))
-            end = target if cap.written - target < hop_n else cap.written    # a late reader gets the newest
+            end = target if cap.written - target < hop_n else cap.written  # a late reader gets the newest
             if end != target:
                 self._dropped += (end - target) // hop_n
             cap.delivered_end = end
@@ -339,9 +375,12 @@ class Microphone(BaseSource):
         if self.target_rate is not None and int(self.target_rate) != cap.rate:
             out_n = max(1, round(self.window * self.target_rate))
             data = resample(data, cap.rate, int(self.target_rate))
-            if data.shape[1] != out_n:                 # the resampler rounds up: keep shapes constant
-                data = np.ascontiguousarray(data[:, :out_n]) if data.shape[1] > out_n else \
-                    np.pad(data, ((0, 0), (0, out_n - data.shape[1])))
+            if data.shape[1] != out_n:  # the resampler rounds up: keep shapes constant
+                data = (
+                    np.ascontiguousarray(data[:, :out_n])
+                    if data.shape[1] > out_n
+                    else np.pad(data, ((0, 0), (0, out_n - data.shape[1])))
+                )
         return data, ts
 
     def _close(self) -> None:
@@ -351,15 +390,23 @@ class Microphone(BaseSource):
         self._overflows_before += cap.overflows
         ok, _ = _run_bounded(lambda: _close_stream(cap.stream), self.close_timeout, f"{self.name}-close")
         if not ok:
-            log.warning("%s: closing %r did not finish within %g s; left to finish in the background",
-                        self.name, self.device_name, self.close_timeout)
+            log.warning(
+                "%s: closing %r did not finish within %g s; left to finish in the background",
+                self.name,
+                self.device_name,
+                self.close_timeout,
+            )
 
     def _meta(self) -> dict[str, Any]:
         cap = self._cap
-        return {"sample_rate": int(self.target_rate) if self.target_rate is not None else self.rate,
-                "device": self.device_name, "device_index": self.device_index, "device_rate": self.rate,
-                "overflows": self._overflows_before + (cap.overflows if cap is not None else 0),
-                "dropped_windows": self._dropped}
+        return {
+            "sample_rate": int(self.target_rate) if self.target_rate is not None else self.rate,
+            "device": self.device_name,
+            "device_index": self.device_index,
+            "device_rate": self.rate,
+            "overflows": self._overflows_before + (cap.overflows if cap is not None else 0),
+            "dropped_windows": self._dropped,
+        }
 
 
 def _close_stream(stream: Any) -> None:

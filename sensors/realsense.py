@@ -36,9 +36,9 @@ log = logging.getLogger(__name__)
 FILTERS = ("decimation", "spatial", "temporal", "hole_filling")
 """Post-processing filter names, in the order they are applied whatever order they are given in."""
 
-_POLL_S = 0.1              # slice of a recording's bounded waits, so that its end is noticed quickly
-_END_GRACE_S = 0.5       # how long playback must read "stopped", with no frame, to count as the end
-_DEFAULT_HFOV_DEG = 69.0   # field of view of synthetic recordings (a RealSense colour camera's)
+_POLL_S = 0.1  # slice of a recording's bounded waits, so that its end is noticed quickly
+_END_GRACE_S = 0.5  # how long playback must read "stopped", with no frame, to count as the end
+_DEFAULT_HFOV_DEG = 69.0  # field of view of synthetic recordings (a RealSense colour camera's)
 
 
 def _rs() -> ModuleType:
@@ -46,8 +46,10 @@ def _rs() -> ModuleType:
     try:
         return require("pyrealsense2")
     except OSError as exc:  # installed, but a shared library (libusb) is missing
-        raise MissingDependency(f"pyrealsense2 is installed but cannot load a library it needs ({exc}): on "
-                                "Debian/Ubuntu apt install libusb-1.0-0") from exc
+        raise MissingDependency(
+            f"pyrealsense2 is installed but cannot load a library it needs ({exc}): on "
+            "Debian/Ubuntu apt install libusb-1.0-0"
+        ) from exc
 
 
 def _recording_suffix(rs: ModuleType) -> str | None:
@@ -69,8 +71,9 @@ def _check_filters(filters: Sequence[str] | str | None) -> tuple[str, ...]:
     names = [filters] if isinstance(filters, str) else list(filters or ())
     unknown = [n for n in names if n not in FILTERS]
     if unknown:
-        raise SensorError(f"unknown RealSense filter(s) {', '.join(map(repr, unknown))}: choose among "
-                          f"{', '.join(FILTERS)}")
+        raise SensorError(
+            f"unknown RealSense filter(s) {', '.join(map(repr, unknown))}: choose among {', '.join(FILTERS)}"
+        )
     return tuple(n for n in FILTERS if n in names)
 
 
@@ -104,8 +107,14 @@ def _to_mm(raw: np.ndarray, depth_scale: float) -> np.ndarray:
 
 def _intrinsics(frame: Any) -> dict[str, float | int]:
     i = frame.profile.as_video_stream_profile().get_intrinsics()
-    return {"fx": float(i.fx), "fy": float(i.fy), "ppx": float(i.ppx), "ppy": float(i.ppy),
-            "width": int(i.width), "height": int(i.height)}
+    return {
+        "fx": float(i.fx),
+        "fy": float(i.fy),
+        "ppx": float(i.ppx),
+        "ppy": float(i.ppy),
+        "width": int(i.width),
+        "height": int(i.height),
+    }
 
 
 def _color_rgb(rs: ModuleType, frame: Any) -> np.ndarray:
@@ -127,8 +136,15 @@ def _color_rgb(rs: ModuleType, frame: Any) -> np.ndarray:
     raise SensorError(f"unsupported RealSense colour format {fmt}: record colour as rgb8, bgr8 or yuyv")
 
 
-def _convert_frames(rs: ModuleType, frames: Any, depth_scale: float, *, blocks: Sequence[Any] = (),
-                    align: Any = None, color: bool = False) -> tuple[np.ndarray, float, dict[str, Any]] | None:
+def _convert_frames(
+    rs: ModuleType,
+    frames: Any,
+    depth_scale: float,
+    *,
+    blocks: Sequence[Any] = (),
+    align: Any = None,
+    color: bool = False,
+) -> tuple[np.ndarray, float, dict[str, Any]] | None:
     """Turn one librealsense frameset into (uint16 mm depth, device timestamp in s, meta).
 
     ``blocks`` (post-processing) run on the frameset first, then ``align`` (an ``rs.align``). Returns None
@@ -145,8 +161,11 @@ def _convert_frames(rs: ModuleType, frames: Any, depth_scale: float, *, blocks: 
         frames = align.process(frames)
     depth = frames.get_depth_frame()
     mm = _to_mm(np.asanyarray(depth.get_data()), depth_scale)
-    meta: dict[str, Any] = {"depth_scale": depth_scale, "intrinsics": _intrinsics(depth),
-                            "frame_number": int(depth.get_frame_number())}
+    meta: dict[str, Any] = {
+        "depth_scale": depth_scale,
+        "intrinsics": _intrinsics(depth),
+        "frame_number": int(depth.get_frame_number()),
+    }
     if color:
         meta["color"] = _color_rgb(rs, frames.get_color_frame())
     return mm, depth.get_timestamp() / 1000.0, meta
@@ -166,9 +185,19 @@ class RealSense(BaseSource):
     units = "mm"
     live = True
 
-    def __init__(self, serial: str | None = None, *, width: int = 640, height: int = 480, fps: float = 30,
-                 align_to_color: bool = False, color: bool = False,
-                 filters: Sequence[str] | str | None = (), timeout_ms: int = 1000, name: str = ""):
+    def __init__(
+        self,
+        serial: str | None = None,
+        *,
+        width: int = 640,
+        height: int = 480,
+        fps: float = 30,
+        align_to_color: bool = False,
+        color: bool = False,
+        filters: Sequence[str] | str | None = (),
+        timeout_ms: int = 1000,
+        name: str = "",
+    ):
         super().__init__(name or f"realsense:{serial or 'first'}", fps=fps)
         if timeout_ms <= 0:
             raise SensorError(f"timeout_ms must be positive, got {timeout_ms}")
@@ -178,7 +207,7 @@ class RealSense(BaseSource):
         self.filters = _check_filters(filters)
         self.timeout_ms = int(timeout_ms)
         self.depth_scale = 0.001
-        self.frames_skipped = 0                  # device frames that never arrived complete (see _read)
+        self.frames_skipped = 0  # device frames that never arrived complete (see _read)
         self._last_number: int | None = None
         self._rs: ModuleType | None = None
         self._pipe: Any = None
@@ -193,23 +222,25 @@ class RealSense(BaseSource):
     # --- what differs between a camera and a recording ------------------------------------------------------
     def _configure(self, rs: ModuleType, config: Any) -> None:
         """Select the device and enable the streams on ``config``."""
-        found = [(d.get_info(rs.camera_info.name), d.get_info(rs.camera_info.serial_number))
-                 for d in rs.context().query_devices()]
+        found = [
+            (d.get_info(rs.camera_info.name), d.get_info(rs.camera_info.serial_number))
+            for d in rs.context().query_devices()
+        ]
         listing = ", ".join(f"{name} (serial {sn})" for name, sn in found) or "none"
         wanted = f"serial {self.serial!r}" if self.serial else "any serial"
         if not found:
-            raise SensorError(f"{self.name}: no RealSense camera found ({wanted}); devices found: none. Plug the "
-                              "camera into a USB 3 port and check its udev rules (librealsense's "
-                              "99-realsense-libusb.rules) or run as a user allowed to access it")
+            raise SensorError(
+                f"{self.name}: no RealSense camera found ({wanted}); devices found: none. Plug the "
+                "camera into a USB 3 port and check its udev rules (librealsense's "
+                "99-realsense-libusb.rules) or run as a user allowed to access it"
+            )
         if self.serial and self.serial not in [sn for _, sn in found]:
-            raise SensorError(f"{self.name}: no RealSense camera with serial {self.serial!r}; devices found: "
-                              f"{listing}")
+            raise SensorError(f"{self.name}: no RealSense camera with serial {self.serial!r}; devices found: {listing}")
         if self.serial:
             config.enable_device(self.serial)
         config.enable_stream(rs.stream.depth, self.width, self.height, rs.format.z16, int(round(self.fps or 30)))
         if self._needs_color:
-            config.enable_stream(rs.stream.color, self.width, self.height, rs.format.rgb8,
-                                 int(round(self.fps or 30)))
+            config.enable_stream(rs.stream.color, self.width, self.height, rs.format.rgb8, int(round(self.fps or 30)))
         self._found = listing
 
     def _start(self, rs: ModuleType, pipe: Any, config: Any) -> Any:
@@ -220,9 +251,11 @@ class RealSense(BaseSource):
             which = f"serial {self.serial!r}" if self.serial else "first camera"
             mode = f"depth {self.width}x{self.height} at {self.fps} fps"
             mode += " + rgb8 colour" if self._needs_color else ""
-            raise SensorError(f"{self.name}: cannot start the camera ({which}, {mode}): {exc}; devices found: "
-                              f"{self._found}. Choose a mode the camera supports (realsense-viewer lists them) "
-                              "or free the camera from other programs") from exc
+            raise SensorError(
+                f"{self.name}: cannot start the camera ({which}, {mode}): {exc}; devices found: "
+                f"{self._found}. Choose a mode the camera supports (realsense-viewer lists them) "
+                "or free the camera from other programs"
+            ) from exc
 
     def _next_frames(self, rs: ModuleType) -> Any | None:
         """The next frameset; the camera going silent for ``timeout_ms`` is a SensorError."""
@@ -231,8 +264,9 @@ class RealSense(BaseSource):
         except RuntimeError as exc:
             raise SensorError(f"{self.name}: the camera failed: {exc} (unplugged?)") from exc
         if not ok:
-            raise SensorError(f"{self.name}: the camera stopped delivering frames (unplugged?): nothing for "
-                              f"{self.timeout_ms} ms")
+            raise SensorError(
+                f"{self.name}: the camera stopped delivering frames (unplugged?): nothing for {self.timeout_ms} ms"
+            )
         return frames
 
     # --- BaseSource hooks -------------------------------------------------------------------------------------
@@ -258,8 +292,9 @@ class RealSense(BaseSource):
             frames = self._next_frames(self._rs)
             if frames is None:
                 return None
-            got = _convert_frames(self._rs, frames, self.depth_scale, blocks=self._blocks, align=self._align,
-                                  color=self.color)
+            got = _convert_frames(
+                self._rs, frames, self.depth_scale, blocks=self._blocks, align=self._align, color=self.color
+            )
             if got is not None:
                 mm, device_ts, meta = got
                 number = meta["frame_number"]
@@ -272,8 +307,10 @@ class RealSense(BaseSource):
                 return mm, device_ts, meta
             # a partial frameset (the syncer emits some around start-up): wait for a complete one, within bounds
             if self.live and time.monotonic() > deadline:
-                raise SensorError(f"{self.name}: the camera delivers depth without colour (or the reverse) for "
-                                  f"{self.timeout_ms} ms; reconnect it or open it without color/align_to_color")
+                raise SensorError(
+                    f"{self.name}: the camera delivers depth without colour (or the reverse) for "
+                    f"{self.timeout_ms} ms; reconnect it or open it without color/align_to_color"
+                )
 
     def _close(self) -> None:
         pipe, self._pipe = self._pipe, None
@@ -281,7 +318,7 @@ class RealSense(BaseSource):
         if pipe is not None:
             try:
                 pipe.stop()
-            except RuntimeError as exc:   # already stopped, or the device is gone
+            except RuntimeError as exc:  # already stopped, or the device is gone
                 log.debug("%s: pipeline stop: %s", self.name, exc)
         # drop every librealsense handle now: one left for interpreter shutdown can be freed after librealsense's
         # own state and abort the process at exit ("free(): invalid pointer")
@@ -308,12 +345,28 @@ class RealSenseRecording(RealSense):
 
     live = False
 
-    def __init__(self, path: str | os.PathLike, *, realtime: bool = False, loop: bool = False,
-                 align_to_color: bool = False, color: bool = False,
-                 filters: Sequence[str] | str | None = (), timeout_ms: int = 5000, name: str = "",
-                 lossless: bool = False):
-        super().__init__(None, fps=None, align_to_color=align_to_color, color=color, filters=filters,
-                         timeout_ms=timeout_ms, name=name or f"realsense:{Path(path).name}")
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        realtime: bool = False,
+        loop: bool = False,
+        align_to_color: bool = False,
+        color: bool = False,
+        filters: Sequence[str] | str | None = (),
+        timeout_ms: int = 5000,
+        name: str = "",
+        lossless: bool = False,
+    ):
+        super().__init__(
+            None,
+            fps=None,
+            align_to_color=align_to_color,
+            color=color,
+            filters=filters,
+            timeout_ms=timeout_ms,
+            name=name or f"realsense:{Path(path).name}",
+        )
         self.path, self.realtime, self.loop = Path(path), bool(realtime), bool(loop)
         self.lossless = bool(lossless)
         self._playback: Any = None
@@ -337,8 +390,10 @@ class RealSenseRecording(RealSense):
             wanted = "depth and colour streams" if self._needs_color else "a depth stream"
             held = self._streams_in_file(rs)
             held = f"; it holds: {held}" if held else "; the file may be corrupt or truncated"
-            raise SensorError(f"{self.name}: cannot play {self.path} (a RealSense .bag/.db3 recording with "
-                              f"{wanted} is needed{held}): {exc}") from exc
+            raise SensorError(
+                f"{self.name}: cannot play {self.path} (a RealSense .bag/.db3 recording with "
+                f"{wanted} is needed{held}): {exc}"
+            ) from exc
         self._playback, self._delivered = profile.get_device().as_playback(), 0
         # the recorded rate; with realtime=True, BaseSource's pacing at this rate only ever holds back frames
         # that librealsense hands over early (a recording written faster than real time)
@@ -382,12 +437,12 @@ class RealSenseRecording(RealSense):
                 self._delivered += 1
                 return frames
             if time.monotonic() - before < _POLL_S / 2:
-                time.sleep(_POLL_S / 10)                  # never spin, whatever librealsense does
+                time.sleep(_POLL_S / 10)  # never spin, whatever librealsense does
             waited = time.monotonic() - start
             # "stopped" is only trusted once frames came (or after the timeout): it may read so before the start,
             # and, on a loaded machine, for a moment between frames: it must last _END_GRACE_S with no frame
             if self._finished(rs) and (self._delivered or waited >= limit):
-                frames = self._pipe.poll_for_frames()     # a frameset that arrived meanwhile
+                frames = self._pipe.poll_for_frames()  # a frameset that arrived meanwhile
                 if frames:
                     self._delivered += 1
                     return frames
@@ -397,12 +452,21 @@ class RealSenseRecording(RealSense):
                 continue
             stopped_since = None
             if waited >= limit and not self.realtime:
-                log.warning("%s: no frame for %.1f s although playback of %s has not finished; treating it as "
-                            "the end (truncated recording?)", self.name, waited, self.path)
+                log.warning(
+                    "%s: no frame for %.1f s although playback of %s has not finished; treating it as "
+                    "the end (truncated recording?)",
+                    self.name,
+                    waited,
+                    self.path,
+                )
                 return None
-            if waited >= max(limit, 60.0):    # real time: allow recorded pauses, but never hang
-                log.warning("%s: no frame for %.0f s in real-time playback of %s; treating it as the end",
-                            self.name, waited, self.path)
+            if waited >= max(limit, 60.0):  # real time: allow recorded pauses, but never hang
+                log.warning(
+                    "%s: no frame for %.0f s in real-time playback of %s; treating it as the end",
+                    self.name,
+                    waited,
+                    self.path,
+                )
                 return None
 
     def _close(self) -> None:
@@ -411,8 +475,16 @@ class RealSenseRecording(RealSense):
 
 
 # --- writing recordings ---------------------------------------------------------------------------------------
-def _video_stream(rs: ModuleType, kind: Any, uid: int, shape: tuple[int, int], fps: int, bpp: int, fmt: Any,
-                  intr: tuple[float, float, float, float]) -> Any:
+def _video_stream(
+    rs: ModuleType,
+    kind: Any,
+    uid: int,
+    shape: tuple[int, int],
+    fps: int,
+    bpp: int,
+    fmt: Any,
+    intr: tuple[float, float, float, float],
+) -> Any:
     h, w = shape
     intrinsics = rs.intrinsics()
     intrinsics.width, intrinsics.height = w, h
@@ -428,10 +500,10 @@ def _video_stream(rs: ModuleType, kind: Any, uid: int, shape: tuple[int, int], f
 def _software_frame(rs: ModuleType, pixels: np.ndarray, profile: Any, index: int, fps: float) -> Any:
     h, w = pixels.shape[:2]
     frame = rs.software_video_frame()
-    frame.pixels = np.ascontiguousarray(pixels).view(np.uint8).reshape(-1)   # copied by librealsense
+    frame.pixels = np.ascontiguousarray(pixels).view(np.uint8).reshape(-1)  # copied by librealsense
     frame.bpp = pixels.itemsize * (pixels.shape[2] if pixels.ndim == 3 else 1)
     frame.stride = w * frame.bpp
-    frame.timestamp = index * 1000.0 / fps            # ms
+    frame.timestamp = index * 1000.0 / fps  # ms
     frame.domain = rs.timestamp_domain.hardware_clock
     frame.frame_number = index
     frame.profile = profile
@@ -442,17 +514,22 @@ def _depth_units(depth_mm: Any, index: int, shape: tuple[int, int] | None, facto
     """Millimetres -> device units (``factor`` units per mm), checked against the first frame's shape."""
     arr = np.asarray(depth_mm)
     if arr.ndim != 2 or not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
-        raise InputError(f"depth frame {index}: expected an HxW array of millimetres, got {arr.dtype} "
-                         f"{arr.shape}")
+        raise InputError(f"depth frame {index}: expected an HxW array of millimetres, got {arr.dtype} {arr.shape}")
     if shape is not None and arr.shape != shape:
-        raise InputError(f"depth frame {index} is {arr.shape[1]}x{arr.shape[0]} but frame 0 was "
-                         f"{shape[1]}x{shape[0]}: all frames of a recording have one size")
+        raise InputError(
+            f"depth frame {index} is {arr.shape[1]}x{arr.shape[0]} but frame 0 was "
+            f"{shape[1]}x{shape[0]}: all frames of a recording have one size"
+        )
     if arr.dtype == np.uint16 and factor == 1.0:
         return arr
     units = np.rint(np.nan_to_num(arr.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0) * factor)
     if units.max(initial=0) > 65535:
-        log.warning("depth frame %d: depths beyond %g mm saturate at the largest value the depth unit allows; "
-                    "use a coarser depth_units", index, 65535 / factor)
+        log.warning(
+            "depth frame %d: depths beyond %g mm saturate at the largest value the depth unit allows; "
+            "use a coarser depth_units",
+            index,
+            65535 / factor,
+        )
     return np.clip(units, 0, 65535).astype(np.uint16)
 
 
@@ -461,8 +538,10 @@ def _color_frame(color: Any, index: int, shape: tuple[int, int] | None) -> np.nd
     if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
         raise InputError(f"colour frame {index}: expected an HxWx3 uint8 RGB array, got {arr.dtype} {arr.shape}")
     if shape is not None and arr.shape[:2] != shape:
-        raise InputError(f"colour frame {index} is {arr.shape[1]}x{arr.shape[0]} but colour frame 0 was "
-                         f"{shape[1]}x{shape[0]}: all frames of a recording have one size")
+        raise InputError(
+            f"colour frame {index} is {arr.shape[1]}x{arr.shape[0]} but colour frame 0 was "
+            f"{shape[1]}x{shape[0]}: all frames of a recording have one size"
+        )
     return arr
 
 
@@ -472,10 +551,17 @@ def _default_intrinsics(shape: tuple[int, int]) -> tuple[float, float, float, fl
     return f, f, (w - 1) / 2.0, (h - 1) / 2.0
 
 
-def write_recording(path: str | os.PathLike, depth_mm: Iterable[np.ndarray], *,
-                    color: Iterable[np.ndarray] | None = None, fps: float = 30, depth_units: float = 0.001,
-                    serial: str = "lbedge-synthetic",
-                    intrinsics: tuple[float, float, float, float] | None = None, paced: bool = True) -> Path:
+def write_recording(
+    path: str | os.PathLike,
+    depth_mm: Iterable[np.ndarray],
+    *,
+    color: Iterable[np.ndarray] | None = None,
+    fps: float = 30,
+    depth_units: float = 0.001,
+    serial: str = "lbedge-synthetic",
+    intrinsics: tuple[float, float, float, float] | None = None,
+    paced: bool = True,
+) -> Path:
     """Write depth frames (``HxW`` millimetres, uint16 or float; 0 = no depth) and optional ``HxWx3`` uint8 RGB
     colour frames (one per depth frame) as a RealSense recording that :class:`RealSenseRecording`,
     realsense-viewer and any librealsense program can play.
@@ -498,11 +584,15 @@ def write_recording(path: str | os.PathLike, depth_mm: Iterable[np.ndarray], *,
     rs = _rs()
     version, suffix = getattr(rs, "__version__", "?"), _recording_suffix(rs)
     if suffix == ".db3" and path.suffix.lower() == ".bag":
-        raise InputError(f"cannot write {path}: pyrealsense2 {version} (>= 2.58) records ROS2 .db3 files only, "
-                         "not .bag; name the output *.db3 (RealSenseRecording and realsense-viewer play both)")
+        raise InputError(
+            f"cannot write {path}: pyrealsense2 {version} (>= 2.58) records ROS2 .db3 files only, "
+            "not .bag; name the output *.db3 (RealSenseRecording and realsense-viewer play both)"
+        )
     if path.suffix.lower() not in ((suffix,) if suffix else (".db3", ".bag")):
-        raise InputError(f"cannot write {path}: a RealSense recording written by pyrealsense2 {version} must end "
-                         f"in {suffix or '.db3 (pyrealsense2 >= 2.58) or .bag (older)'}")
+        raise InputError(
+            f"cannot write {path}: a RealSense recording written by pyrealsense2 {version} must end "
+            f"in {suffix or '.db3 (pyrealsense2 >= 2.58) or .bag (older)'}"
+        )
     if not fps or fps <= 0:
         raise InputError(f"fps must be positive, got {fps}")
     if not depth_units or depth_units <= 0:
@@ -534,9 +624,10 @@ def write_recording(path: str | os.PathLike, depth_mm: Iterable[np.ndarray], *,
     device.register_info(rs.camera_info.serial_number, str(serial))
     device.register_info(rs.camera_info.name, "lbedge synthetic RealSense")
     depth_sensor = device.add_sensor("Stereo Module")
-    depth_sensor.add_read_only_option(rs.option.depth_units, float(depth_units))   # makes it a depth sensor
+    depth_sensor.add_read_only_option(rs.option.depth_units, float(depth_units))  # makes it a depth sensor
     depth_profile = depth_sensor.add_video_stream(
-        _video_stream(rs, rs.stream.depth, 0, dshape, stream_fps, 2, rs.format.z16, intr)).as_video_stream_profile()
+        _video_stream(rs, rs.stream.depth, 0, dshape, stream_fps, 2, rs.format.z16, intr)
+    ).as_video_stream_profile()
     sensors = [(depth_sensor, depth_profile)]
     if cshape is not None:
         sx, sy = cshape[1] / dshape[1], cshape[0] / dshape[0]
@@ -545,7 +636,7 @@ def write_recording(path: str | os.PathLike, depth_mm: Iterable[np.ndarray], *,
         color_profile = color_sensor.add_video_stream(
             _video_stream(rs, rs.stream.color, 1, cshape, stream_fps, 3, rs.format.rgb8, cintr)
         ).as_video_stream_profile()
-        same_pose = rs.extrinsics()            # default-constructed: an all-zero rotation, which breaks rs.align
+        same_pose = rs.extrinsics()  # default-constructed: an all-zero rotation, which breaks rs.align
         same_pose.rotation, same_pose.translation = [1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0], [0.0, 0.0, 0.0]
         depth_profile.register_extrinsics_to(color_profile, same_pose)
         device.create_matcher(rs.matchers.dlr_c)
@@ -557,7 +648,7 @@ def write_recording(path: str | os.PathLike, depth_mm: Iterable[np.ndarray], *,
         recorder = rs.recorder(str(path), device)
     except RuntimeError as exc:
         raise SensorError(f"cannot create the RealSense recording {path}: {exc}") from exc
-    queue = rs.frame_queue(4)                  # the sensors need a consumer; the recorder taps them upstream
+    queue = rs.frame_queue(4)  # the sensors need a consumer; the recorder taps them upstream
     try:
         for sensor, profile in sensors:
             sensor.open(profile)
@@ -580,8 +671,10 @@ def write_recording(path: str | os.PathLike, depth_mm: Iterable[np.ndarray], *,
                     raise InputError(f"write_recording: more colour frames than the {index} depth frames")
                 break
             if color_iter is not None and nxt_color is None:
-                raise InputError(f"write_recording: {index} colour frames for more depth frames: give one colour "
-                                 "frame per depth frame")
+                raise InputError(
+                    f"write_recording: {index} colour frames for more depth frames: give one colour "
+                    "frame per depth frame"
+                )
             depth = _depth_units(nxt, index, dshape, factor)
             rgb = _color_frame(nxt_color, index, cshape) if nxt_color is not None else None
         ok = True
@@ -595,7 +688,7 @@ def write_recording(path: str | os.PathLike, depth_mm: Iterable[np.ndarray], *,
                 except RuntimeError:
                     pass
         recorder.pause()
-        del recorder                            # destroying the recorder finalises the file
+        del recorder  # destroying the recorder finalises the file
         if not ok:
             path.unlink(missing_ok=True)
     if not path.is_file() or path.stat().st_size == 0:

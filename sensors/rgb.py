@@ -25,7 +25,7 @@ def capture_backend(device: int | str) -> tuple[int | str, int]:
     """The OpenCV capture target and backend for a device spec (index, /dev path, GStreamer string, URL, file)."""
     if isinstance(device, int) or (isinstance(device, str) and device.isdigit()):
         return int(device), cv2.CAP_V4L2
-    if "!" in device:                                    # nvarguscamerasrc ! ... ! appsink
+    if "!" in device:  # nvarguscamerasrc ! ... ! appsink
         return device, cv2.CAP_GSTREAMER
     if device.startswith("/dev/video"):
         return device, cv2.CAP_V4L2
@@ -39,8 +39,15 @@ class OpenCVCamera(BaseSource):
     units = "rgb8"
     live = True
 
-    def __init__(self, device: int | str = 0, *, width: int | None = None, height: int | None = None,
-                 fps: float | None = None, name: str = ""):
+    def __init__(
+        self,
+        device: int | str = 0,
+        *,
+        width: int | None = None,
+        height: int | None = None,
+        fps: float | None = None,
+        name: str = "",
+    ):
         super().__init__(name or f"camera:{device}", fps=fps)
         self.device = device
         self.width, self.height = width, height
@@ -50,17 +57,24 @@ class OpenCVCamera(BaseSource):
         target, api = capture_backend(self.device)
         cap = cv2.VideoCapture(target, api)
         if not cap.isOpened():
-            raise SensorError(f"{self.name}: cannot open {self.device!r} (no such camera, busy, or the stream is "
-                              "unreachable); check the device index or URL")
-        for prop, value in ((cv2.CAP_PROP_FRAME_WIDTH, self.width), (cv2.CAP_PROP_FRAME_HEIGHT, self.height),
-                            (cv2.CAP_PROP_FPS, self.fps)):
+            raise SensorError(
+                f"{self.name}: cannot open {self.device!r} (no such camera, busy, or the stream is "
+                "unreachable); check the device index or URL"
+            )
+        for prop, value in (
+            (cv2.CAP_PROP_FRAME_WIDTH, self.width),
+            (cv2.CAP_PROP_FRAME_HEIGHT, self.height),
+            (cv2.CAP_PROP_FPS, self.fps),
+        ):
             if value:
                 cap.set(prop, value)
         w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
         if w * h > limits().max_image_pixels:
             cap.release()
-            raise SensorError(f"{self.name}: frames of {w}x{h} pixels are beyond the limit of "
-                              f"{limits().max_image_pixels} pixels; {hint('max_image_pixels')}")
+            raise SensorError(
+                f"{self.name}: frames of {w}x{h} pixels are beyond the limit of "
+                f"{limits().max_image_pixels} pixels; {hint('max_image_pixels')}"
+            )
         self.cap = cap
 
     def _read(self) -> tuple[np.ndarray, float | None] | None:
@@ -110,7 +124,7 @@ class VideoFileSource(OpenCVCamera):
 
     def _skip(self) -> bool:
         assert self.cap is not None
-        return bool(self.cap.grab())                  # no decoding: resuming a long video stays cheap
+        return bool(self.cap.grab())  # no decoding: resuming a long video stays cheap
 
 
 class ImageFolderSource(BaseSource):
@@ -119,8 +133,15 @@ class ImageFolderSource(BaseSource):
     modality = "image"
     units = "rgb8"
 
-    def __init__(self, folder: str | os.PathLike, *, fps: float = 10.0, realtime: bool = False, loop: bool = False,
-                 name: str = ""):
+    def __init__(
+        self,
+        folder: str | os.PathLike,
+        *,
+        fps: float = 10.0,
+        realtime: bool = False,
+        loop: bool = False,
+        name: str = "",
+    ):
         super().__init__(name or f"images:{Path(folder).name}", realtime=realtime, fps=fps)
         self.folder, self.loop = Path(folder), loop
         self.files: list[Path] = []

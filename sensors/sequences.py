@@ -45,8 +45,9 @@ class DepthSequenceSource(BaseSource):
     modality = "depth"
     units = "mm"
 
-    def __init__(self, folder: str | os.PathLike, *, unit: str = "mm", fps: float = 30.0, realtime: bool = False,
-                 name: str = ""):
+    def __init__(
+        self, folder: str | os.PathLike, *, unit: str = "mm", fps: float = 30.0, realtime: bool = False, name: str = ""
+    ):
         if unit not in UNIT_TO_MM:
             raise SensorError(f"unknown depth unit {unit!r}: choose {', '.join(UNIT_TO_MM)}")
         super().__init__(name or f"depth:{Path(folder).name}", realtime=realtime, fps=fps)
@@ -83,8 +84,16 @@ class ThermalSequenceSource(BaseSource):
     modality = "thermal"
     units = "agc8"
 
-    def __init__(self, path: str | os.PathLike, *, profile: str = "lepton", agc_method: str = "percentile",
-                 fps: float = 9.0, realtime: bool = False, name: str = ""):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        profile: str = "lepton",
+        agc_method: str = "percentile",
+        fps: float = 9.0,
+        realtime: bool = False,
+        name: str = "",
+    ):
         if profile not in PROFILES:
             raise SensorError(f"unknown thermal profile {profile!r}: choose {', '.join(PROFILES)}")
         super().__init__(name or f"thermal:{Path(path).name}", realtime=realtime, fps=fps)
@@ -125,7 +134,9 @@ class ThermalSequenceSource(BaseSource):
             return None
         image, meta = thermal_frame(self.profile, raw, self.agc_method)
         # recording time: the frame's position in the file or folder at ``fps`` (a folder's skipped files count)
-        ts = (self.cap.get(cv2.CAP_PROP_POS_FRAMES) - 1) / self.fps if self.cap is not None else (self._i - 1) / self.fps
+        ts = (
+            (self.cap.get(cv2.CAP_PROP_POS_FRAMES) - 1) / self.fps if self.cap is not None else (self._i - 1) / self.fps
+        )
         return image, ts, meta
 
     def _close(self) -> None:

@@ -33,12 +33,13 @@ class SplitSource:
         self.source = source
         self._views = dict(views)
         self._parts: dict[str, collections.deque[Frame]] = {
-            n: collections.deque(maxlen=1 if source.live else backlog) for n in self._views}
+            n: collections.deque(maxlen=1 if source.live else backlog) for n in self._views
+        }
         self._lock = threading.Lock()
         self._users = 0
         self._device_open = False
         self._ended = False
-        self._pulled = 0                 # device frames read so far (a reopened recording resumes after them)
+        self._pulled = 0  # device frames read so far (a reopened recording resumes after them)
         self._failed = False
         self.dropped = {n: 0 for n in self._views}
         self._children = {n: _View(self, n, modality) for n, (modality, _) in self._views.items()}
@@ -70,8 +71,9 @@ class SplitSource:
             while got < self._pulled and self.source.read() is not None:
                 got += 1
         if got < self._pulled:
-            raise SensorError(f"{self.source.name}: the recording holds only {got} frames now, {self._pulled} were "
-                              "already delivered")
+            raise SensorError(
+                f"{self.source.name}: the recording holds only {got} frames now, {self._pulled} were already delivered"
+            )
 
     def _close(self) -> None:
         with self._lock:
@@ -79,7 +81,7 @@ class SplitSource:
             if self._users == 0 and self._device_open:
                 self._device_open = False
                 self.source.close()
-                self._failed = True           # closed with frames still to come: reopening resumes
+                self._failed = True  # closed with frames still to come: reopening resumes
 
     def _read(self, name: str) -> Frame | None:
         with self._lock:
@@ -90,7 +92,7 @@ class SplitSource:
                 try:
                     frame = self.source.read()
                 except Exception:
-                    self._device_open, self._failed = False, True     # every view's next read reopens the device
+                    self._device_open, self._failed = False, True  # every view's next read reopens the device
                     try:
                         self.source.close()
                     except Exception:
@@ -140,7 +142,6 @@ class _View(SourceIterationMixin):
             self.parent._close()
 
 
-
 def rgbd_sources(camera: Source) -> dict[str, Source]:
     """``{"depth": ..., "rgb": ...}`` from a RealSense (live or recording) opened with ``color=True``."""
     if not getattr(camera, "color", False):
@@ -148,14 +149,30 @@ def rgbd_sources(camera: Source) -> dict[str, Source]:
 
     def depth(frame: Frame) -> Frame:
         meta = {k: v for k, v in frame.meta.items() if k != "color"}
-        return Frame(frame.data, "depth", frame.timestamp, frame.sequence, frame.device_timestamp, frame.units,
-                     frame.source, meta)
+        return Frame(
+            frame.data,
+            "depth",
+            frame.timestamp,
+            frame.sequence,
+            frame.device_timestamp,
+            frame.units,
+            frame.source,
+            meta,
+        )
 
     def rgb(frame: Frame) -> Frame | None:
         color = frame.meta.get("color")
         if color is None:
             return None
-        return Frame(color, "image", frame.timestamp, frame.sequence, frame.device_timestamp, "rgb8", frame.source,
-                     {"intrinsics": frame.meta.get("intrinsics")})
+        return Frame(
+            color,
+            "image",
+            frame.timestamp,
+            frame.sequence,
+            frame.device_timestamp,
+            "rgb8",
+            frame.source,
+            {"intrinsics": frame.meta.get("intrinsics")},
+        )
 
     return SplitSource(camera, {"depth": ("depth", depth), "rgb": ("image", rgb)}).sources()

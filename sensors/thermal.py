@@ -18,8 +18,8 @@ class ThermalProfile:
     name: str
     width: int
     height: int
-    fourcc: str               # what to ask V4L2 for
-    kind: str                 # "y16_centikelvin" | "yuyv_split" | "y16_counts"
+    fourcc: str  # what to ask V4L2 for
+    kind: str  # "y16_centikelvin" | "yuyv_split" | "y16_counts"
 
     def to_celsius(self, raw: np.ndarray) -> np.ndarray | None:
         """Temperature map (float32 degC) of a raw frame; None for cameras whose counts are not radiometric."""
@@ -50,8 +50,10 @@ class ThermalProfile:
         data = buf.view(np.uint8).reshape(-1)
         need = self.width * self.height * 2
         if data.size != need:
-            raise InputError(f"{self.name}: expected a {self.width}x{self.height} 16-bit frame ({need} bytes), got "
-                             f"{frame.dtype} {frame.shape}; is the camera in {self.fourcc.strip()} mode at that size?")
+            raise InputError(
+                f"{self.name}: expected a {self.width}x{self.height} 16-bit frame ({need} bytes), got "
+                f"{frame.dtype} {frame.shape}; is the camera in {self.fourcc.strip()} mode at that size?"
+            )
         return data.view("<u2").reshape(self.height, self.width)
 
     def raw16(self, raw: np.ndarray) -> np.ndarray:
@@ -63,9 +65,10 @@ class ThermalProfile:
         buf = np.ascontiguousarray(raw).view(np.uint8).reshape(-1)
         need = self.width * self.height * 2 * 2
         if buf.size != need:
-            raise InputError(f"{self.name}: expected {need} bytes of YUYV {self.width}x{2 * self.height}, "
-                             f"got {buf.size}")
-        return buf[need // 2:].view("<u2").reshape(self.height, self.width)
+            raise InputError(
+                f"{self.name}: expected {need} bytes of YUYV {self.width}x{2 * self.height}, got {buf.size}"
+            )
+        return buf[need // 2 :].view("<u2").reshape(self.height, self.width)
 
 
 AGC_METHODS = ("minmax", "percentile", "histeq")
@@ -90,8 +93,11 @@ def thermal_frame(profile: ThermalProfile, raw: np.ndarray, agc_method: str) -> 
     """One raw frame of ``profile`` -> (8-bit AGC RGB image, meta with ``raw``, ``celsius`` and ``profile``)."""
     raw16 = profile.raw16(raw)
     celsius = profile.to_celsius(raw)
-    return agc(celsius if celsius is not None else raw16, agc_method), \
-        {"raw": raw16, "celsius": celsius, "profile": profile.name}
+    return agc(celsius if celsius is not None else raw16, agc_method), {
+        "raw": raw16,
+        "celsius": celsius,
+        "profile": profile.name,
+    }
 
 
 def agc(values: np.ndarray, method: str = "percentile", *, low: float = 1.0, high: float = 99.0) -> np.ndarray:

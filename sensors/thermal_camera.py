@@ -29,8 +29,15 @@ class ThermalCamera(BaseSource):
     units = "agc8"
     live = True
 
-    def __init__(self, device: int | str = 0, *, profile: str = "lepton", agc_method: str = "percentile",
-                 fps: float | None = None, name: str = ""):
+    def __init__(
+        self,
+        device: int | str = 0,
+        *,
+        profile: str = "lepton",
+        agc_method: str = "percentile",
+        fps: float | None = None,
+        name: str = "",
+    ):
         if profile not in PROFILES:
             raise SensorError(f"unknown thermal profile {profile!r}: choose {', '.join(PROFILES)}")
         super().__init__(name or f"thermal:{device}", fps=fps)
@@ -40,19 +47,23 @@ class ThermalCamera(BaseSource):
     def _open(self) -> None:
         target, api = capture_backend(self.device)
         if api != cv2.CAP_V4L2:
-            raise SensorError(f"{self.name}: thermal cameras are opened through V4L2: give an index or /dev/videoN, "
-                              f"not {self.device!r}")
+            raise SensorError(
+                f"{self.name}: thermal cameras are opened through V4L2: give an index or /dev/videoN, "
+                f"not {self.device!r}"
+            )
         cap = cv2.VideoCapture(target, api)
         if not cap.isOpened():
-            raise SensorError(f"{self.name}: cannot open {self.device!r} (no such camera or busy); `v4l2-ctl "
-                              "--list-devices` lists the cameras")
+            raise SensorError(
+                f"{self.name}: cannot open {self.device!r} (no such camera or busy); `v4l2-ctl "
+                "--list-devices` lists the cameras"
+            )
         width, height = self.profile.capture_size
         cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*self.profile.fourcc))
         cap.set(cv2.CAP_PROP_FRAME_WIDTH, width)
         cap.set(cv2.CAP_PROP_FRAME_HEIGHT, height)
         if self.fps:
             cap.set(cv2.CAP_PROP_FPS, self.fps)
-        cap.set(cv2.CAP_PROP_CONVERT_RGB, 0)        # after the format: keep the raw 16-bit values
+        cap.set(cv2.CAP_PROP_CONVERT_RGB, 0)  # after the format: keep the raw 16-bit values
         self.cap = cap
 
     def _read(self) -> tuple[np.ndarray, float | None]:
@@ -63,7 +74,7 @@ class ThermalCamera(BaseSource):
         try:
             raw = self.profile.from_capture(frame)
             image, meta = thermal_frame(self.profile, raw, self.agc_method)
-        except InputError as exc:                  # wrong mode or size: the camera is not in the profile's format
+        except InputError as exc:  # wrong mode or size: the camera is not in the profile's format
             raise SensorError(f"{self.name}: {exc}") from exc
         ts = self.cap.get(cv2.CAP_PROP_POS_MSEC)
         return image, (ts / 1000.0 if ts > 0 else None), meta

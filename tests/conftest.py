@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -16,21 +17,41 @@ needs_samples = pytest.mark.skipif(not SAMPLES.is_dir(), reason=f"official sampl
 
 def tiny_config_dict(modality: str, *, vocab_size: int = 49408, lora_r: int = 0, **vision) -> dict:
     """An official-layout config.json dict for a tiny tower of ``modality``."""
-    vc = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, patch_size=14,
-              image_size=224, lora_r=lora_r, lora_alpha=16)
+    vc = dict(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        patch_size=14,
+        image_size=224,
+        lora_r=lora_r,
+        lora_alpha=16,
+    )
     if modality == "audio":
-        vc.update(num_mel_bins=112, target_length=1036, audio_sample_rate=16000,
-                  audio_mean=-4.2677393, audio_std=4.5689974)
+        vc.update(
+            num_mel_bins=112, target_length=1036, audio_sample_rate=16000, audio_mean=-4.2677393, audio_std=4.5689974
+        )
     if modality == "depth":
         vc.update(max_depth=10)
     if modality == "video":
         vc.update(add_time_attn=True, num_frames=8)
     vc.update(vision)
     arch = "LanguageBind" + modality.capitalize()
-    return {"architectures": [arch], "model_type": arch, "projection_dim": 8, "logit_scale_init_value": 2.6592,
-            "vision_config": vc,
-            "text_config": dict(hidden_size=8, intermediate_size=16, num_hidden_layers=1, num_attention_heads=2,
-                                vocab_size=vocab_size, max_position_embeddings=77)}
+    return {
+        "architectures": [arch],
+        "model_type": arch,
+        "projection_dim": 8,
+        "logit_scale_init_value": 2.6592,
+        "vision_config": vc,
+        "text_config": dict(
+            hidden_size=8,
+            intermediate_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            vocab_size=vocab_size,
+            max_position_embeddings=77,
+        ),
+    }
 
 
 def random_model(modality: str, seed: int = 0, **kw):
@@ -60,8 +81,9 @@ def make_checkpoint(tmp_path):
 
     def make(modality: str = "image", name: str | None = None, seed: int = 0, safetensors: bool = True, **kw):
         model = random_model(modality, seed=seed, **kw)
-        return save_pretrained(model, tmp_path / (name or f"{modality}-{seed}"), tokenizer_dir=TOKENIZER_DIR,
-                               safetensors=safetensors)
+        return save_pretrained(
+            model, tmp_path / (name or f"{modality}-{seed}"), tokenizer_dir=TOKENIZER_DIR, safetensors=safetensors
+        )
 
     return make
 

@@ -36,9 +36,11 @@ def missing_pieces() -> str | None:
     """Why a virtual microphone cannot be made here (a message naming what to install), or None."""
     need = {"pulseaudio": "pulseaudio", "pactl": "pulseaudio-utils", "paplay": "pulseaudio-utils"}
     missing = sorted({pkg for binary, pkg in need.items() if shutil.which(binary) is None})
-    if not glob.glob("/usr/lib/*/alsa-lib/libasound_module_pcm_pulse.so") + \
-            glob.glob("/usr/lib/alsa-lib/libasound_module_pcm_pulse.so") + \
-            glob.glob("/usr/lib64/alsa-lib/libasound_module_pcm_pulse.so"):
+    if (
+        not glob.glob("/usr/lib/*/alsa-lib/libasound_module_pcm_pulse.so")
+        + glob.glob("/usr/lib/alsa-lib/libasound_module_pcm_pulse.so")
+        + glob.glob("/usr/lib64/alsa-lib/libasound_module_pcm_pulse.so")
+    ):
         missing.append("libasound2-plugins")
     try:
         import sounddevice  # noqa: F401
@@ -68,8 +70,7 @@ class VirtualMicrophone:
 
     def play(self, wav: str | os.PathLike, wait: bool = False) -> subprocess.Popen:
         """Play a WAV into the null sink (what the virtual microphone hears)."""
-        p = subprocess.Popen(["paplay", "--device=vsink", str(wav)], stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE)
+        p = subprocess.Popen(["paplay", "--device=vsink", str(wav)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self.players.append(p)
         if wait:
             p.wait(timeout=60)
@@ -99,8 +100,9 @@ class VirtualMicrophone:
 
 
 @contextlib.contextmanager
-def virtual_microphone(tmpdir: str | os.PathLike, *, rate: int = 48000, channels: int = 1,
-                       ready_timeout: float = 10.0, reinit: bool = True) -> Iterator[VirtualMicrophone]:
+def virtual_microphone(
+    tmpdir: str | os.PathLike, *, rate: int = 48000, channels: int = 1, ready_timeout: float = 10.0, reinit: bool = True
+) -> Iterator[VirtualMicrophone]:
     """Start a private PulseAudio daemon in ``tmpdir``, point this process at it, and tear it all down after.
 
     ``reinit``: make PortAudio rescan its devices once the daemon runs (and again at the end), so that the
@@ -116,11 +118,22 @@ def virtual_microphone(tmpdir: str | os.PathLike, *, rate: int = 48000, channels
     saved = {k: os.environ.get(k) for k in _ENV_KEYS}
     daemon_env = dict(os.environ, XDG_RUNTIME_DIR=str(root), PULSE_RUNTIME_PATH=str(root), HOME=str(root))
     daemon_env.pop("PULSE_SERVER", None)
-    cmd = ["pulseaudio", "-n", "--daemonize=no", "--exit-idle-time=-1", "--disable-shm=yes", "--use-pid-file=no",
-           "--system=no", "--log-target=stderr",
-           "-L", f"module-native-protocol-unix auth-anonymous=1 socket={socket}",
-           "-L", f"module-null-sink sink_name=vsink rate={rate} channels={channels} norewinds=1",
-           "-L", "module-always-sink"]
+    cmd = [
+        "pulseaudio",
+        "-n",
+        "--daemonize=no",
+        "--exit-idle-time=-1",
+        "--disable-shm=yes",
+        "--use-pid-file=no",
+        "--system=no",
+        "--log-target=stderr",
+        "-L",
+        f"module-native-protocol-unix auth-anonymous=1 socket={socket}",
+        "-L",
+        f"module-null-sink sink_name=vsink rate={rate} channels={channels} norewinds=1",
+        "-L",
+        "module-always-sink",
+    ]
     log = open(root / "pulseaudio.log", "wb")
     proc = subprocess.Popen(cmd, env=daemon_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     mic = VirtualMicrophone(root, proc, server)
@@ -161,4 +174,4 @@ def virtual_microphone(tmpdir: str | os.PathLike, *, rate: int = 48000, channels
                 os.environ[key] = value
         if reinit:
             with contextlib.suppress(Exception):
-                reinit_portaudio()       # forget the daemon's "pulse" device
+                reinit_portaudio()  # forget the daemon's "pulse" device

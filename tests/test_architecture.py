@@ -15,8 +15,13 @@ import pytest
 
 from conftest import ROOT
 
-FOLDERS = {"lbedge": ROOT / "lbedge", "lbedge.sensors": ROOT / "sensors", "lbedge.quantize": ROOT / "quantize",
-           "lbedge.train": ROOT / "train", "lbedge.lbmini": ROOT / "lbmini"}
+FOLDERS = {
+    "lbedge": ROOT / "lbedge",
+    "lbedge.sensors": ROOT / "sensors",
+    "lbedge.quantize": ROOT / "quantize",
+    "lbedge.train": ROOT / "train",
+    "lbedge.lbmini": ROOT / "lbmini",
+}
 #: runtime modules that are applications wiring every stage together: the command line
 APP_MODULES = ("lbedge.cli",)
 STAGES = ("lbedge.sensors", "lbedge.quantize", "lbedge.train")
@@ -67,7 +72,7 @@ def imports(name: str, path: Path) -> list[tuple[str, list[str], int]]:
                 target = node.module or ""
             names = [a.name for a in node.names]
             out.append((target, names, node.lineno))
-            out += [(f"{target}.{n}", [], node.lineno) for n in names]     # `from lbedge import lbmini`
+            out += [(f"{target}.{n}", [], node.lineno) for n in names]  # `from lbedge import lbmini`
     return out
 
 
@@ -93,6 +98,7 @@ def test_no_library_package_imports_an_application():
             return None
         if package_of(target) in APPS:
             return "a library package must not import the lb-mini application"
+
     assert violations(rule) == []
 
 
@@ -103,8 +109,12 @@ def test_stages_import_one_way():
             return None
         if src == "lbedge" and dst in STAGES:
             return "the runtime core never imports another stage (only the CLI does, lazily)"
-        if src == "lbedge.sensors" and dst == "lbedge" and not target.startswith(SENSORS_MAY_USE) \
-                and target != "lbedge":
+        if (
+            src == "lbedge.sensors"
+            and dst == "lbedge"
+            and not target.startswith(SENSORS_MAY_USE)
+            and target != "lbedge"
+        ):
             return f"sensors use only {', '.join(SENSORS_MAY_USE)} of the runtime"
         if src == "lbedge.sensors" and target == "lbedge":
             return "sensors import the runtime's small modules, not the whole package"
@@ -112,6 +122,7 @@ def test_stages_import_one_way():
             return "sensors know frames, not models"
         if {src, dst} == {"lbedge.quantize", "lbedge.train"}:
             return "quantize and train do not import each other"
+
     assert violations(rule) == []
 
 
@@ -124,16 +135,28 @@ def test_no_private_names_across_packages():
         parts = [p for p in target.split(".") if p.startswith("_") and not p.startswith("__")]
         if private or parts:
             return f"private name {private or parts} of another package"
+
     assert violations(rule) == []
 
 
-@pytest.mark.parametrize("module", ["lbedge.bundle", "lbedge.pipeline", "lbedge.zeroshot", "lbedge.encoder",
-                                    "lbedge.preprocess", "lbedge.backends.onnxruntime_backend",
-                                    "lbedge.backends.tensorrt_backend", "lbedge.sensors.base"])
+@pytest.mark.parametrize(
+    "module",
+    [
+        "lbedge.bundle",
+        "lbedge.pipeline",
+        "lbedge.zeroshot",
+        "lbedge.encoder",
+        "lbedge.preprocess",
+        "lbedge.backends.onnxruntime_backend",
+        "lbedge.backends.tensorrt_backend",
+        "lbedge.sensors.base",
+    ],
+)
 def test_torch_free_modules_do_not_import_torch_at_the_top(module):
     path = modules()[module]
     tree = ast.parse(path.read_text(encoding="utf-8"))
     top = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
-    names = [a.name for n in top if isinstance(n, ast.Import) for a in n.names] + \
-            [n.module or "" for n in top if isinstance(n, ast.ImportFrom)]
+    names = [a.name for n in top if isinstance(n, ast.Import) for a in n.names] + [
+        n.module or "" for n in top if isinstance(n, ast.ImportFrom)
+    ]
     assert not [n for n in names if n.split(".")[0] in ("torch", "peft")], names

@@ -51,7 +51,7 @@ def test_text_label_sets_larger_than_the_engine_batch(fp32_bundle, tmp_path):
     assert max(calls) <= 8 and sum(calls) == 16
     np.testing.assert_allclose(clf.text_embeds, free, atol=1e-6)
     with pytest.raises(InputError, match="at most 8"):
-        limited.run({"input_ids": enc.tokenize(["a"] * 9)[0]})          # the backend itself still refuses
+        limited.run({"input_ids": enc.tokenize(["a"] * 9)[0]})  # the backend itself still refuses
 
 
 @pytest.mark.parametrize("n", [1, 3, 4, 5, 9])

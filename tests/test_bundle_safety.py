@@ -84,12 +84,13 @@ def outside_reads(seen: Reads, outside: Path) -> list[str]:
 
 # --- a small real bundle, and a hostile neighbourhood around a copy of it ------------------------------------
 
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> Path:
     from lbedge.quantize.bundle_build import export_bundle
 
     out = tmp_path_factory.mktemp("safety") / "bundle"
-    export_bundle(OFFICIAL / "image", out)           # FP32 vision + text graphs and the CLIP tokenizer
+    export_bundle(OFFICIAL / "image", out)  # FP32 vision + text graphs and the CLIP tokenizer
     return out
 
 
@@ -138,10 +139,19 @@ def refused(bundle: Path, outside: Path, match: str, **kw) -> str:
 
 # --- 1. confinement ----------------------------------------------------------------------------------------
 
-HOSTILE = {"dotdot": "../outside/secret.onnx", "absolute": "{outside}/secret.onnx", "system": "/etc/passwd",
-           "drive": "C:\\Windows\\secret.onnx", "unc": "\\\\server\\share\\secret.onnx", "empty": "",
-           "inner-dotdot": "sub/../../outside/secret.onnx", "file-dotdot": "vision.fp32.onnx/../../outside",
-           "symlink": "link.onnx", "symlinked-folder": "linkdir/secret.onnx", "nul": "a\x00b"}
+HOSTILE = {
+    "dotdot": "../outside/secret.onnx",
+    "absolute": "{outside}/secret.onnx",
+    "system": "/etc/passwd",
+    "drive": "C:\\Windows\\secret.onnx",
+    "unc": "\\\\server\\share\\secret.onnx",
+    "empty": "",
+    "inner-dotdot": "sub/../../outside/secret.onnx",
+    "file-dotdot": "vision.fp32.onnx/../../outside",
+    "symlink": "link.onnx",
+    "symlinked-folder": "linkdir/secret.onnx",
+    "nul": "a\x00b",
+}
 
 
 def hostile_names(outside: Path) -> list[str]:
@@ -153,10 +163,11 @@ def hostile_names(outside: Path) -> list[str]:
 def test_tower_graph_outside_the_bundle_is_refused_before_it_is_read(site, verify, kind):
     b, outside = site
     name = HOSTILE[kind].replace("{outside}", str(outside))
-    secret = sha(outside / "secret.onnx")                       # a matching hash: the old loader ran this graph
+    secret = sha(outside / "secret.onnx")  # a matching hash: the old loader ran this graph
 
     def hostile(raw):
         raw["towers"]["vision"]["fp32"].update(file=name, sha256=secret)
+
     edit(b, hostile)
     msg = refused(b, outside, r"towers\.vision\.fp32\.file", precision="fp32", verify=verify)
     assert secret[:12] not in msg and "rebuild" in msg.lower()
@@ -172,9 +183,11 @@ def test_every_named_file_is_confined(site, where):
         elif where == "tokenizer":
             raw["tokenizer"]["../../outside/tokenizer/vocab.json"] = "0" * 64
         else:
-            raw["engines"] = [{"tower": "vision", "precision": "fp32", "file": "engines/v.engine",
-                               "manifest": "engines/v.json"}]
+            raw["engines"] = [
+                {"tower": "vision", "precision": "fp32", "file": "engines/v.engine", "manifest": "engines/v.json"}
+            ]
             raw["engines"][0]["file" if where == "engine file" else "manifest"] = str(outside / "secret.json")
+
     edit(b, hostile)
     for verify in (True, False):
         refused(b, outside, "outside|absolute|'..'", verify=verify)
@@ -243,12 +256,17 @@ def test_text_bundle_may_only_be_a_sibling_or_sub_folder(shared_site, tmp_path):
     assert load_bundle(b).embed_text(["a dog"]).shape == (1, 8)
     far = tmp_path / "far" / "deep" / "text"
     shutil.copytree(text, far)
-    for rel, match in [(str(far), "absolute"), ("../../../far/deep/text", "climbs 3 folders"),
-                       ("../x/../../far", r"'\.\.'"), ("..", "names no folder"), ("../", "names no folder"),
-                       ("C:/text", "drive letter")]:
-        edit(b, lambda raw: raw.update(text_bundle=rel))
+    for rel, match in [
+        (str(far), "absolute"),
+        ("../../../far/deep/text", "climbs 3 folders"),
+        ("../x/../../far", r"'\.\.'"),
+        ("..", "names no folder"),
+        ("../", "names no folder"),
+        ("C:/text", "drive letter"),
+    ]:
+        edit(b, lambda raw, rel=rel: raw.update(text_bundle=rel))
         refused(b, far, match)
-    (b.parent / "textlink").symlink_to(far, target_is_directory=True)     # a "sibling" that leads elsewhere
+    (b.parent / "textlink").symlink_to(far, target_is_directory=True)  # a "sibling" that leads elsewhere
     edit(b, lambda raw: raw.update(text_bundle="../textlink"))
     refused(b, far, "symbolic link")
     with pytest.raises(CheckpointError, match="text_bundle"):
@@ -267,7 +285,7 @@ def test_committed_lb_mini_manifests_still_read():
     assert len([m for m in manifests if m.parent.name != "text"]) == 8
     for m in manifests:
         Manifest.read(m.parent)
-    if (COMMITTED / "text" / "manifest.json").is_file():       # built by `make lb-mini-text` (git-ignored)
+    if (COMMITTED / "text" / "manifest.json").is_file():  # built by `make lb-mini-text` (git-ignored)
         for m in manifests:
             if m.parent.name != "text":
                 assert load_bundle(m.parent).embed_text(["a ball"]).shape == (1, 384)
@@ -275,18 +293,22 @@ def test_committed_lb_mini_manifests_still_read():
 
 # --- ONNX external data ------------------------------------------------------------------------------------
 
+
 def graph_with_external_data(folder: Path, name: str, location: str) -> Path:
     """A tiny ONNX graph (pixel_values @ W) in ``folder/name`` whose initializer W is read from ``location``."""
     from onnx import TensorProto, helper, numpy_helper
 
     w = numpy_helper.from_array(np.eye(3, dtype=np.float32), "W")
-    g = helper.make_graph([helper.make_node("MatMul", ["pixel_values", "W"], ["embeds"])], "g",
-                          [helper.make_tensor_value_info("pixel_values", TensorProto.FLOAT, ["batch", 3])],
-                          [helper.make_tensor_value_info("embeds", TensorProto.FLOAT, ["batch", 3])], [w])
+    g = helper.make_graph(
+        [helper.make_node("MatMul", ["pixel_values", "W"], ["embeds"])],
+        "g",
+        [helper.make_tensor_value_info("pixel_values", TensorProto.FLOAT, ["batch", 3])],
+        [helper.make_tensor_value_info("embeds", TensorProto.FLOAT, ["batch", 3])],
+        [w],
+    )
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 9
-    onnx.save_model(model, str(folder / name), save_as_external_data=True, location=name + ".data",
-                    size_threshold=0)
+    onnx.save_model(model, str(folder / name), save_as_external_data=True, location=name + ".data", size_threshold=0)
     model = onnx.load(str(folder / name), load_external_data=False)
     for entry in model.graph.initializer[0].external_data:
         if entry.key == "location":
@@ -307,8 +329,9 @@ def test_onnxruntime_itself_refuses_external_data_outside_the_model_folder(tmp_p
     (tmp_path / "outside").mkdir()
     np.eye(3, dtype=np.float32).tofile(tmp_path / "outside" / "w.bin")
     (tmp_path / "m" / "link.bin").symlink_to(tmp_path / "outside" / "w.bin")
-    location = {"dotdot": "../outside/w.bin", "absolute": str(tmp_path / "outside" / "w.bin"),
-                "symlink": "link.bin"}[kind]
+    location = {"dotdot": "../outside/w.bin", "absolute": str(tmp_path / "outside" / "w.bin"), "symlink": "link.bin"}[
+        kind
+    ]
     graph = graph_with_external_data(tmp_path / "m", "g.onnx", location)
     with pytest.raises(Exception, match="External data path"):
         ort.InferenceSession(str(graph))
@@ -329,7 +352,7 @@ def test_bundle_refuses_external_data_outside_before_onnxruntime_sees_it(site, v
     _use_graph(b, graph, {})
     with reads() as seen, pytest.raises(CheckpointError, match="external data that lbedge will not load"):
         load_bundle(b, precision="fp32", verify=verify)
-    assert not seen.sessions                                    # refused before onnxruntime saw the graph
+    assert not seen.sessions  # refused before onnxruntime saw the graph
     assert not outside_reads(seen, outside)
 
 
@@ -339,7 +362,7 @@ def test_external_data_inside_must_be_listed_to_be_verified(site):
     _use_graph(b, graph, {})
     with pytest.raises(CheckpointError, match="not listed .* extra_files"):
         load_bundle(b, precision="fp32")
-    load_bundle(b, precision="fp32", verify=False)                    # unverified: inside the folder is enough
+    load_bundle(b, precision="fp32", verify=False)  # unverified: inside the folder is enough
     _use_graph(b, graph, {"ext.onnx.data": sha(b / "ext.onnx.data")})
     enc = load_bundle(b, precision="fp32")
     assert enc.vision.run({"pixel_values": np.ones((1, 3), np.float32)})["embeds"].tolist() == [[1, 1, 1]]
@@ -355,14 +378,25 @@ def test_external_data_scan_finds_every_place_onnx_keeps_tensors(tmp_path):
         t.external_data.add(key="location", value=location)
         return t
 
-    then = helper.make_graph([helper.make_node("Constant", [], ["y"], value=ext("c", "then.bin"))], "then", [],
-                             [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])], [ext("t", "sub.bin")])
-    sparse = helper.make_sparse_tensor(ext("sv", "sparse.bin"), numpy_helper.from_array(np.array([0], np.int64), "si"),
-                                       [2])
+    then = helper.make_graph(
+        [helper.make_node("Constant", [], ["y"], value=ext("c", "then.bin"))],
+        "then",
+        [],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
+        [ext("t", "sub.bin")],
+    )
+    sparse = helper.make_sparse_tensor(
+        ext("sv", "sparse.bin"), numpy_helper.from_array(np.array([0], np.int64), "si"), [2]
+    )
     node = helper.make_node("If", ["cond"], ["y"], then_branch=then, else_branch=then)
-    g = helper.make_graph([node], "g", [helper.make_tensor_value_info("cond", TensorProto.BOOL, [])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])], [ext("w", "../up.bin")],
-                          sparse_initializer=[sparse])
+    g = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("cond", TensorProto.BOOL, [])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
+        [ext("w", "../up.bin")],
+        sparse_initializer=[sparse],
+    )
     path = tmp_path / "g.onnx"
     path.write_bytes(helper.make_model(g).SerializeToString())
     assert external_data_locations(path) == {"../up.bin", "sub.bin", "then.bin", "sparse.bin"}
@@ -379,19 +413,25 @@ SCHEMA_CASES = [
     (lambda raw: Whole([raw]), r"expected an object, got a list"),
     (lambda raw: raw.update(towers=[1]), r"towers: expected an object, got a list of 1"),
     (lambda raw: raw["towers"]["vision"]["fp32"].update(file=None), r"towers\.vision\.fp32\.file: expected a relative"),
-    (lambda raw: raw["towers"]["vision"]["fp32"].update(sha256=12345),
-     r"towers\.vision\.fp32\.sha256: expected 64 hex characters \(a sha256\), got 12345"),
+    (
+        lambda raw: raw["towers"]["vision"]["fp32"].update(sha256=12345),
+        r"towers\.vision\.fp32\.sha256: expected 64 hex characters \(a sha256\), got 12345",
+    ),
     (lambda raw: raw["text"].pop("context_length"), r"text\.context_length: missing"),
     (lambda raw: raw.update(logit_scale=float("nan")), r"logit_scale: expected a finite number"),
     (lambda raw: raw.update(embed_dim="8"), r"embed_dim: expected an integer"),
     (lambda raw: raw.update(modality="radar"), r"modality: expected one of image, depth"),
     (lambda raw: raw["text"].update(family="gpt"), r"text\.family: expected one of clip, bert"),
     (lambda raw: raw["text"].update(context_length=0), r"text\.context_length: expected an integer in 1\.\.8192"),
-    (lambda raw: raw["towers"]["vision"].update(int4=raw["towers"]["vision"]["fp32"]),
-     r"vision\.int4: unknown precision"),
+    (
+        lambda raw: raw["towers"]["vision"].update(int4=raw["towers"]["vision"]["fp32"]),
+        r"vision\.int4: unknown precision",
+    ),
     (lambda raw: raw["towers"].update(lidar={}), r"towers\.lidar: unknown tower"),
-    (lambda raw: raw.update(engines=[{"tower": 1, "precision": "fp8", "file": "e", "manifest": 2}]),
-     r"engines\[0\]\.tower: expected a string.*engines\[0\]\.precision.*engines\[0\]\.manifest"),
+    (
+        lambda raw: raw.update(engines=[{"tower": 1, "precision": "fp8", "file": "e", "manifest": 2}]),
+        r"engines\[0\]\.tower: expected a string.*engines\[0\]\.precision.*engines\[0\]\.manifest",
+    ),
     (lambda raw: raw.update(engines="x"), r"engines: expected a list"),
     (lambda raw: raw["preprocess"].update(size=0), r"preprocess\.size: expected an integer in 1\.\.4096, got 0"),
     (lambda raw: raw["preprocess"].update(modality="audio"), r"preprocess\.modality: expected \"image\""),
@@ -421,10 +461,16 @@ def test_every_problem_is_listed_in_one_error(site):
         raw["text"].pop("context_length")
         raw["preprocess"]["size"] = 0
         raw["embed_dim"] = -1
+
     edit(b, many)
     msg = refused(b, outside, r"\(5 problem\(s\)\)")
-    for path in ("towers.vision.fp32.file", "towers.vision.fp32.sha256", "text.context_length", "preprocess.size",
-                 "embed_dim"):
+    for path in (
+        "towers.vision.fp32.file",
+        "towers.vision.fp32.sha256",
+        "text.context_length",
+        "preprocess.size",
+        "embed_dim",
+    ):
         assert path in msg
 
 
@@ -435,13 +481,14 @@ def test_huge_deep_and_undecodable_manifests(site):
     try:
         with reads() as seen, pytest.raises(CheckpointError, match="over the max_json_bytes limit.*set_limits"):
             load_bundle(b)
-        assert not [s for s in seen if s.endswith("manifest.json")]         # refused before it was opened
+        assert not [s for s in seen if s.endswith("manifest.json")]  # refused before it was opened
     finally:
         set_limits(max_json_bytes=previous.max_json_bytes)
     assert limits().max_json_bytes == previous.max_json_bytes
 
     def nest(depth: int) -> str:
-        return text.replace('"details": {', '"details": {"x": ' + "[" * depth + "]" * depth + ', ', 1)
+        return text.replace('"details": {', '"details": {"x": ' + "[" * depth + "]" * depth + ", ", 1)
+
     (b / "manifest.json").write_text(nest(100))
     refused(b, outside, "deeper than 64 levels")
     (b / "manifest.json").write_text(nest(200_000))
@@ -453,15 +500,26 @@ def test_huge_deep_and_undecodable_manifests(site):
 
 
 def test_engine_manifest_is_validated(tmp_path):
-    good = dict(tensorrt_version="10.3.0", cuda_version="12.6", compute_capability="8.7", device_name="Orin",
-                platform="aarch64-linux", precision="int8", onnx_sha256="abc")
+    good = dict(
+        tensorrt_version="10.3.0",
+        cuda_version="12.6",
+        compute_capability="8.7",
+        device_name="Orin",
+        platform="aarch64-linux",
+        precision="int8",
+        onnx_sha256="abc",
+    )
     path = tmp_path / "e.json"
     path.write_text(json.dumps(good))
     assert EngineManifest.load(path).precision == "int8"
-    for bad, match in [([good], "expected an object"),
-                       ({**good, "precision": 8, "build_flags": {"dla_core": "0"}, "platform": None},
-                        r"\(3 problem\(s\)\).*platform.*precision.*build_flags\.dla_core"),
-                       ({k: v for k, v in good.items() if k != "onnx_sha256"}, "onnx_sha256: missing")]:
+    for bad, match in [
+        ([good], "expected an object"),
+        (
+            {**good, "precision": 8, "build_flags": {"dla_core": "0"}, "platform": None},
+            r"\(3 problem\(s\)\).*platform.*precision.*build_flags\.dla_core",
+        ),
+        ({k: v for k, v in good.items() if k != "onnx_sha256"}, "onnx_sha256: missing"),
+    ]:
         path.write_text(json.dumps(bad))
         with pytest.raises(CheckpointError, match=match):
             EngineManifest.load(path)
@@ -472,9 +530,11 @@ def test_engine_manifest_is_validated(tmp_path):
 
 # --- 6. fuzzing --------------------------------------------------------------------------------------------
 
-JSON = st.recursive(st.none() | st.booleans() | st.integers(-2 ** 70, 2 ** 70) | st.floats() | st.text(max_size=12),
-                    lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=8), c, max_size=4),
-                    max_leaves=12)
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=12),
+    lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=8), c, max_size=4),
+    max_leaves=12,
+)
 
 
 @pytest.fixture(scope="module")
@@ -529,7 +589,7 @@ def load_fuzzed(b: Path, outside: Path, doc, verify: bool) -> None:
 def test_fuzzed_manifests_load_or_raise_lbedge_errors(fuzz_site, data):
     b, outside, base = fuzz_site
     doc = copy.deepcopy(base)
-    free_form = ("details", "provenance", "agreement")        # anything goes inside these: mutate them whole
+    free_form = ("details", "provenance", "agreement")  # anything goes inside these: mutate them whole
     paths = [p for p in paths_of(base) if not any(k in free_form for k in p[:-1])]
     hostile = hostile_names(outside) + ["tokenizer", "manifest.json", "vision.fp32.onnx", "text.fp32.onnx"]
     for _ in range(data.draw(st.integers(1, 3), label="mutations")):
@@ -538,7 +598,7 @@ def test_fuzzed_manifests_load_or_raise_lbedge_errors(fuzz_site, data):
         action = data.draw(st.sampled_from(["replace", "delete", "extra"]), label="action")
         try:
             doc = mutate(doc, path, action, value)
-        except (KeyError, IndexError, TypeError):            # the path vanished with an earlier mutation
+        except (KeyError, IndexError, TypeError):  # the path vanished with an earlier mutation
             pass
     load_fuzzed(b, outside, doc, data.draw(st.booleans(), label="verify"))
 

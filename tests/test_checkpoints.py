@@ -52,7 +52,7 @@ def test_lora_is_really_merged(tmp_path):
     sd = read_state_dict(OFFICIAL / "image" / "pytorch_model.bin")
     with_lora, n = merge_lora(sd, 16 / 2)
     without, m = merge_lora({k: v for k, v in sd.items() if ".lora_" not in k}, 16 / 2)
-    assert n == 2 * 4 and m == 0          # 2 layers x q/k/v/out
+    assert n == 2 * 4 and m == 0  # 2 layers x q/k/v/out
     key = "vision_model.encoder.layers.0.self_attn.q_proj.weight"
     a = sd["vision_model.encoder.base_model.model.layers.0.self_attn.q_proj.lora_A.default.weight"]
     b = sd["vision_model.encoder.base_model.model.layers.0.self_attn.q_proj.lora_B.default.weight"]
@@ -92,6 +92,7 @@ def test_sharded_safetensors_index(make_checkpoint):
 
 
 # --- bad folders: one CheckpointError that names the problem --------------------------------------------
+
 
 def test_missing_folder_and_config(tmp_path):
     with pytest.raises(CheckpointError, match="not found"):
@@ -191,7 +192,7 @@ def test_missing_tokenizer_files(tmp_path, make_checkpoint):
 
 
 def test_save_pretrained_roundtrip_keeps_embeddings(tmp_path):
-    model = load_model(OFFICIAL / "image")            # LoRA merged at load
+    model = load_model(OFFICIAL / "image")  # LoRA merged at load
     out = save_pretrained(model, tmp_path / "merged", tokenizer_dir=OFFICIAL / "tokenizer")
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["vision_config"]["lora_r"] == 0 and cfg["model_type"] == "LanguageBindImage"
@@ -202,7 +203,7 @@ def test_position_embedding_resize_for_audio_grid():
     w = torch.randn(257, 16)
     r = resize_position_embedding(w, (8, 74))
     assert r.shape == (593, 16)
-    torch.testing.assert_close(r[0], w[0])                     # class position kept
+    torch.testing.assert_close(r[0], w[0])  # class position kept
     torch.testing.assert_close(resize_position_embedding(w, (16, 16)), w)
     const = torch.ones(257, 4)
     torch.testing.assert_close(resize_position_embedding(const, (8, 74)), torch.ones(593, 4), atol=1e-5, rtol=0)

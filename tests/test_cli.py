@@ -48,13 +48,13 @@ def test_classify_table_and_json(tmp_path):
     lines = r.output.strip().splitlines()
     assert lines[0].split()[:3] == ["file", "label", "score"] and len(lines) == 3
     r = run("classify", "-c", CKPT, "-l", "parakeet,lion,room", "--json", "--top-k", "2", *files, env=env)
-    rows = [json.loads(l) for l in r.output.strip().splitlines()]
+    rows = [json.loads(line) for line in r.output.strip().splitlines()]
     assert [row["file"] for row in rows] == [str(f) for f in files]
     assert all(len(row["top"]) == 2 and row["label"] in ("parakeet", "lion", "room") for row in rows)
     labels_file = tmp_path / "labels.txt"
     labels_file.write_text("parakeet\nlion\n\nroom\n")
     r2 = run("classify", "-c", CKPT, "--labels-file", labels_file, "--json", "--top-k", "2", *files, env=env)
-    assert [json.loads(l) for l in r2.output.strip().splitlines()] == rows
+    assert [json.loads(line) for line in r2.output.strip().splitlines()] == rows
 
 
 @needs_samples
@@ -74,10 +74,10 @@ def test_errors_are_one_line_with_exit_1_and_usage_errors_exit_2(tmp_path):
     shutil.copytree(OFFICIAL / "image", bad)
     (bad / "pytorch_model.bin").write_bytes(b"truncated")
     r = run("classify", "-c", bad, "-l", "a,b", "x.jpg")
-    assert r.exit_code == 1                                                     # failed at run time
+    assert r.exit_code == 1  # failed at run time
     assert r.output.startswith("error: ") and r.output.count("\n") == 1 and "pytorch_model.bin" in r.output
     r = run("classify", "-c", CKPT, "x.jpg")
-    assert r.exit_code == 2 and "--labels" in r.output                          # called wrongly
+    assert r.exit_code == 2 and "--labels" in r.output  # called wrongly
     r = run("classify", "-c", CKPT, "-l", "a,b", tmp_path / "missing.jpg", env={"LBEDGE_CACHE": str(tmp_path)})
     assert r.exit_code == 1 and "not found" in r.output
     r = run("embed", "-c", CKPT, "-o", tmp_path / "x.npy")
@@ -89,7 +89,7 @@ def test_unwritable_outputs_are_refused_before_any_work(tmp_path):
     exited 0 saying it wrote a file it did not."""
     r = run("embed", "-c", CKPT, "-o", "/sys/no/x.npy", "--text", "a")
     assert r.exit_code == 2 and "cannot write to /sys/no" in r.output and "Traceback" not in r.output
-    r = run("embed", "-c", CKPT, "-o", tmp_path / "new" / "sub" / "x.npy", "--text", "a")     # created
+    r = run("embed", "-c", CKPT, "-o", tmp_path / "new" / "sub" / "x.npy", "--text", "a")  # created
     assert r.exit_code == 0 and (tmp_path / "new" / "sub" / "x.npy").is_file()
     r = run("demo", "--checkpoint", CKPT, "--rgb", tmp_path, "-l", "a,b", "--headless", "-o", "/sys/o.mp4")
     assert r.exit_code == 2 and "cannot write to /sys" in r.output

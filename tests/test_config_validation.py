@@ -22,13 +22,31 @@ from hypothesis import strategies as st  # noqa: E402
 
 from lbedge import CheckpointError, InputError, LBEdgeError  # noqa: E402
 from lbedge.checkpoint import load_model  # noqa: E402
-from lbedge.config import (MODEL_KEYS, PREPROCESS_KEYS, TEXT_KEYS, VISION_KEYS, ModelConfig,  # noqa: E402
-                           PreprocessConfig, TextConfig, VisionConfig, count_parameters, text_config_from_dict)
+from lbedge.config import (  # noqa: E402
+    MODEL_KEYS,
+    PREPROCESS_KEYS,
+    TEXT_KEYS,
+    VISION_KEYS,
+    ModelConfig,
+    PreprocessConfig,
+    TextConfig,
+    VisionConfig,
+    count_parameters,
+    text_config_from_dict,
+)
 from lbedge.limits import set_limits  # noqa: E402
 from lbedge.models.towers import LanguageBindModel  # noqa: E402
 
-BERT_TEXT = {"model_type": "bert", "hidden_size": 8, "intermediate_size": 16, "num_hidden_layers": 2,
-             "num_attention_heads": 2, "vocab_size": 50, "max_position_embeddings": 16, "type_vocab_size": 2}
+BERT_TEXT = {
+    "model_type": "bert",
+    "hidden_size": 8,
+    "intermediate_size": 16,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "vocab_size": 50,
+    "max_position_embeddings": 16,
+    "type_vocab_size": 2,
+}
 
 
 def config(modality: str = "image", text: dict | None = None, **vision) -> dict:
@@ -56,11 +74,20 @@ def edit_config(folder, fn) -> None:
 
 # --- the exact parameter count ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("raw", [
-    config("image"), config("audio"), config("video"),                       # video: temporal attention
-    config("video", clip_type="vl_new", tube_size=2), config("depth", lora_r=2),
-    config("image", text=BERT_TEXT), config("thermal", image_size=[112, 112], patch_size=[16, 16]),
-], ids=["image", "audio", "video", "video-v1.5-tube2", "depth-lora", "bert-text", "pairs"])
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        config("image"),
+        config("audio"),
+        config("video"),  # video: temporal attention
+        config("video", clip_type="vl_new", tube_size=2),
+        config("depth", lora_r=2),
+        config("image", text=BERT_TEXT),
+        config("thermal", image_size=[112, 112], patch_size=[16, 16]),
+    ],
+    ids=["image", "audio", "video", "video-v1.5-tube2", "depth-lora", "bert-text", "pairs"],
+)
 def test_parameter_count_is_exact(raw):
     cfg = ModelConfig.from_dict(raw)
     model = LanguageBindModel(cfg)
@@ -76,23 +103,27 @@ def test_parameter_count_of_the_official_fixtures():
 
 # --- config.json: types and ranges, every problem at once ------------------------------------------------------
 
-@pytest.mark.parametrize("change,match", [
-    (dict(num_attention_heads=0), r"vision_config\.num_attention_heads: expected an integer in 1\.\.16384, got 0"),
-    (dict(patch_size=0), r"vision_config\.patch_size: expected an integer in 1\.\.4096, got 0"),
-    (dict(patch_size=300), r"vision_config\.patch_size: 300 is larger than image_size 224"),
-    (dict(image_size=4096, patch_size=1), r"patch_size: 1 cuts the input into 16,777,216 patches"),
-    (dict(num_hidden_layers=1_000_000), r"num_hidden_layers: expected an integer in 1\.\.256, got 1000000"),
-    (dict(hidden_size=100_000), r"hidden_size: expected an integer in 1\.\.16384"),
-    (dict(hidden_size=30, num_attention_heads=4), r"hidden_size: 30 is not divisible by num_attention_heads 4"),
-    (dict(hidden_act="relu"), r"hidden_act: expected one of quick_gelu, gelu"),
-    (dict(layer_norm_eps=0), r"layer_norm_eps: expected a finite number in \(0, 1\]"),
-    (dict(layer_norm_eps=float("nan")), r"layer_norm_eps: expected a finite number"),
-    (dict(image_size=[224, 200]), r"image_size: expected an integer or a square pair \[n, n\], got \[224, 200\]"),
-    (dict(image_size="224"), r"image_size: expected an integer"),
-    (dict(add_time_attn="yes"), r"add_time_attn: expected true or false"),
-    (dict(lora_r=-1), r"lora_r: expected an integer in 0\.\.1024"),
-    (dict(num_channels=0), r"num_channels: expected an integer in 1\.\.64"),
-])
+
+@pytest.mark.parametrize(
+    "change,match",
+    [
+        (dict(num_attention_heads=0), r"vision_config\.num_attention_heads: expected an integer in 1\.\.16384, got 0"),
+        (dict(patch_size=0), r"vision_config\.patch_size: expected an integer in 1\.\.4096, got 0"),
+        (dict(patch_size=300), r"vision_config\.patch_size: 300 is larger than image_size 224"),
+        (dict(image_size=4096, patch_size=1), r"patch_size: 1 cuts the input into 16,777,216 patches"),
+        (dict(num_hidden_layers=1_000_000), r"num_hidden_layers: expected an integer in 1\.\.256, got 1000000"),
+        (dict(hidden_size=100_000), r"hidden_size: expected an integer in 1\.\.16384"),
+        (dict(hidden_size=30, num_attention_heads=4), r"hidden_size: 30 is not divisible by num_attention_heads 4"),
+        (dict(hidden_act="relu"), r"hidden_act: expected one of quick_gelu, gelu"),
+        (dict(layer_norm_eps=0), r"layer_norm_eps: expected a finite number in \(0, 1\]"),
+        (dict(layer_norm_eps=float("nan")), r"layer_norm_eps: expected a finite number"),
+        (dict(image_size=[224, 200]), r"image_size: expected an integer or a square pair \[n, n\], got \[224, 200\]"),
+        (dict(image_size="224"), r"image_size: expected an integer"),
+        (dict(add_time_attn="yes"), r"add_time_attn: expected true or false"),
+        (dict(lora_r=-1), r"lora_r: expected an integer in 0\.\.1024"),
+        (dict(num_channels=0), r"num_channels: expected an integer in 1\.\.64"),
+    ],
+)
 def test_vision_config_problems_are_named(change, match):
     msg = problems_of(config("image", **change))
     assert "cfg.json is not a usable LanguageBind config (1 problem(s))" in msg and re.search(match, msg), msg
@@ -100,18 +131,22 @@ def test_vision_config_problems_are_named(change, match):
 
 def test_video_audio_and_text_problems():
     assert "tube_size: num_frames 8 is not a multiple of tube_size 3" in problems_of(
-        config("video", clip_type="vl_new", tube_size=3))
+        config("video", clip_type="vl_new", tube_size=3)
+    )
     assert "num_frames: expected an integer in 1..64, got 65" in problems_of(config("video", num_frames=65))
     audio = config("audio")
     del audio["vision_config"]["num_mel_bins"]
     assert "vision_config.num_mel_bins: missing (an audio tower needs" in problems_of(audio)
     assert "audio_std: expected a finite number in (0" in problems_of(config("audio", audio_std=0))
     assert "preprocessing (from vision_config).min_depth: must be below max_depth" in problems_of(
-        config("depth", max_depth=0.001))
-    for key, value, match in [("vocab_size", 10 ** 9, "text_config.vocab_size: expected an integer in 1..1000000"),
-                              ("max_position_embeddings", 10 ** 6, "max_position_embeddings: expected an integer"),
-                              ("num_attention_heads", 3, "text_config.hidden_size: 8 is not divisible by"),
-                              ("hidden_act", 7, "text_config.hidden_act: expected a string")]:
+        config("depth", max_depth=0.001)
+    )
+    for key, value, match in [
+        ("vocab_size", 10**9, "text_config.vocab_size: expected an integer in 1..1000000"),
+        ("max_position_embeddings", 10**6, "max_position_embeddings: expected an integer"),
+        ("num_attention_heads", 3, "text_config.hidden_size: 8 is not divisible by"),
+        ("hidden_act", 7, "text_config.hidden_act: expected a string"),
+    ]:
         raw = config("image")
         raw["text_config"][key] = value
         assert match in problems_of(raw), key
@@ -157,18 +192,27 @@ def test_official_configs_round_trip(name, tmp_path):
     assert out["projection_dim"] == raw["projection_dim"]
     assert out["logit_scale_init_value"] == raw["logit_scale_init_value"]
     tables = {"vision_config": VISION_KEYS + PREPROCESS_KEYS, "text_config": TEXT_KEYS[cfg.text.family]}
-    for section, rows in tables.items():                  # every key written that the official file holds: same value
+    for section, rows in tables.items():  # every key written that the official file holds: same value
         for row in rows:
             if row.key in out[section] and row.key in raw[section]:
                 assert out[section][row.key] == raw[section][row.key], (section, row.key)
 
 
-@pytest.mark.parametrize("raw", [
-    tiny_config_dict("image"), tiny_config_dict("thermal"), tiny_config_dict("depth", lora_r=2),
-    tiny_config_dict("audio"), tiny_config_dict("video"), tiny_config_dict("video", clip_type="vl_new", tube_size=2),
-    config("image", text=BERT_TEXT), config("image", image_size=[112, 112], patch_size=[16, 16]),
-    {"vision_config": {}, "text_config": {}},
-], ids=["image", "thermal", "depth-lora", "audio", "video", "video-v1.5-tube2", "bert-text", "pairs", "empty"])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        tiny_config_dict("image"),
+        tiny_config_dict("thermal"),
+        tiny_config_dict("depth", lora_r=2),
+        tiny_config_dict("audio"),
+        tiny_config_dict("video"),
+        tiny_config_dict("video", clip_type="vl_new", tube_size=2),
+        config("image", text=BERT_TEXT),
+        config("image", image_size=[112, 112], patch_size=[16, 16]),
+        {"vision_config": {}, "text_config": {}},
+    ],
+    ids=["image", "thermal", "depth-lora", "audio", "video", "video-v1.5-tube2", "bert-text", "pairs", "empty"],
+)
 def test_tiny_configs_round_trip(raw):
     cfg = ModelConfig.from_dict(raw)
     assert ModelConfig.from_dict(cfg.to_dict()) == cfg
@@ -181,10 +225,14 @@ def test_dataclass_defaults_are_the_key_tables_defaults():
     LanguageBind_Video's 8-frame preprocessing, while a config.json without those keys means lora_r 2 and 1 frame."""
     on_purpose = {(VisionConfig, "lora_r"): (0, 2), (PreprocessConfig, "num_frames"): (8, 1)}
     vision = {row.key: row for row in VISION_KEYS}
-    tower_keys = {"image_size": "size", "num_frames": "num_frames"}        # PreprocessConfig fields from the tower's
-    tables = [(ModelConfig, MODEL_KEYS, {}), (VisionConfig, VISION_KEYS, {}), (TextConfig, TEXT_KEYS["clip"], {}),
-              (PreprocessConfig, PREPROCESS_KEYS, {}),
-              (PreprocessConfig, tuple(vision[k] for k in tower_keys), tower_keys)]
+    tower_keys = {"image_size": "size", "num_frames": "num_frames"}  # PreprocessConfig fields from the tower's
+    tables = [
+        (ModelConfig, MODEL_KEYS, {}),
+        (VisionConfig, VISION_KEYS, {}),
+        (TextConfig, TEXT_KEYS["clip"], {}),
+        (PreprocessConfig, PREPROCESS_KEYS, {}),
+        (PreprocessConfig, tuple(vision[k] for k in tower_keys), tower_keys),
+    ]
     for cls, rows, rename in tables:
         defaults = {f.name: f.default for f in dataclasses.fields(cls)}
         for row in rows:
@@ -199,16 +247,24 @@ def test_dataclass_defaults_are_the_key_tables_defaults():
     empty = ModelConfig.from_dict({"vision_config": {}, "text_config": {}})
     assert empty == ModelConfig("image", VisionConfig(lora_r=2), TextConfig(), preprocess=PreprocessConfig("image"))
     bert = text_config_from_dict({"model_type": "bert"})
-    assert (bert.hidden_size, bert.num_hidden_layers, bert.max_position_embeddings, bert.max_length) == \
-        (768, 12, 512, 64)
+    assert (bert.hidden_size, bert.num_hidden_layers, bert.max_position_embeddings, bert.max_length) == (
+        768,
+        12,
+        512,
+        64,
+    )
 
 
 def test_key_tables_hold_the_hugging_face_class_defaults():
     """What a config.json without a key means is the official class's default."""
     transformers = pytest.importorskip("transformers")
-    lbedge_own = {"cls_token_id", "sep_token_id", "max_length"}          # BERT keys lbedge adds to a text_config
-    pairs = [(transformers.CLIPConfig(), MODEL_KEYS), (transformers.CLIPVisionConfig(), VISION_KEYS),
-             (transformers.CLIPTextConfig(), TEXT_KEYS["clip"]), (transformers.BertConfig(), TEXT_KEYS["bert"])]
+    lbedge_own = {"cls_token_id", "sep_token_id", "max_length"}  # BERT keys lbedge adds to a text_config
+    pairs = [
+        (transformers.CLIPConfig(), MODEL_KEYS),
+        (transformers.CLIPVisionConfig(), VISION_KEYS),
+        (transformers.CLIPTextConfig(), TEXT_KEYS["clip"]),
+        (transformers.BertConfig(), TEXT_KEYS["bert"]),
+    ]
     compared = 0
     for official, rows in pairs:
         for row in rows:
@@ -227,16 +283,43 @@ def test_a_video_config_without_num_frames_means_one_frame_everywhere():
 
 # --- PreprocessConfig ----------------------------------------------------------------------------------------
 
+
 def test_preprocess_config_validates_every_field():
     with pytest.raises(InputError) as exc:
-        PreprocessConfig("radar", size=0, mean=(0.5, 0.5), std=(1.0, 0.0, 1.0), interpolation="nearest",
-                         min_depth=5.0, max_depth=2.0, sample_rate=0, num_mel_bins=-1, target_length=10 ** 6,
-                         frame_length_ms=float("nan"), frame_shift_ms=0.0, num_frames=65, depth_scale=-1.0)
+        PreprocessConfig(
+            "radar",
+            size=0,
+            mean=(0.5, 0.5),
+            std=(1.0, 0.0, 1.0),
+            interpolation="nearest",
+            min_depth=5.0,
+            max_depth=2.0,
+            sample_rate=0,
+            num_mel_bins=-1,
+            target_length=10**6,
+            frame_length_ms=float("nan"),
+            frame_shift_ms=0.0,
+            num_frames=65,
+            depth_scale=-1.0,
+        )
     msg = str(exc.value)
-    for field in ("modality", "size", "mean", "std", "interpolation", "min_depth", "sample_rate", "num_mel_bins",
-                  "target_length", "frame_length_ms", "frame_shift_ms", "num_frames", "depth_scale"):
+    for field in (
+        "modality",
+        "size",
+        "mean",
+        "std",
+        "interpolation",
+        "min_depth",
+        "sample_rate",
+        "num_mel_bins",
+        "target_length",
+        "frame_length_ms",
+        "frame_shift_ms",
+        "num_frames",
+        "depth_scale",
+    ):
         assert f"{field}:" in msg, field
-    assert PreprocessConfig("depth", max_depth=0.0).max_depth == 0.0          # 0: each frame's own maximum
+    assert PreprocessConfig("depth", max_depth=0.0).max_depth == 0.0  # 0: each frame's own maximum
     assert PreprocessConfig("image", mean=[0.5, 0.5, 0.5]).mean == (0.5, 0.5, 0.5)
     with pytest.raises(InputError, match="less than one sample"):
         PreprocessConfig("audio", sample_rate=1000, frame_shift_ms=0.5)
@@ -247,6 +330,7 @@ def test_preprocess_config_validates_every_field():
 
 
 # --- checkpoints: configs saved by the official code, and weights that cannot hold the config ---------------------
+
 
 def test_official_save_pretrained_image_size_pairs_load(tmp_path):
     """The official classes turn vision_config.image_size into [224, 224] (audio: [mel bins, target length])
@@ -267,30 +351,39 @@ def test_official_save_pretrained_image_size_pairs_load(tmp_path):
 
 
 @pytest.mark.parametrize("safetensors", [True, False])
-def test_config_bigger_than_its_weights_is_refused_before_allocation(tmp_path, make_checkpoint, monkeypatch,
-                                                                     safetensors):
+def test_config_bigger_than_its_weights_is_refused_before_allocation(
+    tmp_path, make_checkpoint, monkeypatch, safetensors
+):
     # an 8192-wide, 24-layer config (about 13 G parameters, 52 GB of float32) beside tiny weights
     folder = make_checkpoint("image", safetensors=safetensors)
-    edit_config(folder, lambda raw: raw["vision_config"].update(hidden_size=8192, intermediate_size=16384,
-                                                                num_hidden_layers=24, num_attention_heads=64))
+    edit_config(
+        folder,
+        lambda raw: raw["vision_config"].update(
+            hidden_size=8192, intermediate_size=16384, num_hidden_layers=24, num_attention_heads=64
+        ),
+    )
     devices = []
     real_init = LanguageBindModel.__init__
 
     def spy(self, cfg):
         devices.append(torch.empty(0).device.type)
         real_init(self, cfg)
+
     monkeypatch.setattr(LanguageBindModel, "__init__", spy)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    with pytest.raises(CheckpointError, match=r"declares 12,\d{3},\d{3},\d{3} parameters but the weights in "
-                                              r"\S+ hold at most 441,\d{3}: config and weights come from different "
-                                              r"models \(.*mis-shaped key"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"declares 12,\d{3},\d{3},\d{3} parameters but the weights in "
+        r"\S+ hold at most 441,\d{3}: config and weights come from different "
+        r"models \(.*mis-shaped key",
+    ):
         load_model(folder)
-    assert set(devices) <= {"meta"}                                      # never built for real
-    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 1_000_000       # KiB: under 1 GB
+    assert set(devices) <= {"meta"}  # never built for real
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 1_000_000  # KiB: under 1 GB
 
 
 def test_lora_tensors_beyond_the_config_are_fine():
-    cfg = ModelConfig.from_json(OFFICIAL / "image")                      # lora_r 2: the file holds adapters too
+    cfg = ModelConfig.from_json(OFFICIAL / "image")  # lora_r 2: the file holds adapters too
     held = sum(v.numel() for v in torch.load(OFFICIAL / "image" / "pytorch_model.bin", weights_only=True).values())
     assert held > count_parameters(cfg)
     assert load_model(OFFICIAL / "image").lora_pairs_merged > 0
@@ -300,9 +393,11 @@ def test_damaged_safetensors_headers_and_shard_indexes(tmp_path, make_checkpoint
     folder = make_checkpoint("image")
     data = (folder / "model.safetensors").read_bytes()
     n = int.from_bytes(data[:8], "little")
-    for damaged in ((10 ** 12).to_bytes(8, "little") + data[8:],         # header longer than the file
-                    data[:8] + b"[" * n + data[8 + n:],                  # header not an object
-                    data[:8] + data[8:8 + n].replace(b'"shape":[', b'"shape":[99999,', 1) + data[8 + n:]):
+    for damaged in (
+        (10**12).to_bytes(8, "little") + data[8:],  # header longer than the file
+        data[:8] + b"[" * n + data[8 + n :],  # header not an object
+        data[:8] + data[8 : 8 + n].replace(b'"shape":[', b'"shape":[99999,', 1) + data[8 + n :],
+    ):
         (folder / "model.safetensors").write_bytes(damaged)
         with pytest.raises(CheckpointError, match="safetensors"):
             load_model(folder)
@@ -333,8 +428,15 @@ def test_config_json_bounds(tmp_path):
 
 # --- fuzzing ----------------------------------------------------------------------------------------------------
 
-VALUES = st.one_of(st.none(), st.booleans(), st.integers(-10, 10 ** 7), st.floats(), st.text(max_size=8),
-                   st.lists(st.integers(-2, 300), max_size=3), st.sampled_from([0, 1, 2, 14, 224, 8192, 2 ** 40]))
+VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-10, 10**7),
+    st.floats(),
+    st.text(max_size=8),
+    st.lists(st.integers(-2, 300), max_size=3),
+    st.sampled_from([0, 1, 2, 14, 224, 8192, 2**40]),
+)
 
 
 def mutated(base: dict, draw) -> dict:
@@ -342,7 +444,7 @@ def mutated(base: dict, draw) -> dict:
     for _ in range(draw(st.integers(1, 4))):
         section = draw(st.sampled_from(["vision_config", "text_config", None]))
         target = raw if section is None else raw[section]
-        if not isinstance(target, dict):                  # replaced whole by an earlier mutation
+        if not isinstance(target, dict):  # replaced whole by an earlier mutation
             continue
         key = draw(st.sampled_from(sorted(target) + ["num_mel_bins", "tube_size", "clip_type", "model_type"]))
         target[key] = draw(VALUES)
@@ -368,8 +470,9 @@ def fuzz_checkpoint(tmp_path_factory):
     from conftest import TOKENIZER_DIR, random_model
     from lbedge.checkpoint import save_pretrained
 
-    folder = save_pretrained(random_model("image"), tmp_path_factory.mktemp("fuzzcfg") / "ckpt",
-                             tokenizer_dir=TOKENIZER_DIR)
+    folder = save_pretrained(
+        random_model("image"), tmp_path_factory.mktemp("fuzzcfg") / "ckpt", tokenizer_dir=TOKENIZER_DIR
+    )
     return folder, json.loads((folder / "config.json").read_text())
 
 

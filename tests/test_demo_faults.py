@@ -45,9 +45,30 @@ def test_sigterm_finishes_the_video_and_exits_143(tmp_path):
     """SIGTERM left a 44-byte unplayable MP4 and the run exited 0."""
     frames = colour_frames(tmp_path / "f", ["red", "green", "blue"])
     video, jl = tmp_path / "out.mp4", tmp_path / "r.jsonl"
-    proc = subprocess.Popen([sys.executable, "-m", "lbedge.cli", "demo", "--checkpoint", CKPT, "--rgb", str(frames),
-                             "--loop", "--realtime", "--headless", "-l", "red,green,blue", "--jsonl", str(jl),
-                             "-o", str(video)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "lbedge.cli",
+            "demo",
+            "--checkpoint",
+            CKPT,
+            "--rgb",
+            str(frames),
+            "--loop",
+            "--realtime",
+            "--headless",
+            "-l",
+            "red,green,blue",
+            "--jsonl",
+            str(jl),
+            "-o",
+            str(video),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and (not jl.exists() or len(jl.read_text().splitlines()) < 5):
         time.sleep(0.2)
@@ -57,23 +78,38 @@ def test_sigterm_finishes_the_video_and_exits_143(tmp_path):
     assert "interrupted (SIGTERM)" in out and "Traceback" not in err
     cap = cv2.VideoCapture(str(video))
     ok, first = cap.read()
-    assert ok and first.shape[0] >= 48 and int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) >= 5     # a playable video
+    assert ok and first.shape[0] >= 48 and int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) >= 5  # a playable video
 
 
 def test_empty_wav_is_a_failure_with_a_reason(tmp_path, make_checkpoint):
     """An empty WAV exited 0 with 0 results and no word."""
     wav = write_wav(tmp_path / "empty.wav", np.zeros(0))
-    r = run("demo", "--checkpoint", make_checkpoint("audio"), "--audio", wav, "-l", "dog,rain", "--headless",
-            "--jsonl", tmp_path / "r.jsonl")
+    r = run(
+        "demo",
+        "--checkpoint",
+        make_checkpoint("audio"),
+        "--audio",
+        wav,
+        "-l",
+        "dog,rain",
+        "--headless",
+        "--jsonl",
+        tmp_path / "r.jsonl",
+    )
     assert r.exit_code == 1, r.output
     assert "ended without delivering a frame" in r.output and "no results" in r.output
 
 
-@pytest.mark.parametrize("args,match", [
-    (["--agc", "foo"], "'foo' is not one of"), (["--hop-s", "0.00001"], "--hop-s"),
-    (["--thermal-profile", "flir"], "'flir' is not one of"), (["--depth-unit", "inch"], "'inch' is not one of"),
-    (["--max-results", "0"], "--max-results"),
-])
+@pytest.mark.parametrize(
+    "args,match",
+    [
+        (["--agc", "foo"], "'foo' is not one of"),
+        (["--hop-s", "0.00001"], "--hop-s"),
+        (["--thermal-profile", "flir"], "'flir' is not one of"),
+        (["--depth-unit", "inch"], "'inch' is not one of"),
+        (["--max-results", "0"], "--max-results"),
+    ],
+)
 def test_configuration_errors_are_usage_errors_at_once(tmp_path, args, match):
     """`--agc foo` was retried with backoff for ever."""
     frames = colour_frames(tmp_path / "f", ["red"])
@@ -96,7 +132,6 @@ def test_sources_reject_their_configuration_errors_when_built(tmp_path):
 def test_each_event_is_printed_once(tmp_path):
     """'source ended' was printed three times (log line, event line, summary)."""
     frames = colour_frames(tmp_path / "f", ["red", "green"])
-    r = run("demo", "--checkpoint", CKPT, "--rgb", frames, "-l", "red,green", "--headless", "-o",
-            tmp_path / "v.mp4")
+    r = run("demo", "--checkpoint", CKPT, "--rgb", frames, "-l", "red,green", "--headless", "-o", tmp_path / "v.mp4")
     assert r.exit_code == 0, r.output
     assert r.output.count("source rgb ended") == 1

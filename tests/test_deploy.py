@@ -51,6 +51,7 @@ def bundle(tmp_path_factory):
 
 # --- export ----------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("name", ["image", "audio", "video", "video_v15"])
 def test_vision_export_matches_torch_and_parses_for_tensorrt(tmp_path, name):
     model = load_model(OFFICIAL / name)
@@ -60,12 +61,13 @@ def test_vision_export_matches_torch_and_parses_for_tensorrt(tmp_path, name):
     assert m.opset_import[0].version >= 17
     assert m.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
     assert rep.agreement.max_abs_diff < 1e-4 and rep.agreement.min_cosine > 0.9999
-    assert rep.nodes_final < rep.nodes_exported                     # onnxslim simplified
+    assert rep.nodes_final < rep.nodes_exported  # onnxslim simplified
     assert rep.trt_issues == {"8.6": [], "10": []}
-    assert {o.domain for o in m.opset_import} <= {"", "ai.onnx"}   # no custom ops
+    assert {o.domain for o in m.opset_import} <= {"", "ai.onnx"}  # no custom ops
     x = np.random.default_rng(1).normal(size=(5, *model.config.preprocess.input_shape)).astype(np.float32)
-    np.testing.assert_allclose(ort_outputs(tmp_path / "v.onnx", x), torch_outputs(tower_module(model, "vision"), x),
-                               atol=1e-5)                              # dynamic batch: 5 works too
+    np.testing.assert_allclose(
+        ort_outputs(tmp_path / "v.onnx", x), torch_outputs(tower_module(model, "vision"), x), atol=1e-5
+    )  # dynamic batch: 5 works too
 
 
 def test_text_export_uses_int32_ids(tmp_path):
@@ -75,18 +77,25 @@ def test_text_export_uses_int32_ids(tmp_path):
     assert m.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.INT32
     enc = from_pretrained(OFFICIAL / "image")
     ids, _ = enc.tokenize(["a photo of a parakeet", "a lion"])
-    np.testing.assert_allclose(ort_outputs(tmp_path / "t.onnx", ids.astype(np.int32)),
-                               enc.embed_text(["a photo of a parakeet", "a lion"]), atol=1e-5)
+    np.testing.assert_allclose(
+        ort_outputs(tmp_path / "t.onnx", ids.astype(np.int32)),
+        enc.embed_text(["a photo of a parakeet", "a lion"]),
+        atol=1e-5,
+    )
 
 
 def test_tensorrt_op_check_reports_unsupported_ops(tmp_path):
     model = load_model(OFFICIAL / "image")
     export_tower(model, "vision", tmp_path / "v.onnx")
-    issues = check_ops(tmp_path / "v.onnx", "8.5")               # JetPack 5.1 has no LayerNormalization import
+    issues = check_ops(tmp_path / "v.onnx", "8.5")  # JetPack 5.1 has no LayerNormalization import
     assert [i.op for i in issues] == ["LayerNormalization"] and "not supported" in issues[0].problem
     node = onnx.helper.make_node("Unique", ["x"], ["y"])
-    g = onnx.helper.make_graph([node], "g", [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [4])],
-                               [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [None])])
+    g = onnx.helper.make_graph(
+        [node],
+        "g",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [4])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [None])],
+    )
     issues = check_ops(onnx.helper.make_model(g), "10")
     assert issues and issues[0].op == "Unique"
 
@@ -95,11 +104,13 @@ def test_export_validation_fails_beyond_tolerance(tmp_path):
     from lbedge.quantize.export import ExportConfig
 
     with pytest.raises(ExportError, match="disagrees with PyTorch"):
-        export_tower(load_model(OFFICIAL / "image"), "vision", tmp_path / "v.onnx",
-                     config=ExportConfig(atol=0.0, min_cosine=1.1))
+        export_tower(
+            load_model(OFFICIAL / "image"), "vision", tmp_path / "v.onnx", config=ExportConfig(atol=0.0, min_cosine=1.1)
+        )
 
 
 # --- FP16 / INT8 -------------------------------------------------------------------------------------------
+
 
 def test_fp16_keeps_fragile_ops_in_fp32(tmp_path):
     model = load_model(OFFICIAL / "image")
@@ -127,18 +138,22 @@ def test_int8_is_symmetric_per_channel_qdq(tmp_path, method):
     export_tower(model, "vision", tmp_path / "v.onnx")
     x = Preprocessor(model.config.preprocess)(sorted(smooth_images(tmp_path / "c").glob("*.png")))
     ref = ort_outputs(tmp_path / "v.onnx", x[8:])
-    rep = quantize_int8(tmp_path / "v.onnx", tmp_path / "q.onnx", x[:8], holdout=x[8:], reference=ref,
-                        config=Int8Config(method=method))
+    rep = quantize_int8(
+        tmp_path / "v.onnx", tmp_path / "q.onnx", x[:8], holdout=x[8:], reference=ref, config=Int8Config(method=method)
+    )
     q = onnx.load(str(tmp_path / "q.onnx"))
     inits = {i.name: onnx.numpy_helper.to_array(i) for i in q.graph.initializer}
     qs = [n for n in q.graph.node if n.op_type == "QuantizeLinear"]
     assert qs and rep.quantized_nodes > 0
-    for n in qs:                                       # TensorRT explicit quantization: int8, zero point 0
+    for n in qs:  # TensorRT explicit quantization: int8, zero point 0
         zp = inits[n.input[2]]
         assert zp.dtype == np.int8 and not zp.any()
-    per_channel = [inits[n.input[1]] for n in q.graph.node if n.op_type == "DequantizeLinear"
-                   and n.input[0] in inits and inits[n.input[0]].dtype == np.int8]
-    assert any(s.size > 1 for s in per_channel)        # weights quantized per output channel
+    per_channel = [
+        inits[n.input[1]]
+        for n in q.graph.node
+        if n.op_type == "DequantizeLinear" and n.input[0] in inits and inits[n.input[0]].dtype == np.int8
+    ]
+    assert any(s.size > 1 for s in per_channel)  # weights quantized per output channel
     assert rep.agreement.min_cosine > 0.98
 
 
@@ -149,9 +164,15 @@ def test_int8_falls_back_to_float_when_agreement_falls_short(tmp_path):
     export_tower(model, "vision", tmp_path / "v.onnx")
     x = Preprocessor(model.config.preprocess)(sorted(smooth_images(tmp_path / "c").glob("*.png")))
     ref = ort_outputs(tmp_path / "v.onnx", x[8:])
-    rep = quantize_int8(tmp_path / "v.onnx", tmp_path / "q.onnx", x[:8], holdout=x[8:], reference=ref,
-                        config=Int8Config(min_cosine=1.01, max_fallback_rounds=2))   # unreachable on purpose
-    assert len(rep.rounds) == 3                           # two fallback rounds were tried
+    rep = quantize_int8(
+        tmp_path / "v.onnx",
+        tmp_path / "q.onnx",
+        x[:8],
+        holdout=x[8:],
+        reference=ref,
+        config=Int8Config(min_cosine=1.01, max_fallback_rounds=2),
+    )  # unreachable on purpose
+    assert len(rep.rounds) == 3  # two fallback rounds were tried
     assert rep.rounds[0]["excluded"] == 0 and rep.rounds[-1]["excluded"] > 0
     # none reached the target: the kept graph has the fewest float layers within 0.001 of the best agreement
     best = max(r["min_cosine"] for r in rep.rounds)
@@ -160,12 +181,13 @@ def test_int8_falls_back_to_float_when_agreement_falls_short(tmp_path):
     q = onnx.load(str(tmp_path / "q.onnx"))
     dq_outputs = {o for n in q.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
     by_name = {n.name: n for n in q.graph.node}
-    for name in rep.excluded_nodes:                  # the fallback layers read float tensors, not dequantized ones
+    for name in rep.excluded_nodes:  # the fallback layers read float tensors, not dequantized ones
         assert by_name[name].op_type in ("MatMul", "Conv")
         assert not set(by_name[name].input) & dq_outputs, name
 
 
 # --- bundles -------------------------------------------------------------------------------------------------
+
 
 def test_bundle_manifest_records_everything(bundle):
     man = Manifest.read(bundle)
@@ -181,14 +203,19 @@ def test_bundle_manifest_records_everything(bundle):
 
 
 def test_load_bundle_is_torch_free_and_matches_torch(bundle):
-    code = ("import sys, json, numpy as np, lbedge; "
-            "e = lbedge.load_bundle(sys.argv[1], precision='fp32'); assert lbedge.load(sys.argv[1]).vision; "
-            "x = e.embed(sys.argv[2:]); t = e.embed_text(['a photo of a parakeet', 'a lion']); "
-            "print(json.dumps({'torch': 'torch' in sys.modules, 'x': x.tolist(), 't': t.tolist(), "
-            "'backend': e.vision.name}))")
+    code = (
+        "import sys, json, numpy as np, lbedge; "
+        "e = lbedge.load_bundle(sys.argv[1], precision='fp32'); assert lbedge.load(sys.argv[1]).vision; "
+        "x = e.embed(sys.argv[2:]); t = e.embed_text(['a photo of a parakeet', 'a lion']); "
+        "print(json.dumps({'torch': 'torch' in sys.modules, 'x': x.tolist(), 't': t.tolist(), "
+        "'backend': e.vision.name}))"
+    )
     files = [str(p) for p in sorted((bundle.parent / "calib").glob("img_*.png"))[:3]]
-    out = json.loads(subprocess.run([sys.executable, "-c", code, str(bundle), *files], check=True,
-                                    capture_output=True, text=True).stdout)
+    out = json.loads(
+        subprocess.run(
+            [sys.executable, "-c", code, str(bundle), *files], check=True, capture_output=True, text=True
+        ).stdout
+    )
     assert out["torch"] is False and out["backend"] == "onnxruntime"
     enc = from_pretrained(OFFICIAL / "image")
     ref = enc.embed(files)
@@ -204,7 +231,7 @@ def test_bundle_zero_shot_agrees_with_torch(bundle, tmp_path):
     a = lbedge.ZeroShotClassifier(load_bundle(bundle, precision="fp32"), labels, cache=tmp_path)
     b = lbedge.ZeroShotClassifier(from_pretrained(OFFICIAL / "image"), labels, cache=tmp_path)
     assert [p.label for p in a(files)] == [p.label for p in b(files)]
-    q = lbedge.ZeroShotClassifier(load_bundle(bundle), labels, cache=tmp_path)       # auto: int8 vision
+    q = lbedge.ZeroShotClassifier(load_bundle(bundle), labels, cache=tmp_path)  # auto: int8 vision
     assert q.encoder.precision == {"vision": "int8", "text": "fp32"}
     assert np.mean([p.label == r.label for p, r in zip(q(files), b(files))]) >= 0.8
 
@@ -261,10 +288,19 @@ def test_tensorrt_backend_needs_tensorrt(bundle):
 
 # --- engine manifests: every check with its reason ---------------------------------------------------------
 
+
 def _manifest(**kw) -> EngineManifest:
-    base = dict(tensorrt_version="10.3.0", cuda_version="12.6", compute_capability="8.7", device_name="Orin",
-                platform="aarch64-linux", precision="int8", onnx_sha256="abc", engine_sha256="eee",
-                build_flags={"dla_core": -1, "version_compatible": False})
+    base = dict(
+        tensorrt_version="10.3.0",
+        cuda_version="12.6",
+        compute_capability="8.7",
+        device_name="Orin",
+        platform="aarch64-linux",
+        precision="int8",
+        onnx_sha256="abc",
+        engine_sha256="eee",
+        build_flags={"dla_core": -1, "version_compatible": False},
+    )
     base.update(kw)
     return EngineManifest(**base)
 
@@ -274,18 +310,26 @@ ORIN = RuntimeInfo("10.3.0", "12.6", "8.7", "Orin", "aarch64-linux", dla_cores=2
 
 def test_engine_checks_pass_on_the_build_device():
     checks = check_engine(_manifest(), ORIN, onnx_sha256="abc", engine_sha256="eee")
-    assert all(c.ok for c in checks) and {c.name for c in checks} >= {"tensorrt_version", "compute_capability",
-                                                                      "platform", "onnx_sha256", "engine_sha256"}
+    assert all(c.ok for c in checks) and {c.name for c in checks} >= {
+        "tensorrt_version",
+        "compute_capability",
+        "platform",
+        "onnx_sha256",
+        "engine_sha256",
+    }
 
 
-@pytest.mark.parametrize("runtime,kw,failed", [
-    (RuntimeInfo("8.6.2", "12.2", "8.7", "Orin", "aarch64-linux"), {}, "tensorrt_version"),
-    (RuntimeInfo("10.3.0", "12.6", "7.2", "Xavier", "aarch64-linux"), {}, "compute_capability"),
-    (RuntimeInfo("10.3.0", "12.6", "8.7", "Orin", "x86_64-linux"), {}, "platform"),
-    (ORIN, {"onnx_sha256": "other"}, "onnx_sha256"),
-    (ORIN, {"engine_sha256": "tampered"}, "engine_sha256"),
-    (RuntimeInfo("10.3.0", "12.6", "8.7", "Orin Nano", "aarch64-linux", dla_cores=0), {"dla": 0}, "dla_core"),
-])
+@pytest.mark.parametrize(
+    "runtime,kw,failed",
+    [
+        (RuntimeInfo("8.6.2", "12.2", "8.7", "Orin", "aarch64-linux"), {}, "tensorrt_version"),
+        (RuntimeInfo("10.3.0", "12.6", "7.2", "Xavier", "aarch64-linux"), {}, "compute_capability"),
+        (RuntimeInfo("10.3.0", "12.6", "8.7", "Orin", "x86_64-linux"), {}, "platform"),
+        (ORIN, {"onnx_sha256": "other"}, "onnx_sha256"),
+        (ORIN, {"engine_sha256": "tampered"}, "engine_sha256"),
+        (RuntimeInfo("10.3.0", "12.6", "8.7", "Orin Nano", "aarch64-linux", dla_cores=0), {"dla": 0}, "dla_core"),
+    ],
+)
 def test_engine_mismatch_is_refused_with_reasons(runtime, kw, failed):
     m = _manifest(build_flags={"dla_core": kw.pop("dla", -1), "version_compatible": False})
     kw = {"onnx_sha256": "abc", "engine_sha256": "eee", **kw}
@@ -305,7 +349,7 @@ def test_version_compatible_engines_accept_newer_same_major():
 
 def test_version_compatible_8_6_engines_run_on_tensorrt_10_never_on_older():
     jp60 = _manifest(tensorrt_version="8.6.2", build_flags={"version_compatible": True})
-    assert all(c.ok for c in check_engine(jp60, ORIN))                      # TensorRT docs: 8.6+ -> 9, 10
+    assert all(c.ok for c in check_engine(jp60, ORIN))  # TensorRT docs: 8.6+ -> 9, 10
     plain = _manifest(tensorrt_version="8.6.2")
     assert [c.name for c in check_engine(plain, ORIN) if not c.ok] == ["tensorrt_version"]
     newer = _manifest(tensorrt_version="10.3.0", build_flags={"version_compatible": True})
@@ -319,7 +363,7 @@ def test_engine_manifest_roundtrip_and_damage(tmp_path):
     m.save(tmp_path / "e.json")
     assert EngineManifest.load(tmp_path / "e.json") == m
     old = json.loads((tmp_path / "e.json").read_text())
-    del old["agreement"], old["precision_control"]                  # written by an older lbedge: still loads
+    del old["agreement"], old["precision_control"]  # written by an older lbedge: still loads
     (tmp_path / "e.json").write_text(json.dumps(old))
     assert EngineManifest.load(tmp_path / "e.json").precision_control == ""
     (tmp_path / "e.json").write_text(json.dumps({**old, "agreement": [0.9]}))
@@ -338,23 +382,24 @@ def test_tensorrt_engine_matches_onnxruntime(bundle, tmp_path):
 
     b = tmp_path / "b"
     shutil.copytree(bundle, b)
-    rows = compile_bundle(b, say=print)                                   # default options, as `lbedge compile`
+    rows = compile_bundle(b, say=print)  # default options, as `lbedge compile`
     assert {(r["tower"], r["precision"]) for r in rows} == {("vision", "int8"), ("vision", "fp16"), ("text", "fp16")}
-    x = np.random.default_rng(0).normal(size=(11, 3, 224, 224)).astype(np.float32)   # > one engine batch
+    x = np.random.default_rng(0).normal(size=(11, 3, 224, 224)).astype(np.float32)  # > one engine batch
     ort = load_bundle(b, backend="onnxruntime", precision="fp32", text_precision="fp32")
     for prec in ("fp16", "int8"):
         trt = load_bundle(b, backend="tensorrt", precision=prec)
         assert (trt.embed(x) * ort.embed(x)).sum(1).min() > (0.999 if prec == "fp16" else 0.99)
     trt = load_bundle(b, backend="tensorrt")
-    prompts = [fill(t, label) for label in PROBE_LABELS for t in TEMPLATES["image"]]     # labels x templates
+    prompts = [fill(t, label) for label in PROBE_LABELS for t in TEMPLATES["image"]]  # labels x templates
     assert len(prompts) > trt.text.max_batch
-    t, o = trt.embed_text(prompts), ort.embed_text(prompts)                # FP16 text: CLIP's end-token pick
+    t, o = trt.embed_text(prompts), ort.embed_text(prompts)  # FP16 text: CLIP's end-token pick
     assert (t * o).sum(1).min() > 0.999
-    rows = compile_bundle(b, say=print)                                   # cached, not rebuilt
+    rows = compile_bundle(b, say=print)  # cached, not rebuilt
     assert all(r["reused"] for r in rows)
 
 
 # --- CLI -----------------------------------------------------------------------------------------------------
+
 
 def test_cli_deploy_commands(tmp_path, make_checkpoint):
     from click.testing import CliRunner
@@ -373,8 +418,9 @@ def test_cli_deploy_commands(tmp_path, make_checkpoint):
     assert r.exit_code == 0, r.output
     rows = json.loads(r.output)
     assert rows[0]["precision"] == "int8" and rows[0]["passed"]
-    r = CliRunner().invoke(main, ["bench", str(tmp_path / "b"), "--batch", "1,2", "--iters", "2", "--warmup", "1",
-                                  "--json"])
+    r = CliRunner().invoke(
+        main, ["bench", str(tmp_path / "b"), "--batch", "1,2", "--iters", "2", "--warmup", "1", "--json"]
+    )
     assert r.exit_code == 0, r.output
     res = json.loads(r.output)
     stages = {(row["stage"], row["precision"], row["batch"]) for row in res["rows"]}
@@ -395,8 +441,9 @@ def test_int8_cpu_target_defaults_to_dynamic_quantization(tmp_path):
     export_tower(model, "vision", tmp_path / "v.onnx")
     x = Preprocessor(model.config.preprocess)(sorted(smooth_images(tmp_path / "c").glob("*.png")))
     ref = ort_outputs(tmp_path / "v.onnx", x[8:])
-    rep = quantize_int8(tmp_path / "v.onnx", tmp_path / "q.onnx", x[:0], holdout=x[8:], reference=ref,
-                        config=Int8Config(target="cpu"))
+    rep = quantize_int8(
+        tmp_path / "v.onnx", tmp_path / "q.onnx", x[:0], holdout=x[8:], reference=ref, config=Int8Config(target="cpu")
+    )
     assert rep.method == "dynamic" and rep.calibration_samples == 0
     ops = {n.op_type for n in onnx.load(str(tmp_path / "q.onnx")).graph.node}
     assert {"MatMulInteger", "DynamicQuantizeLinear"} <= ops and "QuantizeLinear" not in ops
@@ -409,16 +456,21 @@ def test_cpu_bundle_gets_an_int8_text_graph_only_when_it_agrees(tmp_path):
     import lbedge
 
     out = tmp_path / "cpu"
-    man = build_bundle(OFFICIAL / "image", out, precisions=("fp32", "int8"), calib=[smooth_images(tmp_path / "c")],
-                       int8_config=Int8Config(target="cpu"))
+    man = build_bundle(
+        OFFICIAL / "image",
+        out,
+        precisions=("fp32", "int8"),
+        calib=[smooth_images(tmp_path / "c")],
+        int8_config=Int8Config(target="cpu"),
+    )
     assert man.towers["vision"]["int8"].details["int8"]["method"] == "dynamic"
     texts = ["a photo of a dog.", "a photo of a cat.", "an empty street"]
     fp32 = lbedge.load_bundle(out, text_precision="fp32").embed_text(texts)
-    if "int8" in man.towers["text"]:                   # kept: it agreed with FP32, and ORT uses it by default
+    if "int8" in man.towers["text"]:  # kept: it agreed with FP32, and ORT uses it by default
         assert man.towers["text"]["int8"].agreement["min_cosine"] >= 0.999
         enc = lbedge.load_bundle(out)
         assert enc.text.path.name == "text.int8.onnx"
         assert ((enc.embed_text(texts) * fp32).sum(1)).min() > 0.99
-    else:                                              # not kept: the manifest says why, FP32 text is used
+    else:  # not kept: the manifest says why, FP32 text is used
         assert "0.999" in man.provenance["text_int8_skipped"] and not (out / "text.int8.onnx").exists()
         assert lbedge.load_bundle(out).text.path.name == "text.fp32.onnx"

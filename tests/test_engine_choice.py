@@ -20,8 +20,9 @@ from lbedge.backends.onnxruntime_backend import OnnxRuntimeBackend
 from lbedge.errors import EngineMismatch
 
 LBMINI = ROOT / "models" / "lb-mini"
-needs_text = pytest.mark.skipif(not (LBMINI / "text" / "manifest.json").is_file(),
-                                reason="lb-mini's text bundle is built by `make lb-mini-text`")
+needs_text = pytest.mark.skipif(
+    not (LBMINI / "text" / "manifest.json").is_file(), reason="lb-mini's text bundle is built by `make lb-mini-text`"
+)
 
 
 class StandInEngine(OnnxRuntimeBackend):
@@ -42,8 +43,9 @@ def add_engine(folder: Path, tower: str, precision: str) -> None:
     (folder / "engines").mkdir(exist_ok=True)
     (folder / rel).write_text(str(folder / man["towers"][tower][precision]["file"]))
     (folder / rel.replace(".engine", ".json")).write_text("{}")
-    man.setdefault("engines", []).append({"tower": tower, "precision": precision, "file": rel,
-                                          "manifest": rel.replace(".engine", ".json")})
+    man.setdefault("engines", []).append(
+        {"tower": tower, "precision": precision, "file": rel, "manifest": rel.replace(".engine", ".json")}
+    )
     (folder / "manifest.json").write_text(json.dumps(man))
 
 
@@ -70,7 +72,7 @@ def test_vision_engine_and_text_without_engine_run_side_by_side(lbmini, caplog):
     assert enc.backends == {"vision": "tensorrt", "text": "onnxruntime"}
     assert enc.precision == {"vision": "fp32", "text": "int8"}
     assert StandInEngine.opened == [lbmini / "image" / "engines" / "vision.fp32.test.engine"]
-    assert "text tower" in caplog.text and f"lbedge compile {lbmini / 'text'}" in caplog.text   # never silent
+    assert "text tower" in caplog.text and f"lbedge compile {lbmini / 'text'}" in caplog.text  # never silent
     ref = load_bundle(lbmini / "image", backend="onnxruntime", precision="fp32")
     x = np.random.default_rng(0).normal(size=(3, *enc.input_shape)).astype(np.float32)
     np.testing.assert_allclose(enc.embed(x), ref.embed(x), atol=1e-5)
@@ -95,8 +97,11 @@ def test_tensorrt_asked_for_explicitly_needs_engines_for_every_tower(lbmini):
     add_engine(lbmini / "image", "vision", "fp32")
     with pytest.raises(EngineMismatch, match=f"lbedge compile {lbmini / 'text'}"):
         load_bundle(lbmini / "image", backend="tensorrt")
-    with pytest.raises(EngineMismatch, match=r"no TensorRT engine for its int8 vision tower \(built: fp32\).*"
-                                             r"--precision int8"):
+    with pytest.raises(
+        EngineMismatch,
+        match=r"no TensorRT engine for its int8 vision tower \(built: fp32\).*"
+        r"--precision int8",
+    ):
         load_bundle(lbmini / "image", backend="tensorrt", precision="int8", text_precision="fp32")
 
 
@@ -116,6 +121,7 @@ def test_without_tensorrt_nothing_changes(tmp_path):
     if (LBMINI / "text").is_dir():
         shutil.copytree(LBMINI / "text", tmp_path / "text")
     add_engine(tmp_path / "image", "vision", "fp32")
-    choice = bundle_mod.choose_tower(bundle_mod.Manifest.read(tmp_path / "image"), tmp_path / "image", "vision",
-                                     "auto", "auto")
+    choice = bundle_mod.choose_tower(
+        bundle_mod.Manifest.read(tmp_path / "image"), tmp_path / "image", "vision", "auto", "auto"
+    )
     assert (choice.backend, choice.precision) == ("onnxruntime", "int8")

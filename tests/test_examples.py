@@ -15,12 +15,11 @@ import pytest
 from conftest import OFFICIAL
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-pytest.importorskip("torch")          # the examples load the tiny checkpoints on the PyTorch backend
+pytest.importorskip("torch")  # the examples load the tiny checkpoints on the PyTorch backend
 
 
 def run(script: str, *args: str, ok: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, str(EXAMPLES / script), *args], capture_output=True, text=True,
-                          timeout=180)
+    proc = subprocess.run([sys.executable, str(EXAMPLES / script), *args], capture_output=True, text=True, timeout=180)
     if ok:
         assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc
@@ -35,10 +34,20 @@ def test_every_example_is_documented():
 def test_webcam_example_replays_an_image_folder(tmp_path):
     for i in range(4):
         cv2.imwrite(str(tmp_path / f"{i}.png"), np.full((48, 64, 3), 40 * i, np.uint8))
-    out = run("webcam_zeroshot.py", "--model", str(OFFICIAL / "image"), "--camera", str(tmp_path), "--headless",
-              "--labels", "a cat,a dog", "--output", str(tmp_path / "a.mp4")).stdout
-    lines = [l for l in out.splitlines() if l.startswith("camera #")]
-    assert len(lines) == 4 and all(("a cat" in l) or ("a dog" in l) for l in lines)
+    out = run(
+        "webcam_zeroshot.py",
+        "--model",
+        str(OFFICIAL / "image"),
+        "--camera",
+        str(tmp_path),
+        "--headless",
+        "--labels",
+        "a cat,a dog",
+        "--output",
+        str(tmp_path / "a.mp4"),
+    ).stdout
+    lines = [line for line in out.splitlines() if line.startswith("camera #")]
+    assert len(lines) == 4 and all(("a cat" in line) or ("a dog" in line) for line in lines)
     assert "4 results" in out and (tmp_path / "a.mp4").stat().st_size > 0
 
 
@@ -46,9 +55,10 @@ def test_thermal_example_reports_temperatures(tmp_path, make_checkpoint):
     for i in range(3):
         c = np.linspace(20, 30 + i, 120 * 160).reshape(120, 160)
         cv2.imwrite(str(tmp_path / f"f{i}.png"), np.rint((c + 273.15) * 100).astype(np.uint16))
-    out = run("thermal_camera.py", "--model", str(make_checkpoint("thermal")), "--camera", str(tmp_path),
-              "--headless").stdout
-    lines = [l for l in out.splitlines() if l.startswith("thermal #")]
+    out = run(
+        "thermal_camera.py", "--model", str(make_checkpoint("thermal")), "--camera", str(tmp_path), "--headless"
+    ).stdout
+    lines = [line for line in out.splitlines() if line.startswith("thermal #")]
     assert len(lines) == 3 and lines[2].endswith("20.0..32.0 degC")
 
 
@@ -57,15 +67,25 @@ def test_microphone_example_replays_a_file(tmp_path, make_checkpoint):
     pcm = (0.3 * np.sin(2 * np.pi * 440 * np.arange(3 * sr) / sr) * 32767).astype(np.int16)
     with wave.open(str(tmp_path / "a.wav"), "wb") as w:
         w.setnchannels(1), w.setsampwidth(2), w.setframerate(sr), w.writeframes(pcm.tobytes())
-    out = run("microphone_events.py", "--model", str(make_checkpoint("audio")), "--file", str(tmp_path / "a.wav"),
-              "--window", "1", "--hop", "1").stdout
-    assert len([l for l in out.splitlines() if l.startswith("audio #")]) == 3 and "3 windows" in out
-    assert run("microphone_events.py", "--file", "x.wav", ok=False).returncode == 2        # --model missing
+    out = run(
+        "microphone_events.py",
+        "--model",
+        str(make_checkpoint("audio")),
+        "--file",
+        str(tmp_path / "a.wav"),
+        "--window",
+        "1",
+        "--hop",
+        "1",
+    ).stdout
+    assert len([line for line in out.splitlines() if line.startswith("audio #")]) == 3 and "3 windows" in out
+    assert run("microphone_events.py", "--file", "x.wav", ok=False).returncode == 2  # --model missing
 
 
 def test_ros2_node_without_ros_says_what_to_source(tmp_path):
     try:
         import rclpy  # noqa: F401
+
         pytest.skip("rclpy is installed: this test covers machines without ROS 2")
     except ImportError:
         pass
@@ -95,9 +115,19 @@ def test_realsense_example_replays_an_rgbd_recording(tmp_path, make_checkpoint):
     depth = [np.full((48, 64), 800 + 100 * i, np.uint16) for i in range(4)]
     colour = [np.full((48, 64, 3), 50 * i, np.uint8) for i in range(4)]
     rec = write_recording(tmp_path / "walk.db3", depth, color=colour, fps=30)
-    out = run("realsense_rgbd.py", "--depth-model", str(make_checkpoint("depth")), "--image-model",
-              str(OFFICIAL / "image"), "--recording", str(rec), "--headless", "--labels", "a wall,a chair").stdout
-    depth_lines = [l for l in out.splitlines() if l.startswith("depth #")]
-    rgb_lines = [l for l in out.splitlines() if l.startswith("rgb #")]
-    assert depth_lines and len(rgb_lines) == len(depth_lines)    # colour framesets may be lost under load
-    assert any("fused" in l and "+" in l for l in out.splitlines())
+    out = run(
+        "realsense_rgbd.py",
+        "--depth-model",
+        str(make_checkpoint("depth")),
+        "--image-model",
+        str(OFFICIAL / "image"),
+        "--recording",
+        str(rec),
+        "--headless",
+        "--labels",
+        "a wall,a chair",
+    ).stdout
+    depth_lines = [line for line in out.splitlines() if line.startswith("depth #")]
+    rgb_lines = [line for line in out.splitlines() if line.startswith("rgb #")]
+    assert depth_lines and len(rgb_lines) == len(depth_lines)  # colour framesets may be lost under load
+    assert any("fused" in line and "+" in line for line in out.splitlines())

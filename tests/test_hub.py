@@ -27,6 +27,9 @@ def test_cli_download_offline(tmp_path, monkeypatch):
 
     from lbedge.cli import main
 
-    r = CliRunner().invoke(main, ["download", "depth", "-o", str(tmp_path / "d")],
-                           env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")})
+    r = CliRunner().invoke(
+        main,
+        ["download", "depth", "-o", str(tmp_path / "d")],
+        env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")},
+    )
     assert r.exit_code == 1 and r.output.startswith("error: could not download")

@@ -5,8 +5,12 @@ import sys
 
 
 def _modules_after(code: str) -> set[str]:
-    out = subprocess.run([sys.executable, "-c", code + "\nimport sys; print(' '.join(sorted(sys.modules)))"],
-                         check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code + "\nimport sys; print(' '.join(sorted(sys.modules)))"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     return set(out.split())
 
 
@@ -17,8 +21,10 @@ def test_import_lbedge_does_not_import_torch():
 
 
 def test_cli_help_does_not_import_torch():
-    mods = _modules_after("from click.testing import CliRunner\nfrom lbedge.cli import main\n"
-                          "r = CliRunner().invoke(main, ['--help']); assert r.exit_code == 0, r.output")
+    mods = _modules_after(
+        "from click.testing import CliRunner\nfrom lbedge.cli import main\n"
+        "r = CliRunner().invoke(main, ['--help']); assert r.exit_code == 0, r.output"
+    )
     assert "torch" not in mods
 
 

@@ -36,8 +36,15 @@ def _anchored(tmp_path: Path, modality: str = "image", seed: int = 0) -> Path:
     from lbedge.config import PreprocessConfig, VisionConfig
     from lbedge.train.anchor import anchored_model, save_anchored
 
-    vc = VisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                      patch_size=16, image_size=32, grid=(2, 2))
+    vc = VisionConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        patch_size=16,
+        image_size=32,
+        grid=(2, 2),
+    )
     model = anchored_model(TEXT, modality, vc, PreprocessConfig(modality, size=32), seed=seed)
     return save_anchored(model, tmp_path / f"ckpt-{modality}-{seed}", TEXT)
 
@@ -50,9 +57,11 @@ def test_text_bundle_is_minilm_with_an_accurate_int8_graph(text_bundle):
     assert man.modality == "text" and set(man.towers) == {"text"} and man.text["family"] == "bert"
     assert set(man.towers["text"]) == {"fp32", "int8"}
     int8 = man.towers["text"]["int8"]
-    assert int8.agreement["min_cosine"] >= 0.999          # MiniLM's MatMuls fail that; the table alone passes
+    assert int8.agreement["min_cosine"] >= 0.999  # MiniLM's MatMuls fail that; the table alone passes
     assert int8.details["int8"]["op_types"] == ["Gather"]
-    assert (text_bundle / int8.file).stat().st_size < 0.7 * (text_bundle / man.towers["text"]["fp32"].file).stat().st_size
+    assert (text_bundle / int8.file).stat().st_size < 0.7 * (
+        text_bundle / man.towers["text"]["fp32"].file
+    ).stat().st_size
     assert man.text["fingerprint"] == text_fingerprint(load_model(_anchored(text_bundle.parent)))
 
 
@@ -66,30 +75,30 @@ def test_vision_bundles_share_one_text_bundle(tmp_path, text_bundle):
     a, b = _anchored(tmp_path, "image"), _anchored(tmp_path, "depth", seed=1)
     ref = lbedge.from_pretrained(a).embed_text(PROMPTS)
 
-    man, _ = export_bundle(a, tmp_path / "set" / "image", text_bundle=text)       # vision only, text shared
+    man, _ = export_bundle(a, tmp_path / "set" / "image", text_bundle=text)  # vision only, text shared
     assert man.text_bundle == "../text" and "text" not in man.towers and not (tmp_path / "set/image/tokenizer").exists()
     enc = load_bundle(tmp_path / "set" / "image", precision="fp32", text_precision="fp32")
     np.testing.assert_allclose(enc.embed_text(PROMPTS), ref, atol=1e-5)
     assert enc.text_fingerprint == Manifest.read(text).text["fingerprint"]
 
-    export_bundle(b, tmp_path / "set" / "depth")                                   # a full bundle, then shared
+    export_bundle(b, tmp_path / "set" / "depth")  # a full bundle, then shared
     assert (tmp_path / "set/depth/text.fp32.onnx").is_file()
     share_text([tmp_path / "set" / "depth"], text)
     depth = Manifest.read(tmp_path / "set" / "depth")
     assert depth.text_bundle == "../text" and not (tmp_path / "set/depth/text.fp32.onnx").exists()
     d = load_bundle(tmp_path / "set" / "depth", text_precision="fp32")
     np.testing.assert_allclose(d.embed_text(PROMPTS), ref, atol=1e-5)
-    assert load_bundle(tmp_path / "set" / "depth").precision["text"] == "int8"      # the deployed text graph
+    assert load_bundle(tmp_path / "set" / "depth").precision["text"] == "int8"  # the deployed text graph
 
-    moved = shutil.copytree(tmp_path / "set", tmp_path / "elsewhere")              # the set is relocatable
+    moved = shutil.copytree(tmp_path / "set", tmp_path / "elsewhere")  # the set is relocatable
     assert load_bundle(moved / "image").embed_text(PROMPTS[:1]).shape == (1, 384)
-    with pytest.raises(CheckpointError, match="text bundle"):                      # a text bundle is not an encoder
+    with pytest.raises(CheckpointError, match="text bundle"):  # a text bundle is not an encoder
         load_bundle(moved / "text")
     shutil.rmtree(moved / "text")
-    with pytest.raises(CheckpointError, match="missing.*build-text"):              # copied without its text tower
+    with pytest.raises(CheckpointError, match="missing.*build-text"):  # copied without its text tower
         load_bundle(moved / "image")
 
-    tman = Manifest.read(text)                                                      # another language tower
+    tman = Manifest.read(text)  # another language tower
     tman.text["fingerprint"] = "0" * 64
     tman.write(text)
     with pytest.raises(CheckpointError, match="another text tower"):
@@ -111,36 +120,45 @@ def test_attribute_free_texts_and_photometric_augmentation():
     cfg = PreprocessConfig("image", size=8)
     mean, std = np.array(cfg.mean).reshape(3, 1, 1), np.array(cfg.std).reshape(3, 1, 1)
     pixels = np.zeros((4, 3, 8, 8), np.float32)
-    pixels[:, 0], pixels[:, 1:] = 0.8, 0.15                                        # red squares
-    pixels[:, :, :2] = 0.5                                                          # a grey band
+    pixels[:, 0], pixels[:, 1:] = 0.8, 0.15  # red squares
+    pixels[:, :, :2] = 0.5  # a grey band
     x = torch.from_numpy((pixels - mean) / std).float()
     g = torch.Generator().manual_seed(3)
     y = photometric(x, "image", g, [True, False, True, True], mean=cfg.mean, std=cfg.std)
     back = y.numpy() * std + mean
-    np.testing.assert_allclose(back[1], pixels[1], atol=1e-5)                      # masked off: untouched
+    np.testing.assert_allclose(back[1], pixels[1], atol=1e-5)  # masked off: untouched
     for i in (0, 2, 3):
         band = back[i][:, :2]
-        np.testing.assert_allclose(band, np.broadcast_to(band[:1], band.shape), atol=1e-4)   # grey stays neutral
-        assert 0.6 - 1e-4 <= band.mean() / 0.5 <= 1.6 + 1e-4                       # brightness gain 0.6 .. 1.6
+        np.testing.assert_allclose(band, np.broadcast_to(band[:1], band.shape), atol=1e-4)  # grey stays neutral
+        assert 0.6 - 1e-4 <= band.mean() / 0.5 <= 1.6 + 1e-4  # brightness gain 0.6 .. 1.6
     hues = {tuple(np.round(back[i][:, 4, 4], 1)) for i in (0, 2, 3)}
-    assert len(hues) == 3 and (0.8, 0.2, 0.2) not in hues                          # the red became other colours
-    again = photometric(x, "image", torch.Generator().manual_seed(3), [True, False, True, True], mean=cfg.mean,
-                        std=cfg.std)
-    assert torch.equal(again, y)                                                    # deterministic per generator
-    many = photometric(x.repeat(16, 1, 1, 1), "image", torch.Generator().manual_seed(0), [True] * 64,
-                       mean=cfg.mean, std=cfg.std).numpy() * std + mean
+    assert len(hues) == 3 and (0.8, 0.2, 0.2) not in hues  # the red became other colours
+    again = photometric(
+        x, "image", torch.Generator().manual_seed(3), [True, False, True, True], mean=cfg.mean, std=cfg.std
+    )
+    assert torch.equal(again, y)  # deterministic per generator
+    many = (
+        photometric(
+            x.repeat(16, 1, 1, 1), "image", torch.Generator().manual_seed(0), [True] * 64, mean=cfg.mean, std=cfg.std
+        ).numpy()
+        * std
+        + mean
+    )
     chroma = many[:, :, 4, 4].max(1) - many[:, :, 4, 4].min(1)
-    assert chroma.min() < 0.2 and chroma.max() > 0.5                               # from greyish to saturated
+    assert chroma.min() < 0.2 and chroma.max() > 0.5  # from greyish to saturated
     dominant = {int(np.argmax(c)) for c in many[:, :, 4, 4]}
-    assert dominant == {0, 1, 2}                                                    # every hue region is reached
+    assert dominant == {0, 1, 2}  # every hue region is reached
 
     grey = np.repeat(np.linspace(0, 1, 64, dtype=np.float32).reshape(1, 1, 8, 8), 3, 1)
     tx = torch.from_numpy((grey - mean) / std).float()
-    flipped = [photometric(tx, "thermal", torch.Generator().manual_seed(s), [True], mean=cfg.mean, std=cfg.std)
-               for s in range(12)]
-    orders = {bool((f.numpy()[0, 0] * std[0] + mean[0])[0, 0] > (f.numpy()[0, 0] * std[0] + mean[0])[-1, -1])
-              for f in flipped}
-    assert orders == {True, False}                                                 # both polarities occur
+    flipped = [
+        photometric(tx, "thermal", torch.Generator().manual_seed(s), [True], mean=cfg.mean, std=cfg.std)
+        for s in range(12)
+    ]
+    orders = {
+        bool((f.numpy()[0, 0] * std[0] + mean[0])[0, 0] > (f.numpy()[0, 0] * std[0] + mean[0])[-1, -1]) for f in flipped
+    }
+    assert orders == {True, False}  # both polarities occur
     assert photometric(x, "depth", g, [True] * 4, mean=cfg.mean, std=cfg.std) is x
 
 
@@ -169,16 +187,30 @@ def test_lb_mini_quick_reproduction_is_exact(tmp_path):
     audio = Manifest.read(out / "audio")
     assert audio.preprocess["num_mel_bins"] == 32 and audio.preprocess["target_length"] == 192
     stages = [s["name"] for s in a["stages"]]
-    assert stages == ["data", "base", "image", "depth", "thermal", "audio", "student-image", "student-depth",
-                      "student-thermal", "student-audio", "bundles"]
-    again = run_recipe(quick_recipe(tmp_path / "work0", out), say=lambda s: None)      # resumable: all skipped
+    assert stages == [
+        "data",
+        "base",
+        "image",
+        "depth",
+        "thermal",
+        "audio",
+        "student-image",
+        "student-depth",
+        "student-thermal",
+        "student-audio",
+        "bundles",
+    ]
+    again = run_recipe(quick_recipe(tmp_path / "work0", out), say=lambda s: None)  # resumable: all skipped
     assert all(s["resumed"] for s in again["stages"]) and again["files"] == a["files"]
     assert [s["seconds"] for s in again["stages"]] == [s["seconds"] for s in a["stages"]]
 
-    rows = evaluate_lb_mini([out / "image", out / "student" / "audio"], scenes=20, seed=1,
-                            cache=tmp_path / "eval")
-    assert [(r.model, r.precision) for r in rows] == [("image", "fp32"), ("image", "int8"),
-                                                     ("student/audio", "fp32"), ("student/audio", "int8")]
+    rows = evaluate_lb_mini([out / "image", out / "student" / "audio"], scenes=20, seed=1, cache=tmp_path / "eval")
+    assert [(r.model, r.precision) for r in rows] == [
+        ("image", "fp32"),
+        ("image", "int8"),
+        ("student/audio", "fp32"),
+        ("student/audio", "int8"),
+    ]
     assert all(r.n == 20 and r.chance == 0.2 for r in rows)
 
 
@@ -199,8 +231,18 @@ def test_eval_cli_on_a_labelled_manifest(tmp_path, text_bundle):
     (tmp_path / "bad.png").write_bytes(b"not a png")
     rows.append({"file": "bad.png", "label": "ball"})
     (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    res = CliRunner().invoke(main, ["eval", str(tmp_path / "image"), "--data", str(tmp_path / "m.jsonl"),
-                                    "--template", "a photo of a {}", "--json"])
+    res = CliRunner().invoke(
+        main,
+        [
+            "eval",
+            str(tmp_path / "image"),
+            "--data",
+            str(tmp_path / "m.jsonl"),
+            "--template",
+            "a photo of a {}",
+            "--json",
+        ],
+    )
     assert res.exit_code == 0, res.output
     out = json.loads(res.output)
     assert [r["precision"] for r in out] == ["fp32"] and out[0]["n"] == 6 and out[0]["skipped"] == 1
@@ -214,8 +256,9 @@ def test_eval_cli_on_a_labelled_manifest(tmp_path, text_bundle):
 def lb_mini(tmp_path_factory, text_bundle):
     """The committed lb-mini bundles with their text bundle beside them (as `make demo` builds it)."""
     assert (COMMITTED / "eval.json").is_file(), "models/lb-mini is committed with its eval.json"
-    root = shutil.copytree(COMMITTED, tmp_path_factory.mktemp("committed") / "lb-mini",
-                           ignore=shutil.ignore_patterns("text"))
+    root = shutil.copytree(
+        COMMITTED, tmp_path_factory.mktemp("committed") / "lb-mini", ignore=shutil.ignore_patterns("text")
+    )
     shutil.copytree(text_bundle, root / "text")
     return root
 
@@ -236,9 +279,9 @@ def test_committed_lb_mini_bundles_on_held_out_scenes(tmp_path, lb_mini):
     assert set(got) == set(recorded)
     for key, top1 in got.items():
         assert abs(top1 - recorded[key]["top1"]) <= 0.02, (key, top1, recorded[key]["top1"])
-        assert top1 >= recorded[key]["chance"] + 0.25, key                         # well above chance (20 %)
+        assert top1 >= recorded[key]["chance"] + 0.25, key  # well above chance (20 %)
     for m in lbmini.MODALITIES:
-        assert got[(m, "int8")] >= got[(m, "fp32")] - 0.02, m                      # INT8 within 2 points
+        assert got[(m, "int8")] >= got[(m, "fp32")] - 0.02, m  # INT8 within 2 points
         # students: within 3 points, but RGB's is 5.0 (INT8) to 5.5 (FP32) points below its teacher
         assert got[(f"student/{m}", "int8")] >= got[(m, "int8")] - 0.06, m
 
@@ -256,19 +299,21 @@ def test_lb_mini_demo_streams_recordings_through_the_pipeline(tmp_path, lb_mini,
     res = CliRunner().invoke(main, ["demo", "--lb-mini", "--headless"])
     assert res.exit_code == 0, res.output
     lines = res.output.splitlines()
-    scenes = [l for l in lines if l.startswith("scene ")]
-    assert len(scenes) == 8 and all(f"{m}: " in l for l in scenes for m in ("rgb", "depth", "thermal", "audio", "fused"))
+    scenes = [line for line in lines if line.startswith("scene ")]
+    assert len(scenes) == 8 and all(
+        f"{m}: " in item for item in scenes for m in ("rgb", "depth", "thermal", "audio", "fused")
+    )
     truth = json.loads((tmp_path / "out/lb-mini-media/truth.json").read_text())
     assert truth["files"]["depth"].endswith((".db3", ".bag")) and (tmp_path / "out/lb-mini-media/audio.wav").is_file()
-    stats = {l.split()[0]: l for l in lines if l.startswith("  ") and "classified at" in l}
+    stats = {line.split()[0]: line for line in lines if line.startswith("  ") and "classified at" in line}
     assert set(stats) == {"rgb", "depth", "thermal", "audio"}
     for name in ("rgb", "thermal"):
-        assert stats[name].split()[1] == str(truth["frames"])                  # every recorded frame classified
-    assert int(stats["audio"].split()[1]) == 8                                  # one 2 s window per scene
-    correct = {name: int(l.rsplit("correct ", 1)[1].rstrip("%")) for name, l in stats.items()}
-    assert min(correct.values()) >= 40, correct                                 # chance is 20 %
+        assert stats[name].split()[1] == str(truth["frames"])  # every recorded frame classified
+    assert int(stats["audio"].split()[1]) == 8  # one 2 s window per scene
+    correct = {name: int(item.rsplit("correct ", 1)[1].rstrip("%")) for name, item in stats.items()}
+    assert min(correct.values()) >= 40, correct  # chance is 20 %
     cap = cv2.VideoCapture(str(tmp_path / "out/lb-mini-demo.mp4"))
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) >= truth["frames"] - 2
-    assert int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)) == 4 * truth["size"]         # 128 px renders enlarged to read
+    assert int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)) == 4 * truth["size"]  # 128 px renders enlarged to read
     res = CliRunner().invoke(main, ["demo", "--lb-mini", "--headless", "--rgb", "0"])
     assert res.exit_code != 0 and "brings its own" in res.output

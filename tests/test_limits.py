@@ -52,7 +52,7 @@ def set_limits():
 def audio_reader(request, monkeypatch):
     """Run an audio test with libsndfile, then with the standard library's WAV reader."""
     if request.param == "wave":
-        monkeypatch.setitem(sys.modules, "soundfile", None)       # import soundfile -> ImportError
+        monkeypatch.setitem(sys.modules, "soundfile", None)  # import soundfile -> ImportError
     else:
         pytest.importorskip("soundfile")
     return request.param
@@ -114,8 +114,15 @@ def _raw_wav(rate=16000, channels=1, bits=16, frames=100, data_size=None, fmt=1)
     """A WAV file with any header values, valid or not."""
     width = (bits + 7) // 8
     data = bytes(frames * channels * width)
-    fmt_chunk = struct.pack("<HHIIHH", fmt, channels, rate % (1 << 32), (rate * channels * width) % (1 << 32),
-                            (channels * width) % (1 << 16), bits)
+    fmt_chunk = struct.pack(
+        "<HHIIHH",
+        fmt,
+        channels,
+        rate % (1 << 32),
+        (rate * channels * width) % (1 << 32),
+        (channels * width) % (1 << 16),
+        bits,
+    )
     size = len(data) if data_size is None else data_size
     body = b"WAVE" + b"fmt " + struct.pack("<I", 16) + fmt_chunk + b"data" + struct.pack("<I", size) + data
     return b"RIFF" + struct.pack("<I", len(body)) + body
@@ -123,13 +130,13 @@ def _raw_wav(rate=16000, channels=1, bits=16, frames=100, data_size=None, fmt=1)
 
 # --- 1. the resampler's memory does not depend on the rates ---------------------------------------------
 
-@pytest.mark.parametrize("orig,new", [(44100, 16000), (32000, 16000), (8000, 16000), (16000, 44100),
-                                      (22050, 16000)])
+
+@pytest.mark.parametrize("orig,new", [(44100, 16000), (32000, 16000), (8000, 16000), (16000, 44100), (22050, 16000)])
 def test_direct_resampler_agrees_with_polyphase(orig, new):
     """The chunked windowed-sinc path and torchaudio's polyphase path compute the same filter (the
     polyphase kernel is built in float32, the direct weights in float64: they differ by rounding)."""
     x = np.stack([_tone(orig, 0.5), _tone(orig, 0.5, freq=3001.5, amp=0.4)])
-    x[1, ::7] += 0.2                                                  # not only smooth signals
+    x[1, ::7] += 0.2  # not only smooth signals
     poly = resample(x, orig, new, _method="polyphase")
     direct = resample(x, orig, new, _method="direct")
     assert direct.shape == poly.shape and direct.dtype == np.float32
@@ -146,9 +153,9 @@ def test_odd_rates_resample_in_bounded_memory(orig):
     out, peak, _ = _peak_bytes(resample, x, orig, 16000)
     assert not isinstance(out, Exception), out
     assert out.shape == (1, math.ceil(16000 * x.shape[1] / orig))
-    assert peak < out.nbytes + 8 * 2**20                               # output + 8 MiB of working memory
+    assert peak < out.nbytes + 8 * 2**20  # output + 8 MiB of working memory
     t = np.arange(out.shape[1]) / 16000
-    inner = slice(400, -400)                                           # away from the zero-padded ends
+    inner = slice(400, -400)  # away from the zero-padded ends
     assert np.abs(out[0, inner] - 0.5 * np.sin(2 * np.pi * 440 * t[inner])).max() < 2e-3
     spectrum = np.abs(np.fft.rfft(out[0]))
     assert abs(np.argmax(spectrum) * 16000 / out.shape[1] - 440) <= 16000 / out.shape[1]
@@ -157,12 +164,12 @@ def test_odd_rates_resample_in_bounded_memory(orig):
 def test_polyphase_cache_holds_only_small_kernels():
     before = audio_mod._sinc_kernel.cache_info()
     resample(_tone(44101, 0.2)[None], 44101, 16000)
-    assert audio_mod._sinc_kernel.cache_info().currsize == before.currsize     # not built, not cached
+    assert audio_mod._sinc_kernel.cache_info().currsize == before.currsize  # not built, not cached
     t = time.perf_counter()
     with pytest.raises(ValueError, match="direct path"):
-        audio_mod._sinc_kernel(44101, 16000)                             # refused before any allocation
+        audio_mod._sinc_kernel(44101, 16000)  # refused before any allocation
     assert time.perf_counter() - t < 0.1
-    kernel, _ = audio_mod._sinc_kernel(441, 160)                         # 44100 -> 16000: cached, read-only
+    kernel, _ = audio_mod._sinc_kernel(441, 160)  # 44100 -> 16000: cached, read-only
     assert kernel.size <= audio_mod._MAX_KERNEL and not kernel.flags.writeable
 
 
@@ -194,10 +201,10 @@ def test_long_clips_compute_only_the_chunk_frames():
     out = AUDIO((wav, 16000), chunk_seed=11)
     full = audio_mod.fbank(wav - wav.mean(), cfg)
     starts = audio_mod.chunk_starts(full.shape[0], cfg.target_length, 11)
-    chunks = np.stack([full[s:s + cfg.target_length] for s in starts]).transpose(0, 2, 1)
+    chunks = np.stack([full[s : s + cfg.target_length] for s in starts]).transpose(0, 2, 1)
     expected = (chunks - np.float32(cfg.audio_mean)) / np.float32(cfg.audio_std * 2)
     np.testing.assert_array_equal(out[0], expected)
-    long = np.zeros(16000 * 600, np.float32)                          # ten minutes, at the limit
+    long = np.zeros(16000 * 600, np.float32)  # ten minutes, at the limit
     _, peak, _ = _peak_bytes(AUDIO, (long, 16000))
     assert peak < long.nbytes * 2
 
@@ -218,11 +225,12 @@ def test_wav_at_44101_hz_is_preprocessed_in_bounded_memory(tmp_path, audio_reade
     assert not isinstance(out, Exception), out
     assert out.shape == (1, 3, 112, 1036) and np.isfinite(out).all()
     assert peak < 48 * 2**20
-    ref = AUDIO((_tone(16000, 1.0), 16000))                             # the same tone recorded at 16 kHz
+    ref = AUDIO((_tone(16000, 1.0), 16000))  # the same tone recorded at 16 kHz
     assert np.corrcoef(out.ravel(), ref.ravel())[0, 1] > 0.99
 
 
 # --- 2. decoded image pixel limit -------------------------------------------------------------------------
+
 
 def _png_claiming(width: int, height: int) -> bytes:
     """A real small PNG whose IHDR is rewritten (with a valid CRC) to claim another size."""
@@ -235,13 +243,13 @@ def _png_claiming(width: int, height: int) -> bytes:
 def _jpeg_claiming(width: int, height: int) -> bytes:
     data = bytearray(_encode(".jpg", _rgb(8, 8)))
     sof = data.index(b"\xff\xc0")
-    data[sof + 5:sof + 9] = struct.pack(">HH", height, width)
+    data[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
     return bytes(data)
 
 
 def _bmp_claiming(width: int, height: int) -> bytes:
     data = bytearray(_encode(".bmp", _rgb(8, 8)))
-    data[18:26] = struct.pack("<ii", width, -height)                   # top-down rows: negative height
+    data[18:26] = struct.pack("<ii", width, -height)  # top-down rows: negative height
     return bytes(data)
 
 
@@ -250,18 +258,25 @@ def _tiff_claiming(width: int, height: int, *, big: bool = False, order: str = "
     magic = b"II" if order == "<" else b"MM"
     if big:
         head = magic + struct.pack(order + "HHHQ", 43, 8, 0, 16)
-        ifd = struct.pack(order + "Q", 2) + b"".join(struct.pack(order + "HHQQ", tag, 16, 1, v)
-                                                     for tag, v in ((256, width), (257, height)))
+        ifd = struct.pack(order + "Q", 2) + b"".join(
+            struct.pack(order + "HHQQ", tag, 16, 1, v) for tag, v in ((256, width), (257, height))
+        )
         return head + ifd + struct.pack(order + "Q", 0)
     head = magic + struct.pack(order + "HI", 42, 8)
-    ifd = struct.pack(order + "H", 2) + b"".join(struct.pack(order + "HHII", tag, 4, 1, v)
-                                                 for tag, v in ((256, width), (257, height)))
+    ifd = struct.pack(order + "H", 2) + b"".join(
+        struct.pack(order + "HHII", tag, 4, 1, v) for tag, v in ((256, width), (257, height))
+    )
     return head + ifd + struct.pack(order + "I", 0)
 
 
 def _webp_claiming(width: int, height: int) -> bytes:
-    vp8x = b"VP8X" + struct.pack("<I", 10) + b"\x00\x00\x00\x00" + (width - 1).to_bytes(3, "little") + \
-        (height - 1).to_bytes(3, "little")
+    vp8x = (
+        b"VP8X"
+        + struct.pack("<I", 10)
+        + b"\x00\x00\x00\x00"
+        + (width - 1).to_bytes(3, "little")
+        + (height - 1).to_bytes(3, "little")
+    )
     return b"RIFF" + struct.pack("<I", 4 + len(vp8x)) + b"WEBP" + vp8x
 
 
@@ -302,7 +317,7 @@ def test_png_chunk_claiming_gigabytes_is_refused_before_opencv_allocates_it():
     2.6 GB and seconds before; now the chunk is checked against the data first."""
     data = bytearray(ENCODED["png"][0])
     idat = data.index(b"IDAT") - 4
-    data[idat:idat + 4] = struct.pack(">I", 2_650_801_478)
+    data[idat : idat + 4] = struct.pack(">I", 2_650_801_478)
     before = _peak_rss()
     t = time.perf_counter()
     with pytest.raises(InputError, match=r"b'IDAT'.*claims 2650801478 bytes, past the end"):
@@ -314,7 +329,7 @@ def _progressive_jpeg_with_scans(extra: int, *, after_end: bool = False) -> byte
     """A progressive JPEG whose last scan is repeated ``extra`` times (before the end of image, or after it,
     where decoders ignore it)."""
     data = _encode(".jpg", _rgb(64, 64), cv2.IMWRITE_JPEG_PROGRESSIVE, 1)
-    last = data[data.rindex(b"\xff\xda"):-2]
+    last = data[data.rindex(b"\xff\xda") : -2]
     if after_end:
         return data + last * extra + b"\xff\xd9"
     return data[:-2] + last * extra + b"\xff\xd9"
@@ -332,13 +347,23 @@ def test_jpeg_with_too_many_scans_is_refused():
 
 def test_tiff_tiles_much_larger_than_the_image_are_refused():
     """OpenCV allocates one tile: 8192 x 8192 tiles on a 100 x 100 image cost 256 MB for a 2 KB file."""
+
     def tiled(tile: int) -> bytes:
-        tags = [(256, 4, 1, 100), (257, 4, 1, 100), (258, 3, 1, 16), (262, 3, 1, 2), (277, 3, 1, 4),
-                (322, 4, 1, tile), (323, 4, 1, tile), (324, 4, 1, 200), (325, 4, 1, 1000)]
+        tags = [
+            (256, 4, 1, 100),
+            (257, 4, 1, 100),
+            (258, 3, 1, 16),
+            (262, 3, 1, 2),
+            (277, 3, 1, 4),
+            (322, 4, 1, tile),
+            (323, 4, 1, tile),
+            (324, 4, 1, 200),
+            (325, 4, 1, 1000),
+        ]
         ifd = struct.pack("<H", len(tags)) + b"".join(struct.pack("<HHII", *t) for t in tags) + bytes(4)
         return b"II*\x00" + struct.pack("<I", 8) + ifd + bytes(2000)
 
-    assert read_header(bytes_source(tiled(256)), "x").width == 100          # ordinary tiles are fine
+    assert read_header(bytes_source(tiled(256)), "x").width == 100  # ordinary tiles are fine
     with pytest.raises(InputError, match="tiles of 8192 x 8192 pixels for an image of 100 x 100"):
         decode_image(tiled(8192))
 
@@ -346,13 +371,20 @@ def test_tiff_tiles_much_larger_than_the_image_are_refused():
 def _supported_encodings() -> dict[str, tuple[bytes, np.ndarray]]:
     """Small images in every format lbedge reads, as OpenCV writes them, with what they decode to."""
     rgb = _rgb()
-    grey16 = (rgb[..., 0].astype(np.uint16) * 257)
+    grey16 = rgb[..., 0].astype(np.uint16) * 257
     cases = {
-        "png": _encode(".png", rgb), "png16": _encode(".png", grey16), "jpeg": _encode(".jpg", rgb),
-        "jpeg-progressive": _encode(".jpg", rgb, cv2.IMWRITE_JPEG_PROGRESSIVE, 1), "bmp": _encode(".bmp", rgb),
-        "webp": _encode(".webp", rgb), "webp-lossless": _encode(".webp", rgb, cv2.IMWRITE_WEBP_QUALITY, 101),
-        "tiff": _encode(".tiff", rgb), "tiff16": _encode(".tiff", grey16), "ppm": _encode(".ppm", rgb),
-        "pgm-ascii": _encode(".pgm", rgb[..., 0], cv2.IMWRITE_PXM_BINARY, 0), "pbm": _encode(".pbm", rgb[..., 0]),
+        "png": _encode(".png", rgb),
+        "png16": _encode(".png", grey16),
+        "jpeg": _encode(".jpg", rgb),
+        "jpeg-progressive": _encode(".jpg", rgb, cv2.IMWRITE_JPEG_PROGRESSIVE, 1),
+        "bmp": _encode(".bmp", rgb),
+        "webp": _encode(".webp", rgb),
+        "webp-lossless": _encode(".webp", rgb, cv2.IMWRITE_WEBP_QUALITY, 101),
+        "tiff": _encode(".tiff", rgb),
+        "tiff16": _encode(".tiff", grey16),
+        "ppm": _encode(".ppm", rgb),
+        "pgm-ascii": _encode(".pgm", rgb[..., 0], cv2.IMWRITE_PXM_BINARY, 0),
+        "pbm": _encode(".pbm", rgb[..., 0]),
         "gif": _encode(".gif", rgb),
     }
     return {k: (v, cv2.imdecode(np.frombuffer(v, np.uint8), cv2.IMREAD_UNCHANGED)) for k, v in cases.items()}
@@ -404,19 +436,22 @@ def test_empty_image_bytes_are_a_clear_error(data):
         DEPTH(data)
 
 
-@pytest.mark.parametrize("data,match", [
-    (b"\x89PNG\r\n\x1a\n\x00\x00", "PNG data is truncated"),
-    (b"\xff\xd8\xff\xe0\x00\x10JFIF\x00", "JPEG data is truncated"),
-    (b"\xff\xd8\xff\xda\x00\x08", "JPEG data is truncated"),
-    (b"II*\x00\xff\xff\xff\x00", "TIFF data is truncated"),
-    (b"RIFF\x00\x00\x00\x00WEBPVP8Z", "WebP data is truncated"),
-    (b"P6\n# only a comment\n", "PNM data is truncated"),
-    (b"P6\n0 10\n255\n" + bytes(32), "0 x 10"),
-    (b"GIF89a\x05", "GIF data is truncated"),
-    (b"II+\x00\x08\x00\x00\x00" + b"\xff" * 8, "TIFF data is truncated"),     # a directory at 2**64 - 1
-    (b"MM\x00*\xff\xff\xff\xf0" + bytes(8), "TIFF data is truncated"),
-    (b"hello, world", "not an image format lbedge reads"),
-])
+@pytest.mark.parametrize(
+    "data,match",
+    [
+        (b"\x89PNG\r\n\x1a\n\x00\x00", "PNG data is truncated"),
+        (b"\xff\xd8\xff\xe0\x00\x10JFIF\x00", "JPEG data is truncated"),
+        (b"\xff\xd8\xff\xda\x00\x08", "JPEG data is truncated"),
+        (b"II*\x00\xff\xff\xff\x00", "TIFF data is truncated"),
+        (b"RIFF\x00\x00\x00\x00WEBPVP8Z", "WebP data is truncated"),
+        (b"P6\n# only a comment\n", "PNM data is truncated"),
+        (b"P6\n0 10\n255\n" + bytes(32), "0 x 10"),
+        (b"GIF89a\x05", "GIF data is truncated"),
+        (b"II+\x00\x08\x00\x00\x00" + b"\xff" * 8, "TIFF data is truncated"),  # a directory at 2**64 - 1
+        (b"MM\x00*\xff\xff\xff\xf0" + bytes(8), "TIFF data is truncated"),
+        (b"hello, world", "not an image format lbedge reads"),
+    ],
+)
 def test_unreadable_headers_are_refused(data, match, tmp_path):
     path = tmp_path / "bad.img"
     path.write_bytes(data)
@@ -454,6 +489,7 @@ def test_raising_and_lowering_the_pixel_limit(set_limits, tmp_path):
 
 # --- 3. audio duration, rate and header checks ------------------------------------------------------------
 
+
 def test_audio_duration_limit_on_files_and_arrays(set_limits, tmp_path, audio_reader):
     path = tmp_path / "two_seconds.wav"
     path.write_bytes(_wav_bytes(np.round(_tone(16000, 2.0) * 32767).astype("<i2"), 16000))
@@ -467,7 +503,7 @@ def test_audio_duration_limit_on_files_and_arrays(set_limits, tmp_path, audio_re
         AUDIO((_tone(16000, 2.0), 16000))
     with pytest.raises(InputError, match="max_audio_seconds"):
         AUDIO(_tone(48000, 1.6), sample_rate=48000)
-    assert AUDIO((_tone(16000, 1.5), 16000)).shape == (1, 3, 112, 1036)      # exactly at the limit
+    assert AUDIO((_tone(16000, 1.5), 16000)).shape == (1, 3, 112, 1036)  # exactly at the limit
     set_limits(max_audio_seconds=2.0)
     assert AUDIO(str(path)).shape == (1, 3, 112, 1036)
 
@@ -476,7 +512,7 @@ def test_audio_header_claiming_more_data_than_the_file_holds(tmp_path, audio_rea
     """A WAV header claiming 4 GB of samples on a one-second file reads what is there, in bounded memory."""
     pcm = np.round(_tone(16000, 1.0) * 32767).astype("<i2").tobytes()
     data = bytearray(_wav_bytes(np.frombuffer(pcm, "<i2"), 16000))
-    data[40:44] = struct.pack("<I", 0xFFFFFFF0)                       # the data chunk's size
+    data[40:44] = struct.pack("<I", 0xFFFFFFF0)  # the data chunk's size
     path = tmp_path / "lying.wav"
     path.write_bytes(bytes(data))
     clip, peak, _ = _peak_bytes(read_audio_file, path)
@@ -484,18 +520,21 @@ def test_audio_header_claiming_more_data_than_the_file_holds(tmp_path, audio_rea
     assert clip.samples.shape == (1, 16000) and peak < 16 * 2**20
 
 
-@pytest.mark.parametrize("header,match", [
-    (dict(rate=0), "sample rate|cannot read"),
-    (dict(rate=4_000_000_000), "sample rate|cannot read"),
-    (dict(rate=1_000_000), "above the 768000 Hz"),
-    (dict(channels=0), "channels|cannot read"),
-    (dict(channels=1000), "1000 channels|cannot read"),
-    (dict(bits=40), "sample width|cannot read|unimplemented"),
-    (dict(bits=64), "sample width|cannot read|unimplemented"),
-    (dict(frames=0), "empty"),
-    (dict(frames=1), "too short"),
-    (dict(fmt=0x55), "cannot read"),
-])
+@pytest.mark.parametrize(
+    "header,match",
+    [
+        (dict(rate=0), "sample rate|cannot read"),
+        (dict(rate=4_000_000_000), "sample rate|cannot read"),
+        (dict(rate=1_000_000), "above the 768000 Hz"),
+        (dict(channels=0), "channels|cannot read"),
+        (dict(channels=1000), "1000 channels|cannot read"),
+        (dict(bits=40), "sample width|cannot read|unimplemented"),
+        (dict(bits=64), "sample width|cannot read|unimplemented"),
+        (dict(frames=0), "empty"),
+        (dict(frames=1), "too short"),
+        (dict(fmt=0x55), "cannot read"),
+    ],
+)
 def test_bad_wav_headers_are_clear_errors(header, match, tmp_path, audio_reader):
     path = tmp_path / "bad.wav"
     path.write_bytes(_raw_wav(**header))
@@ -503,8 +542,15 @@ def test_bad_wav_headers_are_clear_errors(header, match, tmp_path, audio_reader)
         AUDIO(str(path))
 
 
-@pytest.mark.parametrize("rate,match", [(float("nan"), "invalid sample rate"), ("fast", "invalid sample rate"),
-                                        (10**9, "above the 768000 Hz"), (-1, "invalid sample rate")])
+@pytest.mark.parametrize(
+    "rate,match",
+    [
+        (float("nan"), "invalid sample rate"),
+        ("fast", "invalid sample rate"),
+        (10**9, "above the 768000 Hz"),
+        (-1, "invalid sample rate"),
+    ],
+)
 def test_bad_sample_rates_of_arrays_are_clear_errors(rate, match):
     with pytest.raises(InputError, match=match):
         AUDIO((np.zeros(16000, np.float32), rate))
@@ -523,6 +569,7 @@ def test_multichannel_files_are_downmixed_while_reading(tmp_path, audio_reader):
 
 
 # --- 4. video: bounded decoding whatever the container says ----------------------------------------------
+
 
 def _write_video(path: Path, n: int, h: int = 120, w: int = 160) -> list[np.ndarray]:
     frames = [np.full((h, w, 3), (9 * i) % 256, np.uint8) for i in range(n)]
@@ -556,8 +603,7 @@ _REAL_CAPTURE = cv2.VideoCapture
 
 
 @pytest.mark.parametrize("declared", [0, 45, 10**9])
-def test_video_with_unknown_or_wrong_frame_count_keeps_only_sampled_frames(declared, tmp_path, monkeypatch,
-                                                                         set_limits):
+def test_video_with_unknown_or_wrong_frame_count_keeps_only_sampled_frames(declared, tmp_path, monkeypatch, set_limits):
     path = tmp_path / "clip.avi"
     _write_video(path, 30)
     expected = VIDEO(str(path))
@@ -587,19 +633,33 @@ def test_video_frame_and_size_limits(tmp_path, monkeypatch, set_limits):
 
 # --- 5. fault corpus ------------------------------------------------------------------------------------------
 
+
 def _seed_files() -> dict[str, list[bytes]]:
     """Real files of each kind the fuzzer starts from (the official samples too, when present)."""
     rgb = _rgb(48, 64)
     depth = (np.add.outer(np.arange(48), np.arange(64)) * 40 + 300).astype(np.uint16)
     seeds = {
-        "image": [_encode(".png", rgb), _encode(".jpg", rgb), _encode(".jpg", rgb, cv2.IMWRITE_JPEG_PROGRESSIVE, 1),
-                  _encode(".tiff", rgb), _encode(".bmp", rgb), _encode(".webp", rgb), _encode(".gif", rgb)],
+        "image": [
+            _encode(".png", rgb),
+            _encode(".jpg", rgb),
+            _encode(".jpg", rgb, cv2.IMWRITE_JPEG_PROGRESSIVE, 1),
+            _encode(".tiff", rgb),
+            _encode(".bmp", rgb),
+            _encode(".webp", rgb),
+            _encode(".gif", rgb),
+        ],
         "depth": [_encode(".png", depth), _encode(".tiff", depth)],
-        "audio": [_wav_bytes(np.round(_tone(16000, 0.5) * 32767).astype("<i2"), 16000),
-                  _wav_bytes(np.round(_tone(22050, 0.3) * 32767).astype("<i2"), 22050),
-                  _wav_bytes(np.round(np.stack([_tone(8000, 0.4)] * 2, axis=1) * 127 + 128).astype(np.uint8),
-                             8000, channels=2, width=1),
-                  _wav_bytes(_pcm24(_tone(44100, 0.2)), 44100, width=3)],
+        "audio": [
+            _wav_bytes(np.round(_tone(16000, 0.5) * 32767).astype("<i2"), 16000),
+            _wav_bytes(np.round(_tone(22050, 0.3) * 32767).astype("<i2"), 22050),
+            _wav_bytes(
+                np.round(np.stack([_tone(8000, 0.4)] * 2, axis=1) * 127 + 128).astype(np.uint8),
+                8000,
+                channels=2,
+                width=1,
+            ),
+            _wav_bytes(_pcm24(_tone(44100, 0.2)), 44100, width=3),
+        ],
     }
     if SAMPLES.is_dir():
         seeds["image"].append((SAMPLES / "image" / "0.jpg").read_bytes())
@@ -631,16 +691,25 @@ def mutated(draw, modality: str) -> bytes:
         elif op == "set" and data:
             data[at] = draw(st.integers(0, 255))
         elif op == "extreme":
-            data[at:at + 4] = draw(st.sampled_from([b"\xff\xff\xff\xff", b"\x00\x00\x00\x00", b"\x7f\xff\xff\xff",
-                                                    b"\x00\x00\x80\x00", b"\xff\xff\x00\x00"]))
+            data[at : at + 4] = draw(
+                st.sampled_from(
+                    [
+                        b"\xff\xff\xff\xff",
+                        b"\x00\x00\x00\x00",
+                        b"\x7f\xff\xff\xff",
+                        b"\x00\x00\x80\x00",
+                        b"\xff\xff\x00\x00",
+                    ]
+                )
+            )
         elif op == "insert":
             data[at:at] = draw(st.binary(min_size=1, max_size=32))
         elif op == "delete":
-            del data[at:at + draw(st.integers(1, 64))]
+            del data[at : at + draw(st.integers(1, 64))]
         elif op == "truncate":
             del data[at:]
         elif op == "splice":
-            data[at:at + 16] = draw(st.binary(min_size=16, max_size=16))
+            data[at : at + 16] = draw(st.binary(min_size=16, max_size=16))
     return bytes(data)
 
 
@@ -670,8 +739,12 @@ def _assert_safe(pre: Preprocessor, source) -> None:
         assert np.isfinite(out).all()
 
 
-FUZZ = settings(deadline=None, max_examples=300, database=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FUZZ = settings(
+    deadline=None,
+    max_examples=300,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 # a mutated header may ask for any size up to the limits: lower them so that every example stays quick
 FUZZ_LIMITS = dict(max_image_pixels=4 * 2**20, max_audio_seconds=60.0)
 
@@ -713,8 +786,20 @@ def test_fuzzed_wav_files(data, fuzz_dir):
         _assert_safe(AUDIO, _as_source(data, True, fuzz_dir / "audio.wav"))
 
 
-SIGNATURES = [b"", b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"BM", b"RIFF\x10\x00\x00\x00WEBPVP8", b"II*\x00",
-              b"MM\x00*", b"II+\x00\x08\x00\x00\x00", b"P5 ", b"P1\n", b"GIF89a", b"RIFF\x24\x00\x00\x00WAVEfmt "]
+SIGNATURES = [
+    b"",
+    b"\x89PNG\r\n\x1a\n",
+    b"\xff\xd8\xff",
+    b"BM",
+    b"RIFF\x10\x00\x00\x00WEBPVP8",
+    b"II*\x00",
+    b"MM\x00*",
+    b"II+\x00\x08\x00\x00\x00",
+    b"P5 ",
+    b"P1\n",
+    b"GIF89a",
+    b"RIFF\x24\x00\x00\x00WAVEfmt ",
+]
 
 
 @pytest.mark.timeout(60)

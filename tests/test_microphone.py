@@ -58,7 +58,7 @@ def test_records_what_is_played(vmic, tmp_path):
         assert f.data.shape == (1, 16000) and f.data.dtype == np.float32 and f.data.flags.c_contiguous
         assert f.modality == "audio" and f.units == "pcm_float"
         assert f.meta["sample_rate"] == 16000 and f.meta["device"] == "pulse"
-        assert f.meta["device_rate"] == 44100          # the ALSA "pulse" device's default rate
+        assert f.meta["device_rate"] == 44100  # the ALSA "pulse" device's default rate
         assert f.meta["overflows"] == 0 and f.meta["dropped_windows"] == 0
     assert all(b.timestamp > a.timestamp for a, b in zip(frames, frames[1:]))
     # the device clock advances by exactly one hop per window (up to the jitter of PortAudio's block timestamps)
@@ -72,7 +72,7 @@ def test_records_what_is_played(vmic, tmp_path):
     freqs = np.fft.rfftfreq(x.size, 1 / 16000)
     assert abs(freqs[spec.argmax()] - TONE_HZ) <= 1.0
     assert spec[np.abs(freqs - TONE_HZ) <= 5].sum() / spec.sum() > 0.99
-    assert abs(np.sqrt(np.mean(x ** 2)) - TONE_AMP / np.sqrt(2)) < 0.02
+    assert abs(np.sqrt(np.mean(x**2)) - TONE_AMP / np.sqrt(2)) < 0.02
     # the frames are valid model input as they are
     assert Preprocessor(PreprocessConfig("audio"))((x[None], frames[1].meta["sample_rate"])).shape == (1, 3, 112, 1036)
 
@@ -89,8 +89,8 @@ def test_native_rate_is_sample_exact(vmic, tmp_path):
     x = frame.data[0]
     onset = int(np.flatnonzero(x)[0])
     assert onset + ref.size <= x.size, "the tone did not fit in the first window"
-    np.testing.assert_array_equal(x[onset:onset + ref.size], ref)
-    assert not x[onset + ref.size:].any() and not x[:onset].any()
+    np.testing.assert_array_equal(x[onset : onset + ref.size], ref)
+    assert not x[onset + ref.size :].any() and not x[:onset].any()
 
 
 def test_silence_when_nothing_plays_and_late_reader(vmic):
@@ -100,7 +100,7 @@ def test_silence_when_nothing_plays_and_late_reader(vmic):
 
     with Microphone(device="pulse", window=0.5, hop=0.25, stall_timeout=1.0) as mic:
         frames = [mic.read() for _ in range(2)]
-        time.sleep(0.6)                           # 2.4 hops: one window fewer than a reader keeping up
+        time.sleep(0.6)  # 2.4 hops: one window fewer than a reader keeping up
         t0 = time.monotonic()
         frames.append(mic.read())
         assert time.monotonic() - t0 < 0.1
@@ -144,23 +144,34 @@ def test_device_selection(vmic):
     assert "pulse" in names
     pulse = next(d for d in list_input_devices() if d.name == "pulse")
     assert pulse.channels > 0 and pulse.default_rate == 44100
-    for spec in ("PULSE", pulse.index, str(pulse.index)):   # case-insensitive name, index, index as text
+    for spec in ("PULSE", pulse.index, str(pulse.index)):  # case-insensitive name, index, index as text
         with Microphone(device=spec, window=0.2, hop=0.1) as mic:
             assert mic.device_name == "pulse" and mic.read().data.shape == (1, 3200)
     with pytest.raises(SensorError, match=r"no input device matches 'no-such-mic'.*'pulse'"):
         Microphone(device="no-such-mic").open()
     with pytest.raises(SensorError, match="no input device matches 999"):
         Microphone(device=999).open()
-    with pytest.raises(SensorError, match="matches several"):         # "pulse" and "default"
+    with pytest.raises(SensorError, match="matches several"):  # "pulse" and "default"
         Microphone(device="e").open()
     with pytest.raises(SensorError, match="has 32 input channel"):
         Microphone(device="pulse", channels=64).open()
     wait_streams_closed()
 
 
-@pytest.mark.parametrize("kwargs", [dict(window=0), dict(hop=-1.0), dict(window=float("nan")), dict(channels=0),
-                                    dict(channels=1.5), dict(target_rate=0), dict(sample_rate=-8000),
-                                    dict(stall_timeout=0), dict(window=1e-6)])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(window=0),
+        dict(hop=-1.0),
+        dict(window=float("nan")),
+        dict(channels=0),
+        dict(channels=1.5),
+        dict(target_rate=0),
+        dict(sample_rate=-8000),
+        dict(stall_timeout=0),
+        dict(window=1e-6),
+    ],
+)
 def test_invalid_options(kwargs):
     from lbedge.sensors.microphone import Microphone
 
@@ -179,19 +190,19 @@ def test_frozen_server_stalls_then_closes(vmic):
         vmic.freeze()
         t0 = time.monotonic()
         with pytest.raises(SensorError, match="no audio"):
-            while True:            # samples already buffered may still make a window or two
+            while True:  # samples already buffered may still make a window or two
                 mic.read()
         assert time.monotonic() - t0 < 1.6
         t0 = time.monotonic()
-        mic.close()            # PortAudio's abort blocks until the server answers: abandoned after close_timeout
+        mic.close()  # PortAudio's abort blocks until the server answers: abandoned after close_timeout
         assert time.monotonic() - t0 < 1.0
         t0 = time.monotonic()
         with pytest.raises(SensorError, match="did not finish within 0.5 s"):
-            mic.open()         # connecting blocks too: abandoned after open_timeout
+            mic.open()  # connecting blocks too: abandoned after open_timeout
         assert time.monotonic() - t0 < 1.0
     finally:
         vmic.thaw()
-    wait_streams_closed()      # the abandoned close finishes, and the late stream is closed, once the server runs
+    wait_streams_closed()  # the abandoned close finishes, and the late stream is closed, once the server runs
 
 
 def test_dead_server_and_recovery(vmic, tmp_path):
@@ -206,7 +217,7 @@ def test_dead_server_and_recovery(vmic, tmp_path):
     with pytest.raises(SensorError, match="stopped"):
         while True:
             mic.read()
-    assert time.monotonic() - t0 < 1.0                  # PortAudio ends the stream: no wait for stall_timeout
+    assert time.monotonic() - t0 < 1.0  # PortAudio ends the stream: no wait for stall_timeout
     t0 = time.monotonic()
     mic.close()
     assert time.monotonic() - t0 < 1.0
@@ -235,8 +246,13 @@ class _Refuse(importlib.abc.MetaPathFinder):
         return None
 
 
-@pytest.mark.parametrize("error, needle", [(ImportError("No module named 'sounddevice'"), r'lbedge\[audio\]'),
-                                           (OSError("PortAudio library not found"), "apt install libportaudio2")])
+@pytest.mark.parametrize(
+    "error, needle",
+    [
+        (ImportError("No module named 'sounddevice'"), r"lbedge\[audio\]"),
+        (OSError("PortAudio library not found"), "apt install libportaudio2"),
+    ],
+)
 def test_missing_sounddevice_or_portaudio(monkeypatch, error, needle):
     from lbedge.sensors.microphone import Microphone, list_input_devices
 
@@ -257,8 +273,8 @@ def test_played_sounds_are_classified_live_by_the_pipeline(vmic, tmp_path, monke
     monkeypatch.setenv("LBEDGE_CACHE", str(tmp_path / "cache"))
     labels = ["low", "high", "quiet"]
 
-    def vision(x):                        # a stand-in model on the real log-mel input: where the energy is
-        band = x[:, 0].mean(axis=2)                                   # [B, mel bins]
+    def vision(x):  # a stand-in model on the real log-mel input: where the energy is
+        band = x[:, 0].mean(axis=2)  # [B, mel bins]
         out = np.zeros((len(x), 3), np.float32)
         for i, b in enumerate(band):
             out[i, 2 if b.max() - b.min() < 1.0 else int(b.argmax() >= 56)] = 1.0
@@ -267,7 +283,7 @@ def test_played_sounds_are_classified_live_by_the_pipeline(vmic, tmp_path, monke
     enc = fake_encoder("audio", vision=vision, labels=labels)
     low = write_tone(tmp_path / "low.wav", 1.5, freq=300.0)
     t = np.arange(int(1.5 * 48000)) / 48000
-    with wave.open(str(tmp_path / "seq.wav"), "wb") as w:                # 1.5 s at 300 Hz, then 1.5 s at 4 kHz
+    with wave.open(str(tmp_path / "seq.wav"), "wb") as w:  # 1.5 s at 300 Hz, then 1.5 s at 4 kHz
         high = 0.5 * np.cos(2 * np.pi * 4000.0 * t)
         pcm = np.round(np.concatenate([low, high]) * 32767).astype(np.int16)
         w.setnchannels(1), w.setsampwidth(2), w.setframerate(48000), w.writeframes(pcm.tobytes())
@@ -281,5 +297,5 @@ def test_played_sounds_are_classified_live_by_the_pipeline(vmic, tmp_path, monke
                 break
     wait_streams_closed()
     assert "low" in seen and "high" in seen
-    assert seen.index("low") < len(seen) - 1 - seen[::-1].index("high")     # the low tone came first
+    assert seen.index("low") < len(seen) - 1 - seen[::-1].index("high")  # the low tone came first
     assert all(not t.is_alive() for t in p.threads)

@@ -87,8 +87,10 @@ def test_end_to_end_image_checkpoint_from_files():
 
 
 @needs_samples
-@pytest.mark.parametrize("name,file", [("thermal", "thermal/0.jpg"), ("depth", "depth/0.png"),
-                                       ("audio", "audio/0.wav"), ("video_v15", "video/0.mp4")])
+@pytest.mark.parametrize(
+    "name,file",
+    [("thermal", "thermal/0.jpg"), ("depth", "depth/0.png"), ("audio", "audio/0.wav"), ("video_v15", "video/0.mp4")],
+)
 def test_end_to_end_files_other_modalities(name, file):
     ref = np.load(OFFICIAL / name / "reference.npz")
     model = load_model(OFFICIAL / name)
@@ -99,6 +101,7 @@ def test_end_to_end_files_other_modalities(name, file):
 
 
 # --- preprocessing ------------------------------------------------------------------------------------
+
 
 # Largest absolute difference from the official processor on the official samples, as measured
 # (documented in docs/preprocessing.md); bounds are the float32 (or float16-storage) precision.
@@ -114,7 +117,7 @@ def test_preprocessing_matches_official(modality, bound):
 
 @needs_samples
 def test_video_preprocessing_matches_official():
-    z = np.load(OFFICIAL / "preprocess" / "video.npz")        # stored as float16: 0.5 ulp at |x| < 2 is 4.9e-4
+    z = np.load(OFFICIAL / "preprocess" / "video.npz")  # stored as float16: 0.5 ulp at |x| < 2 is 4.9e-4
     cfg = ModelConfig.from_json(OFFICIAL / "video").preprocess
     out = Preprocessor(cfg)([SAMPLES / f for f in z["files"]])
     ref = z["pixel_values"].astype(np.float32)
@@ -134,7 +137,7 @@ def test_long_audio_resampling_and_seeded_chunks_match_official():
     assert chunk_starts(int(z["mel_frames"]), 1036, seed=int(z["seed"])) == tuple(z["chunk_starts"].tolist())
     cfg = ModelConfig.from_json(OFFICIAL / "audio").preprocess
     out = Preprocessor(cfg)(wav, chunk_seed=int(z["seed"]))
-    assert np.abs(out - z["pixel_values"].astype(np.float32)).max() < 2e-3     # float16 storage
+    assert np.abs(out - z["pixel_values"].astype(np.float32)).max() < 2e-3  # float16 storage
 
 
 def test_long_audio_default_chunks_are_deterministic_and_span_the_clip():
@@ -156,6 +159,7 @@ def test_resize_kernels_match_torch_interpolate(key):
 
 
 # --- shapes of full-size official models -------------------------------------------------------------
+
 
 @pytest.mark.parametrize("fixture", ["vit_h_shapes.json", "vit_l_lora_shapes.json"])
 def test_full_size_architectures_have_official_parameter_shapes(fixture):

@@ -22,7 +22,7 @@ LABELS = ["red", "green", "blue"]
 
 def word_text_tower(labels):
     """A fake text tower: the basis vector of the label word a prompt contains."""
-    ids = {TOK.encode(l)[0]: i for i, l in enumerate(labels)}
+    ids = {TOK.encode(label)[0]: i for i, label in enumerate(labels)}
 
     def text(tokens):
         out = np.full((len(tokens), len(labels)), 0.01, np.float32)
@@ -38,22 +38,30 @@ def word_text_tower(labels):
 def fake_encoder(modality: str = "image", delay: float = 0.0, vision=None, labels=LABELS) -> Encoder:
     """Vision: the dominant colour channel of the (preprocessed) frame (or ``vision``); text: the label word's
     basis vector."""
+
     def colour(x):
         if delay:
             time.sleep(delay)
         chans = x.reshape(len(x), 3, -1).mean(-1) if modality != "audio" else np.ones((len(x), 3))
         return np.eye(3, dtype=np.float32)[chans.argmax(1)]
 
-    return Encoder(modality=modality, preprocess_config=PreprocessConfig(modality),
-                   vision=FuncBackend(vision or colour, "x"), text=word_text_tower(labels), tokenizer=TOK,
-                   logit_scale=50.0, embed_dim=len(labels), text_fingerprint=f"fake-{modality}")
+    return Encoder(
+        modality=modality,
+        preprocess_config=PreprocessConfig(modality),
+        vision=FuncBackend(vision or colour, "x"),
+        text=word_text_tower(labels),
+        tokenizer=TOK,
+        logit_scale=50.0,
+        embed_dim=len(labels),
+        text_fingerprint=f"fake-{modality}",
+    )
 
 
 def colour_frames(folder, colours):
     folder.mkdir(parents=True, exist_ok=True)
     for i, c in enumerate(colours):
         img = np.zeros((48, 64, 3), np.uint8)
-        img[..., {"red": 2, "green": 1, "blue": 0}[c]] = 255          # BGR on disk
+        img[..., {"red": 2, "green": 1, "blue": 0}[c]] = 255  # BGR on disk
         cv2.imwrite(str(folder / f"{i:03d}.png"), img)
     return folder
 
@@ -75,7 +83,7 @@ def test_recording_is_processed_without_drops(tmp_path):
     assert st["processed"] == 10 and st["dropped"] == 0 and st["fps"] > 0 and st["preprocess_ms"] > 0
     assert st["latency_ms"] >= st["infer_ms"] >= 0 and results[0].update.preprocess_ms > 0
     assert any("ended" in e for r in results for e in r.events)
-    assert not [t for t in p.threads if t.is_alive()]                 # clean shutdown, no leaked threads
+    assert not [t for t in p.threads if t.is_alive()]  # clean shutdown, no leaked threads
 
 
 class FastLiveSource:
@@ -113,8 +121,8 @@ def test_live_source_keeps_only_the_newest_frame():
     with Pipeline({"live": FastLiveSource()}, fake_encoder(delay=0.02), LABELS) as p:
         results = list(p)
     seqs = [r.update.sequence for r in results]
-    assert p.dropped["live"] > 0 and len(results) < 200            # the slow model dropped frames...
-    assert seqs == sorted(seqs) and seqs[-1] >= 150                  # ...but never fell behind the sensor
+    assert p.dropped["live"] > 0 and len(results) < 200  # the slow model dropped frames...
+    assert seqs == sorted(seqs) and seqs[-1] >= 150  # ...but never fell behind the sensor
     assert all(r.update.latency_ms < 1000 for r in results)
 
 
@@ -155,11 +163,12 @@ def test_source_that_never_recovers_gives_up(tmp_path):
             raise SensorError("no such device")
 
     ok = ImageFolderSource(colour_frames(tmp_path / "b", ["red"] * 3))
-    with Pipeline({"dead": Dead(tmp_path / "x"), "ok": ok}, fake_encoder(), LABELS, reopen_backoff=(0.01, 0.02),
-                  max_reopen=2) as p:
+    with Pipeline(
+        {"dead": Dead(tmp_path / "x"), "ok": ok}, fake_encoder(), LABELS, reopen_backoff=(0.01, 0.02), max_reopen=2
+    ) as p:
         results = list(p)
     assert p.processed["ok"] == 3 and p.processed["dead"] == 0
-    assert any("dead gave up" in e for e in p.event_log)         # after the last frame: in the log
+    assert any("dead gave up" in e for e in p.event_log)  # after the last frame: in the log
     assert all(e in p.event_log for r in results for e in r.events)
 
 
@@ -187,7 +196,7 @@ def test_callbacks_and_stop_end_every_thread(tmp_path):
     seen = []
     p = Pipeline({"live": FastLiveSource(n=10**6)}, fake_encoder(), LABELS)
     p.on_result(seen.append)
-    p.on_result(lambda r: 1 / 0)                       # a failing callback does not stop the pipeline
+    p.on_result(lambda r: 1 / 0)  # a failing callback does not stop the pipeline
     p.start()
     deadline = time.monotonic() + 5
     while len(seen) < 5 and time.monotonic() < deadline:
@@ -201,6 +210,7 @@ def test_callbacks_and_stop_end_every_thread(tmp_path):
 def test_missing_encoder_is_an_error(tmp_path):
     with pytest.raises(Exception, match="no encoder for modality depth"):
         from lbedge.sensors import DepthSequenceSource
+
         Pipeline({"d": DepthSequenceSource(tmp_path)}, {"image": fake_encoder()}, LABELS)
 
 
@@ -214,21 +224,38 @@ def test_cli_demo_headless_writes_video_and_json_lines(tmp_path):
 
     frames = colour_frames(tmp_path / "f", ["red", "green", "blue", "red"])
     out, jl = tmp_path / "out" / "annotated.mp4", tmp_path / "results.jsonl"
-    r = CliRunner().invoke(main, ["demo", "--checkpoint", str(OFFICIAL / "image"), "--rgb", str(frames),
-                                  "-l", "red,green,blue", "--headless", "-o", str(out), "--jsonl", str(jl)])
+    r = CliRunner().invoke(
+        main,
+        [
+            "demo",
+            "--checkpoint",
+            str(OFFICIAL / "image"),
+            "--rgb",
+            str(frames),
+            "-l",
+            "red,green,blue",
+            "--headless",
+            "-o",
+            str(out),
+            "--jsonl",
+            str(jl),
+        ],
+    )
     assert r.exit_code == 0, r.output
-    rows = [_json.loads(l) for l in jl.read_text().splitlines()]
+    rows = [_json.loads(line) for line in jl.read_text().splitlines()]
     assert len(rows) == 4 and rows[0]["update"]["source"] == "rgb" and rows[0]["fused"]["label"] in LABELS
     cap = cv2.VideoCapture(str(out))
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 4
     r = CliRunner().invoke(main, ["demo", "--checkpoint", str(OFFICIAL / "image"), "--rgb", str(frames), "-l", "a,b"])
-    assert r.exit_code == 2 and "--headless" in r.output                  # this OpenCV build has no window
-    r = CliRunner().invoke(main, ["demo", "--checkpoint", str(OFFICIAL / "image"), "--rgb", "/dev/video97", "-l",
-                                  "a,b", "--headless"])
-    assert r.exit_code == 1 and "cannot open" in r.output                 # a camera that is not there: one error
-    r = CliRunner().invoke(main, ["demo", "--checkpoint", str(OFFICIAL / "image"), "--depth", "nothing.xyz", "-l",
-                                  "a,b", "--headless"])
-    assert r.exit_code == 2 and "realsense" in r.output                   # a spec that names nothing: usage
+    assert r.exit_code == 2 and "--headless" in r.output  # this OpenCV build has no window
+    r = CliRunner().invoke(
+        main, ["demo", "--checkpoint", str(OFFICIAL / "image"), "--rgb", "/dev/video97", "-l", "a,b", "--headless"]
+    )
+    assert r.exit_code == 1 and "cannot open" in r.output  # a camera that is not there: one error
+    r = CliRunner().invoke(
+        main, ["demo", "--checkpoint", str(OFFICIAL / "image"), "--depth", "nothing.xyz", "-l", "a,b", "--headless"]
+    )
+    assert r.exit_code == 2 and "realsense" in r.output  # a spec that names nothing: usage
 
 
 def test_slow_consumer_of_a_recording_loses_no_results(tmp_path):
@@ -252,7 +279,7 @@ def test_recorded_frames_are_batched_in_order(tmp_path):
         results = list(p)
     assert [r.update.sequence for r in results] == list(range(24))
     assert [r.update.raw_label for r in results] == colours
-    assert max(sizes) > 1 and max(sizes) <= 4 and sum(sizes) == 24     # batched, never beyond max_batch
+    assert max(sizes) > 1 and max(sizes) <= 4 and sum(sizes) == 24  # batched, never beyond max_batch
     assert max(r.update.batch for r in results) == max(sizes)
 
 
@@ -266,7 +293,7 @@ def test_sources_of_one_modality_share_a_batch(tmp_path):
     assert [u.sequence for u in by_source["a"]] == list(range(6))
     assert [u.sequence for u in by_source["b"]] == list(range(6))
     assert any(u.batch > 1 for u in by_source["a"])
-    assert enc.vision.calls < 12                                   # fewer model calls than frames
+    assert enc.vision.calls < 12  # fewer model calls than frames
 
 
 def test_a_bad_frame_in_a_batch_costs_only_itself(tmp_path):
@@ -275,12 +302,12 @@ def test_a_bad_frame_in_a_batch_costs_only_itself(tmp_path):
     a = colour_frames(tmp_path / "a", ["red"] * 6)
     b = colour_frames(tmp_path / "b", ["blue"] * 6)
     white = np.full((48, 64, 3), 255, np.uint8)
-    cv2.imwrite(str(b / "002.png"), white)                        # the model refuses this frame
+    cv2.imwrite(str(b / "002.png"), white)  # the model refuses this frame
     enc = fake_encoder(delay=0.02)
     inner = enc.vision.fn
 
     def vision(x):
-        if (x.reshape(len(x), -1).min(1) > 1.5).any():                 # an all-white frame
+        if (x.reshape(len(x), -1).min(1) > 1.5).any():  # an all-white frame
             raise SensorError("unusable frame")
         return inner(x)
 
@@ -302,11 +329,11 @@ def test_pictures_of_depth_and_audio_frames_for_the_overlay():
     depth[:, 48:] = 3000
     pic = frame_picture(Frame(depth, "depth", 0.0, 0, units="mm"))
     assert pic.shape == (48, 64, 3) and pic.dtype == np.uint8
-    assert (pic[0, 0] == 0).all() and not (pic[0, 40] == pic[0, 60]).all()      # invalid black, near != far
+    assert (pic[0, 0] == 0).all() and not (pic[0, 40] == pic[0, 60]).all()  # invalid black, near != far
     wave = np.sin(np.linspace(0, 20, 16000, dtype=np.float32))[None]
     pic = frame_picture(Frame(wave, "audio", 0.0, 0, meta={"sample_rate": 16000}))
     assert pic.shape == (240, 640, 3) and pic.any()
-    assert "no GUI" in display_problem() or "DISPLAY" in display_problem()        # this machine has no window
+    assert "no GUI" in display_problem() or "DISPLAY" in display_problem()  # this machine has no window
 
 
 def test_cli_demo_png_output_and_clean_exit_on_sigint(tmp_path):
@@ -317,15 +344,35 @@ def test_cli_demo_png_output_and_clean_exit_on_sigint(tmp_path):
 
     frames = colour_frames(tmp_path / "f", ["red", "green", "blue"])
     jl, pngs = tmp_path / "r.jsonl", tmp_path / "pngs"
-    proc = subprocess.Popen([sys.executable, "-m", "lbedge.cli", "demo", "--checkpoint", str(OFFICIAL / "image"),
-                             "--rgb", str(frames), "--loop", "--realtime", "--headless", "-l", "red,green,blue",
-                             "--jsonl", str(jl), "-o", str(pngs)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "lbedge.cli",
+            "demo",
+            "--checkpoint",
+            str(OFFICIAL / "image"),
+            "--rgb",
+            str(frames),
+            "--loop",
+            "--realtime",
+            "--headless",
+            "-l",
+            "red,green,blue",
+            "--jsonl",
+            str(jl),
+            "-o",
+            str(pngs),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and (not jl.exists() or len(jl.read_text().splitlines()) < 5):
         time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)                    # Ctrl-C on a looping recording that never ends
+    proc.send_signal(signal.SIGINT)  # Ctrl-C on a looping recording that never ends
     out, err = proc.communicate(timeout=20)
-    assert proc.returncode == 130, err                 # interrupted: not a success
+    assert proc.returncode == 130, err  # interrupted: not a success
     assert "interrupted" in out and "rgb:" in out and "processed" in out
-    assert len(list(pngs.glob("rgb_*.png"))) >= 5                 # a folder output: one PNG per result
+    assert len(list(pngs.glob("rgb_*.png"))) >= 5  # a folder output: one PNG per result

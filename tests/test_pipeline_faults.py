@@ -31,10 +31,11 @@ class Recording(BaseSource):
 
     modality = "image"
 
-    def __init__(self, n=10, fail_at=(), fail_times=1, error=SensorError("medium error"), live=False, name="rec"):
+    def __init__(self, n=10, fail_at=(), fail_times=1, error=None, live=False, name="rec"):
         super().__init__(name, fps=100.0)
-        self.n, self.fail_at, self.error, self.live = n, set(fail_at), error, live
-        self.left = {i: fail_times for i in fail_at}      # how often each frame still fails (-1: always)
+        self.n, self.fail_at, self.live = n, set(fail_at), live
+        self.error = error if error is not None else SensorError("medium error")
+        self.left = {i: fail_times for i in fail_at}  # how often each frame still fails (-1: always)
         self._i = 0
         self.opens = 0
 
@@ -73,7 +74,7 @@ def test_recording_that_always_fails_at_one_frame_ends_with_an_event():
     rec = Recording(n=20, fail_at=(7,), fail_times=-1)
     with Pipeline({"rec": rec}, fake_encoder(), LABELS, reopen_backoff=(0.01, 0.02)) as p:
         results = list(p)
-    assert _seqs(results, "rec") == list(range(7))                     # every good frame once, then the end
+    assert _seqs(results, "rec") == list(range(7))  # every good frame once, then the end
     assert any("rec gave up after 4 failures" in e for e in p.event_log)
     assert rec.opens == 4
 
@@ -99,8 +100,12 @@ def test_live_sensor_errors_are_retried_for_ever_but_bugs_are_not():
 
     unplugged, buggy = Unplugged(live=True, name="cam"), Buggy(live=True, name="bug")
     good = Recording(n=5, name="good")
-    p = Pipeline({"cam": unplugged, "bug": buggy, "good": good}, fake_encoder(), LABELS,
-                 reopen=ReopenPolicy(backoff=(0.005, 0.01)))
+    p = Pipeline(
+        {"cam": unplugged, "bug": buggy, "good": good},
+        fake_encoder(),
+        LABELS,
+        reopen=ReopenPolicy(backoff=(0.005, 0.01)),
+    )
     with p:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and sum("cam failed" in e for e in p.event_log) < 8:
@@ -111,8 +116,9 @@ def test_live_sensor_errors_are_retried_for_ever_but_bugs_are_not():
     assert p.processed["good"] == 5
 
 
-@pytest.mark.parametrize("error", [ValueError("odd rate"), KeyError("sample_rate"), ZeroDivisionError("size 0"),
-                                   MemoryError()])
+@pytest.mark.parametrize(
+    "error", [ValueError("odd rate"), KeyError("sample_rate"), ZeroDivisionError("size 0"), MemoryError()]
+)
 def test_any_exception_from_preprocessing_skips_the_frame_not_the_pipeline(error):
     """A bad prompt cache, a bundle with preprocess.size 0, a WAV at an odd rate: the thread died, demo hung."""
     enc = fake_encoder()
@@ -140,7 +146,7 @@ def test_a_source_whose_every_frame_fails_is_ended():
     assert results == [] or all(not r for r in results)
     assert any("last 20 frames could not be used" in e for e in p.event_log)
     skipped = [e for e in p.event_log if "skipped" in e]
-    assert len(skipped) == 3                                  # reported, not 20 identical warnings
+    assert len(skipped) == 3  # reported, not 20 identical warnings
 
 
 def test_audio_frame_without_a_sample_rate_is_skipped_with_a_reason():
@@ -188,7 +194,7 @@ def test_a_failing_worker_ends_iteration_with_an_error():
 
 
 def test_model_with_wrong_output_shape_is_reported_per_frame():
-    enc = fake_encoder(vision=lambda x: np.ones((len(x), 5), np.float32))    # 5-d embeddings, 3-d text
+    enc = fake_encoder(vision=lambda x: np.ones((len(x), 5), np.float32))  # 5-d embeddings, 3-d text
     with Pipeline({"rec": Recording(n=4)}, enc, LABELS) as p:
         results = list(p)
     assert results == [] and p.stats()["rec"]["skipped"] == 4
@@ -200,11 +206,10 @@ def test_damaged_prompt_cache_file_does_not_hang_the_pipeline(tmp_path, monkeypa
 
     monkeypatch.setenv("LBEDGE_CACHE", str(tmp_path / "c"))
     enc = fake_encoder()
-    prompts = [t.replace("{}", l) for l in LABELS for t in TEMPLATES["image"]]
+    prompts = [t.replace("{}", label) for label in LABELS for t in TEMPLATES["image"]]
     cache = PromptCache()
     cache.directory.mkdir(parents=True)
-    np.save(cache.directory / f"{cache.key(enc.text_fingerprint, prompts)}.npy",
-            np.ones((len(prompts), 7), np.float32))
+    np.save(cache.directory / f"{cache.key(enc.text_fingerprint, prompts)}.npy", np.ones((len(prompts), 7), np.float32))
     with Pipeline({"rec": Recording(n=6)}, enc, LABELS, smoothing="none") as p:
         results = list(p)
     assert len(results) == 6
@@ -242,10 +247,10 @@ def test_a_stalled_source_is_reported_and_others_go_on():
                 time.sleep(0.02)
             before = p.processed["steady"]
             time.sleep(0.2)
-            assert p.processed["steady"] > before                      # the others go on
+            assert p.processed["steady"] > before  # the others go on
             assert any("hang stalled: no frame for" in e for e in p.event_log)
             t0 = time.monotonic()
-        assert time.monotonic() - t0 < 6                               # stop() is bounded even so
+        assert time.monotonic() - t0 < 6  # stop() is bounded even so
     finally:
         hang.release.set()
 
@@ -264,7 +269,7 @@ def test_stop_from_a_callback_is_clean(caplog):
     with p:
         results = list(p)
     assert 3 <= len(seen) <= 4 and len(results) <= len(seen)
-    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text     # no spurious error
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text  # no spurious error
     assert not [t for t in p.threads if t.is_alive()]
 
 
@@ -315,7 +320,14 @@ def test_reopen_policy_is_validated():
 
 def test_encoder_of_a_fake_tower_still_works_with_the_real_tokenizer():
     """The test doubles above use the real CLIP tokenizer: guard against a silent change of it."""
-    enc = Encoder(modality="image", preprocess_config=PreprocessConfig("image"),
-                  vision=FuncBackend(lambda x: np.ones((len(x), 3), np.float32), "x"),
-                  text=word_text_tower(LABELS), tokenizer=TOK, logit_scale=1.0, embed_dim=3, text_fingerprint="t")
+    enc = Encoder(
+        modality="image",
+        preprocess_config=PreprocessConfig("image"),
+        vision=FuncBackend(lambda x: np.ones((len(x), 3), np.float32), "x"),
+        text=word_text_tower(LABELS),
+        tokenizer=TOK,
+        logit_scale=1.0,
+        embed_dim=3,
+        text_fingerprint="t",
+    )
     assert enc.embed_text(["a photo of a red"]).shape == (1, 3)

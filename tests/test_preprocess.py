@@ -52,18 +52,21 @@ def test_preprocessing_is_deterministic():
     np.testing.assert_array_equal(IMG(rgb), IMG(rgb))
 
 
-@pytest.mark.parametrize("bad,match", [
-    (np.zeros((10, 10, 2), np.uint8), "1, 3 or 4 colour channels"),
-    (np.zeros((0, 10, 3), np.uint8), "HxW or HxWxC"),
-    (np.full((8, 8, 3), np.nan, np.float32), "NaN"),
-    (np.full((8, 8, 3), 200.0, np.float32), r"\[0, 1\]"),
-    (np.zeros((8, 8, 3), np.uint16), "16-bit"),
-    (np.zeros((8, 8, 3), bool), "dtype"),
-    (12345, "unsupported image input"),
-    (b"\x89PNG\r\n\x1a\nnot really", "cannot decode"),
-    (b"", "empty"),
-    (b"GIF89a", "cannot decode"),
-])
+@pytest.mark.parametrize(
+    "bad,match",
+    [
+        (np.zeros((10, 10, 2), np.uint8), "1, 3 or 4 colour channels"),
+        (np.zeros((0, 10, 3), np.uint8), "HxW or HxWxC"),
+        (np.full((8, 8, 3), np.nan, np.float32), "NaN"),
+        (np.full((8, 8, 3), 200.0, np.float32), r"\[0, 1\]"),
+        (np.zeros((8, 8, 3), np.uint16), "16-bit"),
+        (np.zeros((8, 8, 3), bool), "dtype"),
+        (12345, "unsupported image input"),
+        (b"\x89PNG\r\n\x1a\nnot really", "cannot decode"),
+        (b"", "empty"),
+        (b"GIF89a", "cannot decode"),
+    ],
+)
 def test_image_rejects_unusable_input(bad, match):
     with pytest.raises(InputError, match=match):
         IMG(bad)
@@ -93,14 +96,14 @@ def test_truncated_jpeg_is_an_error_or_a_decoded_image(tmp_path):
 
 
 def test_depth_inputs_and_units():
-    mm = np.full((240, 320), 2500, np.uint16)                   # 2.5 m everywhere
+    mm = np.full((240, 320), 2500, np.uint16)  # 2.5 m everywhere
     out = DEPTH(mm)
     assert out.shape == (1, 3, 224, 224)
     mean, std = np.array(PreprocessConfig("depth").mean), np.array(PreprocessConfig("depth").std)
     np.testing.assert_allclose(out[0, :, 100, 100], (0.25 - mean) / std, atol=1e-5)
     np.testing.assert_array_equal(DEPTH(mm.astype(np.float32)), out)
     holes = mm.astype(np.float32)
-    holes[:10] = np.nan                                          # invalid pixels are treated like 0 (min depth)
+    holes[:10] = np.nan  # invalid pixels are treated like 0 (min depth)
     zeros = mm.copy()
     zeros[:10] = 0
     np.testing.assert_array_equal(DEPTH(holes), DEPTH(zeros))
@@ -108,10 +111,13 @@ def test_depth_inputs_and_units():
     assert DEPTH(mm[..., None]).shape == (1, 3, 224, 224)
 
 
-@pytest.mark.parametrize("bad,match", [
-    (np.zeros((10, 10), np.uint8), "8-bit depth"),
-    (np.zeros((10, 10, 3), np.uint16), "single-channel"),
-])
+@pytest.mark.parametrize(
+    "bad,match",
+    [
+        (np.zeros((10, 10), np.uint8), "8-bit depth"),
+        (np.zeros((10, 10, 3), np.uint16), "single-channel"),
+    ],
+)
 def test_depth_rejects_unusable_input(bad, match):
     with pytest.raises(InputError, match=match):
         DEPTH(bad)
@@ -135,7 +141,7 @@ def test_audio_input_kinds_agree(tmp_path):
     np.testing.assert_allclose(AUDIO(str(path)), AUDIO((pcm, 16000)), atol=1e-6)
     # int16 quantisation noise only shows in near-silent mel bins
     assert np.corrcoef(AUDIO((pcm, 16000)).ravel(), a.ravel())[0, 1] > 0.99
-    stereo = np.stack([x, x], axis=1)                              # [samples, channels]
+    stereo = np.stack([x, x], axis=1)  # [samples, channels]
     np.testing.assert_allclose(AUDIO((stereo, 16000)), a, atol=1e-6)
     assert AUDIO([(x, 16000), (x, 16000)]).shape == (2, 3, 112, 1036)
 
@@ -151,15 +157,18 @@ def test_silence_is_valid_audio():
     assert np.isfinite(out).all()
 
 
-@pytest.mark.parametrize("bad,kw,match", [
-    ((np.zeros(0, np.float32), 16000), {}, "empty"),
-    ((np.zeros(100, np.float32), 16000), {}, "too short"),
-    ((np.full(16000, np.nan, np.float32), 16000), {}, "NaN"),
-    (np.zeros(16000, np.float32), {}, "sample rate"),
-    ((np.zeros(16000, np.float32), 0), {}, "invalid sample rate"),
-    ((np.zeros((2, 2, 16000), np.float32), 16000), {}, "1-D"),
-    ((np.zeros(16000, np.uint8), 16000), {}, "dtype"),
-])
+@pytest.mark.parametrize(
+    "bad,kw,match",
+    [
+        ((np.zeros(0, np.float32), 16000), {}, "empty"),
+        ((np.zeros(100, np.float32), 16000), {}, "too short"),
+        ((np.full(16000, np.nan, np.float32), 16000), {}, "NaN"),
+        (np.zeros(16000, np.float32), {}, "sample rate"),
+        ((np.zeros(16000, np.float32), 0), {}, "invalid sample rate"),
+        ((np.zeros((2, 2, 16000), np.float32), 16000), {}, "1-D"),
+        ((np.zeros(16000, np.uint8), 16000), {}, "dtype"),
+    ],
+)
 def test_audio_rejects_unusable_input(bad, kw, match):
     with pytest.raises(InputError, match=match):
         AUDIO(bad, **kw)
@@ -175,13 +184,14 @@ def test_audio_file_errors(tmp_path):
 
 def _smooth_frame(i, h=120, w=160):
     y, x = np.mgrid[0:h, 0:w]
-    return np.stack([(x * 1.5 + 9 * i) % 256, (y * 2 + 5 * i) % 256, np.full_like(x, 12 * i % 256)],
-                    axis=2).astype(np.uint8)
+    return np.stack([(x * 1.5 + 9 * i) % 256, (y * 2 + 5 * i) % 256, np.full_like(x, 12 * i % 256)], axis=2).astype(
+        np.uint8
+    )
 
 
 def test_video_frames_array_and_file_agree(tmp_path):
     frames = [_smooth_frame(i) for i in range(20)]
-    a = VIDEO(frames)                                   # one clip as a list of frames
+    a = VIDEO(frames)  # one clip as a list of frames
     assert a.shape == (1, 3, 8, 224, 224)
     np.testing.assert_array_equal(VIDEO(np.stack(frames)), a)
     picked = [frames[i] for i in np.linspace(0, 19, 8, dtype=int)]
@@ -194,7 +204,7 @@ def test_video_frames_array_and_file_agree(tmp_path):
     wr.release()
     from_file = VIDEO(str(path))
     assert from_file.shape == (1, 3, 8, 224, 224)
-    assert np.abs(from_file - a).mean() < 0.1            # MJPEG is lossy; same frames, same order
+    assert np.abs(from_file - a).mean() < 0.1  # MJPEG is lossy; same frames, same order
 
 
 def test_video_errors(tmp_path):

@@ -10,20 +10,23 @@ import time
 import numpy as np
 import pytest
 
-rs = pytest.importorskip("pyrealsense2", reason="pyrealsense2 is not installed (pip install \"lbedge[realsense]\"; "
-                                                "on Linux it also needs apt install libusb-1.0-0)")
+rs = pytest.importorskip(
+    "pyrealsense2",
+    reason='pyrealsense2 is not installed (pip install "lbedge[realsense]"; '
+    "on Linux it also needs apt install libusb-1.0-0)",
+)
 
 from lbedge.errors import InputError, MissingDependency, SensorError  # noqa: E402
 from lbedge.frames import Frame, Source  # noqa: E402
 from lbedge.sensors.realsense import FILTERS, RealSense, RealSenseRecording, write_recording  # noqa: E402
 
 N, FPS, H, W = 12, 60, 48, 64
-HOLE = (slice(10, 20), slice(10, 20))          # invalid (0) pixels in every depth frame
+HOLE = (slice(10, 20), slice(10, 20))  # invalid (0) pixels in every depth frame
 
 
 def depth_mm(i: int) -> np.ndarray:
     d = np.full((H, W), 1000 + 10 * i, np.uint16)
-    d[:, W // 2:] += 500                       # two planes, so that values are not all alike
+    d[:, W // 2 :] += 500  # two planes, so that values are not all alike
     d[HOLE] = 0
     return d
 
@@ -38,11 +41,11 @@ def recordings(tmp_path_factory):
     """Two recordings: depth + colour in mm units, and depth only in 0.1 mm units."""
     folder = tmp_path_factory.mktemp("realsense")
     t0 = time.monotonic()
-    with_color = write_recording(folder / "rgbd.db3", (depth_mm(i) for i in range(N)),
-                                 color=(color_rgb(i) for i in range(N)), fps=FPS)
+    with_color = write_recording(
+        folder / "rgbd.db3", (depth_mm(i) for i in range(N)), color=(color_rgb(i) for i in range(N)), fps=FPS
+    )
     write_s = time.monotonic() - t0
-    fine = write_recording(folder / "depth_100um.db3", [depth_mm(i) for i in range(N)], fps=FPS,
-                           depth_units=0.0001)
+    fine = write_recording(folder / "depth_100um.db3", [depth_mm(i) for i in range(N)], fps=FPS, depth_units=0.0001)
     return {"rgbd": with_color, "fine": fine, "write_s": write_s, "folder": folder}
 
 
@@ -54,7 +57,7 @@ def _all_accounted(frames: list[Frame], colour: bool = False) -> None:
     skipped = frames[-1].meta["frames_skipped"]
     numbers = [f.meta["frame_number"] for f in frames]
     assert numbers == sorted(set(numbers)) and numbers[-1] == N - 1
-    if colour:       # framesets lost before the first delivered one show in its frame number (the file starts at 0)
+    if colour:  # framesets lost before the first delivered one show in its frame number (the file starts at 0)
         assert len(frames) + skipped + numbers[0] == N
     else:
         assert skipped == 0 and len(frames) in (N - 1, N)
@@ -68,7 +71,7 @@ def _check_sequence(frames: list[Frame], colour: bool = False) -> None:
     for f in frames:
         assert f.modality == "depth" and f.units == "mm"
         assert f.data.dtype == np.uint16 and f.data.shape == (H, W)
-        np.testing.assert_array_equal(f.data, depth_mm(f.meta["frame_number"]))   # exact, holes stay 0
+        np.testing.assert_array_equal(f.data, depth_mm(f.meta["frame_number"]))  # exact, holes stay 0
         assert f.device_timestamp == pytest.approx(f.meta["frame_number"] / FPS, abs=1e-5)
     gaps = np.diff([f.device_timestamp for f in frames]) / np.diff(numbers)
     assert np.allclose(gaps, 1 / FPS, atol=1e-5)
@@ -77,7 +80,7 @@ def _check_sequence(frames: list[Frame], colour: bool = False) -> None:
 
 def test_writer_is_quick_and_rejects_bag_output(recordings, tmp_path):
     assert recordings["rgbd"].suffix == ".db3" and recordings["rgbd"].stat().st_size > 0
-    assert recordings["write_s"] < 3.0                     # paced at 60 fps: about N / 60 s
+    assert recordings["write_s"] < 3.0  # paced at 60 fps: about N / 60 s
     with pytest.raises(InputError, match=r"\.db3.*not \.bag|2\.58"):
         write_recording(tmp_path / "out.bag", [depth_mm(0)])
     assert not (tmp_path / "out.bag").exists()
@@ -86,11 +89,10 @@ def test_writer_is_quick_and_rejects_bag_output(recordings, tmp_path):
     with pytest.raises(InputError, match="one size"):
         write_recording(tmp_path / "sizes.db3", [depth_mm(0), np.zeros((4, 4), np.uint16)], fps=FPS, paced=False)
     with pytest.raises(InputError, match="colour frame"):
-        write_recording(tmp_path / "count.db3", [depth_mm(0), depth_mm(1)], color=[color_rgb(0)], fps=FPS,
-                        paced=False)
+        write_recording(tmp_path / "count.db3", [depth_mm(0), depth_mm(1)], color=[color_rgb(0)], fps=FPS, paced=False)
     with pytest.raises(InputError, match="RGB"):
         write_recording(tmp_path / "gray.db3", [depth_mm(0)], color=[np.zeros((H, W), np.uint8)])
-    assert not any(tmp_path.glob("*.db3"))                 # failed writes leave no partial file
+    assert not any(tmp_path.glob("*.db3"))  # failed writes leave no partial file
 
 
 def test_replay_depth_exact_in_millimetres(recordings):
@@ -106,7 +108,7 @@ def test_replay_depth_exact_in_millimetres(recordings):
     assert (intr["ppx"], intr["ppy"]) == pytest.approx(((W - 1) / 2, (H - 1) / 2))
     assert src.fps == FPS
     t0 = time.monotonic()
-    assert src.read() is None and src.read() is None           # the end stays the end, without hanging
+    assert src.read() is None and src.read() is None  # the end stays the end, without hanging
     assert time.monotonic() - t0 < 2.0
     src.close()
 
@@ -114,7 +116,7 @@ def test_replay_depth_exact_in_millimetres(recordings):
 def test_finer_depth_units_come_back_as_the_same_millimetres(recordings):
     frames = list(RealSenseRecording(recordings["fine"]))
     _check_sequence(frames)
-    assert frames[0].meta["depth_scale"] == 0.0001          # float32 noise removed
+    assert frames[0].meta["depth_scale"] == 0.0001  # float32 noise removed
 
 
 def test_colour_frames(recordings):
@@ -124,7 +126,7 @@ def test_colour_frames(recordings):
         rgb = f.meta["color"]
         assert rgb.dtype == np.uint8 and rgb.shape == (H, W, 3)
         np.testing.assert_array_equal(rgb, color_rgb(f.meta["frame_number"]))
-    with pytest.raises(SensorError, match="holds: depth"):      # no colour in that file
+    with pytest.raises(SensorError, match="holds: depth"):  # no colour in that file
         RealSenseRecording(recordings["fine"], color=True).open()
 
 
@@ -134,27 +136,31 @@ def test_align_to_color(recordings, tmp_path):
     for f in frames:
         want = depth_mm(f.meta["frame_number"])
         valid = f.data > 0
-        assert f.data.shape == (H, W) and valid.mean() > 0.9     # same pose and optics: a near identity
+        assert f.data.shape == (H, W) and valid.mean() > 0.9  # same pose and optics: a near identity
         np.testing.assert_array_equal(f.data[valid], want[valid])
-        assert not f.data[12:18, 12:18].any()                     # the hole is still a hole
+        assert not f.data[12:18, 12:18].any()  # the hole is still a hole
     # colour at twice the depth resolution: depth is reprojected to the colour image's size
-    path = write_recording(tmp_path / "hires.db3", [np.full((H, W), 1500, np.uint16)] * 3,
-                           color=[np.zeros((2 * H, 2 * W, 3), np.uint8)] * 3, fps=FPS, paced=False)
+    path = write_recording(
+        tmp_path / "hires.db3",
+        [np.full((H, W), 1500, np.uint16)] * 3,
+        color=[np.zeros((2 * H, 2 * W, 3), np.uint8)] * 3,
+        fps=FPS,
+        paced=False,
+    )
     frames = list(RealSenseRecording(path, align_to_color=True, color=True))
-    assert frames and all(f.data.shape == (2 * H, 2 * W) and f.meta["color"].shape == (2 * H, 2 * W, 3)
-                          for f in frames)
+    assert frames and all(f.data.shape == (2 * H, 2 * W) and f.meta["color"].shape == (2 * H, 2 * W, 3) for f in frames)
     assert frames[-1].meta["intrinsics"]["width"] == 2 * W and set(np.unique(frames[-1].data)) == {1500}
 
 
 def test_filters(recordings):
     src = RealSenseRecording(recordings["rgbd"], filters=["hole_filling", "decimation"])
-    assert src.filters == ("decimation", "hole_filling")        # canonical order whatever the given order
+    assert src.filters == ("decimation", "hole_filling")  # canonical order whatever the given order
     frames = list(src)
     assert len(frames) in (N - 1, N)
     f = frames[-1]
     assert f.data.shape == (H // 2, W // 2) and f.data.dtype == np.uint16
     assert f.meta["intrinsics"]["width"] == W // 2
-    assert f.data[6:9, 6:9].all()                                  # hole filled
+    assert f.data[6:9, 6:9].all()  # hole filled
     assert set(np.unique(f.data)) <= {1000 + 10 * f.meta["frame_number"], 1500 + 10 * f.meta["frame_number"]}
     everything = list(RealSenseRecording(recordings["rgbd"], filters=FILTERS, align_to_color=True, color=True))
     _all_accounted(everything, colour=True)
@@ -168,17 +174,18 @@ def test_filters(recordings):
 def test_realtime_and_loop(recordings):
     t0 = time.monotonic()
     frames = list(RealSenseRecording(recordings["rgbd"], realtime=True))
-    assert time.monotonic() - t0 >= 0.7 * (N - 1) / FPS           # at the recorded pace, not as fast as possible
+    assert time.monotonic() - t0 >= 0.7 * (N - 1) / FPS  # at the recorded pace, not as fast as possible
     assert 0 < len(frames) <= N
-    offline = write_recording(recordings["folder"] / "offline.db3", [depth_mm(i) for i in range(N)], fps=FPS,
-                              paced=False)                        # written faster than real time
-    t0 = time.monotonic()                                          # lossless: every frame, paced by lbedge
+    offline = write_recording(
+        recordings["folder"] / "offline.db3", [depth_mm(i) for i in range(N)], fps=FPS, paced=False
+    )  # written faster than real time
+    t0 = time.monotonic()  # lossless: every frame, paced by lbedge
     frames = list(RealSenseRecording(offline, realtime=True, lossless=True))
     assert time.monotonic() - t0 >= 0.9 * (len(frames) - 1) / FPS
     _all_accounted(frames)
     with RealSenseRecording(recordings["rgbd"], loop=True) as src:
         numbers = [src.read().meta["frame_number"] for _ in range(2 * N + 3)]
-    assert numbers.count(N - 1) == 2 and numbers[-1] < N - 1     # went round twice and on
+    assert numbers.count(N - 1) == 2 and numbers[-1] < N - 1  # went round twice and on
 
 
 def test_context_manager_iterator_and_reopen(recordings):
@@ -189,7 +196,7 @@ def test_context_manager_iterator_and_reopen(recordings):
         assert len(rest) == N - 1 - first.meta["frame_number"]
     with pytest.raises(SensorError, match="before open"):
         src.read()
-    again = list(src)                                             # closed sources reopen from the start
+    again = list(src)  # closed sources reopen from the start
     assert len(again) in (N - 1, N) and again[0].sequence == 0
     src.close()
 
@@ -217,7 +224,7 @@ def test_live_camera_that_is_absent():
 
 
 def test_missing_pyrealsense2_names_the_extra(monkeypatch, tmp_path):
-    monkeypatch.setitem(sys.modules, "pyrealsense2", None)         # import pyrealsense2 -> ImportError
+    monkeypatch.setitem(sys.modules, "pyrealsense2", None)  # import pyrealsense2 -> ImportError
     with pytest.raises(MissingDependency, match=r"lbedge\[realsense\]"):
         RealSense().open()
     with pytest.raises(MissingDependency, match=r"lbedge\[realsense\]"):
@@ -231,10 +238,9 @@ def test_module_import_does_not_import_pyrealsense2():
 
 def test_rgbd_recording_through_the_pipeline(recordings, monkeypatch, tmp_path):
     """Depth and colour of one recording as two pipeline sources: classified per frame, fused exactly."""
-    from test_pipeline import fake_encoder
-
     from lbedge.pipeline import Pipeline
     from lbedge.sensors.split import rgbd_sources
+    from test_pipeline import fake_encoder
 
     monkeypatch.setenv("LBEDGE_CACHE", str(tmp_path / "cache"))
     with pytest.raises(SensorError, match="color=True"):
@@ -248,7 +254,7 @@ def test_rgbd_recording_through_the_pipeline(recordings, monkeypatch, tmp_path):
     _all_accounted([d.frame for d in by["depth"]], colour=True)
     assert len(by["rgb"]) == len(by["depth"])
     for d, c in zip(by["depth"], by["rgb"]):
-        assert d.timestamp == c.timestamp                          # one device frame, two views
+        assert d.timestamp == c.timestamp  # one device frame, two views
         np.testing.assert_array_equal(c.frame.data, color_rgb(d.frame.meta["frame_number"]))
         assert "color" not in d.frame.meta
     assert any(set(r.fused_sources) == {"depth", "rgb"} for r in results)

@@ -11,8 +11,16 @@ import pytest
 
 from lbedge import SensorError
 from lbedge.frames import Frame, Source
-from lbedge.sensors import (PROFILES, AudioFileSource, DepthSequenceSource, ImageFolderSource, OpenCVCamera,
-                            ThermalSequenceSource, VideoFileSource, agc)
+from lbedge.sensors import (
+    PROFILES,
+    AudioFileSource,
+    DepthSequenceSource,
+    ImageFolderSource,
+    OpenCVCamera,
+    ThermalSequenceSource,
+    VideoFileSource,
+    agc,
+)
 
 
 def _frame(i: int, h: int = 60, w: int = 80) -> np.ndarray:
@@ -23,13 +31,13 @@ def _frame(i: int, h: int = 60, w: int = 80) -> np.ndarray:
 def test_image_folder_replay(tmp_path):
     for i in range(4):
         cv2.imwrite(str(tmp_path / f"f_{i:03d}.png"), _frame(i)[..., ::-1])
-    (tmp_path / "f_002b.png").write_bytes(b"broken")                 # skipped, not delivered
+    (tmp_path / "f_002b.png").write_bytes(b"broken")  # skipped, not delivered
     src = ImageFolderSource(tmp_path)
     assert isinstance(src, Source)
     frames = list(src)
     assert [f.sequence for f in frames] == [0, 1, 2, 3]
     assert all(isinstance(f, Frame) and f.modality == "image" and f.units == "rgb8" for f in frames)
-    np.testing.assert_array_equal(frames[2].data, _frame(2))          # RGB order, exact (PNG)
+    np.testing.assert_array_equal(frames[2].data, _frame(2))  # RGB order, exact (PNG)
     assert all(a.timestamp <= b.timestamp for a, b in zip(frames, frames[1:]))
     with pytest.raises(SensorError, match="not found"):
         ImageFolderSource(tmp_path / "missing").open()
@@ -43,12 +51,12 @@ def test_video_replay_fast_and_paced(tmp_path):
     wr.release()
     fast = list(VideoFileSource(path))
     assert len(fast) == 10 and fast[0].data.shape == (60, 80, 3)
-    assert np.abs(fast[3].data.astype(int) - _frame(3)).mean() < 8       # lossy codec, same content
+    assert np.abs(fast[3].data.astype(int) - _frame(3)).mean() < 8  # lossy codec, same content
     t0 = time.monotonic()
     paced = list(VideoFileSource(path, realtime=True))
     assert len(paced) == 10 and time.monotonic() - t0 >= 9 / 20 * 0.9  # paced at the file's 20 fps
     with VideoFileSource(path, loop=True) as src:
-        assert len([src.read() for _ in range(25)]) == 25                 # loops past the end
+        assert len([src.read() for _ in range(25)]) == 25  # loops past the end
 
 
 def test_camera_that_cannot_open_is_a_sensor_error():
@@ -61,7 +69,7 @@ def test_camera_that_cannot_open_is_a_sensor_error():
 
 def test_depth_sequence_units(tmp_path):
     cm = np.full((48, 64), 250, np.uint16)
-    cm[:4] = 0                                                            # invalid pixels stay 0
+    cm[:4] = 0  # invalid pixels stay 0
     cv2.imwrite(str(tmp_path / "d_000.png"), cm)
     cv2.imwrite(str(tmp_path / "d_001.png"), np.zeros((48, 64), np.uint8))  # 8-bit: skipped
     frames = list(DepthSequenceSource(tmp_path, unit="cm"))
@@ -77,19 +85,25 @@ def _celsius_to_centikelvin(c: np.ndarray) -> np.ndarray:
 
 def test_thermal_png_sequence_known_temperatures(tmp_path):
     temps = np.full((120, 160), 20.0)
-    temps[40:80, 60:100] = 36.5                                           # a person-warm patch
+    temps[40:80, 60:100] = 36.5  # a person-warm patch
     cv2.imwrite(str(tmp_path / "t_000.png"), _celsius_to_centikelvin(temps))
     (frame,) = list(ThermalSequenceSource(tmp_path, profile="lepton"))
     assert frame.device_timestamp == 0.0
     np.testing.assert_allclose(frame.meta["celsius"], temps, atol=0.01)
     assert frame.data.shape == (120, 160, 3) and frame.data.dtype == np.uint8
-    assert frame.data[60, 80, 0] > frame.data[10, 10, 0]                  # warm is bright
+    assert frame.data[60, 80, 0] > frame.data[10, 10, 0]  # warm is bright
 
 
 def test_thermal_ffv1_16bit_video(tmp_path):
     path = tmp_path / "t.mkv"
-    wr = cv2.VideoWriter(str(path), cv2.CAP_FFMPEG, cv2.VideoWriter_fourcc(*"FFV1"), 9, (160, 120),
-                         [cv2.VIDEOWRITER_PROP_DEPTH, cv2.CV_16U, cv2.VIDEOWRITER_PROP_IS_COLOR, 0])
+    wr = cv2.VideoWriter(
+        str(path),
+        cv2.CAP_FFMPEG,
+        cv2.VideoWriter_fourcc(*"FFV1"),
+        9,
+        (160, 120),
+        [cv2.VIDEOWRITER_PROP_DEPTH, cv2.CV_16U, cv2.VIDEOWRITER_PROP_IS_COLOR, 0],
+    )
     if not wr.isOpened():
         pytest.skip("this OpenCV build cannot write 16-bit FFV1")
     frames_c = [np.full((120, 160), 15.0 + i) for i in range(3)]
@@ -98,7 +112,7 @@ def test_thermal_ffv1_16bit_video(tmp_path):
     wr.release()
     got = list(ThermalSequenceSource(path, profile="lepton", fps=9))
     assert len(got) == 3
-    np.testing.assert_allclose([f.device_timestamp for f in got], [0, 1 / 9, 2 / 9], atol=1e-6)   # recording time
+    np.testing.assert_allclose([f.device_timestamp for f in got], [0, 1 / 9, 2 / 9], atol=1e-6)  # recording time
     for f, c in zip(got, frames_c):
         np.testing.assert_allclose(f.meta["celsius"], c, atol=0.01)
 
@@ -108,7 +122,7 @@ def test_infiray_profile_reads_the_bottom_half():
     temps = np.linspace(10, 40, 256 * 192).reshape(192, 256)
     raw16 = np.rint((temps + 273.15) * 64).astype("<u2")
     top = np.zeros((192, 256), "<u2")
-    frame = np.concatenate([top, raw16]).view(np.uint8).reshape(384, 256, 2)    # YUYV as V4L2 delivers it
+    frame = np.concatenate([top, raw16]).view(np.uint8).reshape(384, 256, 2)  # YUYV as V4L2 delivers it
     np.testing.assert_allclose(p.to_celsius(frame), temps, atol=1 / 64)
     assert PROFILES["boson"].to_celsius(np.zeros((512, 640), np.uint16)) is None
 
@@ -132,6 +146,7 @@ def test_audio_file_windows(tmp_path):
     assert len(frames) == 4 and frames[0].data.shape == (1, 2 * sr) and frames[0].meta["sample_rate"] == sr
     assert [f.device_timestamp for f in frames] == [0.0, 1.0, 2.0, 3.0]
     from lbedge import PreprocessConfig, Preprocessor
+
     x = Preprocessor(PreprocessConfig("audio"))((frames[0].data, frames[0].meta["sample_rate"]))
     assert x.shape == (1, 3, 112, 1036)
     with pytest.raises(SensorError, match="not found"):
@@ -187,8 +202,8 @@ def test_thermal_camera_lepton_layouts(monkeypatch, layout):
         assert (fake.props[cv2.CAP_PROP_FRAME_WIDTH], fake.props[cv2.CAP_PROP_FRAME_HEIGHT]) == (160, 120)
         np.testing.assert_allclose(got.meta["celsius"], temps, atol=0.006)
         assert got.data.shape == (120, 160, 3) and got.data.dtype == np.uint8
-        assert got.data[-1, -1, 0] == 255 and got.data[0, 0, 0] == 0          # hottest bright, coldest dark
-        with pytest.raises(SensorError, match="stopped delivering"):     # unplugged: the pipeline reopens it
+        assert got.data[-1, -1, 0] == 255 and got.data[0, 0, 0] == 0  # hottest bright, coldest dark
+        with pytest.raises(SensorError, match="stopped delivering"):  # unplugged: the pipeline reopens it
             cam.read()
     assert fake.released
 
@@ -205,7 +220,7 @@ def test_thermal_camera_infiray_and_wrong_mode(monkeypatch):
     with ThermalCamera("/dev/video3", profile="infiray-p2") as cam:
         assert (fake.props[cv2.CAP_PROP_FRAME_WIDTH], fake.props[cv2.CAP_PROP_FRAME_HEIGHT]) == (256, 384)
         np.testing.assert_allclose(cam.read().meta["celsius"], temps, atol=1 / 64)
-        with pytest.raises(SensorError, match="expected"):            # the camera fell back to an RGB mode
+        with pytest.raises(SensorError, match="expected"):  # the camera fell back to an RGB mode
             cam.read()
 
 
@@ -259,8 +274,14 @@ class _Device:
             return None
         self.i += 1
         from lbedge.frames import Frame
-        return Frame(np.full((4, 4, 3), self.i, np.uint8), "image", float(self.i), self.i - 1,
-                     meta={"other": np.full((4, 4), -self.i)})
+
+        return Frame(
+            np.full((4, 4, 3), self.i, np.uint8),
+            "image",
+            float(self.i),
+            self.i - 1,
+            meta={"other": np.full((4, 4), -self.i)},
+        )
 
     def close(self):
         pass
@@ -271,18 +292,23 @@ def test_split_source_views_one_device():
     from lbedge.sensors.split import SplitSource
 
     dev = _Device()
-    split = SplitSource(dev, {"a": ("image", lambda f: f),
-                              "b": ("depth", lambda f: Frame(f.meta["other"], "depth", f.timestamp, f.sequence))})
+    split = SplitSource(
+        dev,
+        {
+            "a": ("image", lambda f: f),
+            "b": ("depth", lambda f: Frame(f.meta["other"], "depth", f.timestamp, f.sequence)),
+        },
+    )
     a, b = split.sources()["a"], split.sources()["b"]
     assert (a.name, b.modality, a.live) == ("dev:a", "depth", False)
     with a, b:
-        assert dev.opens == 1                                   # one device connection for both views
+        assert dev.opens == 1  # one device connection for both views
         got_a = [a.read(), a.read()]
         with pytest.raises(SensorError):
-            a.read()                                            # the device fails: the error reaches a view...
-        rest_b = [b.read() for _ in range(2)]                   # ...the parts read before it are not lost
+            a.read()  # the device fails: the error reaches a view...
+        rest_b = [b.read() for _ in range(2)]  # ...the parts read before it are not lost
         assert [f.sequence for f in got_a + rest_b] == [0, 1, 0, 1]
-        more = [b.read() for _ in range(3)]                     # ...the next read reopens the device, which
-        assert dev.opens == 2 and [f.sequence for f in more] == [2, 3, 4]      # resumes after what it delivered
+        more = [b.read() for _ in range(3)]  # ...the next read reopens the device, which
+        assert dev.opens == 2 and [f.sequence for f in more] == [2, 3, 4]  # resumes after what it delivered
         assert b.read() is None and [f.sequence for f in (a.read(), a.read(), a.read())] == [2, 3, 4]
         assert a.read() is None

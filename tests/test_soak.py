@@ -45,13 +45,13 @@ class ChaosCamera:
             self.opened = False
             raise SensorError("USB disconnect")
         if roll < 0.004:
-            time.sleep(0.3)                                       # a stall
+            time.sleep(0.3)  # a stall
         if roll < 0.01:
-            data = self.rng.integers(0, 255, size=int(self.rng.integers(0, 50)), dtype=np.uint8)   # garbage
+            data = self.rng.integers(0, 255, size=int(self.rng.integers(0, 50)), dtype=np.uint8)  # garbage
         elif roll < 0.015:
-            data = np.full((48, 64, 3), np.nan, np.float32)                                         # NaN
+            data = np.full((48, 64, 3), np.nan, np.float32)  # NaN
         elif roll < 0.02:
-            data = np.zeros((self.rng.integers(1, 900), 3, 3), np.uint8)                           # odd size
+            data = np.zeros((self.rng.integers(1, 900), 3, 3), np.uint8)  # odd size
         else:
             data = np.zeros((48, 64, 3), np.uint8)
             data[..., self.seq % 3] = 255
@@ -76,8 +76,11 @@ def test_soak_with_failing_sources_stays_bounded(tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("LBEDGE_CACHE", str(tmp_path / "cache"))
     # thousands of warnings: pytest would keep every record for the report; the pipeline's event_log has them
     caplog.set_level(logging.ERROR, logger="lbedge.pipeline")
-    sources = {"healthy": ChaosCamera("healthy", 0, healthy=True),
-               "chaos1": ChaosCamera("chaos1", 1), "chaos2": ChaosCamera("chaos2", 2)}
+    sources = {
+        "healthy": ChaosCamera("healthy", 0, healthy=True),
+        "chaos1": ChaosCamera("chaos1", 1),
+        "chaos2": ChaosCamera("chaos2", 2),
+    }
     pipe = Pipeline(sources, fake_encoder(delay=0.002), LABELS, reopen_backoff=(0.01, 0.1), max_batch=4)
     proc = psutil.Process()
     counts = {n: 0 for n in sources}
@@ -97,7 +100,7 @@ def test_soak_with_failing_sources_stays_bounded(tmp_path, monkeypatch, caplog):
         time.sleep(warmup)
         warm_rss = proc.memory_info().rss
         windows = 6
-        for _ in range(windows):                                 # every sixth of the run, everyone made progress
+        for _ in range(windows):  # every sixth of the run, everyone made progress
             with lock:
                 before = dict(counts)
             time.sleep((SECONDS - warmup) / windows)
@@ -108,13 +111,15 @@ def test_soak_with_failing_sources_stays_bounded(tmp_path, monkeypatch, caplog):
     elapsed = time.monotonic() - t0
     assert not [t for t in pipe.threads if t.is_alive()]
     total = sum(counts.values())
-    assert total > 50 * elapsed                                      # full speed: many results per second
+    assert total > 50 * elapsed  # full speed: many results per second
     for window in per_window:
-        assert all(v > 0 for v in window.values()), per_window        # no source stalled the others, none died
-    assert sources["chaos1"].reopens > 1 and sources["chaos2"].reopens > 1    # disconnects were recovered
+        assert all(v > 0 for v in window.values()), per_window  # no source stalled the others, none died
+    assert sources["chaos1"].reopens > 1 and sources["chaos2"].reopens > 1  # disconnects were recovered
     log = list(pipe.event_log)
     assert any("skipped" in e for e in log) and any("recovered" in e for e in log)
     growth_mb = (end_rss - warm_rss) / 2**20
-    print(f"soak {elapsed:.0f} s: {total} results ({total / elapsed:.0f}/s), {counts}, "
-          f"RSS {warm_rss / 2**20:.0f} -> {end_rss / 2**20:.0f} MiB, trace {[round(r) for r in rss_trace]}")
+    print(
+        f"soak {elapsed:.0f} s: {total} results ({total / elapsed:.0f}/s), {counts}, "
+        f"RSS {warm_rss / 2**20:.0f} -> {end_rss / 2**20:.0f} MiB, trace {[round(r) for r in rss_trace]}"
+    )
     assert growth_mb < 20, f"RSS grew by {growth_mb:.1f} MiB"

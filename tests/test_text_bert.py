@@ -24,7 +24,7 @@ def test_minilm_matches_huggingface_bert_with_mean_pooling():
     cfg, state = read_bert_folder(TEXT)
     assert (cfg.family, cfg.hidden_size, cfg.num_hidden_layers, cfg.vocab_size) == ("bert", 384, 6, 30522)
     ours = BertTextTransformer(cfg).eval()
-    ours.load_state_dict({k[len("text_model."):]: v for k, v in state.items()}, strict=True)
+    ours.load_state_dict({k[len("text_model.") :]: v for k, v in state.items()}, strict=True)
     tok = load_tokenizer(TEXT, cfg)
     ids, mask = tok(PROMPTS)
     assert ids.shape == (5, 64) and ids[0, 0] == 101 and (ids[4, :2] == [101, 102]).all() and ids[4, 2] == 0
@@ -36,7 +36,7 @@ def test_minilm_matches_huggingface_bert_with_mean_pooling():
         ref = ((hidden * m).sum(1) / m.sum(1)).numpy()
     np.testing.assert_allclose(got, ref, atol=2e-5)
     e = got / np.linalg.norm(got, axis=1, keepdims=True)
-    assert e[1] @ e[3] > e[1] @ e[2]                   # a dog is closer to a puppy than to a siren
+    assert e[1] @ e[3] > e[1] @ e[2]  # a dog is closer to a puppy than to a siren
 
 
 def test_anchored_model_checkpoint_bundle_and_zero_shot(tmp_path, monkeypatch):
@@ -48,8 +48,15 @@ def test_anchored_model_checkpoint_bundle_and_zero_shot(tmp_path, monkeypatch):
     from lbedge.train.anchor import anchored_model, save_anchored
 
     monkeypatch.setenv("LBEDGE_CACHE", str(tmp_path / "cache"))
-    vision = VisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                          patch_size=16, image_size=64, grid=(4, 4))
+    vision = VisionConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        patch_size=16,
+        image_size=64,
+        grid=(4, 4),
+    )
     with pytest.raises(CheckpointError, match="grid"):
         anchored_model(TEXT, "image", vision, PreprocessConfig("image", size=96))
     model = anchored_model(TEXT, "image", vision, PreprocessConfig("image", size=64), seed=1)
@@ -59,10 +66,10 @@ def test_anchored_model_checkpoint_bundle_and_zero_shot(tmp_path, monkeypatch):
     t = enc.embed_text(PROMPTS[:4])
     cfg, state = read_bert_folder(TEXT)
     ref = BertTextTransformer(cfg).eval()
-    ref.load_state_dict({k[len("text_model."):]: v for k, v in state.items()})
+    ref.load_state_dict({k[len("text_model.") :]: v for k, v in state.items()})
     with torch.no_grad():
         r = ref(torch.from_numpy(load_tokenizer(TEXT, cfg)(PROMPTS[:4])[0])).numpy()
-    np.testing.assert_allclose(t, r / np.linalg.norm(r, axis=1, keepdims=True), atol=1e-5)   # identity projection
+    np.testing.assert_allclose(t, r / np.linalg.norm(r, axis=1, keepdims=True), atol=1e-5)  # identity projection
     clf = lbedge.ZeroShotClassifier(enc, ["ball", "box", "cone"])
     assert clf(np.zeros((80, 80, 3), np.uint8)).labels[0] in ("ball", "box", "cone")
 

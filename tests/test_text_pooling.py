@@ -25,8 +25,8 @@ def test_pooled_position_equals_the_official_argmax_for_tokenized_prompts():
     prompts = ["a", "a photo of a parakeet.", "x " * 200, "", "a thermal photo of a person walking a dog."]
     ids, _ = tok(prompts)
     got = eos_position(torch.from_numpy(ids), pooled_token_id(model.config.text)).numpy()
-    np.testing.assert_array_equal(got, ids.argmax(-1))            # what the official code pools
-    assert np.float16(49406) == np.float16(49407)                 # why a float ArgMax over ids cannot work in FP16
+    np.testing.assert_array_equal(got, ids.argmax(-1))  # what the official code pools
+    assert np.float16(49406) == np.float16(49407)  # why a float ArgMax over ids cannot work in FP16
 
 
 def test_text_graph_pools_the_right_token_even_when_everything_runs_in_fp16(tmp_path):
@@ -53,10 +53,15 @@ def test_text_graph_pools_the_right_token_even_when_everything_runs_in_fp16(tmp_
 
     fp32, fp16 = run(tmp_path / "text.onnx"), run(tmp_path / "all_fp16.onnx")
     with torch.no_grad():
-        start = model.text_projection(model.text_model.final_layer_norm(model.text_model.encoder(
-            model.text_model.embeddings.token_embedding(torch.from_numpy(ids))
-            + model.text_model.embeddings.position_embedding.weight[:ids.shape[1]],
-            model.text_model.causal_mask[:ids.shape[1], :ids.shape[1]]))[:, 0]).numpy()
+        start = model.text_projection(
+            model.text_model.final_layer_norm(
+                model.text_model.encoder(
+                    model.text_model.embeddings.token_embedding(torch.from_numpy(ids))
+                    + model.text_model.embeddings.position_embedding.weight[: ids.shape[1]],
+                    model.text_model.causal_mask[: ids.shape[1], : ids.shape[1]],
+                )
+            )[:, 0]
+        ).numpy()
     start /= np.linalg.norm(start, axis=1, keepdims=True)
-    assert (fp32 * fp16).sum(1).min() > 0.99                       # the end token, as in FP32
-    assert (fp16 * start).sum(1).max() < (fp16 * fp32).sum(1).min()   # not the start token
+    assert (fp32 * fp16).sum(1).min() > 0.99  # the end token, as in FP32
+    assert (fp16 * start).sum(1).max() < (fp16 * fp32).sum(1).min()  # not the start token

@@ -21,7 +21,7 @@ from lbedge.checkpoint import from_pretrained, load_model, save_pretrained  # no
 from lbedge.train.bind import Binder  # noqa: E402
 from lbedge.train.config import BindConfig, DistillConfig, load_config  # noqa: E402
 from lbedge.train.data import BadDataError  # noqa: E402
-from lbedge.train.distill import Distiller, PRESETS  # noqa: E402
+from lbedge.train.distill import PRESETS, Distiller  # noqa: E402
 from lbedge.train.merge import merge  # noqa: E402
 from lbedge.train.state import MetricsLog, Process, train_loop  # noqa: E402
 
@@ -59,8 +59,20 @@ def data(tmp_path_factory):
 
 
 def cfg(base, data, out, **kw) -> BindConfig:
-    args = dict(base=str(base), modality="image", data=str(data), output=str(out), lora_r=4, lr=1e-2, max_steps=30,
-                batch_size=12, warmup_steps=3, eval_every=10, save_every=10, val_fraction=0.25)
+    args = dict(
+        base=str(base),
+        modality="image",
+        data=str(data),
+        output=str(out),
+        lora_r=4,
+        lr=1e-2,
+        max_steps=30,
+        batch_size=12,
+        warmup_steps=3,
+        eval_every=10,
+        save_every=10,
+        val_fraction=0.25,
+    )
     args.update(kw)
     return BindConfig(**args)
 
@@ -69,13 +81,13 @@ def test_binding_learns_and_keeps_the_language_tower_frozen(base, data, tmp_path
     b = Binder(cfg(base, data, tmp_path / "run"))
     before = b.evaluate()
     res = b.run(progress=False)
-    rows = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in rows if "loss" in r]
     assert np.mean(losses[-5:]) < np.mean(losses[:5])
     after = res.evals[-1]
     assert after["zero_shot_top1"] > before["zero_shot_top1"] and after["zero_shot_top1"] >= 0.6
     assert after["retrieval_r1"] > before["retrieval_r1"]
-    assert b.text_tower_unchanged()                          # bit-identical language tower
+    assert b.text_tower_unchanged()  # bit-identical language tower
     ref = load_model(base).state_dict()
     trained = load_model(tmp_path / "run" / "last").state_dict()
     for k in ref:
@@ -93,7 +105,7 @@ def test_merge_equals_lora_outputs(base, data, tmp_path):
     assert rep.min_cosine >= 0.9999 and rep.lora_pairs == 8
     conf = json.loads((tmp_path / "merged" / "config.json").read_text())
     assert conf["vision_config"]["lora_r"] == 0 and (tmp_path / "merged" / "model.safetensors").is_file()
-    enc = from_pretrained(tmp_path / "merged")                 # loads as an ordinary checkpoint
+    enc = from_pretrained(tmp_path / "merged")  # loads as an ordinary checkpoint
     assert enc.embed(np.zeros((1, 3, 224, 224), np.float32)).shape == (1, 8)
 
 
@@ -101,7 +113,7 @@ def test_resume_gives_the_same_result_as_an_uninterrupted_run(base, data, tmp_pa
     c1 = cfg(base, data, tmp_path / "straight", max_steps=12, save_every=4, eval_every=100)
     Binder(c1).run(progress=False)
     c2 = cfg(base, data, tmp_path / "interrupted", max_steps=12, save_every=4, eval_every=100)
-    Binder(c2).run(progress=False, stop_after=8)              # "killed" after step 8 (checkpoint at 8)
+    Binder(c2).run(progress=False, stop_after=8)  # "killed" after step 8 (checkpoint at 8)
     state = json.loads((tmp_path / "interrupted" / "last" / "trainer_state.json").read_text())
     assert state["step"] == 8
     resumed = Binder(c2)
@@ -134,7 +146,7 @@ def test_manifest_with_multiview_texts(base, data, tmp_path):
     for f in sorted(data.rglob("*.png")):
         label = f.parent.name.replace("_", " ")
         rows.append({"file": str(f), "texts": [label, f"a {label}", f"{label} on grey"]})
-    rows.append({"file": str(next(data.rglob("*.png"))), "texts": []})          # empty texts: reported
+    rows.append({"file": str(next(data.rglob("*.png"))), "texts": []})  # empty texts: reported
     man = tmp_path / "m.jsonl"
     man.write_text("\n".join(json.dumps(r) for r in rows))
     b = Binder(cfg(base, man, tmp_path / "run", max_steps=3))
@@ -148,7 +160,7 @@ def test_config_file_and_overrides(tmp_path, base, data):
     f.write_text(f'[bind]\nbase = "{base}"\ndata = "{data}"\nlora_r = 8\nmax_steps = 5\n')
     c = load_config(BindConfig, f, {"max_steps": 7})
     assert c.lora_r == 8 and c.max_steps == 7
-    f.write_text('[bind]\nnonsense = 1\n')
+    f.write_text("[bind]\nnonsense = 1\n")
     with pytest.raises(Exception, match="unknown BindConfig option"):
         load_config(BindConfig, f)
 
@@ -161,20 +173,31 @@ def test_new_modality_starts_from_the_image_tower(base, tmp_path):
     assert audio.config.modality == "audio" and audio.vision_model.embeddings.position_embedding.weight.shape[0] == 593
     video = convert_modality(img, "video")
     x = torch.randn(2, 3, 224, 224)
-    clip = x[:, :, None].repeat(1, 1, 8, 1, 1)          # a still clip: the new temporal layers start as identity
+    clip = x[:, :, None].repeat(1, 1, 8, 1, 1)  # a still clip: the new temporal layers start as identity
     with torch.no_grad():
         torch.testing.assert_close(video.encode_vision(clip), img.encode_vision(x), atol=1e-5, rtol=1e-4)
 
 
 def test_distilled_student_matches_its_teacher(base, data, tmp_path):
-    d = Distiller(DistillConfig(teacher=str(base), student="16,2,2,16", data=str(data), output=str(tmp_path / "d"),
-                                max_steps=40, batch_size=16, lr=3e-3, eval_every=40, augment=False))
+    d = Distiller(
+        DistillConfig(
+            teacher=str(base),
+            student="16,2,2,16",
+            data=str(data),
+            output=str(tmp_path / "d"),
+            max_steps=40,
+            batch_size=16,
+            lr=3e-3,
+            eval_every=40,
+            augment=False,
+        )
+    )
     res = d.run(progress=False)
     assert res.heldout["after"]["mean_cosine"] >= 0.9
     assert res.heldout["after"]["mean_cosine"] > res.heldout["before"]["mean_cosine"]
     assert res.student["params"] < res.teacher["params"] and res.student["gflops"] < res.teacher["gflops"]
     teacher_text = load_model(base).state_dict()
-    student = load_model(res.output)                      # an ordinary checkpoint, same language tower
+    student = load_model(res.output)  # an ordinary checkpoint, same language tower
     for k, v in student.state_dict().items():
         if k.startswith("text_"):
             assert torch.equal(v, teacher_text[k])
@@ -187,8 +210,17 @@ def test_trained_student_flows_into_the_deploy_path(base, data, tmp_path):
     from lbedge.bundle import load_bundle
     from lbedge.quantize.bundle_build import build_bundle
 
-    d = Distiller(DistillConfig(teacher=str(base), student="16,2,2,16", data=str(data), output=str(tmp_path / "d"),
-                                max_steps=5, batch_size=8, augment=False))
+    d = Distiller(
+        DistillConfig(
+            teacher=str(base),
+            student="16,2,2,16",
+            data=str(data),
+            output=str(tmp_path / "d"),
+            max_steps=5,
+            batch_size=8,
+            augment=False,
+        )
+    )
     out = d.run(progress=False).output
     build_bundle(out, tmp_path / "bundle", calib=[data])
     enc = load_bundle(tmp_path / "bundle")
@@ -203,15 +235,48 @@ def test_cli_train_commands(base, data, tmp_path):
 
     from lbedge.cli import main
 
-    r = CliRunner().invoke(main, ["train", "bind", "--base", str(base), "--modality", "image", "--data", str(data),
-                                  "-o", str(tmp_path / "run"), "--max-steps", "4", "--lora-r", "4",
-                                  "--batch-size", "8"])
+    r = CliRunner().invoke(
+        main,
+        [
+            "train",
+            "bind",
+            "--base",
+            str(base),
+            "--modality",
+            "image",
+            "--data",
+            str(data),
+            "-o",
+            str(tmp_path / "run"),
+            "--max-steps",
+            "4",
+            "--lora-r",
+            "4",
+            "--batch-size",
+            "8",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "zero-shot top-1" in r.output and (tmp_path / "run" / "last" / "config.json").is_file()
     r = CliRunner().invoke(main, ["train", "merge", str(tmp_path / "run"), "-o", str(tmp_path / "merged")])
     assert r.exit_code == 0 and "min cosine vs LoRA model 1.0" in r.output, r.output
-    r = CliRunner().invoke(main, ["train", "distill", "--teacher", str(tmp_path / "merged"), "--student", "16,2,2,16",
-                                  "--data", str(data), "-o", str(tmp_path / "d"), "--max-steps", "3"])
+    r = CliRunner().invoke(
+        main,
+        [
+            "train",
+            "distill",
+            "--teacher",
+            str(tmp_path / "merged"),
+            "--student",
+            "16,2,2,16",
+            "--data",
+            str(data),
+            "-o",
+            str(tmp_path / "d"),
+            "--max-steps",
+            "3",
+        ],
+    )
     assert r.exit_code == 0 and "M params" in r.output, r.output
     r = CliRunner().invoke(main, ["train", "bind", "--data", str(data)])
     assert r.exit_code == 2 and r.output.startswith("error: bind needs `base`")
@@ -219,8 +284,18 @@ def test_cli_train_commands(base, data, tmp_path):
 
 def test_distillation_resumes_exactly(base, data, tmp_path):
     def run(out, **kw):
-        d = Distiller(DistillConfig(teacher=str(base), student="16,2,2,16", data=str(data), output=str(out),
-                                    max_steps=8, batch_size=8, save_every=2, augment=False))
+        d = Distiller(
+            DistillConfig(
+                teacher=str(base),
+                student="16,2,2,16",
+                data=str(data),
+                output=str(out),
+                max_steps=8,
+                batch_size=8,
+                save_every=2,
+                augment=False,
+            )
+        )
         return d.run(progress=False, **kw)
 
     run(tmp_path / "straight")
@@ -234,12 +309,23 @@ def test_distillation_resumes_exactly(base, data, tmp_path):
 
 
 def test_student_with_a_smaller_input_resolution(base, data, tmp_path):
-    d = Distiller(DistillConfig(teacher=str(base), student="16,2,2,16", resolution=112, data=str(data),
-                                output=str(tmp_path / "d"), max_steps=20, batch_size=8, lr=3e-3, augment=False))
+    d = Distiller(
+        DistillConfig(
+            teacher=str(base),
+            student="16,2,2,16",
+            resolution=112,
+            data=str(data),
+            output=str(tmp_path / "d"),
+            max_steps=20,
+            batch_size=8,
+            lr=3e-3,
+            augment=False,
+        )
+    )
     res = d.run(progress=False)
     enc = from_pretrained(res.output)
     assert enc.input_shape == (3, 112, 112)
-    assert enc.embed(sorted(data.rglob("*.png"))[:2]).shape == (2, 8)          # preprocessed at 112 directly
+    assert enc.embed(sorted(data.rglob("*.png"))[:2]).shape == (2, 8)  # preprocessed at 112 directly
     assert res.heldout["after"]["mean_cosine"] > res.heldout["before"]["mean_cosine"]
 
 
@@ -267,18 +353,20 @@ def test_attribute_augment_trains_colour_free_texts_on_recoloured_images(base, d
     idx = list(range(12))
     coloured = [f"a {r['file'].split('/')[-2].replace('_', ' ')}" for r in rows[:12]]
     always = Binder(cfg(base, man, tmp_path / "a", attribute_augment=1.0, max_steps=2))
-    assert always._attribute_free_texts(idx, coloured, torch.Generator().manual_seed(0)) == \
-        [f"a {c.split()[-1]}" for c in coloured]                      # every text became its colour-free one
+    assert always._attribute_free_texts(idx, coloured, torch.Generator().manual_seed(0)) == [
+        f"a {c.split()[-1]}" for c in coloured
+    ]  # every text became its colour-free one
     half = Binder(cfg(base, man, tmp_path / "h", attribute_augment=0.5, max_steps=2))
     got = half._attribute_free_texts(idx, coloured, torch.Generator().manual_seed(0))
     assert 0 < sum(g != c for g, c in zip(got, coloured)) < 12
     assert all(g == c or g == f"a {c.split()[-1]}" for g, c in zip(got, coloured))
     before = always.store.arrays.copy()
     always.run(progress=False)
-    np.testing.assert_array_equal(always.store.arrays, before)       # augmentation never touches the stored data
+    np.testing.assert_array_equal(always.store.arrays, before)  # augmentation never touches the stored data
 
 
 # --- the state and loop both trainers share (lbedge.train.state) --------------------------------------------------
+
 
 class Counting:
     """A stand-in trainer: each step's loss is its step; an evaluation reports the step it saw (or nothing)."""
@@ -301,9 +389,9 @@ def test_train_loop_evaluates_saves_stops_and_continues(tmp_path):
     t = Counting()
     loop = dict(max_steps=10, eval_every=4, save_every=3, save=t.save)
     with MetricsLog(tmp_path) as metrics:
-        res = train_loop(t, metrics=metrics, stop_after=7, **loop)           # interrupted after step 7
+        res = train_loop(t, metrics=metrics, stop_after=7, **loop)  # interrupted after step 7
     assert t.step == 7 and t.saved == [3, 6, 7] and res.evals == [{"step": 4, "seen": 4}] and res.last["loss"] == 7
-    with MetricsLog(tmp_path) as metrics:                                     # continued: metrics appended
+    with MetricsLog(tmp_path) as metrics:  # continued: metrics appended
         res = train_loop(t, metrics=metrics, **loop)
     assert t.saved == [3, 6, 7, 9, 10] and [e["step"] for e in res.evals] == [8, 10]
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
@@ -330,8 +418,8 @@ def test_run_state_keeps_rng_and_data_order_and_resumes_older_runs(base, data, t
     torch.manual_seed(123)
     resumed = binder()
     assert resumed.try_resume() and resumed.step == 2
-    assert torch.equal(torch.get_rng_state(), saved["rng"]["torch"])        # the RNG of the moment it was saved
-    del saved["rng"], state["data_order"]                                     # a run saved before both were kept
+    assert torch.equal(torch.get_rng_state(), saved["rng"]["torch"])  # the RNG of the moment it was saved
+    del saved["rng"], state["data_order"]  # a run saved before both were kept
     torch.save(saved, last / "optimizer.pt")
     (last / "trainer_state.json").write_text(json.dumps(state))
     assert binder().try_resume()
@@ -339,7 +427,7 @@ def test_run_state_keeps_rng_and_data_order_and_resumes_older_runs(base, data, t
     next(other.rglob("*.png")).unlink()
     first.save()
     with caplog.at_level(logging.WARNING):
-        assert binder(other).try_resume()                                     # other data: resumed, with a warning
+        assert binder(other).try_resume()  # other data: resumed, with a warning
     assert "saved with other data" in caplog.text
 
 
@@ -348,7 +436,7 @@ def test_only_the_main_process_writes(base, data, tmp_path):
     b = Binder(cfg(base, data, tmp_path / "run", max_steps=2))
     b.state.process = Process(is_main=False, barrier=lambda: waits.append(b.step))
     b.save()
-    assert waits == [0, 0] and not (tmp_path / "run" / "last").exists()      # waited before and after, wrote nothing
+    assert waits == [0, 0] and not (tmp_path / "run" / "last").exists()  # waited before and after, wrote nothing
     with MetricsLog(tmp_path, tensorboard=True, process=Process(is_main=False)) as metrics:
         metrics.step({"step": 1, "loss": 0.5})
     assert not (tmp_path / "metrics.jsonl").exists() and not (tmp_path / "tb").exists()

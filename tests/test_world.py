@@ -16,8 +16,17 @@ SR = W.SAMPLE_RATE
 
 
 def _scene(category: str = "ball", **kw) -> W.Scene:
-    base = dict(colour="red", size="large", position="center", count=1, motion="still", temperature="warm",
-                distance="near", loudness="loud", seed=7)
+    base = dict(
+        colour="red",
+        size="large",
+        position="center",
+        count=1,
+        motion="still",
+        temperature="warm",
+        distance="near",
+        loudness="loud",
+        seed=7,
+    )
     base.update(kw)
     return W.Scene(category, **base)
 
@@ -55,8 +64,9 @@ def test_scene_validates_attributes():
 # --- one world, every sensor -------------------------------------------------------------------------------------
 @pytest.mark.parametrize("category", W.CATEGORIES)
 def test_sensors_are_geometrically_consistent(category):
-    s = _scene(category, colour="blue", count=2, position="left", distance="near", size="small", temperature="cold",
-               seed=21)
+    s = _scene(
+        category, colour="blue", count=2, position="left", distance="near", size="small", temperature="cold", seed=21
+    )
     r, empty = W.render(s, frames=2, audio_seconds=0.1), W.render(s, frames=2, audio_seconds=0.1, objects=False)
     assert r.rgb.shape == (2, 128, 128, 3) and r.rgb.dtype == np.uint8
     assert r.depth_mm.shape == r.thermal_ck.shape == r.mask.shape == (2, 128, 128)
@@ -82,12 +92,12 @@ def test_depth_has_noise_and_invalid_pixels():
     r = W.render(_scene(), frames=1, audio_seconds=0.1)
     d = r.depth_mm[0]
     assert 0 < (d == 0).mean() < 0.05
-    assert (d[:, :2] == 0).mean() > 0.3                       # the invalid band at the left edge
+    assert (d[:, :2] == 0).mean() > 0.3  # the invalid band at the left edge
     wall = d[2:10, 20:100].astype(np.float64)
     both = (wall[:, 1:] > 0) & (wall[:, :-1] > 0)
     rel = np.std(np.diff(wall, axis=1)[both]) / np.sqrt(2) / wall[wall > 0].mean()
-    assert 0.005 < rel < 0.02                                  # ~1% depth noise
-    assert 4500 < np.median(d[:10]) < 6000                     # the wall at ~5 m
+    assert 0.005 < rel < 0.02  # ~1% depth noise
+    assert 4500 < np.median(d[:10]) < 6000  # the wall at ~5 m
 
 
 # --- attributes have measurable effects --------------------------------------------------------------------------
@@ -113,9 +123,9 @@ def test_size_and_perspective(seed):
                 area[cat, size, dist] = int(r.mask[0].sum())
     for cat in ("box", "cone"):
         for dist in W.DISTANCES:
-            assert area[cat, "large", dist] > 2.5 * area[cat, "small", dist]   # same distance: large covers more
+            assert area[cat, "large", dist] > 2.5 * area[cat, "small", dist]  # same distance: large covers more
         for size in W.SIZES:
-            assert area[cat, size, "near"] > 2.5 * area[cat, size, "far"]      # far looks smaller
+            assert area[cat, size, "near"] > 2.5 * area[cat, size, "far"]  # far looks smaller
 
 
 def test_temperature():
@@ -160,7 +170,7 @@ def test_count_position_and_motion():
     for motion in ("still", "right"):
         r = W.render(_scene("box", motion=motion, size="large", seed=6), frames=1, audio_seconds=0.1)
         rows = r.mask[0].any(1)
-        edges = np.abs(np.diff(r.rgb[0].astype(np.int16), axis=1)).sum(-1)[rows].max(1)   # steepest step per row
+        edges = np.abs(np.diff(r.rgb[0].astype(np.int16), axis=1)).sum(-1)[rows].max(1)  # steepest step per row
         sharpness[motion] = np.median(edges)
     assert sharpness["right"] < 0.6 * sharpness["still"]
 
@@ -187,24 +197,24 @@ def test_sound_signatures(seed):
         low_share = spectrum[freqs < 500].sum() / spectrum.sum()
         below_1k = spectrum[freqs < 1000].sum() / spectrum.sum()
         if category == "cone":
-            assert (steps > 0).sum() > 3 * (steps < 0).sum()            # rising chirps
+            assert (steps > 0).sum() > 3 * (steps < 0).sum()  # rising chirps
         elif category == "bar":
-            assert (steps < 0).sum() > 3 * (steps > 0).sum()            # falling chirps
+            assert (steps < 0).sum() > 3 * (steps > 0).sum()  # falling chirps
         elif category == "box":
-            assert below_1k > 0.85 and np.median(track) < 400          # low hum
+            assert below_1k > 0.85 and np.median(track) < 400  # low hum
         elif category == "ring":
-            assert 1400 < np.median(track) < 2600 and low_share < 0.1   # high bell
-        elif category == "ball":                                        # clicks: short bursts, mostly quiet
-            env = np.abs(audio).reshape(-1, 160).max(1)                 # 10 ms peaks
+            assert 1400 < np.median(track) < 2600 and low_share < 0.1  # high bell
+        elif category == "ball":  # clicks: short bursts, mostly quiet
+            env = np.abs(audio).reshape(-1, 160).max(1)  # 10 ms peaks
             assert (env > 0.3 * env.max()).mean() < 0.35 and (env > 0.3 * env.max()).sum() >= 4
 
 
 def test_loudness_and_empty_sound():
     loud = W.render_audio(_scene("box", loudness="loud"), 1.0)
     quiet = W.render_audio(_scene("box", loudness="quiet"), 1.0)
-    assert np.sqrt(np.mean(loud ** 2)) > 2 * np.sqrt(np.mean(quiet ** 2))
+    assert np.sqrt(np.mean(loud**2)) > 2 * np.sqrt(np.mean(quiet**2))
     silence = W.render(_scene("box"), frames=1, audio_seconds=1.0, objects=False).audio
-    assert 0 < np.sqrt(np.mean(silence ** 2)) < 0.02
+    assert 0 < np.sqrt(np.mean(silence**2)) < 0.02
 
 
 # --- splits and phrasings ------------------------------------------------------------------------------------------
@@ -214,7 +224,7 @@ def test_heldout_combinations_never_leak():
         scenes = W.sample_scenes(400, split, seed=1)
         pairs = {(s.category, s.colour) for s in scenes} | {(s.category, s.temperature) for s in scenes}
         assert not pairs & held
-        assert len({(s.category, s.colour) for s in scenes}) == 30 - len(W.HELDOUT_COLOURS)   # all others occur
+        assert len({(s.category, s.colour) for s in scenes}) == 30 - len(W.HELDOUT_COLOURS)  # all others occur
     heldout = W.sample_scenes(200, "heldout", seed=1)
     assert all(s.heldout_pairs for s in heldout)
     assert {(s.category, s.colour) for s in heldout} & W.HELDOUT_COLOURS == W.HELDOUT_COLOURS
@@ -229,7 +239,7 @@ def test_heldout_phrasing_is_disjoint():
     for scene in W.sample_scenes(30, "train", seed=2):
         for modality in (None,) + W.MODALITIES:
             train, held = W.captions(scene, modality, "train"), W.captions(scene, modality, "heldout")
-            assert train[0] == held[0] == scene.label                     # the canonical zero-shot label
+            assert train[0] == held[0] == scene.label  # the canonical zero-shot label
             assert not set(train[1:]) & set(held[1:])
 
 
@@ -268,8 +278,17 @@ def test_write_dataset_reads_and_preprocesses(tmp_path):
     from lbedge import PreprocessConfig, Preprocessor
     from lbedge.train.data import read_samples
 
-    out = W.write_dataset(tmp_path, n_train=4, n_val=2, seed=5, n_heldout=2, size=64, frames=4, audio_seconds=1.0,
-                          modalities=W.DATASET_MODALITIES + ("video",))
+    out = W.write_dataset(
+        tmp_path,
+        n_train=4,
+        n_val=2,
+        seed=5,
+        n_heldout=2,
+        size=64,
+        frames=4,
+        audio_seconds=1.0,
+        modalities=W.DATASET_MODALITIES + ("video",),
+    )
     assert out["counts"] == {"train": 4, "val": 2, "heldout": 2}
     train_scenes = W.sample_scenes(4, "train", 5)
     for modality in W.DATASET_MODALITIES + ("video",):
@@ -280,17 +299,21 @@ def test_write_dataset_reads_and_preprocesses(tmp_path):
             assert all(s.texts[0] in W.LABELS and len(s.texts) >= 5 for s in good)
             x = pre.one(good[0].path)
             assert x.shape == pre.input_shape and np.isfinite(x).all()
-        rows = [json.loads(l) for l in open(out["manifests"][modality]["train"], encoding="utf-8")]
-        assert [W.Scene(**{k: v for k, v in r["scene"].items() if k not in ("index", "frame")}) for r in rows] \
-            == train_scenes
+        rows = [json.loads(line) for line in open(out["manifests"][modality]["train"], encoding="utf-8")]
+        assert [
+            W.Scene(**{k: v for k, v in r["scene"].items() if k not in ("index", "frame")}) for r in rows
+        ] == train_scenes
         assert rows[0]["texts"] == W.captions(train_scenes[0], modality, "train")
     rendered = W.render(train_scenes[0], size=64, frames=4, audio_seconds=1.0)
-    png = lambda modality: cv2.imread(str(tmp_path / modality / "train" / "000000.png"), cv2.IMREAD_UNCHANGED)
+
+    def png(modality):
+        return cv2.imread(str(tmp_path / modality / "train" / "000000.png"), cv2.IMREAD_UNCHANGED)
+
     np.testing.assert_array_equal(png("image")[..., ::-1], rendered.rgb[rendered.middle])
     np.testing.assert_array_equal(png("depth"), rendered.depth_mm[rendered.middle])
     assert png("depth").dtype == np.uint16
-    np.testing.assert_array_equal(png("thermal"), rendered.thermal_image()[..., 0])   # the live source's AGC
-    held = [json.loads(l) for l in open(out["manifests"]["depth"]["heldout"], encoding="utf-8")]
+    np.testing.assert_array_equal(png("thermal"), rendered.thermal_image()[..., 0])  # the live source's AGC
+    held = [json.loads(line) for line in open(out["manifests"]["depth"]["heldout"], encoding="utf-8")]
     scene = W.Scene(**{k: v for k, v in held[0]["scene"].items() if k not in ("index", "frame")})
     assert scene.heldout_pairs and held[0]["texts"] == W.captions(scene, "depth", "heldout")
 
@@ -312,7 +335,7 @@ def test_write_recordings_replay(tmp_path):
 
     video = list(VideoFileSource(out["rgb"]))
     assert len(video) == n and video[0].data.shape == (64, 64, 3)
-    assert np.abs(video[12].data.astype(int) - rendered[1].rgb[4]).mean() < 12     # lossy, but the same frame
+    assert np.abs(video[12].data.astype(int) - rendered[1].rgb[4]).mean() < 12  # lossy, but the same frame
 
     thermal = list(ThermalSequenceSource(out["thermal"], profile="lepton"))
     assert len(thermal) == n
@@ -327,14 +350,14 @@ def test_write_recordings_replay(tmp_path):
     windows = list(AudioFileSource(out["audio"], window=per, hop=per))
     assert len(windows) == 3 and windows[0].meta["sample_rate"] == SR
     for w, r in zip(windows, rendered):
-        assert np.abs(w.data[0] - r.audio).max() < 1e-4                           # 16-bit PCM
+        assert np.abs(w.data[0] - r.audio).max() < 1e-4  # 16-bit PCM
 
     pytest.importorskip("pyrealsense2", reason="pyrealsense2 is not installed")
     from lbedge.sensors import RealSenseRecording
 
     assert out["depth"] is not None and truth["files"]["depth"] == out["depth"].name
     frames = list(RealSenseRecording(out["depth"], color=True))
-    assert len(frames) in (n - 1, n)                                                  # the syncer may drop one
+    assert len(frames) in (n - 1, n)  # the syncer may drop one
     for f in frames:
         k = f.meta["frame_number"]
         scene, t = divmod(k, 8)

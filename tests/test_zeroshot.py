@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import OFFICIAL, FuncBackend, needs_samples, SAMPLES
+from conftest import OFFICIAL, SAMPLES, FuncBackend, needs_samples
 from lbedge import ClipTokenizer, Encoder, InputError, PreprocessConfig, PromptCache, ZeroShotClassifier
 from lbedge.zeroshot import cross_modal_similarity
 
@@ -30,8 +30,17 @@ def make_encoder(fingerprint="fp-A", text_fn=fake_text):
     words = list(WORDS)
     vision = FuncBackend(lambda x: np.stack([BASIS[words[int(v[0, 0, 0])]] + 0.05 for v in x]), "pixel_values")
     text = FuncBackend(text_fn, "input_ids")
-    return Encoder(modality="image", preprocess_config=cfg, vision=vision, text=text, tokenizer=TOK,
-                   logit_scale=100.0, embed_dim=8, name="fake", text_fingerprint=fingerprint)
+    return Encoder(
+        modality="image",
+        preprocess_config=cfg,
+        vision=vision,
+        text=text,
+        tokenizer=TOK,
+        logit_scale=100.0,
+        embed_dim=8,
+        name="fake",
+        text_fingerprint=fingerprint,
+    )
 
 
 def images(*classes: int) -> np.ndarray:
@@ -59,7 +68,7 @@ def test_probabilities_are_softmax_of_scaled_cosine(tmp_path):
     t = enc.embed_text(["a photo of a cat.", "a photo of a dog.", "a photo of a car."])
     logits = 100.0 * e @ t.T
     expected = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
-    p = clf(x[0])                                         # a single sample gives a single Prediction
+    p = clf(x[0])  # a single sample gives a single Prediction
     assert p.label == "dog"
     np.testing.assert_allclose(sorted(expected[0], reverse=True), p.scores, rtol=1e-5)
 
@@ -78,11 +87,12 @@ def test_default_templates_follow_the_modality(tmp_path):
 
 
 def test_threshold_abstains(tmp_path):
-    def flat(ids):                      # every label equally similar: top probability 1/3
+    def flat(ids):  # every label equally similar: top probability 1/3
         return np.ones((len(ids), 8), np.float32)
 
-    clf = ZeroShotClassifier(make_encoder(text_fn=flat), ["cat", "dog", "car"], templates=["{}"], threshold=0.5,
-                             cache=tmp_path)
+    clf = ZeroShotClassifier(
+        make_encoder(text_fn=flat), ["cat", "dog", "car"], templates=["{}"], threshold=0.5, cache=tmp_path
+    )
     p = clf(images(0))[0]
     assert p.abstained and p.label is None and p.score == pytest.approx(1 / 3, abs=1e-5)
 
@@ -92,10 +102,15 @@ def test_top_k_limits_output(tmp_path):
     assert len(clf(images(2))[0].labels) == 2
 
 
-@pytest.mark.parametrize("labels,templates,match", [
-    ([], None, "non-empty"), (["cat", ""], None, "non-empty"), (["cat", "cat"], None, "duplicate"),
-    (["cat"], ["no placeholder"], "must contain"),
-])
+@pytest.mark.parametrize(
+    "labels,templates,match",
+    [
+        ([], None, "non-empty"),
+        (["cat", ""], None, "non-empty"),
+        (["cat", "cat"], None, "duplicate"),
+        (["cat"], ["no placeholder"], "must contain"),
+    ],
+)
 def test_bad_labels_and_templates(tmp_path, labels, templates, match):
     with pytest.raises(InputError, match=match):
         ZeroShotClassifier(make_encoder(), labels, templates=templates, cache=tmp_path)
@@ -106,7 +121,7 @@ def test_prompt_cache_hits_on_disk(tmp_path):
     ZeroShotClassifier(enc, ["cat", "dog"], templates=["{}"], cache=tmp_path)
     calls = enc.text.calls
     assert calls == 1 and len(list(tmp_path.glob("*.npy"))) == 1
-    enc2 = make_encoder()                                # a new process would see the same files
+    enc2 = make_encoder()  # a new process would see the same files
     clf = ZeroShotClassifier(enc2, ["cat", "dog"], templates=["{}"], cache=tmp_path)
     assert enc2.text.calls == 0
     assert clf(images(1))[0].label == "dog"
@@ -137,23 +152,36 @@ def test_unusable_cache_entries_are_recomputed_not_used(tmp_path, damage):
     enc = make_encoder()
     good = ZeroShotClassifier(enc, ["cat", "dog"], templates=["{}"], cache=tmp_path).text_embeds
     (entry,) = tmp_path.glob("*.npy")
-    bad = {"zeros": np.zeros((2, 8), np.float32), "int": np.ones((2, 8), np.int64),
-           "wrong_dim": np.ones((2, 5), np.float32) / np.sqrt(5), "nan": np.full((2, 8), np.nan, np.float32),
-           "wrong_rows": np.eye(3, 8, dtype=np.float32), "not_unit": np.full((2, 8), 3.0, np.float32)}[damage]
+    bad = {
+        "zeros": np.zeros((2, 8), np.float32),
+        "int": np.ones((2, 8), np.int64),
+        "wrong_dim": np.ones((2, 5), np.float32) / np.sqrt(5),
+        "nan": np.full((2, 8), np.nan, np.float32),
+        "wrong_rows": np.eye(3, 8, dtype=np.float32),
+        "not_unit": np.full((2, 8), 3.0, np.float32),
+    }[damage]
     np.save(entry, bad)
     enc2 = make_encoder()
     clf = ZeroShotClassifier(enc2, ["cat", "dog"], templates=["{}"], cache=tmp_path)
-    assert enc2.text.calls == 1                                     # recomputed...
-    np.testing.assert_allclose(clf.text_embeds, good, atol=1e-6)   # ...to the right values
+    assert enc2.text.calls == 1  # recomputed...
+    np.testing.assert_allclose(clf.text_embeds, good, atol=1e-6)  # ...to the right values
     assert np.isfinite(clf(images(0))[0].scores).all()
-    assert np.load(entry).dtype == np.float32 and np.load(entry).shape == (2, 8)        # and overwritten
+    assert np.load(entry).dtype == np.float32 and np.load(entry).shape == (2, 8)  # and overwritten
 
 
-@pytest.mark.parametrize("labels,match", [
-    ("cat", "one str 'cat'"), (b"cat", "one bytes"), (["cat", None], "item 1 is NoneType"),
-    (["cat", b"dog"], "item 1 is bytes"), (["cat", 3], "item 1 is int"), (None, "list of strings"),
-    (["cat", "d\udcffg"], "not valid Unicode"), (["x" * 5000, "y"], "5000 characters"),
-])
+@pytest.mark.parametrize(
+    "labels,match",
+    [
+        ("cat", "one str 'cat'"),
+        (b"cat", "one bytes"),
+        (["cat", None], "item 1 is NoneType"),
+        (["cat", b"dog"], "item 1 is bytes"),
+        (["cat", 3], "item 1 is int"),
+        (None, "list of strings"),
+        (["cat", "d\udcffg"], "not valid Unicode"),
+        (["x" * 5000, "y"], "5000 characters"),
+    ],
+)
 def test_labels_must_be_a_list_of_text(tmp_path, labels, match):
     """A bare string became c, a, t; bytes and None became strings: each is one clear error now."""
     with pytest.raises(InputError, match=match):
@@ -174,15 +202,16 @@ def test_many_labels_are_embedded_in_batches_with_progress(tmp_path):
     labels = [f"thing {i}" for i in range(300)]
     enc = make_encoder()
     cache = PromptCache(tmp_path, chunk=128)
-    clf = ZeroShotClassifier(enc, labels, templates=["{}", "a {}"], cache=cache,
-                             progress=lambda done, total: seen.append((done, total)))
+    clf = ZeroShotClassifier(
+        enc, labels, templates=["{}", "a {}"], cache=cache, progress=lambda done, total: seen.append((done, total))
+    )
     assert clf.text_embeds.shape == (300, 8)
     assert seen[-1] == (600, 600) and all(t == 600 for _, t in seen)
-    assert [d for d, _ in seen] == sorted(d for d, _ in seen) and len(seen) > 5    # steady, not one jump
-    assert enc.text.calls >= 600 // 32 and len(list(tmp_path.glob("*.npy"))) == 5   # chunks of 128 prompts cached
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen) and len(seen) > 5  # steady, not one jump
+    assert enc.text.calls >= 600 // 32 and len(list(tmp_path.glob("*.npy"))) == 5  # chunks of 128 prompts cached
     enc2 = make_encoder()
     ZeroShotClassifier(enc2, labels, templates=["{}", "a {}"], cache=cache)
-    assert enc2.text.calls == 0                                       # every chunk found again
+    assert enc2.text.calls == 0  # every chunk found again
     old = set_limits(max_labels=100)
     try:
         with pytest.raises(InputError, match="max_labels"):
@@ -232,8 +261,14 @@ def test_fuzzed_label_lists_are_accepted_or_refused_clearly(tmp_path):
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
 
-    items = st.one_of(st.text(max_size=30), st.binary(max_size=10), st.none(), st.integers(), st.floats(),
-                      st.lists(st.text(max_size=3), max_size=2))
+    items = st.one_of(
+        st.text(max_size=30),
+        st.binary(max_size=10),
+        st.none(),
+        st.integers(),
+        st.floats(),
+        st.lists(st.text(max_size=3), max_size=2),
+    )
     enc = make_encoder()
 
     @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -243,7 +278,7 @@ def test_fuzzed_label_lists_are_accepted_or_refused_clearly(tmp_path):
             clf = ZeroShotClassifier(enc, labels, templates=["{}"], use_cache=False)
         except InputError:
             return
-        assert clf.labels and all(isinstance(l, str) and l == l.strip() and l for l in clf.labels)
+        assert clf.labels and all(isinstance(label, str) and label == label.strip() and label for label in clf.labels)
         assert np.isfinite(clf.text_embeds).all()
 
     check()

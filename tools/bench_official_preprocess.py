@@ -13,8 +13,8 @@ import statistics
 import sys
 import time
 
-import torch  # before decord (see make_official_fixtures.py)
 import numpy as np
+import torch  # before decord (see make_official_fixtures.py)
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import make_official_fixtures as fx  # noqa: E402  (its tiny configs and pytorchvideo stub)
@@ -38,6 +38,7 @@ def main():
     args = ap.parse_args()
     torch.set_num_threads(1)
     import cv2
+
     cv2.setNumThreads(1)
     fx.install_pytorchvideo_stub()
     sys.path.insert(0, os.path.abspath(args.official))

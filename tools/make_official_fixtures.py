@@ -44,11 +44,12 @@ import sys
 import types
 import zipfile
 
+import numpy as np  # noqa: E402
+
 # NOTE: torch must be imported before decord.  In the reference environment,
 # importing decord first aborts the interpreter ("random_device could not be
 # read"); the official languagebind/__init__.py happens to import torch first.
 import torch  # noqa: E402
-import numpy as np  # noqa: E402
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -119,6 +120,7 @@ OPENAI_VOCAB_SIZE = 49408
 # ----------------------------------------------------------------------------------
 # small helpers
 # ----------------------------------------------------------------------------------
+
 
 def save_npz(path, **arrays):
     """np.savez_compressed equivalent with a fixed zip timestamp (byte-reproducible)."""
@@ -213,28 +215,30 @@ def install_pytorchvideo_stub():
     pv.data = pv_data
     pv.transforms = pv_tr
     pv_data.encoded_video = pv_ev
-    sys.modules.update({
-        "pytorchvideo": pv,
-        "pytorchvideo.data": pv_data,
-        "pytorchvideo.data.encoded_video": pv_ev,
-        "pytorchvideo.transforms": pv_tr,
-    })
+    sys.modules.update(
+        {
+            "pytorchvideo": pv,
+            "pytorchvideo.data": pv_data,
+            "pytorchvideo.data.encoded_video": pv_ev,
+            "pytorchvideo.transforms": pv_tr,
+        }
+    )
 
 
 # ----------------------------------------------------------------------------------
 # A. tokenizer files
 # ----------------------------------------------------------------------------------
 
+
 def bytes_to_unicode():
     """Same table as openai/CLIP simple_tokenizer.bytes_to_unicode (and HF's copy)."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + \
-        list(range(ord("®"), ord("ÿ") + 1))
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
     cs = bs[:]
     n = 0
-    for b in range(2 ** 8):
+    for b in range(2**8):
         if b not in bs:
             bs.append(b)
-            cs.append(2 ** 8 + n)
+            cs.append(2**8 + n)
             n += 1
     return dict(zip(bs, [chr(c) for c in cs]))
 
@@ -244,7 +248,7 @@ def make_tokenizer_files(official, out_dir):
     merges.txt exactly like openai's SimpleTokenizer builds its vocabulary."""
     bpe_path = os.path.join(official, "data", "bpe_simple_vocab_16e6.txt.gz")
     lines = gzip.open(bpe_path).read().decode("utf-8").split("\n")
-    merges = lines[1:49152 - 256 - 2 + 1]  # 48894 merges (openai simple_tokenizer)
+    merges = lines[1 : 49152 - 256 - 2 + 1]  # 48894 merges (openai simple_tokenizer)
     merges = [tuple(m.split()) for m in merges]
     assert len(merges) == 48894
     vocab = list(bytes_to_unicode().values())
@@ -269,17 +273,32 @@ def make_tokenizer_files(official, out_dir):
 # ----------------------------------------------------------------------------------
 
 TINY_VISION = dict(
-    hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-    patch_size=14, image_size=224, hidden_act="quick_gelu", projection_dim=8,
-    lora_alpha=16, lora_dropout=0.1,
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    patch_size=14,
+    image_size=224,
+    hidden_act="quick_gelu",
+    projection_dim=8,
+    lora_alpha=16,
+    lora_dropout=0.1,
 )
 TINY_TEXT = dict(
-    hidden_size=8, intermediate_size=16, num_hidden_layers=1, num_attention_heads=2,
-    max_position_embeddings=77, hidden_act="quick_gelu", projection_dim=8,
+    hidden_size=8,
+    intermediate_size=16,
+    num_hidden_layers=1,
+    num_attention_heads=2,
+    max_position_embeddings=77,
+    hidden_act="quick_gelu",
+    projection_dim=8,
 )
 AUDIO_VISION = dict(
-    num_mel_bins=112, target_length=1036, audio_sample_rate=16000,
-    audio_mean=-4.2677393, audio_std=4.5689974,
+    num_mel_bins=112,
+    target_length=1036,
+    audio_sample_rate=16000,
+    audio_mean=-4.2677393,
+    audio_std=4.5689974,
 )
 
 # name -> (modality / official class family, vision overrides, text vocab)
@@ -289,13 +308,13 @@ CKPT_SPECS = {
     "depth": ("depth", dict(lora_r=2, max_depth=10), SMALL_VOCAB),
     "audio": ("audio", dict(lora_r=2, **AUDIO_VISION), SMALL_VOCAB),
     "audio_ft": ("audio", dict(lora_r=0, **AUDIO_VISION), SMALL_VOCAB),
-    "video": ("video", dict(lora_r=2, add_time_attn=True, num_frames=8,
-                            video_decode_backend="decord"), SMALL_VOCAB),
-    "video_ft": ("video", dict(lora_r=0, add_time_attn=True, num_frames=8,
-                               video_decode_backend="decord"), SMALL_VOCAB),
-    "video_v15": ("video", dict(lora_r=0, add_time_attn=True, num_frames=8,
-                                video_decode_backend="decord", clip_type="vl_new"),
-                  SMALL_VOCAB),
+    "video": ("video", dict(lora_r=2, add_time_attn=True, num_frames=8, video_decode_backend="decord"), SMALL_VOCAB),
+    "video_ft": ("video", dict(lora_r=0, add_time_attn=True, num_frames=8, video_decode_backend="decord"), SMALL_VOCAB),
+    "video_v15": (
+        "video",
+        dict(lora_r=0, add_time_attn=True, num_frames=8, video_decode_backend="decord", clip_type="vl_new"),
+        SMALL_VOCAB,
+    ),
 }
 
 # which preprocessing fixture feeds each checkpoint
@@ -317,13 +336,13 @@ def make_config(lb, name):
     vision = dict(TINY_VISION)
     vision.update(vis_over)
     text = dict(TINY_TEXT, vocab_size=vocab)
-    return cfg_cls(text_config=text, vision_config=vision, projection_dim=8,
-                   logit_scale_init_value=2.6592)
+    return cfg_cls(text_config=text, vision_config=vision, projection_dim=8, logit_scale_init_value=2.6592)
 
 
 # ----------------------------------------------------------------------------------
 # random re-initialisation
 # ----------------------------------------------------------------------------------
+
 
 def randomize_(model, seed, logit_scale):
     """Overwrite every parameter with seeded random values so that the tiny model
@@ -371,14 +390,24 @@ def randomize_(model, seed, logit_scale):
 # main work
 # ----------------------------------------------------------------------------------
 
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--official", required=True,
-                    help="path to the official LanguageBind checkout (contains languagebind/ and data/)")
-    ap.add_argument("--samples", default=os.path.join(REPO_ROOT, "..", "shared", "languagebind_samples"),
-                    help="sample media folder (default: ../shared/languagebind_samples relative to repo root)")
-    ap.add_argument("--out", default=os.path.join(REPO_ROOT, "tests", "fixtures", "official"),
-                    help="output folder (default: tests/fixtures/official)")
+    ap.add_argument(
+        "--official",
+        required=True,
+        help="path to the official LanguageBind checkout (contains languagebind/ and data/)",
+    )
+    ap.add_argument(
+        "--samples",
+        default=os.path.join(REPO_ROOT, "..", "shared", "languagebind_samples"),
+        help="sample media folder (default: ../shared/languagebind_samples relative to repo root)",
+    )
+    ap.add_argument(
+        "--out",
+        default=os.path.join(REPO_ROOT, "tests", "fixtures", "official"),
+        help="output folder (default: tests/fixtures/official)",
+    )
     args = ap.parse_args()
 
     official = os.path.abspath(args.official)
@@ -392,14 +421,39 @@ def main():
 
     install_pytorchvideo_stub()
     sys.path.insert(0, official)
+    import cv2
+    import decord
+    import einops
+    import ftfy
     import languagebind as lb  # the official package
+    import peft
+    import PIL
+    import safetensors
+    import soundfile
+    import torchaudio
+    import torchvision
+    import transformers
     from languagebind.video import processing_video as pvid
     from torchvision.transforms._transforms_video import RandomHorizontalFlipVideo
 
-    import transformers, peft, torchvision, torchaudio, decord, ftfy, cv2, PIL, safetensors, soundfile, einops
-    versions = {m.__name__: getattr(m, "__version__", "?") for m in
-                (torch, torchvision, torchaudio, transformers, peft, np, decord, ftfy, cv2, PIL,
-                 safetensors, soundfile, einops)}
+    versions = {
+        m.__name__: getattr(m, "__version__", "?")
+        for m in (
+            torch,
+            torchvision,
+            torchaudio,
+            transformers,
+            peft,
+            np,
+            decord,
+            ftfy,
+            cv2,
+            PIL,
+            safetensors,
+            soundfile,
+            einops,
+        )
+    }
     versions["python"] = sys.version.split()[0]
     print("versions:", versions)
     notes = {}  # facts discovered while running, rendered into README.md
@@ -407,8 +461,7 @@ def main():
     # ---------------------------------------------------------------- A. tokenizer
     tok_dir = os.path.join(out, "tokenizer")
     nvocab, nmerges = make_tokenizer_files(official, tok_dir)
-    tokenizer = lb.LanguageBindImageTokenizer(os.path.join(tok_dir, "vocab.json"),
-                                              os.path.join(tok_dir, "merges.txt"))
+    tokenizer = lb.LanguageBindImageTokenizer(os.path.join(tok_dir, "vocab.json"), os.path.join(tok_dir, "merges.txt"))
     assert tokenizer.fix_text is not None, "ftfy must be installed (official requirements)"
     cat = tokenizer("a photo of a cat", max_length=77, padding="max_length", truncation=True)
     assert cat["input_ids"][:8] == [49406, 320, 1125, 539, 320, 2368, 49407, 49407], cat["input_ids"][:8]
@@ -420,14 +473,16 @@ def main():
     for i, text in enumerate(TOKENIZER_CASES):
         ids, mask = enc["input_ids"][i], enc["attention_mask"][i]
         assert len(ids) == 77 and ids[0] == 49406 and 49407 in ids
-        cases.append({"text": text, "tokens": tokenizer.tokenize(text),
-                      "input_ids": ids, "attention_mask": mask})
-    write_json(os.path.join(out, "tokenizer_cases.json"), {
-        "tokenizer": "LanguageBindImageTokenizer (transformers CLIPTokenizer, slow, ftfy %s)" % ftfy.__version__,
-        "call": "tokenizer(texts, max_length=77, padding='max_length', truncation=True)",
-        "note": "'tokens' is tokenizer.tokenize(text) (BPE strings, no specials, not truncated)",
-        "cases": cases,
-    })
+        cases.append({"text": text, "tokens": tokenizer.tokenize(text), "input_ids": ids, "attention_mask": mask})
+    write_json(
+        os.path.join(out, "tokenizer_cases.json"),
+        {
+            "tokenizer": "LanguageBindImageTokenizer (transformers CLIPTokenizer, slow, ftfy %s)" % ftfy.__version__,
+            "call": "tokenizer(texts, max_length=77, padding='max_length', truncation=True)",
+            "note": "'tokens' is tokenizer.tokenize(text) (BPE strings, no specials, not truncated)",
+            "cases": cases,
+        },
+    )
 
     # ---------------------------------------------------------------- E. preprocessing
     pre = os.path.join(out, "preprocess")
@@ -439,9 +494,10 @@ def main():
     src = torch.rand(3, 37, 53, generator=g)
     rs = {"input": src.numpy()}
     for mode in ("bicubic", "bilinear"):
-        for (h, w) in ((23, 31), (61, 89)):
-            y = torch.nn.functional.interpolate(src[None], size=(h, w), mode=mode,
-                                                align_corners=False, antialias=False)[0]
+        for h, w in ((23, 31), (61, 89)):
+            y = torch.nn.functional.interpolate(
+                src[None], size=(h, w), mode=mode, align_corners=False, antialias=False
+            )[0]
             rs["%s_%dx%d" % (mode, h, w)] = y.numpy()
     save_npz(os.path.join(pre, "torch_resize.npz"), **rs)
 
@@ -453,20 +509,24 @@ def main():
     img_paths = [os.path.join(samples, "image", "%d.jpg" % i) for i in (0, 1)]
     img_pv = run_proc(img_proc, img_paths)
     assert img_pv.shape == (2, 3, 224, 224) and img_pv.dtype == torch.float32
-    save_npz(os.path.join(pre, "image.npz"), pixel_values=img_pv.numpy(),
-             files=np.array(["image/0.jpg", "image/1.jpg"]))
+    save_npz(
+        os.path.join(pre, "image.npz"), pixel_values=img_pv.numpy(), files=np.array(["image/0.jpg", "image/1.jpg"])
+    )
 
     th_proc = lb.LanguageBindThermalProcessor(cfg["thermal"])
     th_pv = run_proc(th_proc, [os.path.join(samples, "thermal", "0.jpg")])
     assert th_pv.shape == (1, 3, 224, 224)
-    save_npz(os.path.join(pre, "thermal.npz"), pixel_values=th_pv.numpy(),
-             files=np.array(["thermal/0.jpg"]))
+    save_npz(os.path.join(pre, "thermal.npz"), pixel_values=th_pv.numpy(), files=np.array(["thermal/0.jpg"]))
 
     dp_proc = lb.LanguageBindDepthProcessor(cfg["depth"])
     dp_pv = run_proc(dp_proc, [os.path.join(samples, "depth", "0.png")])
     assert dp_pv.shape == (1, 3, 224, 224) and dp_pv.dtype == torch.float32
-    save_npz(os.path.join(pre, "depth.npz"), pixel_values=dp_pv.numpy(),
-             files=np.array(["depth/0.png"]), max_depth=np.float32(10.0))
+    save_npz(
+        os.path.join(pre, "depth.npz"),
+        pixel_values=dp_pv.numpy(),
+        files=np.array(["depth/0.png"]),
+        max_depth=np.float32(10.0),
+    )
 
     # audio (10.24 s, 16 kHz: shorter than target_length -> repeat-padding path)
     au_proc = lb.LanguageBindAudioProcessor(cfg["audio"])
@@ -474,19 +534,26 @@ def main():
     au_pv = run_proc(au_proc, [os.path.join(samples, "audio", "0.wav")])
     assert au_pv.shape == (1, 3, 112, 1036) and au_pv.dtype == torch.float32
     import torchaudio as ta
+
     wav0, sr0 = ta.load(os.path.join(samples, "audio", "0.wav"))
     mel0 = au_proc.transform.get_mel(wav0.clone())
     notes["audio0_frames"] = int(mel0.shape[0])
-    save_npz(os.path.join(pre, "audio.npz"), pixel_values=au_pv.numpy(),
-             files=np.array(["audio/0.wav"]), num_samples=np.int64(wav0.shape[1]),
-             sample_rate=np.int64(sr0), mel_frames=np.int64(mel0.shape[0]))
+    save_npz(
+        os.path.join(pre, "audio.npz"),
+        pixel_values=au_pv.numpy(),
+        files=np.array(["audio/0.wav"]),
+        num_samples=np.int64(wav0.shape[1]),
+        sample_rate=np.int64(sr0),
+        mel_frames=np.int64(mel0.shape[0]),
+    )
 
     # audio_long: 12 s synthetic 22.05 kHz signal -> resample + 3-chunk path
     import soundfile as sf
+
     sr_long, dur = 22050, 12.0
     t = np.arange(int(sr_long * dur)) / sr_long
     f0, f1 = 200.0, 4000.0
-    chirp = np.sin(2 * np.pi * (f0 * t + (f1 - f0) * t ** 2 / (2 * dur)))
+    chirp = np.sin(2 * np.pi * (f0 * t + (f1 - f0) * t**2 / (2 * dur)))
     env = 0.5 * (1 - np.cos(2 * np.pi * t / 3.0))  # 3 s amplitude envelope
     tone = env * np.sin(2 * np.pi * 440.0 * t)
     noise = np.random.default_rng(42).standard_normal(t.shape)
@@ -507,15 +574,26 @@ def main():
     ranges = np.array_split(list(range(0, total - chunk + 1)), 3)
     np.random.seed(1234)
     starts = [int(np.random.choice(r)) for r in ranges]
-    fused = torch.stack([mel[s:s + chunk] for s in starts]).transpose(1, 2)
+    fused = torch.stack([mel[s : s + chunk] for s in starts]).transpose(1, 2)
     fused = (fused - AUDIO_VISION["audio_mean"]) / (AUDIO_VISION["audio_std"] * 2)
     assert torch.equal(fused, al_pv[0]), "chunk start re-derivation does not match official output"
-    notes["audio_long"] = dict(frames=int(total), starts=starts, resampled_len=int(res.shape[1]),
-                               ranges=[[int(r[0]), int(r[-1])] for r in ranges])
-    save_npz(os.path.join(pre, "audio_long.npz"), pixel_values=al_pv.numpy().astype(np.float16),
-             chunk_starts=np.array(starts, dtype=np.int64), resampled_len=np.int64(res.shape[1]),
-             resampled_head=res_head.numpy().astype(np.float32), orig_sr=np.int64(sr),
-             orig_len=np.int64(wav.shape[1]), mel_frames=np.int64(total), seed=np.int64(1234))
+    notes["audio_long"] = dict(
+        frames=int(total),
+        starts=starts,
+        resampled_len=int(res.shape[1]),
+        ranges=[[int(r[0]), int(r[-1])] for r in ranges],
+    )
+    save_npz(
+        os.path.join(pre, "audio_long.npz"),
+        pixel_values=al_pv.numpy().astype(np.float16),
+        chunk_starts=np.array(starts, dtype=np.int64),
+        resampled_len=np.int64(res.shape[1]),
+        resampled_head=res_head.numpy().astype(np.float32),
+        orig_sr=np.int64(sr),
+        orig_len=np.int64(wav.shape[1]),
+        mel_frames=np.int64(total),
+        seed=np.int64(1234),
+    )
 
     # video: decord backend, RandomHorizontalFlipVideo removed (lbedge never flips)
     recorded = {}
@@ -529,16 +607,20 @@ def main():
     pvid.VideoReader = RecordingVideoReader
     vid_proc = lb.LanguageBindVideoProcessor(cfg["video"])
     n_before = len(vid_proc.transform.transforms)
-    vid_proc.transform.transforms = [tr for tr in vid_proc.transform.transforms
-                                     if not isinstance(tr, RandomHorizontalFlipVideo)]
+    vid_proc.transform.transforms = [
+        tr for tr in vid_proc.transform.transforms if not isinstance(tr, RandomHorizontalFlipVideo)
+    ]
     assert len(vid_proc.transform.transforms) == n_before - 1
     vid_pv = run_proc(vid_proc, [os.path.join(samples, "video", "0.mp4")])
     assert vid_pv.shape == (1, 3, 8, 224, 224) and vid_pv.dtype == torch.float32
     notes["video"] = dict(frame_ids=recorded["frame_ids"].tolist(), total=recorded["num_frames_total"])
-    save_npz(os.path.join(pre, "video.npz"), pixel_values=vid_pv.numpy().astype(np.float16),
-             frame_ids=recorded["frame_ids"].astype(np.int64),
-             num_frames_total=np.int64(recorded["num_frames_total"]),
-             files=np.array(["video/0.mp4"]))
+    save_npz(
+        os.path.join(pre, "video.npz"),
+        pixel_values=vid_pv.numpy().astype(np.float16),
+        frame_ids=recorded["frame_ids"].astype(np.int64),
+        num_frames_total=np.int64(recorded["num_frames_total"]),
+        files=np.array(["video/0.mp4"]),
+    )
 
     pixel_inputs = {
         "preprocess/image.npz:pixel_values": img_pv,
@@ -550,14 +632,13 @@ def main():
     }
 
     # ---------------------------------------------------------------- C/D. checkpoints
-    img_text = tokenizer(IMAGE_PROMPTS, max_length=77, padding="max_length", truncation=True,
-                         return_tensors="pt")
+    img_text = tokenizer(IMAGE_PROMPTS, max_length=77, padding="max_length", truncation=True, return_tensors="pt")
     rng = np.random.default_rng(GLOBAL_SEED)
     small_ids = np.full((3, 77), SMALL_EOS, dtype=np.int64)
     small_mask = np.zeros((3, 77), dtype=np.int64)
     for r, pos in enumerate(SMALL_EOS_POSITIONS):
         small_ids[r, :pos] = rng.integers(1, SMALL_EOS, size=pos)  # ids in [1, 998]
-        small_mask[r, :pos + 1] = 1
+        small_mask[r, : pos + 1] = 1
 
     key_examples = {}
     for name in CKPT_SPECS:
@@ -606,8 +687,7 @@ def main():
             temporal=[k for k in keys if "temporal" in k and ".layers.0." in k][:8],
             position_ids=[k for k in keys if k.endswith("position_ids")],
             embeddings={k: list(sd1[k].shape) for k in keys if "vision_model.embeddings." in k},
-            encoder_layer0={k: list(sd1[k].shape) for k in keys
-                            if "vision_model.encoder" in k and ".layers.0." in k},
+            encoder_layer0={k: list(sd1[k].shape) for k in keys if "vision_model.encoder" in k and ".layers.0." in k},
             text_first=[k for k in keys if k.startswith("text_model")][:4],
             other=[k for k in keys if not k.startswith(("text_model", "vision_model"))],
         )
@@ -638,68 +718,117 @@ def main():
                 diff = (no_lora - img_raw).abs().max().item()
                 assert diff > 1e-2, "LoRA has no visible effect (%g)" % diff
                 key_examples[name]["lora_effect_max_abs"] = diff
-        save_npz(os.path.join(ckdir, "reference.npz"),
-                 pixel_source=np.array(src_key),
-                 input_ids=ids.numpy().astype(np.int64),
-                 attention_mask=mask.numpy().astype(np.int64),
-                 image_embeds=img_n.numpy().astype(np.float32),
-                 image_embeds_raw=img_raw.numpy().astype(np.float32),
-                 text_embeds=txt_n.numpy().astype(np.float32),
-                 text_embeds_raw=txt_raw.numpy().astype(np.float32),
-                 vision_pooled=vout[1].numpy().astype(np.float32),
-                 text_pooled=tout[1].numpy().astype(np.float32),
-                 logits_per_image=fwd.logits_per_image.numpy().astype(np.float32),
-                 logit_scale=np.float32(loaded.logit_scale.item()))
+        save_npz(
+            os.path.join(ckdir, "reference.npz"),
+            pixel_source=np.array(src_key),
+            input_ids=ids.numpy().astype(np.int64),
+            attention_mask=mask.numpy().astype(np.int64),
+            image_embeds=img_n.numpy().astype(np.float32),
+            image_embeds_raw=img_raw.numpy().astype(np.float32),
+            text_embeds=txt_n.numpy().astype(np.float32),
+            text_embeds_raw=txt_raw.numpy().astype(np.float32),
+            vision_pooled=vout[1].numpy().astype(np.float32),
+            text_pooled=tout[1].numpy().astype(np.float32),
+            logits_per_image=fwd.logits_per_image.numpy().astype(np.float32),
+            logit_scale=np.float32(loaded.logit_scale.item()),
+        )
         print("checkpoint %-10s ok (%d keys)" % (name, len(keys)))
 
     # ---------------------------------------------------------------- F. big shapes
     def shapes_json(fname, cfg_cls, model_cls, text, vision, projection_dim):
-        conf = cfg_cls(text_config=text, vision_config=vision, projection_dim=projection_dim,
-                       logit_scale_init_value=2.6592)
+        conf = cfg_cls(
+            text_config=text, vision_config=vision, projection_dim=projection_dim, logit_scale_init_value=2.6592
+        )
         conf_dict = conf.to_dict()  # before construction (resize_pos mutates image_size)
         try:
             from accelerate import init_empty_weights
+
             ctx, how = init_empty_weights(), "accelerate.init_empty_weights"
         except Exception:  # pragma: no cover
             ctx, how = torch.device("meta"), "torch.device('meta')"
         with ctx:
             m = model_cls(conf)
         sd = m.state_dict()
-        write_json(os.path.join(out, fname), {
-            "built_with": how,
-            "config": conf_dict,
-            "num_keys": len(sd),
-            "num_params": int(sum(v.numel() for k, v in sd.items() if v.is_floating_point())),
-            "non_float32": {k: str(v.dtype).replace("torch.", "") for k, v in sd.items()
-                            if v.dtype != torch.float32},
-            "shapes": {k: list(v.shape) for k, v in sd.items()},
-        })
+        write_json(
+            os.path.join(out, fname),
+            {
+                "built_with": how,
+                "config": conf_dict,
+                "num_keys": len(sd),
+                "num_params": int(sum(v.numel() for k, v in sd.items() if v.is_floating_point())),
+                "non_float32": {
+                    k: str(v.dtype).replace("torch.", "") for k, v in sd.items() if v.dtype != torch.float32
+                },
+                "shapes": {k: list(v.shape) for k, v in sd.items()},
+            },
+        )
         return sd
 
     sd_h = shapes_json(
-        "vit_h_shapes.json", lb.LanguageBindVideoConfig, lb.LanguageBindVideo,
-        dict(vocab_size=49408, hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
-             num_attention_heads=16, max_position_embeddings=77, hidden_act="gelu",
-             projection_dim=1024),
-        dict(hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=16,
-             patch_size=14, image_size=224, hidden_act="gelu", projection_dim=1024,
-             add_time_attn=True, num_frames=8, clip_type="vl_new", lora_r=0, lora_alpha=16,
-             lora_dropout=0.1, video_decode_backend="decord"),
-        1024)
+        "vit_h_shapes.json",
+        lb.LanguageBindVideoConfig,
+        lb.LanguageBindVideo,
+        dict(
+            vocab_size=49408,
+            hidden_size=1024,
+            intermediate_size=4096,
+            num_hidden_layers=24,
+            num_attention_heads=16,
+            max_position_embeddings=77,
+            hidden_act="gelu",
+            projection_dim=1024,
+        ),
+        dict(
+            hidden_size=1280,
+            intermediate_size=5120,
+            num_hidden_layers=32,
+            num_attention_heads=16,
+            patch_size=14,
+            image_size=224,
+            hidden_act="gelu",
+            projection_dim=1024,
+            add_time_attn=True,
+            num_frames=8,
+            clip_type="vl_new",
+            lora_r=0,
+            lora_alpha=16,
+            lora_dropout=0.1,
+            video_decode_backend="decord",
+        ),
+        1024,
+    )
     sd_l = shapes_json(
-        "vit_l_lora_shapes.json", lb.LanguageBindImageConfig, lb.LanguageBindImage,
-        dict(vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
-             num_attention_heads=12, max_position_embeddings=77, hidden_act="quick_gelu",
-             projection_dim=768),
-        dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
-             patch_size=14, image_size=224, hidden_act="quick_gelu", projection_dim=768,
-             lora_r=16, lora_alpha=16, lora_dropout=0.1),
-        768)
+        "vit_l_lora_shapes.json",
+        lb.LanguageBindImageConfig,
+        lb.LanguageBindImage,
+        dict(
+            vocab_size=49408,
+            hidden_size=768,
+            intermediate_size=3072,
+            num_hidden_layers=12,
+            num_attention_heads=12,
+            max_position_embeddings=77,
+            hidden_act="quick_gelu",
+            projection_dim=768,
+        ),
+        dict(
+            hidden_size=1024,
+            intermediate_size=4096,
+            num_hidden_layers=24,
+            num_attention_heads=16,
+            patch_size=14,
+            image_size=224,
+            hidden_act="quick_gelu",
+            projection_dim=768,
+            lora_r=16,
+            lora_alpha=16,
+            lora_dropout=0.1,
+        ),
+        768,
+    )
     notes["vit_h"] = {k: list(sd_h[k].shape) for k in sd_h if "vision_model.embeddings." in k}
-    notes["vit_h_layer0"] = {k: list(sd_h[k].shape) for k in sd_h
-                             if "vision_model.encoder.layers.0.temporal" in k}
-    notes["vit_l_lora"] = {k: list(sd_l[k].shape) for k in sd_l
-                           if ".layers.0.self_attn.q_proj" in k and "vision" in k}
+    notes["vit_h_layer0"] = {k: list(sd_h[k].shape) for k in sd_h if "vision_model.encoder.layers.0.temporal" in k}
+    notes["vit_l_lora"] = {k: list(sd_l[k].shape) for k in sd_l if ".layers.0.self_attn.q_proj" in k and "vision" in k}
     print("shape listings ok")
 
     # ---------------------------------------------------------------- G. README
@@ -739,7 +868,7 @@ def write_readme(out, versions, key_examples, notes):
     w("")
     w("Environment: " + vers + ". CPU only. `pytorchvideo` is not installed; the script inserts a stub")
     w("whose `ShortSideScale` mirrors `pytorchvideo.transforms.functional.short_side_scale`")
-    w("(bilinear, `align_corners=False`, backend \"pytorch\"); the other stubbed names are unused by the")
+    w('(bilinear, `align_corners=False`, backend "pytorch"); the other stubbed names are unused by the')
     w("decord backend.")
     w("")
     w("All `.npz` files are written like `np.savez_compressed` (with a fixed zip timestamp); load with")
@@ -760,11 +889,14 @@ def write_readme(out, versions, key_examples, notes):
     w("`simple_tokenizer.py` builds its vocabulary: the 256 `bytes_to_unicode` characters, the same with")
     w("`</w>`, every merge joined, then `<|startoftext|>` (49406) and `<|endoftext|>` (49407);")
     w("merges = `lines[1:49152-256-2+1]`. Checked: the official `LanguageBindImageTokenizer` loaded from")
-    w("these files maps \"a photo of a cat\" to `[49406, 320, 1125, 539, 320, 2368, 49407, ...]`.")
+    w('these files maps "a photo of a cat" to `[49406, 320, 1125, 539, 320, 2368, 49407, ...]`.')
     w("")
     w("### tokenizer_cases.json")
     w("")
-    w("For %d tricky strings: `text`, `tokens` (`tokenizer.tokenize`, BPE strings) and the official" % len(TOKENIZER_CASES))
+    w(
+        "For %d tricky strings: `text`, `tokens` (`tokenizer.tokenize`, BPE strings) and the official"
+        % len(TOKENIZER_CASES)
+    )
     w("`tokenizer(texts, max_length=77, padding='max_length', truncation=True)` output (`input_ids`,")
     w("`attention_mask`). Padding id is 49407 (pad_token = `<|endoftext|>`), padding mask 0.")
     w("")
@@ -776,7 +908,10 @@ def write_readme(out, versions, key_examples, notes):
     w("* `image.npz`: image/0.jpg, image/1.jpg -> float32 [2,3,224,224].")
     w("* `thermal.npz`: thermal/0.jpg -> float32 [1,3,224,224].")
     w("* `depth.npz`: depth/0.png (uint16 mm) -> float32 [1,3,224,224], `max_depth`=10.")
-    w("* `audio.npz`: audio/0.wav -> float32 [1,3,112,1036]. The clip has %d fbank frames (< 1036), so" % notes["audio0_frames"])
+    w(
+        "* `audio.npz`: audio/0.wav -> float32 [1,3,112,1036]. The clip has %d fbank frames (< 1036), so"
+        % notes["audio0_frames"]
+    )
     w("  this exercises the repeat-padding branch (all three channels identical). Extra keys:")
     w("  `num_samples`, `sample_rate`, `mel_frames`.")
     al = notes["audio_long"]
@@ -784,7 +919,10 @@ def write_readme(out, versions, key_examples, notes):
     w("  (chirp 200->4000 Hz + enveloped 440 Hz tone + seeded noise, peak 0.5). Official processor run")
     w("  after `np.random.seed(1234)`; `pixel_values` float16 [1,3,112,1036]; `chunk_starts` = %s" % al["starts"])
     w("  (re-derived with the official ranges logic and asserted to reproduce the output exactly:")
-    w("  %d frames, ranges %s); `resampled_len` = %d (torchaudio resample to 16 kHz);" % (al["frames"], al["ranges"], al["resampled_len"]))
+    w(
+        "  %d frames, ranges %s); `resampled_len` = %d (torchaudio resample to 16 kHz);"
+        % (al["frames"], al["ranges"], al["resampled_len"])
+    )
     w("  `resampled_head` float32 = first 4000 resampled samples (before mean removal); also `orig_sr`,")
     w("  `orig_len`, `mel_frames`, `seed`.")
     v = notes["video"]
@@ -811,15 +949,20 @@ def write_readme(out, versions, key_examples, notes):
     w("| name | class | settings | weights | logit_scale |")
     w("|---|---|---|---|---|")
     desc = {
-        "image": "LoRA", "thermal": "LoRA", "depth": "LoRA, max_depth 10",
+        "image": "LoRA",
+        "thermal": "LoRA",
+        "depth": "LoRA, max_depth 10",
         "audio": "LoRA, 112 mel x 1036 frames, pos-embed resized to 8x74 (+1)",
-        "audio_ft": "lora_r 0, audio settings", "video": "add_time_attn, 8 frames, LoRA on temporal_attn",
+        "audio_ft": "lora_r 0, audio settings",
+        "video": "add_time_attn, 8 frames, LoRA on temporal_attn",
         "video_ft": "add_time_attn, 8 frames, lora_r 0",
         "video_v15": "as video_ft + clip_type vl_new (Conv3d tube 1, per-frame class embedding)",
     }
     for name, (family, _, _) in CKPT_SPECS.items():
-        w("| `%s` | LanguageBind%s | %s | `%s` | %s |" % (name, family.capitalize(), desc[name],
-                                                     key_examples[name]["weights_file"], LOGIT_SCALES[name]))
+        w(
+            "| `%s` | LanguageBind%s | %s | `%s` | %s |"
+            % (name, family.capitalize(), desc[name], key_examples[name]["weights_file"], LOGIT_SCALES[name])
+        )
     w("")
     w("`config.json` is what `save_pretrained` writes, except `vision_config.image_size`, reset to 224")
     w("(see quirks) and `_name_or_path`. `video_v15` has no `tube_size` key (the official code defaults")
@@ -827,11 +970,14 @@ def write_readme(out, versions, key_examples, notes):
     w("")
     w("`<name>/reference.npz` (official model, eval mode, float32):")
     w("")
-    w("* `pixel_source`: `\"preprocess/<file>.npz:pixel_values\"`, the input actually used (image: both")
+    w('* `pixel_source`: `"preprocess/<file>.npz:pixel_values"`, the input actually used (image: both')
     w("  images; thermal/depth/audio*/video*: batch 1). For video the stored float16 tensor cast to")
     w("  float32 was fed to the model.")
     w("* `input_ids`, `attention_mask`: int64 [3,77]. `image`: the official tokenizer on")
-    w("  %s. Others: synthetic rows, random ids in [1,998], EOS id 999 at positions %s," % (IMAGE_PROMPTS, SMALL_EOS_POSITIONS))
+    w(
+        "  %s. Others: synthetic rows, random ids in [1,998], EOS id 999 at positions %s,"
+        % (IMAGE_PROMPTS, SMALL_EOS_POSITIONS)
+    )
     w("  999-padded after it, mask 1 up to and including EOS (argmax pooling picks the first 999).")
     w("* `image_embeds_raw` = `get_image_features`, `image_embeds` = its L2-normalised version;")
     w("  `text_embeds_raw` = `get_text_features`, `text_embeds` normalised; `vision_pooled`, `text_pooled`")
@@ -845,7 +991,7 @@ def write_readme(out, versions, key_examples, notes):
     w("1024/4096/24 layers/16 heads; projection 1024) and of `LanguageBindImage` ViT-L/14 with LoRA r=16")
     w("(vision 1024/4096/24/16; text 768/3072/12/12; projection 768). Built on the meta device; `config`")
     w("holds the full config dict (taken before construction), `non_float32` the int64 buffers.")
-    w("hidden_act is \"gelu\" for the ViT-H (OpenCLIP ViT-H-14 lineage) and quick_gelu for ViT-L;")
+    w('hidden_act is "gelu" for the ViT-H (OpenCLIP ViT-H-14 lineage) and quick_gelu for ViT-L;')
     w("it does not affect shapes.")
     w("")
     w("## State-dict key examples")
@@ -975,7 +1121,8 @@ Tokenizer (transformers 4.30.2 slow CLIPTokenizer + ftfy):
 * `ftfy.fix_text` (unescapes HTML entities when the text has no '<'/'>', NFC normalisation, fixes
   mojibake, uncurls quotes, expands ligatures), then `re.sub(r"\\s+", " ")`, strip, lower-case.
   Unlike openai's simple_tokenizer there is **no** extra `html.unescape` (twice) step.
-* The pre-tokeniser regex is `<\\|startoftext\\|>|<\\|endoftext\\|>|'s|'t|'re|'ve|'m|'ll|'d|[\\p{L}]+|[\\p{N}]|[^\\s\\p{L}\\p{N}]+`
+* The pre-tokeniser regex is
+  `<\\|startoftext\\|>|<\\|endoftext\\|>|'s|'t|'re|'ve|'m|'ll|'d|[\\p{L}]+|[\\p{N}]|[^\\s\\p{L}\\p{N}]+`
   (IGNORECASE); digits are single tokens. Literal special-token strings inside the text are
   recognised as special tokens by the slow tokenizer's added-token splitting (see
   tokenizer_cases.json).

@@ -19,17 +19,32 @@ from lbedge.models.bert import attach_sentence_encoder, read_bert_folder
 from lbedge.models.towers import LanguageBindModel
 
 
-def anchored_model(text_folder: str | Path, modality: str, vision: VisionConfig, preprocess: PreprocessConfig,
-                   *, seed: int = 0, logit_scale: float = 2.6592) -> LanguageBindModel:
+def anchored_model(
+    text_folder: str | Path,
+    modality: str,
+    vision: VisionConfig,
+    preprocess: PreprocessConfig,
+    *,
+    seed: int = 0,
+    logit_scale: float = 2.6592,
+) -> LanguageBindModel:
     """A model whose text tower is the sentence encoder in ``text_folder`` (identity projection) and whose
     vision tower (``vision``) starts from a seeded random initialisation."""
     rows, cols = (n // vision.patch_size for n in preprocess.input_shape[-2:])
     if tuple(vision.grid) != (rows, cols):
-        raise CheckpointError(f"vision grid {vision.grid} does not fit the preprocessed input "
-                              f"{preprocess.input_shape} with patch {vision.patch_size}: use grid=({rows}, {cols})")
+        raise CheckpointError(
+            f"vision grid {vision.grid} does not fit the preprocessed input "
+            f"{preprocess.input_shape} with patch {vision.patch_size}: use grid=({rows}, {cols})"
+        )
     text_cfg, text_state = read_bert_folder(text_folder)
-    cfg = ModelConfig(modality=modality, vision=vision, text=text_cfg, projection_dim=text_cfg.hidden_size,
-                      logit_scale_init=logit_scale, preprocess=preprocess)
+    cfg = ModelConfig(
+        modality=modality,
+        vision=vision,
+        text=text_cfg,
+        projection_dim=text_cfg.hidden_size,
+        logit_scale_init=logit_scale,
+        preprocess=preprocess,
+    )
     torch.manual_seed(seed)
     model = LanguageBindModel(cfg)
     attach_sentence_encoder(model, text_state, text_folder)

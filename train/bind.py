@@ -58,7 +58,7 @@ def wrap_lora(model: LanguageBindModel, r: int, alpha: float, dropout: float, ta
 
     for p in model.parameters():
         p.requires_grad_(False)
-    if model.config.vision.add_time_attn:      # as LanguageBind_Video: LoRA on the temporal attention
+    if model.config.vision.add_time_attn:  # as LanguageBind_Video: LoRA on the temporal attention
         targets = [f"temporal_attn.{t}" for t in targets]
     cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, bias="none")
     model.vision_model.encoder = get_peft_model(model.vision_model.encoder, cfg)
@@ -75,8 +75,10 @@ def symmetric_infonce(v: torch.Tensor, t: torch.Tensor, scale: torch.Tensor, sam
     """InfoNCE in both directions; rows sharing a text are each other's positives (soft targets)."""
     logits = scale * v @ t.T
     target = same.float() / same.float().sum(1, keepdim=True)
-    return 0.5 * (torch.sum(-target * F.log_softmax(logits, 1), 1).mean()
-                  + torch.sum(-target * F.log_softmax(logits.T, 1), 1).mean())
+    return 0.5 * (
+        torch.sum(-target * F.log_softmax(logits, 1), 1).mean()
+        + torch.sum(-target * F.log_softmax(logits.T, 1), 1).mean()
+    )
 
 
 class Binder:
@@ -91,15 +93,18 @@ class Binder:
         for p in model.parameters():
             p.requires_grad_(False)
         self.text_before = {k: v.clone() for k, v in model.state_dict().items() if k.startswith("text_")}
-        torch.manual_seed(cfg.seed)                 # LoRA initialisation is part of the run's determinism
+        torch.manual_seed(cfg.seed)  # LoRA initialisation is part of the run's determinism
         if cfg.lora_r:
             self.model = wrap_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, list(cfg.lora_targets))
             also = tuple(cfg.train_also)
-            matched = [p.requires_grad_(True) for name, p in self.model.named_parameters()
-                       if also and name.startswith(also) and not name.startswith("text_")]
+            matched = [
+                p.requires_grad_(True)
+                for name, p in self.model.named_parameters()
+                if also and name.startswith(also) and not name.startswith("text_")
+            ]
             if also and not matched:
                 raise InputError(f"train_also {list(also)} matches no vision parameter")
-        else:                                       # full training of the vision side (e.g. a tower from scratch)
+        else:  # full training of the vision side (e.g. a tower from scratch)
             for name, p in model.named_parameters():
                 p.requires_grad_(name.startswith(("vision_model.", "visual_projection.")))
             self.model = model
@@ -114,13 +119,15 @@ class Binder:
             self.val = None
             self.train_idx, self.val_idx = self.store.split(cfg.val_fraction, cfg.seed)
         params = trainable_parameters(self.model, cfg.learn_temperature)
-        self.opt, self.sched = make_optimizer(params, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                              warmup_steps=cfg.warmup_steps, max_steps=cfg.max_steps)
+        self.opt, self.sched = make_optimizer(
+            params, lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps, max_steps=cfg.max_steps
+        )
         self.step = 0
         held_out = self.val.samples if self.val is not None else [self.store.samples[i] for i in self.val_idx]
         order = data_order(cfg.seed, [self.store.samples[i].path for i in self.train_idx], [s.path for s in held_out])
-        self.state = RunState(self.model, self.opt, self.sched, folder=self.out / "last", tokenizer_dir=base,
-                              data_order=order)
+        self.state = RunState(
+            self.model, self.opt, self.sched, folder=self.out / "last", tokenizer_dir=base, data_order=order
+        )
         self.device = torch.device(cfg.device)
         self.model.to(self.device)
         self.model.eval()
@@ -134,6 +141,7 @@ class Binder:
         if want == "bf16":
             return lambda: torch.autocast(self.device.type, dtype=torch.bfloat16)
         import contextlib
+
         return contextlib.nullcontext
 
     # --- checkpoints ---------------------------------------------------------------------------------------
@@ -186,7 +194,7 @@ class Binder:
         texts = sorted({t for st in stores for s in st.samples for t in s.texts})
         self.text_table: dict[str, torch.Tensor] = {}
         for i in range(0, len(texts), 256):
-            chunk = texts[i:i + 256]
+            chunk = texts[i : i + 256]
             for t, e in zip(chunk, self._encode_texts(chunk)):
                 self.text_table[t] = e
 
@@ -203,7 +211,7 @@ class Binder:
         self.opt.zero_grad(set_to_none=True)
         total = 0.0
         for micro in range(cfg.grad_accum):
-            torch.manual_seed(cfg.seed * 1_000_003 + self.step * 101 + micro)       # dropout
+            torch.manual_seed(cfg.seed * 1_000_003 + self.step * 101 + micro)  # dropout
             gen = torch.Generator().manual_seed(cfg.seed * 7_919 + self.step * 131 + micro)
             n = len(self.train_idx)
             pick = torch.randperm(n, generator=gen)[: min(cfg.batch_size, n)].tolist()
@@ -215,8 +223,9 @@ class Binder:
             if cfg.attribute_augment > 0:
                 texts = self._attribute_free_texts(idx, texts, gen)
                 pc = self.pre.cfg
-                x = photometric(x, cfg.modality, gen, [attribute_free(t, cfg.modality) for t in texts],
-                                mean=pc.mean, std=pc.std)
+                x = photometric(
+                    x, cfg.modality, gen, [attribute_free(t, cfg.modality) for t in texts], mean=pc.mean, std=pc.std
+                )
             t = self._embed_text(texts)
             same = torch.tensor([[a == b for b in texts] for a in texts])
             with self.autocast():
@@ -229,8 +238,12 @@ class Binder:
         with torch.no_grad():
             self.model.logit_scale.clamp_(0, math.log(100))
         self.step += 1
-        return {"step": self.step, "loss": total, "lr": self.sched.get_last_lr()[0],
-                "logit_scale": float(self.model.logit_scale.detach().exp())}
+        return {
+            "step": self.step,
+            "loss": total,
+            "lr": self.sched.get_last_lr()[0],
+            "logit_scale": float(self.model.logit_scale.detach().exp()),
+        }
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, Any]:
@@ -241,15 +254,24 @@ class Binder:
         self.model.eval()
         truth = [store.samples[i].texts[0] for i in idx]
         labels = sorted({s.texts[0] for s in self.store.samples} | set(truth))
-        v = torch.cat([self.model.encode_vision(torch.from_numpy(store.arrays[idx[i:i + 32]]).to(self.device))
-                       for i in range(0, len(idx), 32)])
+        v = torch.cat(
+            [
+                self.model.encode_vision(torch.from_numpy(store.arrays[idx[i : i + 32]]).to(self.device))
+                for i in range(0, len(idx), 32)
+            ]
+        )
         lt = self._embed_text(labels)
         pred = (v @ lt.T).argmax(1).tolist()
         top1 = float(np.mean([labels[p] == t for p, t in zip(pred, truth)]))
         tt = self._embed_text(truth)
         r1 = float(np.mean([truth[j] == truth[i] for i, j in enumerate((v @ tt.T).argmax(1).tolist())]))
-        return {"zero_shot_top1": top1, "retrieval_r1": r1, "n": len(idx), "labels": len(labels),
-                "chance_top1": 1.0 / len(labels)}
+        return {
+            "zero_shot_top1": top1,
+            "retrieval_r1": r1,
+            "n": len(idx),
+            "labels": len(labels),
+            "chance_top1": 1.0 / len(labels),
+        }
 
     def text_tower_unchanged(self) -> bool:
         sd = self.model.state_dict()
@@ -264,9 +286,16 @@ class Binder:
         bad = [{"file": str(b.path), "reason": b.reason} for b in self.store.bad]
         (self.out / "bad_samples.jsonl").write_text("".join(json.dumps(b) + "\n" for b in bad))
         with MetricsLog(self.out, tensorboard=cfg.tensorboard) as metrics:
-            loop = train_loop(self, max_steps=cfg.max_steps, eval_every=cfg.eval_every, save_every=cfg.save_every,
-                              save=self.save, metrics=metrics, stop_after=stop_after,
-                              progress="bind" if progress else "")
+            loop = train_loop(
+                self,
+                max_steps=cfg.max_steps,
+                eval_every=cfg.eval_every,
+                save_every=cfg.save_every,
+                save=self.save,
+                metrics=metrics,
+                stop_after=stop_after,
+                progress="bind" if progress else "",
+            )
         return BindResult(self.out, self.step, loop.last, loop.evals, bad)
 
 

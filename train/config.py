@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from lbedge.errors import InputError, UsageError
 
@@ -14,14 +15,14 @@ from lbedge.errors import InputError, UsageError
 class BindConfig:
     """Bind a modality to the frozen language tower by contrastive LoRA tuning (the LanguageBind recipe)."""
 
-    base: str = ""                     # checkpoint whose towers initialise the run (a new modality starts from image)
-    modality: str = "image"            # modality of the data and of the tower being bound
-    modality_fields: dict = field(default_factory=dict)   # vision_config overrides of a new modality (audio grid...)
-    data: str = ""                     # folder (class subfolders, or files with .txt sidecars) or CSV/JSONL manifest
-    val_data: str = ""                 # held-out set; default: val_fraction of data
+    base: str = ""  # checkpoint whose towers initialise the run (a new modality starts from image)
+    modality: str = "image"  # modality of the data and of the tower being bound
+    modality_fields: dict = field(default_factory=dict)  # vision_config overrides of a new modality (audio grid...)
+    data: str = ""  # folder (class subfolders, or files with .txt sidecars) or CSV/JSONL manifest
+    val_data: str = ""  # held-out set; default: val_fraction of data
     val_fraction: float = 0.2
     output: str = "runs/bind"
-    lora_r: int = 16                   # 0: train the whole vision tower and projection instead (no LoRA)
+    lora_r: int = 16  # 0: train the whole vision tower and projection instead (no LoRA)
     lora_alpha: float = 16.0
     lora_dropout: float = 0.0
     lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "out_proj"])
@@ -35,17 +36,17 @@ class BindConfig:
     grad_accum: int = 1
     max_steps: int = 100
     warmup_steps: int = 5
-    precision: str = "auto"            # auto | fp32 | bf16 (autocast where the device supports it)
+    precision: str = "auto"  # auto | fp32 | bf16 (autocast where the device supports it)
     seed: int = 0
-    augment: bool = True               # training-time augmentation (never used at inference)
-    augment_flip: bool = True          # horizontal flips (off when texts say left/right)
+    augment: bool = True  # training-time augmentation (never used at inference)
+    augment_flip: bool = True  # horizontal flips (off when texts say left/right)
     # probability that a sample is trained with one of its texts that names no colour (RGB) / temperature
     # (thermal), its input re-coloured / re-tempered (data.photometric): categories are learned apart from those
     # attributes, so unseen combinations are recognised. 0: off (texts that name none are then not augmented)
     attribute_augment: float = 0.0
     eval_every: int = 25
     save_every: int = 25
-    on_bad_data: str = "skip"          # skip (report and continue) | stop
+    on_bad_data: str = "skip"  # skip (report and continue) | stop
     device: str = "cpu"
     tensorboard: bool = False
 
@@ -64,9 +65,9 @@ class DistillConfig:
     """Distil a teacher encoder's vision tower into a smaller student in the same language space."""
 
     teacher: str = ""
-    student: str = "vit-s16"           # preset name, or "width,depth,heads,patch"
-    resolution: int = 0                # student input size (pixels); 0 = the teacher's (224). Not for audio.
-    data: str = ""                     # unlabeled inputs of the teacher's modality
+    student: str = "vit-s16"  # preset name, or "width,depth,heads,patch"
+    resolution: int = 0  # student input size (pixels); 0 = the teacher's (224). Not for audio.
+    data: str = ""  # unlabeled inputs of the teacher's modality
     val_fraction: float = 0.2
     output: str = "runs/distill"
     lr: float = 5e-4
@@ -74,18 +75,18 @@ class DistillConfig:
     batch_size: int = 16
     max_steps: int = 200
     warmup_steps: int = 10
-    affinity_weight: float = 1.0       # TinyCLIP-style affinity mimicking against text embeddings
+    affinity_weight: float = 1.0  # TinyCLIP-style affinity mimicking against text embeddings
     affinity_temperature: float = 0.05
-    probe_labels: list[str] = field(default_factory=list)   # texts for affinity mimicking; default: built-in set
-    inherit: bool = True               # initialise from the teacher's weights where shapes allow
+    probe_labels: list[str] = field(default_factory=list)  # texts for affinity mimicking; default: built-in set
+    inherit: bool = True  # initialise from the teacher's weights where shapes allow
     seed: int = 0
     augment: bool = True
-    photometric: bool = False          # also re-colour RGB / re-temper thermal views (the teacher labels them)
+    photometric: bool = False  # also re-colour RGB / re-temper thermal views (the teacher labels them)
     eval_every: int = 50
     save_every: int = 50
     on_bad_data: str = "skip"
     device: str = "cpu"
-    tensorboard: bool = False          # also write metrics for TensorBoard (output/tb)
+    tensorboard: bool = False  # also write metrics for TensorBoard (output/tb)
 
     def validate(self) -> "DistillConfig":
         if not self.teacher or not self.data:

@@ -29,7 +29,6 @@ from lbedge.preprocess import FILE_EXTENSIONS, Preprocessor
 log = logging.getLogger(__name__)
 
 
-
 class BadDataError(LBEdgeError):
     """A training sample cannot be used and the run was asked to stop on bad data."""
 
@@ -72,7 +71,7 @@ def read_samples(source: str | Path, modality: str, *, need_text: bool = True) -
                 with open(src, newline="", encoding="utf-8") as f:
                     rows = list(csv.DictReader(f))
             else:
-                for i, line in enumerate(src.read_text(encoding="utf-8").splitlines()):
+                for line in src.read_text(encoding="utf-8").splitlines():
                     if line.strip():
                         rows.append(json.loads(line))
         except (OSError, ValueError, csv.Error) as exc:
@@ -87,7 +86,7 @@ def read_samples(source: str | Path, modality: str, *, need_text: bool = True) -
         for p in files:
             side = p.with_suffix(".txt")
             if side.is_file():
-                texts = [l.strip() for l in side.read_text(encoding="utf-8").splitlines() if l.strip()]
+                texts = [line.strip() for line in side.read_text(encoding="utf-8").splitlines() if line.strip()]
             elif p.parent != src:
                 texts = [p.parent.name.replace("_", " ")]
             else:
@@ -111,8 +110,14 @@ def read_samples(source: str | Path, modality: str, *, need_text: bool = True) -
 class SampleStore:
     """Preprocessed samples, loaded once; unreadable files reported and skipped, or raised, per ``on_bad``."""
 
-    def __init__(self, samples: Sequence[Sample], preprocessor: Preprocessor, *, on_bad: str = "skip",
-                 bad: Sequence[BadSample] = ()):
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        preprocessor: Preprocessor,
+        *,
+        on_bad: str = "skip",
+        bad: Sequence[BadSample] = (),
+    ):
         self.bad: list[BadSample] = list(bad)
         if on_bad == "stop" and self.bad:
             b = self.bad[0]
@@ -153,7 +158,7 @@ def augment(x: "Any", modality: str, generator: "Any", *, flip: bool = True) -> 
 
     if modality == "audio":
         shift = int(torch.randint(0, x.shape[-1], (1,), generator=generator))
-        gain = (torch.rand(1, generator=generator) - 0.5) * 0.2        # +-0.1 in normalised log-mel units
+        gain = (torch.rand(1, generator=generator) - 0.5) * 0.2  # +-0.1 in normalised log-mel units
         return torch.roll(x, shifts=shift, dims=-1) + gain
     out = []
     for sample in x:
@@ -162,7 +167,7 @@ def augment(x: "Any", modality: str, generator: "Any", *, flip: bool = True) -> 
         ch, cw = max(8, int(h * scale)), max(8, int(w * scale))
         top = int(torch.randint(0, h - ch + 1, (1,), generator=generator))
         left = int(torch.randint(0, w - cw + 1, (1,), generator=generator))
-        crop = sample[..., top:top + ch, left:left + cw]
+        crop = sample[..., top : top + ch, left : left + cw]
         flat = crop.reshape(-1, 1, ch, cw) if crop.dim() == 3 else crop.reshape(-1, 1, ch, cw)
         res = F.interpolate(flat, size=(h, w), mode="bilinear", align_corners=False).reshape(sample.shape)
         if float(torch.rand(1, generator=generator)) < 0.5 and flip:
@@ -175,9 +180,11 @@ def augment(x: "Any", modality: str, generator: "Any", *, flip: bool = True) -> 
 #: attribute, so the input may be re-coloured / re-tempered for it (see :func:`attribute_free`)
 COLOUR_WORDS: frozenset[str] = frozenset(
     "red green blue yellow white black purple violet orange pink brown grey gray cyan magenta golden silver "
-    "colour color coloured colored".split())
+    "colour color coloured colored".split()
+)
 TEMPERATURE_WORDS: frozenset[str] = frozenset(
-    "hot cold warm cool heated chilled frozen icy temperature temperatures".split())
+    "hot cold warm cool heated chilled frozen icy temperature temperatures".split()
+)
 _PHOTOMETRIC_WORDS = {"image": COLOUR_WORDS, "video": COLOUR_WORDS, "thermal": TEMPERATURE_WORDS}
 
 
@@ -197,18 +204,24 @@ def _hue_rotation(angle: float) -> "Any":
     c, s = math.cos(angle), math.sin(angle)
     k = 1.0 / 3.0
     r = math.sqrt(k)
-    return torch.tensor([[c + k * (1 - c), k * (1 - c) - r * s, k * (1 - c) + r * s],
-                         [k * (1 - c) + r * s, c + k * (1 - c), k * (1 - c) - r * s],
-                         [k * (1 - c) - r * s, k * (1 - c) + r * s, c + k * (1 - c)]], dtype=torch.float64)
+    return torch.tensor(
+        [
+            [c + k * (1 - c), k * (1 - c) - r * s, k * (1 - c) + r * s],
+            [k * (1 - c) + r * s, c + k * (1 - c), k * (1 - c) - r * s],
+            [k * (1 - c) - r * s, k * (1 - c) + r * s, c + k * (1 - c)],
+        ],
+        dtype=torch.float64,
+    )
 
 
-def photometric(x: "Any", modality: str, generator: "Any", mask: Sequence[bool], *,
-                mean: Sequence[float], std: Sequence[float]) -> "Any":
+def photometric(
+    x: "Any", modality: str, generator: "Any", mask: Sequence[bool], *, mean: Sequence[float], std: Sequence[float]
+) -> "Any":
     """Attribute-changing augmentation of a preprocessed batch (torch) where ``mask`` is True: RGB gets a
-    random hue rotation, saturation and brightness (a red ball becomes a purple, yellow or white one), thermal a random
-    polarity (hot <-> cold) and contrast. Used only where the paired text does not name the attribute (:func:`attribute_free`),
-    or in distillation, where the teacher labels the changed input itself; it teaches a category apart from
-    its colour or temperature, so unseen combinations are still recognised."""
+    random hue rotation, saturation and brightness (a red ball becomes a purple, yellow or white one), thermal a
+    random polarity (hot <-> cold) and contrast. Used only where the paired text does not name the attribute
+    (:func:`attribute_free`), or in distillation, where the teacher labels the changed input itself; it teaches a
+    category apart from its colour or temperature, so unseen combinations are still recognised."""
     import torch
 
     if modality not in _PHOTOMETRIC_WORDS or not any(mask):
@@ -220,16 +233,16 @@ def photometric(x: "Any", modality: str, generator: "Any", mask: Sequence[bool],
         if not on:
             continue
         if modality in ("image", "video"):
-            p = (x[i:i + 1] * s + m)[0]                              # 0..1 pixels, channels first
+            p = (x[i : i + 1] * s + m)[0]  # 0..1 pixels, channels first
             angle = 2 * math.pi * float(torch.rand(1, generator=generator))
-            sat = 1.2 * float(torch.rand(1, generator=generator))           # 0 (grey, white) .. 1.2
+            sat = 1.2 * float(torch.rand(1, generator=generator))  # 0 (grey, white) .. 1.2
             gain = math.exp(math.log(0.6) + math.log(1.6 / 0.6) * float(torch.rand(1, generator=generator)))
             rot = _hue_rotation(angle).to(x.dtype)
             grey = p.mean(0, keepdim=True)
             chroma = torch.einsum("ij,j...->i...", rot, p - grey)
-            out[i] = ((((grey + sat * chroma) * gain).clamp(0, 1) - m[0]) / s[0])
+            out[i] = (((grey + sat * chroma) * gain).clamp(0, 1) - m[0]) / s[0]
         else:
-            p = x[i:i + 1] * s + m                                   # back to 0..1 pixels
+            p = x[i : i + 1] * s + m  # back to 0..1 pixels
             if float(torch.rand(1, generator=generator)) < 0.5:
                 p = 1.0 - p
             c = 0.6 + 0.8 * float(torch.rand(1, generator=generator))

@@ -56,12 +56,20 @@ def student_vision_config(teacher: VisionConfig, spec: str, grid_rows_cols: tupl
         try:
             width, depth, heads, patch = (int(v) for v in spec.split(","))
         except ValueError as exc:
-            raise InputError(f"unknown student {spec!r}: a preset ({', '.join(PRESETS)}) or "
-                             "'width,depth,heads,patch'") from exc
+            raise InputError(
+                f"unknown student {spec!r}: a preset ({', '.join(PRESETS)}) or 'width,depth,heads,patch'"
+            ) from exc
     rows, cols = grid_rows_cols
-    return dataclasses.replace(teacher, hidden_size=width, intermediate_size=4 * width, num_hidden_layers=depth,
-                               num_attention_heads=heads, patch_size=patch, grid=(rows // patch, cols // patch),
-                               lora_r=0)
+    return dataclasses.replace(
+        teacher,
+        hidden_size=width,
+        intermediate_size=4 * width,
+        num_hidden_layers=depth,
+        num_attention_heads=heads,
+        patch_size=patch,
+        grid=(rows // patch, cols // patch),
+        lora_r=0,
+    )
 
 
 def inherit_weights(student: LanguageBindModel, teacher: LanguageBindModel) -> int:
@@ -77,7 +85,7 @@ def inherit_weights(student: LanguageBindModel, teacher: LanguageBindModel) -> i
                 i = int(key.split(".")[3])
                 src_key = key.replace(f"layers.{i}.", f"layers.{layer_map[i]}.", 1)
             if key.startswith(("text_model.", "text_projection", "logit_scale")):
-                dst.copy_(t_sd[key])                 # the language tower is the teacher's, unchanged
+                dst.copy_(t_sd[key])  # the language tower is the teacher's, unchanged
                 n += 1
                 continue
             src = t_sd.get(src_key)
@@ -92,7 +100,7 @@ def inherit_weights(student: LanguageBindModel, teacher: LanguageBindModel) -> i
             if src.dim() != dst.dim() or any(a < b for a, b in zip(src.shape, dst.shape)):
                 continue
             if src.dim() == 4 and src.shape[2:] != dst.shape[2:]:
-                continue                              # patch embedding of another patch size
+                continue  # patch embedding of another patch size
             dst.copy_(src[tuple(slice(0, d) for d in dst.shape)])
             n += 1
     return n
@@ -125,8 +133,11 @@ class Distiller:
         self.teacher_dir = Path(cfg.teacher)
         self.teacher = load_model(self.teacher_dir)
         tcfg = self.teacher.config
-        rows, cols = (tcfg.preprocess.num_mel_bins, tcfg.preprocess.target_length) if tcfg.modality == "audio" \
+        rows, cols = (
+            (tcfg.preprocess.num_mel_bins, tcfg.preprocess.target_length)
+            if tcfg.modality == "audio"
             else (tcfg.vision.image_size, tcfg.vision.image_size)
+        )
         res = cfg.resolution or 0
         if res and tcfg.modality == "audio":
             raise InputError("an audio student's input is the fixed 112 x 1036 fbank: resolution does not apply")
@@ -155,14 +166,21 @@ class Distiller:
         with torch.no_grad():
             self.text_embeds = self.teacher.encode_text(torch.from_numpy(ids))
         params = [p for p in self.student.parameters() if p.requires_grad]
-        self.opt, self.sched = make_optimizer(params, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                              warmup_steps=cfg.warmup_steps, max_steps=cfg.max_steps)
+        self.opt, self.sched = make_optimizer(
+            params, lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps, max_steps=cfg.max_steps
+        )
         self.step = 0
         self.before: dict[str, Any] = {}
         files = [s.path for s in self.store.samples]
         order = data_order(cfg.seed, [files[i] for i in self.train_idx], [files[i] for i in self.val_idx])
-        self.state = RunState(self.student, self.opt, self.sched, folder=self.out / "last",
-                              tokenizer_dir=self.teacher_dir, data_order=order)
+        self.state = RunState(
+            self.student,
+            self.opt,
+            self.sched,
+            folder=self.out / "last",
+            tokenizer_dir=self.teacher_dir,
+            data_order=order,
+        )
 
     def _teacher_embeddings(self) -> np.ndarray:
         """Teacher embeddings of every sample, cached on disk by teacher weights and inputs."""
@@ -180,7 +198,7 @@ class Distiller:
         outs = []
         with torch.no_grad():
             for i in range(0, len(self.store), 16):
-                outs.append(self.teacher.encode_vision(torch.from_numpy(self.store.arrays[i:i + 16])).numpy())
+                outs.append(self.teacher.encode_vision(torch.from_numpy(self.store.arrays[i : i + 16])).numpy())
         arr = np.concatenate(outs)
         cache.parent.mkdir(parents=True, exist_ok=True)
         np.save(cache, arr, allow_pickle=False)
@@ -191,8 +209,9 @@ class Distiller:
         size = self.student_cfg.preprocess.size
         if self.student_cfg.modality == "audio" or x.shape[-1] == size:
             return x
-        planes = F.interpolate(x.reshape(-1, 1, *x.shape[-2:]), size=(size, size), mode="bicubic",
-                               antialias=True, align_corners=False)
+        planes = F.interpolate(
+            x.reshape(-1, 1, *x.shape[-2:]), size=(size, size), mode="bicubic", antialias=True, align_corners=False
+        )
         return planes.reshape(*x.shape[:-2], size, size)
 
     def loss(self, s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -213,7 +232,7 @@ class Distiller:
         idx = [self.train_idx[i] for i in torch.randperm(n, generator=gen)[: min(cfg.batch_size, n)].tolist()]
         x = torch.from_numpy(self.store.arrays[idx])
         t = torch.from_numpy(self.teacher_embeds[idx])
-        if cfg.augment:                       # augmented views need fresh teacher targets
+        if cfg.augment:  # augmented views need fresh teacher targets
             x = augment(x, self.student_cfg.modality, gen)
             if cfg.photometric:
                 pc = self.teacher.config.preprocess
@@ -235,13 +254,17 @@ class Distiller:
         if not idx:
             return {}
         self.student.eval()
-        batches = (torch.from_numpy(self.store.arrays[idx[i:i + 32]]) for i in range(0, len(idx), 32))
+        batches = (torch.from_numpy(self.store.arrays[idx[i : i + 32]]) for i in range(0, len(idx), 32))
         s = torch.cat([self.student.encode_vision(self.student_input(x)) for x in batches])
         t = torch.from_numpy(self.teacher_embeds[idx])
         cos = F.cosine_similarity(s, t)
         agree = ((s @ self.text_embeds.T).argmax(1) == (t @ self.text_embeds.T).argmax(1)).float().mean()
-        return {"mean_cosine": float(cos.mean()), "min_cosine": float(cos.min()), "zero_shot_agreement": float(agree),
-                "n": len(idx)}
+        return {
+            "mean_cosine": float(cos.mean()),
+            "min_cosine": float(cos.min()),
+            "zero_shot_agreement": float(agree),
+            "n": len(idx),
+        }
 
     def save(self) -> None:
         """Save the run's state to ``output/last`` (with the held-out metrics before training)."""
@@ -259,22 +282,36 @@ class Distiller:
         """Train to ``max_steps`` (``stop_after`` ends early, as an interruption would); write ``student/``."""
         cfg = self.cfg
         self.out.mkdir(parents=True, exist_ok=True)
-        if not (resume and self.try_resume()):      # a resumed run keeps the "before" of its first start
+        if not (resume and self.try_resume()):  # a resumed run keeps the "before" of its first start
             self.before = self.evaluate()
         with MetricsLog(self.out, tensorboard=cfg.tensorboard) as metrics:
             if self.step == 0 and self.before:
                 metrics.eval(0, self.before)
-            train_loop(self, max_steps=cfg.max_steps, eval_every=cfg.eval_every, save_every=cfg.save_every,
-                       save=self.save, metrics=metrics, stop_after=stop_after,
-                       progress="distill" if progress else "")
+            train_loop(
+                self,
+                max_steps=cfg.max_steps,
+                eval_every=cfg.eval_every,
+                save_every=cfg.save_every,
+                save=self.save,
+                metrics=metrics,
+                stop_after=stop_after,
+                progress="distill" if progress else "",
+            )
         save_pretrained(self.student.eval(), self.out / "student", tokenizer_dir=self.teacher_dir)
         t_flops, t_params = flops_and_params(self.teacher)
         s_flops, s_params = flops_and_params(self.student)
-        result = DistillResult(self.out / "student", self.step,
-                               {"gflops": round(t_flops, 3), "params": t_params},
-                               {"gflops": round(s_flops, 3), "params": s_params, "inherited_tensors": self.inherited,
-                                "preset": cfg.student},
-                               {"before": self.before, "after": self.evaluate()})
+        result = DistillResult(
+            self.out / "student",
+            self.step,
+            {"gflops": round(t_flops, 3), "params": t_params},
+            {
+                "gflops": round(s_flops, 3),
+                "params": s_params,
+                "inherited_tensors": self.inherited,
+                "preset": cfg.student,
+            },
+            {"before": self.before, "after": self.evaluate()},
+        )
         (self.out / "report.json").write_text(json.dumps(dataclasses.asdict(result), default=str, indent=2))
         return result
 
@@ -291,5 +328,12 @@ def distill(cfg: DistillConfig, **kw: Any) -> DistillResult:
     return Distiller(cfg).run(**kw)
 
 
-__all__ = ["PRESETS", "DistillResult", "Distiller", "distill", "flops_and_params", "inherit_weights",
-           "student_vision_config"]
+__all__ = [
+    "PRESETS",
+    "DistillResult",
+    "Distiller",
+    "distill",
+    "flops_and_params",
+    "inherit_weights",
+    "student_vision_config",
+]

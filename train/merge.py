@@ -40,21 +40,27 @@ def unmerged_model(checkpoint: Path) -> LanguageBindModel:
     base = LanguageBindModel(with_lora_config(cfg, 0, cfg.vision.lora_alpha))
     sd = load_file(str(checkpoint / "model.safetensors"))
     targets = sorted({k.split(".lora_A")[0].rsplit(".", 1)[-1] for k in sd if ".lora_A" in k})
-    model = wrap_lora(base, cfg.vision.lora_r, cfg.vision.lora_alpha, 0.0, targets)   # video: temporal_attn.*
+    model = wrap_lora(base, cfg.vision.lora_r, cfg.vision.lora_alpha, 0.0, targets)  # video: temporal_attn.*
     model.load_state_dict(sd, strict=True)
     return model.eval()
 
 
-def merge(run: str | Path, output: str | Path, *, probe: np.ndarray | None = None, min_cosine: float = 0.9999) -> MergeReport:
+def merge(
+    run: str | Path, output: str | Path, *, probe: np.ndarray | None = None, min_cosine: float = 0.9999
+) -> MergeReport:
     """Merge ``run`` (a run folder or its ``last/`` checkpoint) into plain weights at ``output``."""
     src = Path(run)
     if (src / "last").is_dir():
         src = src / "last"
-    merged = load_model(src)                    # LoRA folded in: W + alpha/r * B @ A
+    merged = load_model(src)  # LoRA folded in: W + alpha/r * B @ A
     out = save_pretrained(merged, output, tokenizer_dir=src)
     lora = unmerged_model(src)
     shape = merged.config.preprocess.input_shape
-    x = torch.from_numpy(probe) if probe is not None else torch.randn(4, *shape, generator=torch.Generator().manual_seed(0))
+    x = (
+        torch.from_numpy(probe)
+        if probe is not None
+        else torch.randn(4, *shape, generator=torch.Generator().manual_seed(0))
+    )
     with torch.no_grad():
         a = lora.encode_vision(x)
         b = load_model(out).encode_vision(x)

@@ -14,14 +14,20 @@ MODALITY_FIELDS: dict[str, dict[str, Any]] = {
     "image": {},
     "thermal": {},
     "depth": {"max_depth": 10},
-    "audio": {"num_mel_bins": 112, "target_length": 1036, "audio_sample_rate": 16000,
-              "audio_mean": -4.2677393, "audio_std": 4.5689974},
+    "audio": {
+        "num_mel_bins": 112,
+        "target_length": 1036,
+        "audio_sample_rate": 16000,
+        "audio_mean": -4.2677393,
+        "audio_std": 4.5689974,
+    },
     "video": {"add_time_attn": True, "num_frames": 8},
 }
 
 
-def convert_modality(model: LanguageBindModel, modality: str, fields: dict[str, Any] | None = None
-                     ) -> LanguageBindModel:
+def convert_modality(
+    model: LanguageBindModel, modality: str, fields: dict[str, Any] | None = None
+) -> LanguageBindModel:
     """A model of ``modality`` initialised from ``model``: same weights; the audio position table resized
     bicubically to the mel grid (as LanguageBind does); video temporal layers added as an identity (zero
     temporal embedding and zero temporal-attention output), so training starts from the image tower.
@@ -34,8 +40,18 @@ def convert_modality(model: LanguageBindModel, modality: str, fields: dict[str, 
     raw["architectures"] = ["LanguageBind" + modality.capitalize()]
     raw["model_type"] = raw["architectures"][0]
     vc = raw["vision_config"]
-    for extra in ("num_mel_bins", "target_length", "audio_sample_rate", "audio_mean", "audio_std", "max_depth",
-                  "add_time_attn", "num_frames", "clip_type", "tube_size"):
+    for extra in (
+        "num_mel_bins",
+        "target_length",
+        "audio_sample_rate",
+        "audio_mean",
+        "audio_std",
+        "max_depth",
+        "add_time_attn",
+        "num_frames",
+        "clip_type",
+        "tube_size",
+    ):
         vc.pop(extra, None)
     vc.update(MODALITY_FIELDS[modality])
     vc.update(fields or {})
@@ -48,8 +64,10 @@ def convert_modality(model: LanguageBindModel, modality: str, fields: dict[str, 
         sd[pos_key] = resize_position_embedding(sd[pos_key], cfg.vision.grid)
     missing, unexpected = new.load_state_dict(sd, strict=False)
     if unexpected or any("temporal" not in k for k in missing):
-        raise ValueError(f"cannot start a {modality} tower from a {model.config.modality} one: "
-                         f"missing {missing[:4]}, unexpected {unexpected[:4]}")
+        raise ValueError(
+            f"cannot start a {modality} tower from a {model.config.modality} one: "
+            f"missing {missing[:4]}, unexpected {unexpected[:4]}"
+        )
     with torch.no_grad():
         for layer in new.vision_model.encoder.layers:
             if layer.frames:

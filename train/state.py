@@ -55,18 +55,22 @@ SINGLE = Process()
 
 # --- optimizer ------------------------------------------------------------------------------------------------
 
+
 def cosine_schedule(warmup: int, total: int) -> Callable[[int], float]:
     """Learning-rate factor per step: linear warm-up over ``warmup`` steps, then a cosine decay to 0 at ``total``."""
+
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / max(1, warmup)
         progress = (step - warmup) / max(1, total - warmup)
         return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
     return factor
 
 
-def make_optimizer(params: Sequence[torch.nn.Parameter], *, lr: float, weight_decay: float, warmup_steps: int,
-                   max_steps: int) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+def make_optimizer(
+    params: Sequence[torch.nn.Parameter], *, lr: float, weight_decay: float, warmup_steps: int, max_steps: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
     """AdamW over ``params`` and its warm-up + cosine schedule, the optimizer of every lbedge trainer."""
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, cosine_schedule(warmup_steps, max_steps))
@@ -74,13 +78,21 @@ def make_optimizer(params: Sequence[torch.nn.Parameter], *, lr: float, weight_de
 
 # --- random states and data order -------------------------------------------------------------------------------
 
+
 def rng_state() -> dict[str, Any]:
     """The global random states (torch CPU and CUDA, numpy, Python), in a form ``torch.load(weights_only=True)``
     reads back."""
     _, keys, pos, has_gauss, gauss = np.random.get_state()
-    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
-             "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
-                       "gauss": float(gauss)}}
+    state = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": {
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "gauss": float(gauss),
+        },
+    }
     if torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -96,8 +108,11 @@ def set_rng_state(state: dict[str, Any]) -> None:
     if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(cuda)
     elif cuda:
-        log.warning("the run was saved with %d CUDA device(s), this machine has another number: CUDA random "
-                    "states not restored", len(cuda))
+        log.warning(
+            "the run was saved with %d CUDA device(s), this machine has another number: CUDA random "
+            "states not restored",
+            len(cuda),
+        )
 
 
 def data_order(seed: int, train: Sequence[str | Path], held_out: Sequence[str | Path]) -> dict[str, Any]:
@@ -111,6 +126,7 @@ def data_order(seed: int, train: Sequence[str | Path], held_out: Sequence[str | 
 
 # --- saving and resuming ----------------------------------------------------------------------------------------
 
+
 @dataclass
 class Resumed:
     """Where a resumed run continues: its step and the record its trainer saved."""
@@ -123,9 +139,17 @@ class RunState:
     """Saves and resumes the state of one run in ``folder`` (``output/last``): the model (an official-layout
     checkpoint), optimizer, scheduler, RNG states, step and data order."""
 
-    def __init__(self, model: torch.nn.Module, opt: torch.optim.Optimizer,
-                 sched: torch.optim.lr_scheduler.LRScheduler, *, folder: str | Path, tokenizer_dir: str | Path,
-                 data_order: dict[str, Any], process: Process = SINGLE):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        opt: torch.optim.Optimizer,
+        sched: torch.optim.lr_scheduler.LRScheduler,
+        *,
+        folder: str | Path,
+        tokenizer_dir: str | Path,
+        data_order: dict[str, Any],
+        process: Process = SINGLE,
+    ):
         self.model, self.opt, self.sched = model, opt, sched
         self.folder, self.tokenizer_dir = Path(folder), Path(tokenizer_dir)
         self.data_order = data_order
@@ -137,8 +161,10 @@ class RunState:
         self.process.barrier()
         if self.process.is_main:
             write_checkpoint(self.model.state_dict(), self.model.config, folder, tokenizer_dir=self.tokenizer_dir)
-            torch.save({"optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
-                        "rng": rng_state()}, folder / OPTIMIZER_FILE)
+            torch.save(
+                {"optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(), "rng": rng_state()},
+                folder / OPTIMIZER_FILE,
+            )
             state = {"step": step, "data_order": self.data_order, **record}
             (folder / STATE_FILE).write_text(json.dumps(state, indent=2), encoding="utf-8")
         self.process.barrier()
@@ -158,19 +184,25 @@ class RunState:
             self.sched.load_state_dict(saved["scheduler"])
             record = json.loads(state_file.read_text(encoding="utf-8"))
             step = int(record.pop("step"))
-            if "rng" in saved:                         # runs saved before RNG states were kept have none
+            if "rng" in saved:  # runs saved before RNG states were kept have none
                 set_rng_state(saved["rng"])
         except Exception as exc:
             raise CheckpointError(f"cannot resume from {self.folder}: {exc}; delete it to start over") from exc
         order = record.pop("data_order", None)
         if order is not None and order != self.data_order:
-            log.warning("%s was saved with other data (%s, now %s): the resumed run will not equal an uninterrupted "
-                        "one; delete it to start over on this data", self.folder, order, self.data_order)
+            log.warning(
+                "%s was saved with other data (%s, now %s): the resumed run will not equal an uninterrupted "
+                "one; delete it to start over on this data",
+                self.folder,
+                order,
+                self.data_order,
+            )
         log.info("resumed %s at step %d", self.folder, step)
         return Resumed(step, record)
 
 
 # --- metrics and the loop ---------------------------------------------------------------------------------------
+
 
 class MetricsLog:
     """``metrics.jsonl`` in ``out`` (appended to), and TensorBoard scalars in ``out/tb`` with ``tensorboard``."""
@@ -227,9 +259,18 @@ class LoopResult:
     evals: list[dict[str, Any]] = field(default_factory=list)
 
 
-def train_loop(trainer: Trainer, *, max_steps: int, eval_every: int, save_every: int, save: Callable[[], Any],
-               metrics: MetricsLog, stop_after: int | None = None, progress: str = "",
-               process: Process = SINGLE) -> LoopResult:
+def train_loop(
+    trainer: Trainer,
+    *,
+    max_steps: int,
+    eval_every: int,
+    save_every: int,
+    save: Callable[[], Any],
+    metrics: MetricsLog,
+    stop_after: int | None = None,
+    progress: str = "",
+    process: Process = SINGLE,
+) -> LoopResult:
     """Step ``trainer`` from its current step to ``max_steps`` (``stop_after`` ends earlier, as an interruption
     would): every row goes to ``metrics``; it is evaluated every ``eval_every`` steps and at ``max_steps`` (empty
     evaluations are not recorded) and saved every ``save_every`` steps and when the loop ends. ``progress``
@@ -284,5 +325,18 @@ def _tensorboard(out: Path) -> Any:
     return SummaryWriter(str(out / "tb"))
 
 
-__all__ = ["SINGLE", "LoopResult", "MetricsLog", "Process", "Resumed", "RunState", "Trainer", "cosine_schedule",
-           "data_order", "make_optimizer", "rng_state", "set_rng_state", "train_loop"]
+__all__ = [
+    "SINGLE",
+    "LoopResult",
+    "MetricsLog",
+    "Process",
+    "Resumed",
+    "RunState",
+    "Trainer",
+    "cosine_schedule",
+    "data_order",
+    "make_optimizer",
+    "rng_state",
+    "set_rng_state",
+    "train_loop",
+]

@@ -53,7 +53,7 @@ def run_batched(backend: Backend, x: np.ndarray, *, preferred: int | None = None
     name, out_name = backend.input_names[0], backend.output_names[0]
     outs = []
     for start in range(0, n, step):
-        chunk = x[start:start + step]
+        chunk = x[start : start + step]
         rows = chunk.shape[0]
         if static and rows < step:
             chunk = np.concatenate([chunk, np.zeros((step - rows, *chunk.shape[1:]), chunk.dtype)])

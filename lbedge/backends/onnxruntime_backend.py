@@ -10,8 +10,12 @@ import numpy as np
 from ..deps import require
 from ..errors import CheckpointError, InputError
 
-_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int32)": np.int32,
-           "tensor(int64)": np.int64}
+_DTYPES = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(int32)": np.int32,
+    "tensor(int64)": np.int64,
+}
 
 
 def default_providers() -> list[str]:
@@ -29,8 +33,15 @@ class OnnxRuntimeBackend:
 
     name = "onnxruntime"
 
-    def __init__(self, path: str | Path, *, providers: Sequence[str] | None = None, threads: int | None = None,
-                 inter_op_threads: int = 1, max_batch: int | None = None):
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        providers: Sequence[str] | None = None,
+        threads: int | None = None,
+        inter_op_threads: int = 1,
+        max_batch: int | None = None,
+    ):
         ort = require("onnxruntime")
         self.path = Path(path)
         opts = ort.SessionOptions()
@@ -41,8 +52,10 @@ class OnnxRuntimeBackend:
         self.providers = list(providers) if providers else default_providers()
         missing = [p for p in self.providers if p not in ort.get_available_providers()]
         if missing:
-            raise InputError(f"onnxruntime has no {', '.join(missing)} in this build (available: "
-                             f"{', '.join(ort.get_available_providers())})")
+            raise InputError(
+                f"onnxruntime has no {', '.join(missing)} in this build (available: "
+                f"{', '.join(ort.get_available_providers())})"
+            )
         try:
             self.session = ort.InferenceSession(str(self.path), sess_options=opts, providers=self.providers)
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
@@ -63,16 +76,24 @@ class OnnxRuntimeBackend:
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         feed = {}
         for name, (dtype, shape) in self._in.items():
-            if name in inputs and self.max_batch is not None and np.shape(inputs[name])[:1] and \
-                    np.shape(inputs[name])[0] > self.max_batch:
-                raise InputError(f"a batch of {np.shape(inputs[name])[0]} for {self.path.name}, which takes at most "
-                                 f"{self.max_batch}: split it (lbedge.backends.run_batched)")
+            if (
+                name in inputs
+                and self.max_batch is not None
+                and np.shape(inputs[name])[:1]
+                and np.shape(inputs[name])[0] > self.max_batch
+            ):
+                raise InputError(
+                    f"a batch of {np.shape(inputs[name])[0]} for {self.path.name}, which takes at most "
+                    f"{self.max_batch}: split it (lbedge.backends.run_batched)"
+                )
             if name not in inputs:
                 raise InputError(f"missing input {name!r} for {self.path.name}")
             arr = np.asarray(inputs[name])
             if arr.ndim != len(shape) or any(isinstance(d, int) and d != a for d, a in zip(shape, arr.shape)):
-                raise InputError(f"input {name!r} of {self.path.name} must have shape "
-                                 f"{['B' if not isinstance(d, int) else d for d in shape]}, got {list(arr.shape)}")
+                raise InputError(
+                    f"input {name!r} of {self.path.name} must have shape "
+                    f"{['B' if not isinstance(d, int) else d for d in shape]}, got {list(arr.shape)}"
+                )
             feed[name] = np.ascontiguousarray(arr.astype(dtype, copy=False))
         outs = self.session.run(list(self.output_names), feed)
         return {n: np.asarray(o, dtype=np.float32) for n, o in zip(self.output_names, outs)}

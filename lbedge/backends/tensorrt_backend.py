@@ -24,14 +24,13 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..deps import require
-from ..engine import (EngineManifest, RuntimeInfo, current_platform, require_compatible, sha256_file,
-                      tensorrt_problem)
+from ..engine import EngineManifest, RuntimeInfo, current_platform, require_compatible, sha256_file, tensorrt_problem
 from ..errors import EngineMismatch, InputError, MissingDependency
 
 log = logging.getLogger(__name__)
 _LOGGER: tuple[Any, Any] | None = None
 _WARNED: set[str] = set()
-_CUDA_INSUFFICIENT_DRIVER = 35      # cudaErrorInsufficientDriver
+_CUDA_INSUFFICIENT_DRIVER = 35  # cudaErrorInsufficientDriver
 
 
 def trt_logger(trt: Any) -> Any:
@@ -77,8 +76,10 @@ def _ok(result: Any, call: str = "CUDA call") -> Any:
     """cuda-python returns (error, *values): raise on error, return the values."""
     err, *values = result if isinstance(result, tuple) else (result,)
     if int(err) != 0:
-        raise EngineMismatch(f"{call} failed with CUDA error {err}: check that an NVIDIA GPU is present, its driver "
-                             "loaded, and cuda-python of the device's CUDA installed (docs/deploy.md, TensorRT)")
+        raise EngineMismatch(
+            f"{call} failed with CUDA error {err}: check that an NVIDIA GPU is present, its driver "
+            "loaded, and cuda-python of the device's CUDA installed (docs/deploy.md, TensorRT)"
+        )
     return values[0] if len(values) == 1 else tuple(values)
 
 
@@ -91,8 +92,8 @@ def install_line(driver: int) -> str:
     """The pip line that installs the cuda-python of the device's CUDA (``driver`` as cudaDriverGetVersion gives it):
     the minor series of the driver, so the CUDA runtime cuda-python carries is never newer than the device's."""
     extra = {12: "tensorrt", 13: "tensorrt-cuda13"}.get(driver // 1000)
-    pin = f"\"cuda-python=={cuda_text(driver)}.*\""
-    return f"pip install \"lbedge[{extra}]\" {pin}" if extra else f"pip install {pin}"
+    pin = f'"cuda-python=={cuda_text(driver)}.*"'
+    return f'pip install "lbedge[{extra}]" {pin}' if extra else f"pip install {pin}"
 
 
 def cuda_problem(driver: int, runtime: int) -> str | None:
@@ -103,12 +104,16 @@ def cuda_problem(driver: int, runtime: int) -> str | None:
     first CUDA call (cuda-python 13 carries the CUDA 13 runtime, which JetPack 6's CUDA 12 driver cannot run).
     """
     if driver <= 0:
-        return ("no CUDA driver is loaded (cudaDriverGetVersion reports 0): is this an NVIDIA GPU host or a Jetson "
-                "with JetPack installed?")
+        return (
+            "no CUDA driver is loaded (cudaDriverGetVersion reports 0): is this an NVIDIA GPU host or a Jetson "
+            "with JetPack installed?"
+        )
     if runtime // 1000 > driver // 1000:
-        return (f"cuda-python carries the CUDA {cuda_text(runtime)} runtime but this device's driver runs CUDA "
-                f"{cuda_text(driver)}: install the cuda-python of the device's CUDA, {install_line(driver)} "
-                "(docs/deploy.md lists it per JetPack)")
+        return (
+            f"cuda-python carries the CUDA {cuda_text(runtime)} runtime but this device's driver runs CUDA "
+            f"{cuda_text(driver)}: install the cuda-python of the device's CUDA, {install_line(driver)} "
+            "(docs/deploy.md lists it per JetPack)"
+        )
     return None
 
 
@@ -116,8 +121,10 @@ def cuda_note(driver: int, runtime: int) -> str | None:
     """A warning when cuda-python's runtime is a newer minor release than the driver (it then relies on CUDA's
     minor-version compatibility), or None."""
     if runtime // 1000 == driver // 1000 and runtime > driver:
-        return (f"cuda-python carries the CUDA {cuda_text(runtime)} runtime, newer than this device's CUDA "
-                f"{cuda_text(driver)}; if CUDA calls fail, {install_line(driver)}")
+        return (
+            f"cuda-python carries the CUDA {cuda_text(runtime)} runtime, newer than this device's CUDA "
+            f"{cuda_text(driver)}; if CUDA calls fail, {install_line(driver)}"
+        )
     return None
 
 
@@ -138,8 +145,10 @@ def cuda_versions(cudart: Any) -> tuple[int, int]:
 def _device_properties(cudart: Any, device: int, driver: int, runtime: int) -> Any:
     err, *values = cudart.cudaGetDeviceProperties(device)
     if int(err) == _CUDA_INSUFFICIENT_DRIVER:
-        raise MissingDependency(f"the CUDA {cuda_text(runtime)} runtime of cuda-python needs a newer driver than "
-                                f"this device's (CUDA {cuda_text(driver)}): {install_line(driver)}")
+        raise MissingDependency(
+            f"the CUDA {cuda_text(runtime)} runtime of cuda-python needs a newer driver than "
+            f"this device's (CUDA {cuda_text(driver)}): {install_line(driver)}"
+        )
     return _ok((err, *values), f"cudaGetDeviceProperties({device})")
 
 
@@ -154,9 +163,15 @@ def runtime_info(device: int = 0, *, trt: Any = None, cudart: Any = None) -> Run
     props = _device_properties(cudart, device, driver, runtime)
     name = props.name.decode(errors="replace") if isinstance(props.name, bytes) else str(props.name)
     dla = int(getattr(trt.Runtime(trt_logger(trt)), "num_DLA_cores", 0))
-    return RuntimeInfo(tensorrt_version=str(trt.__version__), cuda_version=cuda_text(driver),
-                       compute_capability=f"{props.major}.{props.minor}", device_name=name.strip("\x00 "),
-                       platform=current_platform(), dla_cores=dla, cuda_runtime=cuda_text(runtime))
+    return RuntimeInfo(
+        tensorrt_version=str(trt.__version__),
+        cuda_version=cuda_text(driver),
+        compute_capability=f"{props.major}.{props.minor}",
+        device_name=name.strip("\x00 "),
+        platform=current_platform(),
+        dla_cores=dla,
+        cuda_runtime=cuda_text(runtime),
+    )
 
 
 def batch_limits_of(profile: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]) -> tuple[int, bool]:
@@ -175,15 +190,27 @@ class TensorRTBackend:
 
     name = "tensorrt"
 
-    def __init__(self, engine_path: str | Path, *, onnx_sha256: str | None = None, cuda_graph: bool = False,
-                 device: int = 0, verify: bool = True):
+    def __init__(
+        self,
+        engine_path: str | Path,
+        *,
+        onnx_sha256: str | None = None,
+        cuda_graph: bool = False,
+        device: int = 0,
+        verify: bool = True,
+    ):
         trt = require_tensorrt()
         self._cudart = cudart = _cudart()
         self.path = Path(engine_path)
         self.manifest = EngineManifest.load(self.path.with_suffix(".json"))
         data = self.path.read_bytes()
-        require_compatible(self.manifest, runtime_info(device, trt=trt, cudart=cudart), str(self.path),
-                           onnx_sha256=onnx_sha256, engine_sha256=sha256_file(self.path) if verify else None)
+        require_compatible(
+            self.manifest,
+            runtime_info(device, trt=trt, cudart=cudart),
+            str(self.path),
+            onnx_sha256=onnx_sha256,
+            engine_sha256=sha256_file(self.path) if verify else None,
+        )
         _ok(cudart.cudaSetDevice(device), "cudaSetDevice")
         self._runtime = trt.Runtime(trt_logger(trt))
         if self.manifest.build_flags.get("version_compatible"):
@@ -192,13 +219,15 @@ class TensorRTBackend:
             self._runtime.DLA_core = int(self.manifest.build_flags["dla_core"])
         self.engine = self._runtime.deserialize_cuda_engine(data)
         if self.engine is None:
-            raise EngineMismatch(f"TensorRT could not deserialize {self.path} although its manifest matches this "
-                                 "runtime: the file is damaged; rebuild it with `lbedge compile --rebuild`")
+            raise EngineMismatch(
+                f"TensorRT could not deserialize {self.path} although its manifest matches this "
+                "runtime: the file is damaged; rebuild it with `lbedge compile --rebuild`"
+            )
         self.context = self.engine.create_execution_context()
         self.stream = _ok(cudart.cudaStreamCreate(), "cudaStreamCreate")
         self._io_names(trt)
         self.max_batch, self.static_batch = batch_limits_of(self._profile[self.input_names[0]])
-        self._buffers: dict[str, tuple[int, np.ndarray]] = {}    # name -> (device ptr, pinned host view)
+        self._buffers: dict[str, tuple[int, np.ndarray]] = {}  # name -> (device ptr, pinned host view)
         self._use_graph = cuda_graph
         self._graphs: dict[tuple, Any] = {}
         self._allocate()
@@ -210,8 +239,10 @@ class TensorRTBackend:
         self.input_names = tuple(n for n in names if is_input[n])
         self.output_names = tuple(n for n in names if not is_input[n])
         self._dtype = {n: np.dtype(trt.nptype(self.engine.get_tensor_dtype(n))) for n in names}
-        self._profile = {n: tuple(tuple(int(d) for d in s) for s in self.engine.get_tensor_profile_shape(n, 0))
-                         for n in self.input_names}
+        self._profile = {
+            n: tuple(tuple(int(d) for d in s) for s in self.engine.get_tensor_profile_shape(n, 0))
+            for n in self.input_names
+        }
 
     def _allocate(self) -> None:
         """Device and pinned host buffers for the largest shapes: every input is set to its profile's maximum
@@ -221,8 +252,10 @@ class TensorRTBackend:
         for n in self.input_names + self.output_names:
             shape = self._profile[n][2] if n in self.input_names else tuple(self.context.get_tensor_shape(n))
             if any(d < 0 for d in shape):
-                raise EngineMismatch(f"engine {self.path.name} leaves output {n!r} shape {list(shape)} undefined at "
-                                     "its largest inputs: rebuild it with `lbedge compile --rebuild`")
+                raise EngineMismatch(
+                    f"engine {self.path.name} leaves output {n!r} shape {list(shape)} undefined at "
+                    "its largest inputs: rebuild it with `lbedge compile --rebuild`"
+                )
             self._alloc_one(n, shape)
 
     def _alloc_one(self, name: str, shape: tuple[int, ...]) -> None:
@@ -238,8 +271,10 @@ class TensorRTBackend:
     def _check_input(self, name: str, arr: np.ndarray) -> None:
         lo, _, hi = self._profile[name]
         if arr.ndim != len(hi) or any(a < lo_ or a > hi_ for a, lo_, hi_ in zip(arr.shape, lo, hi)):
-            raise InputError(f"input {name!r} shape {list(arr.shape)} is outside the engine's profile "
-                             f"{list(lo)}..{list(hi)}: split the batch (Encoder does) or rebuild with --max-batch")
+            raise InputError(
+                f"input {name!r} shape {list(arr.shape)} is outside the engine's profile "
+                f"{list(lo)}..{list(hi)}: split the batch (Encoder does) or rebuild with --max-batch"
+            )
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         cudart = self._cudart
@@ -281,9 +316,11 @@ class TensorRTBackend:
     def _capture(self) -> Any:
         """Capture one execution into a CUDA graph for replay at this input shape."""
         cudart = self._cudart
-        self.context.execute_async_v3(_handle(self.stream))     # TensorRT needs one run before capture
-        _ok(cudart.cudaStreamBeginCapture(self.stream, cudart.cudaStreamCaptureMode.cudaStreamCaptureModeGlobal),
-            "cudaStreamBeginCapture")
+        self.context.execute_async_v3(_handle(self.stream))  # TensorRT needs one run before capture
+        _ok(
+            cudart.cudaStreamBeginCapture(self.stream, cudart.cudaStreamCaptureMode.cudaStreamCaptureModeGlobal),
+            "cudaStreamBeginCapture",
+        )
         self.context.execute_async_v3(_handle(self.stream))
         graph = _ok(cudart.cudaStreamEndCapture(self.stream), "cudaStreamEndCapture")
         return _ok(cudart.cudaGraphInstantiate(graph, 0), "cudaGraphInstantiate")

@@ -12,11 +12,17 @@ class TorchBackend:
     """Wraps a module whose ``forward`` takes the named inputs positionally and returns one tensor."""
 
     name = "torch"
-    max_batch: int | None = None          # any batch
+    max_batch: int | None = None  # any batch
     static_batch = False
 
-    def __init__(self, module: torch.nn.Module, input_names: tuple[str, ...], output_name: str,
-                 device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
+    def __init__(
+        self,
+        module: torch.nn.Module,
+        input_names: tuple[str, ...],
+        output_name: str,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ):
         self.module = module.to(device=device).eval()
         if dtype != torch.float32:
             self.module = self.module.to(dtype)

@@ -35,8 +35,20 @@ FILE_EXTENSIONS: dict[str, frozenset[str]] = {
     "video": frozenset({".mp4", ".avi", ".mkv", ".mov", ".webm"}),
 }
 
-__all__ = ["FILE_EXTENSIONS", "Preprocessor", "AudioClip", "audio_transform", "decode_image", "depth_transform",
-           "fbank", "image_transform", "read_audio_file", "resample", "resize", "video_transform"]
+__all__ = [
+    "FILE_EXTENSIONS",
+    "Preprocessor",
+    "AudioClip",
+    "audio_transform",
+    "decode_image",
+    "depth_transform",
+    "fbank",
+    "image_transform",
+    "read_audio_file",
+    "resample",
+    "resize",
+    "video_transform",
+]
 
 
 class Preprocessor:
@@ -58,10 +70,10 @@ class Preprocessor:
             return [inputs], False
         if isinstance(inputs, np.ndarray):
             if m == "audio":
-                return [inputs], False     # an array is one clip ([samples] or [channels, samples])
+                return [inputs], False  # an array is one clip ([samples] or [channels, samples])
             batched_ndim = {"image": 4, "thermal": 4, "depth": 3, "video": 5}[m]
             if m == "depth" and inputs.ndim == 3 and inputs.shape[2] <= 4:
-                return [inputs], False     # HxWxC: one map (multi-channel is rejected with a clear error)
+                return [inputs], False  # HxWxC: one map (multi-channel is rejected with a clear error)
             return (list(inputs), True) if inputs.ndim == batched_ndim else ([inputs], False)
         if m == "video" and is_frame_list(inputs):
             return [inputs], False

@@ -33,12 +33,15 @@ def check_pixels(height: int, width: int, what: str) -> None:
     """Refuse an image or frame of more than ``limits().max_image_pixels`` pixels (``InputError``)."""
     limit = limits().max_image_pixels
     if height * width > limit:
-        raise InputError(f"{what}: {width} x {height} = {width * height} pixels is more than the limit of "
-                         f"{limit} pixels (max_image_pixels); downscale it first, or {hint('max_image_pixels')}")
+        raise InputError(
+            f"{what}: {width} x {height} = {width * height} pixels is more than the limit of "
+            f"{limit} pixels (max_image_pixels); downscale it first, or {hint('max_image_pixels')}"
+        )
 
 
-def decode_image(source: str | os.PathLike | bytes | bytearray | memoryview,
-                 flags: int = cv2.IMREAD_COLOR) -> np.ndarray:
+def decode_image(
+    source: str | os.PathLike | bytes | bytearray | memoryview, flags: int = cv2.IMREAD_COLOR
+) -> np.ndarray:
     """Decode an encoded image (a file path, or its bytes) with OpenCV, as ``cv2.imread`` would (BGR or BGRA
     channel order; ``flags`` as for ``cv2.imread``).
 
@@ -64,7 +67,7 @@ def _decode_file(p: Path, flags: int) -> np.ndarray:
     except OSError as exc:
         raise InputError(f"cannot read image file {p}: {exc}") from exc
     check_pixels(header.height, header.width, what)
-    if os.name == "nt":            # OpenCV cannot open non-ASCII paths on Windows: decode the bytes instead
+    if os.name == "nt":  # OpenCV cannot open non-ASCII paths on Windows: decode the bytes instead
         return _checked_decode(lambda: cv2.imdecode(np.fromfile(str(p), np.uint8), flags), header, what)
     return _checked_decode(lambda: cv2.imread(str(p), flags), header, what)
 
@@ -104,7 +107,7 @@ def _from_object(x: Any) -> np.ndarray:
     if isinstance(x, BytesLike):
         img = decode_image(x, cv2.IMREAD_UNCHANGED)
         return img[..., ::-1] if img.ndim == 3 and img.shape[2] in (3, 4) else img
-    if hasattr(x, "mode") and hasattr(x, "convert"):     # a PIL image
+    if hasattr(x, "mode") and hasattr(x, "convert"):  # a PIL image
         width, height = x.size
         check_pixels(height, width, "the PIL image")
         if x.mode not in ("I;16", "I;16B", "I;16L", "I", "F"):
@@ -112,8 +115,10 @@ def _from_object(x: Any) -> np.ndarray:
         return np.asarray(x)
     if isinstance(x, np.ndarray):
         return x
-    raise InputError(f"unsupported image input of type {type(x).__name__}: pass a path, a numpy array "
-                     "(HWC uint8 RGB, or float32 in [0, 1]), a PIL image or encoded bytes")
+    raise InputError(
+        f"unsupported image input of type {type(x).__name__}: pass a path, a numpy array "
+        "(HWC uint8 RGB, or float32 in [0, 1]), a PIL image or encoded bytes"
+    )
 
 
 def to_rgb(x: Any, *, bgr: bool = False) -> tuple[np.ndarray, float]:
@@ -142,15 +147,19 @@ def to_rgb(x: Any, *, bgr: bool = False) -> tuple[np.ndarray, float]:
     if img.dtype == np.uint8:
         return np.ascontiguousarray(img), 1.0 / 255.0
     if img.dtype == np.uint16:
-        raise InputError("got a 16-bit image for an 8-bit modality: convert radiometric or 16-bit frames "
-                         "to 8-bit first (thermal: apply automatic gain control)")
+        raise InputError(
+            "got a 16-bit image for an 8-bit modality: convert radiometric or 16-bit frames "
+            "to 8-bit first (thermal: apply automatic gain control)"
+        )
     if np.issubdtype(img.dtype, np.floating):
         f = img.astype(np.float32)
         if not np.isfinite(f).all():
             raise InputError("image contains NaN or infinite values")
         if f.min() < -1e-3 or f.max() > 1.0 + 1e-3:
-            raise InputError(f"float images must hold values in [0, 1], got range [{f.min():.3g}, {f.max():.3g}]"
-                             ": pass uint8 or divide by 255")
+            raise InputError(
+                f"float images must hold values in [0, 1], got range [{f.min():.3g}, {f.max():.3g}]"
+                ": pass uint8 or divide by 255"
+            )
         return f, 1.0
     raise InputError(f"unsupported image dtype {img.dtype}: use uint8, or float32 in [0, 1]")
 
@@ -176,8 +185,9 @@ def to_depth_mm(x: Any) -> np.ndarray:
     raise InputError(f"unsupported depth dtype {img.dtype}: use uint16 millimetres or float millimetres")
 
 
-def resize_crop_normalize(img: np.ndarray, cfg: PreprocessConfig, rounding: str = "torchvision",
-                          scale: float = 1.0) -> np.ndarray:
+def resize_crop_normalize(
+    img: np.ndarray, cfg: PreprocessConfig, rounding: str = "torchvision", scale: float = 1.0
+) -> np.ndarray:
     """HWC image -> CHW float32: short-side resize, centre crop, ``* scale``, mean/std normalisation.
 
     The resize is linear, so an 8-bit image is resized as it is and scaled by 1/255 afterwards, which

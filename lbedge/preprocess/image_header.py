@@ -31,20 +31,20 @@ from ..errors import InputError
 #: the formats whose header lbedge reads, for error messages
 FORMATS = "PNG, JPEG, BMP, WebP, TIFF (and BigTIFF), PNM (PBM, PGM, PPM) and GIF"
 
-_MAX_STEPS = 4096            # JPEG segments (or fill bytes) before and after the frame header, TIFF entries
-_MAX_PNG_CHUNKS = 1 << 18    # chunks of one PNG (encoders write a few per megabyte)
+_MAX_STEPS = 4096  # JPEG segments (or fill bytes) before and after the frame header, TIFF entries
+_MAX_PNG_CHUNKS = 1 << 18  # chunks of one PNG (encoders write a few per megabyte)
 #: scans of one JPEG: a progressive JPEG is decoded once per scan, so its cost grows with their number
 #: (encoders write about ten); more is refused
 MAX_JPEG_SCANS = 256
-_SCAN_BLOCK = 1 << 18        # bytes read at a time when looking for the end of a JPEG scan
-_MIN_TILE_AREA = 1 << 20     # a TIFF tile may always be this large, whatever the image size
-_PNM_HEADER = 4096           # bytes a PNM header (magic, comments, width, height) may take
-_SIGNATURE = 16              # bytes read to recognise a format
+_SCAN_BLOCK = 1 << 18  # bytes read at a time when looking for the end of a JPEG scan
+_MIN_TILE_AREA = 1 << 20  # a TIFF tile may always be this large, whatever the image size
+_PNM_HEADER = 4096  # bytes a PNM header (magic, comments, width, height) may take
+_SIGNATURE = 16  # bytes read to recognise a format
 # JPEG start-of-frame markers (baseline, extended, progressive, lossless; Huffman or arithmetic coded)
 _SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
 # JPEG markers without a length field
 _STANDALONE = frozenset({0x01, 0xD0, 0xD1, 0xD2, 0xD3, 0xD4, 0xD5, 0xD6, 0xD7, 0xD8})
-_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")     # a marker, as found inside entropy-coded data
+_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")  # a marker, as found inside entropy-coded data
 _TIFF_WIDTH, _TIFF_HEIGHT, _TIFF_TILE_WIDTH, _TIFF_TILE_HEIGHT = 256, 257, 322, 323
 _TIFF_SHORT, _TIFF_LONG, _TIFF_LONG8 = 3, 4, 16
 
@@ -76,7 +76,7 @@ def bytes_source(data: bytes | bytearray | memoryview) -> Source:
     view = memoryview(data).cast("B")
 
     def read(offset: int, size: int) -> bytes:
-        return bytes(view[offset:offset + size]) if 0 <= offset < view.nbytes else b""
+        return bytes(view[offset : offset + size]) if 0 <= offset < view.nbytes else b""
 
     return Source(read, view.nbytes)
 
@@ -87,7 +87,7 @@ def file_source(f: BinaryIO) -> Source:
     length = os.fstat(f.fileno()).st_size
 
     def read(offset: int, size: int) -> bytes:
-        if not 0 <= offset < length:               # also keeps absurd offsets from a header away from seek
+        if not 0 <= offset < length:  # also keeps absurd offsets from a header away from seek
             return b""
         f.seek(offset)
         return f.read(size)
@@ -106,13 +106,16 @@ def read_header(src: Source, what: str) -> ImageHeader:
         raise InputError(f"cannot decode {what}: it is empty (0 bytes)")
     fmt = _format_of(head)
     if fmt is None:
-        raise InputError(f"cannot decode {what}: it starts with {head[:8]!r}, not an image format lbedge reads "
-                         f"({FORMATS}); convert it to one of these")
+        raise InputError(
+            f"cannot decode {what}: it starts with {head[:8]!r}, not an image format lbedge reads "
+            f"({FORMATS}); convert it to one of these"
+        )
     try:
         width, height = _PARSERS[fmt](src, head)
     except _Unreadable as exc:
-        raise InputError(f"cannot decode {what}: its {fmt} data is truncated or malformed ({exc}); "
-                         f"lbedge reads {FORMATS}") from None
+        raise InputError(
+            f"cannot decode {what}: its {fmt} data is truncated or malformed ({exc}); lbedge reads {FORMATS}"
+        ) from None
     if width <= 0 or height <= 0:
         raise InputError(f"cannot decode {what}: its {fmt} header says {width} x {height} pixels (an empty image)")
     return ImageHeader(fmt, width, height)
@@ -121,7 +124,7 @@ def read_header(src: Source, what: str) -> ImageHeader:
 def _format_of(head: bytes) -> str | None:
     """The format a signature belongs to, or None."""
     if len(head) >= 8 and head[4:8] == b"ftyp":
-        return None           # an ISO media container (AVIF, HEIF): OpenCV would pick another decoder
+        return None  # an ISO media container (AVIF, HEIF): OpenCV would pick another decoder
     if head.startswith(b"\x89PNG\r\n\x1a\n"):
         return "PNG"
     if head.startswith(b"\xff\xd8\xff"):
@@ -181,7 +184,7 @@ def _jpeg(src: Source, head: bytes) -> tuple[int, int]:
         if marker[0] != 0xFF:
             raise _Unreadable(f"no marker at byte {offset}")
         code = marker[1]
-        if code == 0xFF:                  # fill byte before a marker
+        if code == 0xFF:  # fill byte before a marker
             offset += 1
             continue
         if code in _STANDALONE:
@@ -208,9 +211,9 @@ def _check_jpeg_scans(src: Source, offset: int) -> None:
     for _ in range(_MAX_STEPS):
         marker = src.read(offset, 4)
         if len(marker) < 4:
-            return                                    # the data ends: the decoder stops there too
+            return  # the data ends: the decoder stops there too
         if marker[0] != 0xFF or marker[1] == 0x00:
-            offset = _next_marker(src, offset)          # stray bytes: the decoder skips to the next marker
+            offset = _next_marker(src, offset)  # stray bytes: the decoder skips to the next marker
             continue
         code = marker[1]
         if code == 0xD9:
@@ -222,8 +225,10 @@ def _check_jpeg_scans(src: Source, offset: int) -> None:
         if code == 0xDA:
             scans += 1
             if scans > MAX_JPEG_SCANS:
-                raise InputError(f"JPEG with more than {MAX_JPEG_SCANS} scans: decoding costs a pass over the "
-                                 "whole image per scan, so lbedge refuses it; re-encode it (baseline JPEG)")
+                raise InputError(
+                    f"JPEG with more than {MAX_JPEG_SCANS} scans: decoding costs a pass over the "
+                    "whole image per scan, so lbedge refuses it; re-encode it (baseline JPEG)"
+                )
             offset = _next_marker(src, offset)
     raise _Unreadable(f"more than {_MAX_STEPS} segments")
 
@@ -238,7 +243,7 @@ def _next_marker(src: Source, offset: int) -> int:
             return offset + found.start()
         if len(block) <= 1:
             break
-        offset += len(block) - 1                      # keep one byte: a marker may straddle two blocks
+        offset += len(block) - 1  # keep one byte: a marker may straddle two blocks
     return src.length
 
 
@@ -251,7 +256,7 @@ def _bmp(src: Source, head: bytes) -> tuple[int, int]:
     if size < 16:
         raise _Unreadable(f"unknown DIB header size {size}")
     width, height = struct.unpack("<ii", _need(src, 18, 8, "DIB header"))
-    return width, abs(height)             # a negative height means rows stored top-down
+    return width, abs(height)  # a negative height means rows stored top-down
 
 
 def _webp(src: Source, head: bytes) -> tuple[int, int]:
@@ -298,8 +303,9 @@ def _tiff(src: Source, head: bytes) -> tuple[int, int]:
     width, height = tags[_TIFF_WIDTH], tags[_TIFF_HEIGHT]
     tile = tags.get(_TIFF_TILE_WIDTH, 0) * tags.get(_TIFF_TILE_HEIGHT, 0)
     if tile > max(_MIN_TILE_AREA, (width + 15) // 16 * 16 * ((height + 15) // 16 * 16)):
-        raise _Unreadable(f"tiles of {tags[_TIFF_TILE_WIDTH]} x {tags[_TIFF_TILE_HEIGHT]} pixels for an image of "
-                          f"{width} x {height}")
+        raise _Unreadable(
+            f"tiles of {tags[_TIFF_TILE_WIDTH]} x {tags[_TIFF_TILE_HEIGHT]} pixels for an image of {width} x {height}"
+        )
     return width, height
 
 
@@ -309,10 +315,10 @@ def _tiff_tags(entries: bytes, order: str, big: bool) -> dict[int, int]:
     wanted = (_TIFF_WIDTH, _TIFF_HEIGHT, _TIFF_TILE_WIDTH, _TIFF_TILE_HEIGHT)
     found: dict[int, int] = {}
     for at in range(0, len(entries) - entry_size + 1, entry_size):
-        tag, kind = struct.unpack(order + "HH", entries[at:at + 4])
+        tag, kind = struct.unpack(order + "HH", entries[at : at + 4])
         if tag not in wanted:
             continue
-        value = entries[at + (12 if big else 8):at + entry_size]
+        value = entries[at + (12 if big else 8) : at + entry_size]
         if kind == _TIFF_SHORT:
             found[tag] = struct.unpack(order + "H", value[:2])[0]
         elif kind == _TIFF_LONG:
@@ -329,13 +335,13 @@ def _pnm(src: Source, head: bytes) -> tuple[int, int]:
     text = src.read(0, _PNM_HEADER)
     pos, numbers = 2, []
     while len(numbers) < 2:
-        while pos < len(text) and (text[pos:pos + 1].isspace() or text[pos] == ord("#")):
-            if text[pos] == ord("#"):                       # a comment runs to the end of the line
+        while pos < len(text) and (text[pos : pos + 1].isspace() or text[pos] == ord("#")):
+            if text[pos] == ord("#"):  # a comment runs to the end of the line
                 end = text.find(b"\n", pos)
                 pos = len(text) if end < 0 else end
             pos += 1
         start = pos
-        while pos < len(text) and text[pos:pos + 1].isdigit() and pos - start <= 10:
+        while pos < len(text) and text[pos : pos + 1].isdigit() and pos - start <= 10:
             pos += 1
         if pos == start or pos >= len(text) or pos - start > 10:
             raise _Unreadable(f"no width and height within its first {_PNM_HEADER} bytes")
@@ -350,5 +356,11 @@ def _gif(src: Source, head: bytes) -> tuple[int, int]:
 
 
 _PARSERS: dict[str, Callable[[Source, bytes], tuple[int, int]]] = {
-    "PNG": _png, "JPEG": _jpeg, "BMP": _bmp, "WebP": _webp, "TIFF": _tiff, "PNM": _pnm, "GIF": _gif,
+    "PNG": _png,
+    "JPEG": _jpeg,
+    "BMP": _bmp,
+    "WebP": _webp,
+    "TIFF": _tiff,
+    "PNM": _pnm,
+    "GIF": _gif,
 }

@@ -4,8 +4,8 @@ The official LanguageBind processors resize float tensors with torchvision/pytor
 which call ``interpolate(mode="bicubic"|"bilinear", align_corners=False, antialias=False)``.
 OpenCV's resize differs from it by up to 6e-5 (it derives source coordinates in double),
 so lbedge computes the same float32 source coordinates and cubic (A = -0.75) or linear
-weights as PyTorch, and applies them as a separable 4-tap (or 2-tap) gather and product:
-exact to float rounding and about 2.5 ms for a 640x480 camera frame on one core.
+weights as PyTorch, and applies them as a separable 4-tap (or 2-tap) gather and product,
+exact to float rounding (speed: benchmarks/RESULTS.md, "Preprocessing").
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ _A = np.float32(-0.75)
 
 
 @lru_cache(maxsize=64)
-def _taps(in_size: int, out_size: int, mode: str, start: int = 0, length: int | None = None
-          ) -> tuple[np.ndarray, np.ndarray]:
+def _taps(
+    in_size: int, out_size: int, mode: str, start: int = 0, length: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Source indices [length, taps] and weights [length, taps] of the output pixels ``start`` to
     ``start + length`` of one axis, as PyTorch computes them (only the cropped window: a cache entry stays
     small whatever the image's aspect ratio)."""
@@ -41,8 +42,8 @@ def _taps(in_size: int, out_size: int, mode: str, start: int = 0, length: int | 
         fl = np.floor(src)
         t = (src - fl).astype(np.float32)
         i = fl.astype(np.int64)
-        x1 = t + np.float32(1.0)            # distance to tap i-1
-        x2 = np.float32(1.0) - t            # distance to tap i+1
+        x1 = t + np.float32(1.0)  # distance to tap i-1
+        x2 = np.float32(1.0) - t  # distance to tap i+1
         w0 = ((_A * x1 - 5 * _A) * x1 + 8 * _A) * x1 - 4 * _A
         w1 = ((_A + 2) * t - (_A + 3)) * t * t + 1
         w2 = ((_A + 2) * x2 - (_A + 3)) * x2 * x2 + 1
@@ -59,22 +60,23 @@ def _resize_rows(x: np.ndarray, out_size: int, mode: str, keep: tuple[int, int])
     ``out_size``: one gather of every tap ``[length, taps, M]`` and one batched product with the weights."""
     start, length = keep
     if x.shape[0] == out_size:
-        return x[start:start + length].astype(np.float32)
+        return x[start : start + length].astype(np.float32)
     idx, w = _taps(x.shape[0], out_size, mode, start, length)
     gathered = np.take(x, idx, axis=0).astype(np.float32, copy=False)
     return np.matmul(w[:, None, :], gathered)[:, 0]
 
 
 def _swap_hw(a: np.ndarray) -> np.ndarray:
-    """``[H, W, C]`` -> contiguous ``[W, H, C]`` (OpenCV's transpose is ~5x faster than a numpy copy)."""
+    """``[H, W, C]`` -> contiguous ``[W, H, C]`` (OpenCV's transpose: faster than a numpy copy)."""
     if a.shape[2] <= 4 and a.dtype in (np.uint8, np.float32):
         t = cv2.transpose(a)
         return t.reshape(a.shape[1], a.shape[0], a.shape[2])
     return np.ascontiguousarray(a.transpose(1, 0, 2))
 
 
-def resize(img: np.ndarray, out_h: int, out_w: int, mode: str = "bicubic",
-           crop: tuple[int, int, int, int] | None = None) -> np.ndarray:
+def resize(
+    img: np.ndarray, out_h: int, out_w: int, mode: str = "bicubic", crop: tuple[int, int, int, int] | None = None
+) -> np.ndarray:
     """Resize an image ``[H, W]`` or ``[H, W, C]`` (uint8 or float) like PyTorch ``interpolate`` (no
     antialias); float32 out, in the input's layout.
 
@@ -83,18 +85,18 @@ def resize(img: np.ndarray, out_h: int, out_w: int, mode: str = "bicubic",
     (channels ride along in the row), the axis that shrinks the work most first.
     """
     x = np.asarray(img)
-    if x.dtype != np.uint8:          # uint8 stays uint8: only the gathered taps are converted to float
+    if x.dtype != np.uint8:  # uint8 stays uint8: only the gathered taps are converted to float
         x = x.astype(np.float32, copy=False)
     flat = x.ndim == 2
     if flat:
         x = x[..., None]
     h, w, c = x.shape
     top, left, ch, cw = crop if crop is not None else (0, 0, out_h, out_w)
-    if ch * w <= 1.5 * h * cw:       # rows first unless clearly costlier: columns first transposes the input
+    if ch * w <= 1.5 * h * cw:  # rows first unless clearly costlier: columns first transposes the input
         rows = _resize_rows(x.reshape(h, w * c), out_h, mode, (top, ch)).reshape(ch, w, c)
         cols_in = _swap_hw(rows).reshape(w, ch * c)
         out = _swap_hw(_resize_rows(cols_in, out_w, mode, (left, cw)).reshape(cw, ch, c))
-    else:                            # columns first, on the transposed image
+    else:  # columns first, on the transposed image
         cols = _resize_rows(_swap_hw(x).reshape(w, h * c), out_w, mode, (left, cw)).reshape(cw, h, c)
         rows_in = _swap_hw(cols).reshape(h, cw * c)
         out = _resize_rows(rows_in, out_h, mode, (top, ch)).reshape(ch, cw, c)

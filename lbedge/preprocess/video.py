@@ -97,8 +97,10 @@ def _check_frame_count(count: int, what: str, *, declared: bool) -> None:
     limit = limits().max_video_frames
     if count > limit:
         found = f"declares {count}" if declared else f"has more than {limit}"
-        raise InputError(f"{what} {found} frames, more than the limit of {limit} (max_video_frames): cut it "
-                         f"into shorter clips, or {hint('max_video_frames')}")
+        raise InputError(
+            f"{what} {found} frames, more than the limit of {limit} (max_video_frames): cut it "
+            f"into shorter clips, or {hint('max_video_frames')}"
+        )
 
 
 def _count_frames(cap: "cv2.VideoCapture", what: str) -> int:
@@ -138,8 +140,11 @@ def _grab_indices(cap: "cv2.VideoCapture", wanted: np.ndarray, what: str) -> lis
 
 def is_frame_list(x: Any) -> bool:
     """True for one clip given as a list of frames (HxW or HxWxC arrays / PIL images)."""
-    return (isinstance(x, (list, tuple)) and len(x) > 0
-            and all((isinstance(f, np.ndarray) and f.ndim in (2, 3)) or hasattr(f, "convert") for f in x))
+    return (
+        isinstance(x, (list, tuple))
+        and len(x) > 0
+        and all((isinstance(f, np.ndarray) and f.ndim in (2, 3)) or hasattr(f, "convert") for f in x)
+    )
 
 
 def video_transform(x: Any, cfg: PreprocessConfig, *, bgr: bool = False) -> np.ndarray:
@@ -152,8 +157,9 @@ def video_transform(x: Any, cfg: PreprocessConfig, *, bgr: bool = False) -> np.n
     elif is_frame_list(x):
         frames = list(x)
     else:
-        raise InputError(f"unsupported video input {type(x).__name__}: pass a video file, a [T, H, W, C] "
-                         "array or a list of frames")
+        raise InputError(
+            f"unsupported video input {type(x).__name__}: pass a video file, a [T, H, W, C] array or a list of frames"
+        )
     if len(frames) == 0:
         raise InputError("video has no frames")
     if len(frames) != cfg.num_frames:
