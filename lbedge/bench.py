@@ -22,6 +22,9 @@ from .preprocess import Preprocessor
 
 log = logging.getLogger(__name__)
 
+#: the prompt the text tower is timed on
+SAMPLE_PROMPT = "a photo of a dog."
+
 
 @dataclass
 class BenchRow:
@@ -179,7 +182,7 @@ def bench_bundle(
                 if tower == "vision":
                     x = enc.preprocess(sample_raw_input(cfg))
                 else:
-                    ids = ids if ids is not None else enc.tokenize(["a photo of a dog."])[0]
+                    ids = ids if ids is not None else enc.tokenize([SAMPLE_PROMPT])[0]
                     x = np.minimum(ids, int(man.text["vocab_size"]) - 1)
                 rows += bench_backend(
                     runner, x, stage=tower, precision=prec, batches=batches, threads=threads, warmup=warmup, iters=iters
@@ -203,41 +206,62 @@ def _bench_torch(
     towers: Sequence[str],
 ) -> list[BenchRow]:
     """The PyTorch reference on the bundle's source checkpoint (eager FP32), for comparison."""
-    from .checkpoint import from_pretrained
     from .errors import CheckpointError
 
     src = man.provenance.get("source")
     if not src or not Path(src).is_dir():
         raise CheckpointError(f"the torch backend benchmarks the bundle's source checkpoint, which is not here ({src})")
+    return _torch_rows(Path(src), cfg, batches, threads, warmup, iters, towers)
+
+
+def _torch_rows(
+    checkpoint: Path,
+    cfg: PreprocessConfig,
+    batches: Sequence[int],
+    threads: int | None,
+    warmup: int,
+    iters: int,
+    towers: Sequence[str],
+) -> list[BenchRow]:
+    from .checkpoint import from_pretrained
+
     if threads:
         import torch
 
         torch.set_num_threads(threads)
-    enc = from_pretrained(src)
+    enc = from_pretrained(checkpoint)
+    kw = dict(precision="fp32", batches=batches, threads=threads, warmup=warmup, iters=iters)
     rows = []
     if "vision" in towers:
-        rows += bench_backend(
-            enc.vision,
-            enc.preprocess(sample_raw_input(cfg)),
-            stage="vision",
-            precision="fp32",
-            batches=batches,
-            threads=threads,
-            warmup=warmup,
-            iters=iters,
-        )
+        rows += bench_backend(enc.vision, enc.preprocess(sample_raw_input(cfg)), stage="vision", **kw)
     if "text" in towers:
-        rows += bench_backend(
-            enc.text,
-            enc.tokenize(["a photo of a dog."])[0],
-            stage="text",
-            precision="fp32",
-            batches=batches,
-            threads=threads,
-            warmup=warmup,
-            iters=iters,
-        )
+        rows += bench_backend(enc.text, enc.tokenize([SAMPLE_PROMPT])[0], stage="text", **kw)
     return rows
+
+
+def bench_checkpoint(
+    path: str | Path,
+    *,
+    batches: Sequence[int],
+    threads: int | None,
+    warmup: int = 2,
+    iters: int = 10,
+    towers: Sequence[str] = ("vision", "text"),
+) -> dict[str, Any]:
+    """Benchmark a checkpoint folder on the PyTorch backend (eager FP32), preprocessing included."""
+    from .config import ModelConfig
+
+    folder = Path(path)
+    cfg = ModelConfig.from_json(folder).preprocess
+    rows = [bench_preprocess(cfg, warmup=warmup, iters=iters)]
+    rows += _torch_rows(folder, cfg, batches, threads, warmup, iters, towers)
+    return {
+        "checkpoint": str(folder),
+        "modality": cfg.modality,
+        "machine": machine(),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "rows": [r.to_dict() for r in rows],
+    }
 
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:

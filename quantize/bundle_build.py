@@ -22,6 +22,7 @@ from lbedge.engine import sha256_file
 from lbedge.errors import CheckpointError, InputError
 from lbedge.paths import text_bundle_problem
 from lbedge.preprocess import Preprocessor
+from lbedge.progress import stage
 from lbedge.schema import read_json
 from lbedge.tokenizer import copy_tokenizer_files
 from lbedge.zeroshot import PROBE_LABELS, PROBE_TEMPLATE, fill
@@ -104,6 +105,7 @@ def export_bundle(
     towers = {}
     for tower in ("vision",) if shared else ("vision", "text"):
         x = inputs if (tower == "vision" and inputs is not None) else None
+        stage("exporting the %s tower of %s to ONNX and checking it against PyTorch", tower, ckpt.name)
         rep = export_tower(model, tower, out / f"{tower}.fp32.onnx", inputs=x, config=cfg)
         reports[tower] = rep.to_dict()
         towers[tower] = {
@@ -169,6 +171,7 @@ def add_fp16(
     man = Manifest.read(folder)
     text_e = _probe_text(folder, man, labels)
     for tower in [t for t in towers if t in man.towers]:
+        stage("converting the %s tower to FP16", tower)
         files = convert_fp16(folder / man.towers[tower]["fp32"].file, folder / f"{tower}.fp16.onnx")
         if tower == "vision":
             x = inputs if inputs is not None else dummy_vision(man)
@@ -211,6 +214,12 @@ def add_int8(
     text_e = _probe_text(folder, man, labels)
     ref = _reference(folder, man, "vision", holdout.arrays)
     dst = folder / "vision.int8.onnx"
+    stage(
+        "quantizing the vision tower to INT8 (%s target, %d calibration and %d held-out inputs)",
+        (config or Int8Config()).target,
+        len(calib.files),
+        len(holdout.files),
+    )
     report = quantize_int8(
         folder / man.towers["vision"]["fp32"].file,
         dst,

@@ -13,6 +13,7 @@ import numpy as np
 
 from lbedge.errors import InputError, LBEdgeError
 from lbedge.preprocess import FILE_EXTENSIONS, Preprocessor
+from lbedge.progress import Counter
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,9 @@ def load_inputs(
         files = files[:limit]
     arrays, used, skipped = [], [], []
     h = hashlib.sha256()
+    counter = Counter(f"preprocessing {modality} inputs", len(files))
     for f in files:
+        counter.advance()
         try:
             arrays.append(preprocessor.one(f))
         except LBEdgeError as exc:

@@ -36,6 +36,7 @@ import numpy as np
 import onnx
 
 from lbedge.errors import LBEdgeError
+from lbedge.progress import stage
 
 from . import onnx_utils
 
@@ -299,7 +300,13 @@ def quantize_int8(
             agree = onnx_utils.agreement(reference, ort_outputs(dst, holdout), text_embeds)
             rounds.append({"excluded": len(excluded), **agree.to_dict()})
             tried.append((list(excluded), agree))
-            log.info("int8 round %d: %d nodes in float, min cosine %.5f", round_no, len(excluded), agree.min_cosine)
+            stage(
+                "INT8 round %d: %d nodes in float, worst cosine to FP32 %.5f (target %.4f)",
+                round_no,
+                len(excluded),
+                agree.min_cosine,
+                cfg.min_cosine,
+            )
             if agree.min_cosine >= cfg.min_cosine or round_no >= len(groups) or round_no == cfg.max_fallback_rounds:
                 break
             excluded = excluded + groups[round_no]

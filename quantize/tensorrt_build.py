@@ -54,6 +54,7 @@ from lbedge.engine import EngineManifest, RuntimeInfo, check_engine, sha256_file
 from lbedge.errors import EngineMismatch, LBEdgeError
 from lbedge.paths import bundle_file
 from lbedge.preprocess import Preprocessor
+from lbedge.progress import stage
 from lbedge.tokenizer import load_tokenizer
 from lbedge.validate import Agreement, agreement
 from lbedge.zeroshot import PROBE_LABELS, TEMPLATES, fill
@@ -362,7 +363,7 @@ def _set_timing_cache(config: Any, data: bytes) -> Any:
     return None
 
 
-def _configure(trt: Any, builder: Any, config: Any, control: PrecisionControl, opts: BuildOptions) -> None:
+def _configure(trt: Any, builder: Any, config: Any, control: PrecisionControl, opts: BuildOptions) -> Any:
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(opts.workspace_mb) << 20)
     for name in control.set_flags:
         config.set_flag(getattr(trt.BuilderFlag, name))
@@ -379,6 +380,34 @@ def _configure(trt: Any, builder: Any, config: Any, control: PrecisionControl, o
         config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
     if opts.version_compatible:
         config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
+    monitor = progress_monitor(trt)
+    if monitor is not None:
+        config.progress_monitor = monitor
+    return monitor  # the caller keeps it alive until the build is done
+
+
+def progress_monitor(trt: Any) -> Any:
+    """A ``trt.IProgressMonitor`` that reports the builder's top-level phases as progress (TensorRT versions that
+    have the interface; None otherwise): a first build takes minutes and is never silent."""
+    base = getattr(trt, "IProgressMonitor", None)
+    if base is None:
+        return None
+
+    class Monitor(base):  # type: ignore[misc, valid-type]
+        def __init__(self) -> None:
+            base.__init__(self)
+
+        def phase_start(self, phase_name: str, parent_phase: str | None, num_steps: int) -> None:
+            if not parent_phase:
+                stage("TensorRT: %s (%d steps)", phase_name, num_steps)
+
+        def step_complete(self, phase_name: str, step: int) -> bool:
+            return True  # never cancel the build
+
+        def phase_finish(self, phase_name: str) -> None:
+            pass
+
+    return Monitor()
 
 
 def _profile(builder: Any, network: Any, config: Any, opts: BuildOptions) -> dict[str, dict[str, Any]]:
@@ -404,7 +433,7 @@ def serialize_network(onnx_path: Path, precision: str, opts: BuildOptions, timin
     builder, network, _parser = _parse(trt, onnx_path, control)
     pinned = _pin_fp32(network, trt) if control.pin_fp32 else 0
     config = builder.create_builder_config()
-    _configure(trt, builder, config, control, opts)
+    monitor = _configure(trt, builder, config, control, opts)  # noqa: F841 - alive until the build is done
     cache = _set_timing_cache(config, timing_cache) if timing_cache is not None else None
     io_in = _profile(builder, network, config, opts)
     io_out = {

@@ -28,15 +28,41 @@ def test_help_and_version():
     assert run("--version").output.strip().endswith("0.1.0")
 
 
-def test_info_describes_checkpoint():
-    r = run("info", "--checkpoint", CKPT, "--load", "--json")
+def test_info_describes_checkpoint_and_machine():
+    r = run("info", "-m", CKPT, "--load", "--json")
     assert r.exit_code == 0, r.output
-    d = json.loads(r.output)
-    c = d["checkpoint"]
-    assert c["modality"] == "image" and c["embed_dim"] == 8 and c["input_shape"] == [3, 224, 224]
+    d = json.loads(r.stdout)
+    c = d["model"]
+    assert c["kind"] == "checkpoint" and c["modality"] == "image" and c["embed_dim"] == 8
+    assert c["input_shape"] == [3, 224, 224]
     assert c["lora_pairs_merged"] == 8 and c["logit_scale"] == pytest.approx(np.exp(4.2), rel=1e-4)
     assert d["optional"]["torch"] is True
-    assert "modality" in run("info", "--checkpoint", CKPT).output
+    assert "CPUExecutionProvider" in d["onnxruntime"]["providers"]
+    assert d["opencv_features"]["gui"] and d["jetson"] == {"jetson": False}
+    assert isinstance(d["cameras_v4l2"], list) and "audio_inputs" in d
+    assert "modality" in run("info", "--checkpoint", CKPT).output  # the older option name still works
+
+
+def test_help_lists_commands_in_the_order_of_the_work():
+    out = run("--help").output
+    order = [
+        "info",
+        "download",
+        "classify",
+        "embed",
+        "build",
+        "export",
+        "quantize",
+        "build-text",
+        "validate",
+        "bench",
+        "compile",
+        "demo",
+        "eval",
+        "train",
+    ]
+    listed = [line.split()[0] for line in out.split("Commands:")[1].splitlines() if line.strip()]
+    assert listed == order
 
 
 @needs_samples

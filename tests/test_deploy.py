@@ -416,13 +416,13 @@ def test_cli_deploy_commands(tmp_path, make_checkpoint):
     assert "vision int8" in r.output
     r = CliRunner().invoke(main, ["validate", str(tmp_path / "b"), "-i", str(calib), "--json"])
     assert r.exit_code == 0, r.output
-    rows = json.loads(r.output)
+    rows = json.loads(r.stdout)
     assert rows[0]["precision"] == "int8" and rows[0]["passed"]
     r = CliRunner().invoke(
         main, ["bench", str(tmp_path / "b"), "--batch", "1,2", "--iters", "2", "--warmup", "1", "--json"]
     )
     assert r.exit_code == 0, r.output
-    res = json.loads(r.output)
+    res = json.loads(r.stdout)
     stages = {(row["stage"], row["precision"], row["batch"]) for row in res["rows"]}
     assert ("preprocess", "fp32", 1) in stages and ("vision", "int8", 2) in stages and ("text", "fp32", 1) in stages
     assert res["peak_rss_mb"] > 0

@@ -32,4 +32,4 @@ def test_cli_download_offline(tmp_path, monkeypatch):
         ["download", "depth", "-o", str(tmp_path / "d")],
         env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")},
     )
-    assert r.exit_code == 1 and r.output.startswith("error: could not download")
+    assert r.exit_code == 1 and r.output.splitlines()[-1].startswith("error: could not download")
