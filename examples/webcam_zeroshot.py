@@ -19,7 +19,7 @@ def main(argv=None):
     ap.add_argument("--camera", default="0", help="index, /dev/videoN, GStreamer pipeline, URL, video or folder")
     ap.add_argument("--labels", default="a person,a dog,a cat,a car,a bicycle,an empty room")
     ap.add_argument("--headless", action="store_true", help="no window: print one line per result")
-    ap.add_argument("--output", help="also write an annotated MP4 here")
+    ap.add_argument("--output", help="also write the video (H.264 MP4 with lbedge[video]) here")
     ap.add_argument("--max-results", type=int, help="stop after this many results")
     args = ap.parse_args(argv)
 
@@ -31,7 +31,11 @@ def main(argv=None):
         pipeline.on_result(lambda result: print(format_result(result), flush=True))
     output = Path(args.output) if args.output else None
     stats = run_demo(pipeline, output=output, jsonl=None, max_results=args.max_results, window=not args.headless)
-    print(f"{stats['results']} results at {stats['fps']} FPS, {stats['sources']['camera']['dropped']} frames dropped")
+    camera_stats = stats["sources"]["camera"]
+    print(
+        f"{stats['results']} results at {stats['fps']} FPS, {camera_stats['dropped']} frames dropped, "
+        f"{camera_stats['lost']} lost"
+    )
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from lbedge import Pipeline, load_bundle
-from lbedge.demo import run_demo
+from lbedge.demo import VIDEO_SUFFIXES, run_demo
 
 from .evaluation import world_version
 from .models import bundle_dirs, ensure_text_bundle
@@ -128,8 +128,9 @@ def run_lb_mini_demo(
 ) -> dict:
     """``make demo``: lb-mini's INT8 bundles classify recorded held-out scenes streamed through the live
     pipeline (RGB MP4, RealSense recording, 16-bit thermal frames, WAV, recorded under ``out``); prints per
-    scene each sensor's and the fused label with scores, then FPS and accuracy; writes the annotated RGB video
-    ``video`` (default ``out/lb-mini-demo.mp4``; None: no video)."""
+    scene each sensor's and the fused label with scores, then FPS and accuracy; writes the mosaic of every sensor
+    (RGB, depth, thermal, the audio's spectrogram, labels, scores, the fused label) as the video ``video``
+    (default ``out/lb-mini-demo.mp4``, H.264; a .webm is VP9, a folder gets PNGs; None: no video)."""
     out = Path(out)
     ensure_text_bundle(say=say)
     media = demo_media(out / "lb-mini-media", scenes=scenes, seed=seed)
@@ -142,6 +143,8 @@ def run_lb_mini_demo(
     tally = SceneTally(media)
     pipe = Pipeline(sources, encoders, list(DEMO_LABELS), templates=list(DEMO_TEMPLATES))
     video_path = out / "lb-mini-demo.mp4" if video == "default" else (Path(video) if video else None)
+    for src in sources.values():  # open now: a recording's frame rate (the video's) is known once it is open
+        src.open()
     stats = run_demo(pipe, output=video_path, jsonl=None, window=window, say=say, on_result=tally)
     lines, accuracy = tally.summary(list(sources))
     for line in lines:
@@ -150,12 +153,17 @@ def run_lb_mini_demo(
         say(
             f"  {name:<8} {st['processed']:>4} classified at {st['fps']:>6} FPS, latency {st['latency_ms']} ms "
             f"(preprocess {st['preprocess_ms']} ms, model {st['infer_ms']} ms), "
-            f"correct {100 * accuracy.get(name, 0):.0f}%"
+            f"correct {100 * accuracy.get(name, 0):.0f}%" + (f", {st['lost']} lost" if st.get("lost") else "")
         )
     if "fused" in accuracy:
         say(f"  fused    correct {100 * accuracy['fused']:.0f}% of fused results")
-    if video_path is not None:
-        say(f"annotated RGB video: {video_path}")
+    if video_path is not None and video_path.suffix.lower() not in VIDEO_SUFFIXES:
+        say(f"pictures of every sensor, one per result: {video_path}/")
+    elif video_path is not None and stats.get("video_frames"):
+        say(
+            f"video of every sensor: {video_path} ({stats['video_codec']}, {stats['video_frames']} frames at "
+            f"{stats['video_fps']:g} FPS, one per {stats['video_source']} frame)"
+        )
     return {**stats, "accuracy": accuracy, "scenes": lines, "video": str(video_path) if video_path else None}
 
 

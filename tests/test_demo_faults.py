@@ -16,6 +16,7 @@ from click.testing import CliRunner
 
 from conftest import OFFICIAL
 from lbedge.cli import main
+from lbedge.video_output import pyav
 from test_pipeline import colour_frames
 
 pytest.importorskip("torch")
@@ -79,6 +80,10 @@ def test_sigterm_finishes_the_video_and_exits_143(tmp_path):
     cap = cv2.VideoCapture(str(video))
     ok, first = cap.read()
     assert ok and first.shape[0] >= 48 and int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) >= 5  # a playable video
+    if pyav() is not None:  # the H.264 encoder was flushed and the MP4 index written on SIGTERM
+        with pyav().open(str(video)) as container:
+            assert container.streams.video[0].codec_context.name == "h264"
+            assert container.streams.video[0].frames == int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
 
 
 def test_empty_wav_is_a_failure_with_a_reason(tmp_path, make_checkpoint):

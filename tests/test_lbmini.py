@@ -312,8 +312,12 @@ def test_lb_mini_demo_streams_recordings_through_the_pipeline(tmp_path, lb_mini,
     assert int(stats["audio"].split()[1]) == 8  # one 2 s window per scene
     correct = {name: int(item.rsplit("correct ", 1)[1].rstrip("%")) for name, item in stats.items()}
     assert min(correct.values()) >= 40, correct  # chance is 20 %
-    cap = cv2.VideoCapture(str(tmp_path / "out/lb-mini-demo.mp4"))
-    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) >= truth["frames"] - 2
-    assert int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)) == 4 * truth["size"]  # 128 px renders enlarged to read
+    video = tmp_path / "out/lb-mini-demo.mp4"
+    said = [line for line in lines if line.startswith("video of every sensor: ")]
+    assert len(said) == 1 and str(Path("out/lb-mini-demo.mp4")) in said[0], res.output
+    cap = cv2.VideoCapture(str(video))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == truth["frames"]  # one mosaic per RGB frame
+    assert cap.get(cv2.CAP_PROP_FPS) == truth["fps"]  # at the recordings' rate
+    assert int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)) >= 2 * 320  # every sensor, each tile readable
     res = CliRunner().invoke(main, ["demo", "--lb-mini", "--headless", "--rgb", "0"])
     assert res.exit_code != 0 and "brings its own" in res.output

@@ -8,10 +8,9 @@ from pathlib import Path
 
 import click
 
+from ..video_output import VIDEO_SUFFIXES
 from . import EXIT_ERROR
 from .common import echo_json, label_options, label_progress, load_model, model_option, parse_labels, writable_output
-
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".webm")
 
 
 @click.command()
@@ -71,7 +70,8 @@ VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".webm")
     "--output",
     "-o",
     type=click.Path(path_type=Path),
-    help="Annotated video (.mp4/.avi/.mkv/.webm) of every source, or a folder for PNGs of every result.",
+    help="Video of every sensor (.mp4: H.264, .webm: VP9, with lbedge[video]; .avi, .mkv), or a folder for a PNG "
+    "of the mosaic after every result.",
 )
 @click.option("--jsonl", help="Write one JSON result per line to this file, or - for stdout.")
 @click.option(
@@ -87,7 +87,7 @@ VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".webm")
     is_flag=True,
     help="The embedded default: lb-mini's bundles on recorded held-out scenes of its synthetic world "
     "(RGB MP4, RealSense recording, 16-bit thermal, WAV, written under out/), paced in real time; "
-    "no other option needed (--output: the annotated video, default out/lb-mini-demo.mp4).",
+    "no other option needed (--output: the video of every sensor, default out/lb-mini-demo.mp4).",
 )
 @click.option(
     "--scenes",
