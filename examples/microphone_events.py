@@ -41,7 +41,7 @@ def main(argv=None):
     )
     pipeline.on_result(lambda result: print(format_result(result), flush=True))
     stats = run_demo(pipeline, output=None, jsonl=None, max_results=args.max_results)
-    print(f"{stats['results']} windows classified")
+    print(f"{stats['results']} windows classified, {stats['sources']['audio']['lost']} lost")
 
 
 if __name__ == "__main__":

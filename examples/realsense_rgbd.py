@@ -3,7 +3,8 @@
 
 Hardware: a RealSense D400/D500 camera (pip install "lbedge[realsense]"; on Jetson build librealsense with
 its Python bindings). Without hardware: --recording plays a .db3 (or older .bag) recording, e.g. one made
-with lbedge.sensors.realsense.write_recording.
+with lbedge.sensors.realsense.write_recording, every recorded frame at its recorded rate (--fast: as fast as
+the models go). Frames a source could not deliver are reported as events and counted as lost at the end.
 """
 
 import argparse
@@ -19,6 +20,7 @@ def main(argv=None):
     ap.add_argument("--depth-model", required=True, help="bundle or checkpoint folder of a depth model")
     ap.add_argument("--image-model", help="also classify the colour stream with this image model")
     ap.add_argument("--recording", help="play this .db3/.bag recording instead of a live camera")
+    ap.add_argument("--fast", action="store_true", help="play the recording as fast as the models go, not paced")
     ap.add_argument("--serial", help="which camera, when several are plugged in")
     ap.add_argument(
         "--filters",
@@ -32,7 +34,8 @@ def main(argv=None):
 
     color = bool(args.image_model)
     if args.recording:
-        camera = RealSenseRecording(args.recording, realtime=True, color=color, align_to_color=color)
+        # every recorded frame, paced at the recorded rate by lbedge (not librealsense's lossy real-time playback)
+        camera = RealSenseRecording(args.recording, realtime=not args.fast, color=color, align_to_color=color)
     else:
         filters = [f for f in args.filters.split(",") if f]
         camera = RealSense(args.serial, color=color, align_to_color=color, filters=filters)
@@ -45,6 +48,9 @@ def main(argv=None):
         pipeline.on_result(lambda result: print(format_result(result), flush=True))
     stats = run_demo(pipeline, output=None, jsonl=None, max_results=args.max_results, window=not args.headless)
     print(f"{stats['results']} results at {stats['fps']} FPS")
+    for name, st in stats["sources"].items():  # lost: recorded frames the source never delivered
+        counts = f"{st['processed']} processed, {st['dropped']} dropped, {st['skipped']} skipped, {st['lost']} lost"
+        print(f"  {name}: {counts}")
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ def main(argv=None):
     if args.headless:
         pipeline.on_result(lambda result: print(describe(result), flush=True))
     stats = run_demo(pipeline, output=None, jsonl=None, max_results=args.max_results, window=not args.headless)
-    print(f"{stats['results']} results at {stats['fps']} FPS")
+    print(f"{stats['results']} results at {stats['fps']} FPS, {stats['sources']['thermal']['lost']} frames lost")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,9 @@
 
 One reader thread per source reads and preprocesses frames (overlapping the model) into a bounded queue:
 a live source keeps only its newest frame (a slow model drops frames, it never lags behind the sensor), a
-recording is read without drops (the reader waits). One worker thread classifies the frames ready at each
+recording is read without drops (the reader waits, paced or not), and frames a source itself could not deliver
+(its ``frames_lost``: a damaged file, a gap in a device's frame numbers) are reported as events and in
+:meth:`Pipeline.stats`. One worker thread classifies the frames ready at each
 moment in one batch per modality (several sources of a modality, or several frames of a recording, up to
 ``max_batch``), smooths each source's labels over time (EMA or majority with hysteresis, so labels do not
 flicker), fuses the latest per-source probabilities whose timestamps lie within ``sync_tolerance`` of each
@@ -172,6 +174,8 @@ class _SourceState:
         self.failures: collections.deque[float] = collections.deque()  # times of recent failures
         self.bad_frames = 0  # consecutive frames that could not be preprocessed
         self.skipped = 0  # frames skipped (preprocessing or model), in all
+        self.lost_seen = 0  # the source's frames_lost when last looked at
+        self.lost_reports = 0  # times a loss was found (the first are reported one by one)
         self.last_frame = time.monotonic()
         self.stalled = False
         self.finished = False
@@ -335,7 +339,8 @@ class Pipeline:
     def stats(self) -> dict[str, dict[str, float]]:
         """Per source, over its last 100 results: FPS, median capture-to-result latency, preprocessing and
         model time (ms), and the running totals of processed, dropped (a live sensor's frames replaced by newer
-        ones) and skipped (unusable) frames."""
+        ones), skipped (unusable) and lost frames (frames the source itself never delivered: a recording's damaged
+        or missing frames, gaps in a device's frame numbers; the source's ``frames_lost``)."""
         out = {}
         for name, recent in self._recent.items():
             rows = list(recent)
@@ -352,6 +357,7 @@ class Pipeline:
                 "processed": self.processed[name],
                 "dropped": self.dropped[name],
                 "skipped": self._state[name].skipped,
+                "lost": frames_lost(self.sources[name]),
             }
         return out
 
@@ -442,11 +448,7 @@ class Pipeline:
                 )
                 recovering, delay = False, self.reopen.backoff[0]
             if frame is None:
-                self._event(
-                    f"source {name} ended"
-                    + ("" if state.delivered else " without delivering a frame (empty recording?)"),
-                    logging.INFO,
-                )
+                self._end_event(name, src, state)
                 break
             item = self._prepare(name, frame, state)
             if item is None:
@@ -474,6 +476,27 @@ class Pipeline:
         if held is not None:
             self._put_waiting(q, held, state)
 
+    def _end_event(self, name: str, src: Source, state: _SourceState) -> None:
+        """The event that a recording ended, with the frames it lost in all (a warning then)."""
+        lost = frames_lost(src)
+        state.lost_seen = lost
+        text = f"source {name} ended" + ("" if state.delivered else " without delivering a frame (empty recording?)")
+        if lost:
+            text += f"; {lost} of its frames were lost (never delivered)"
+        self._event(text, logging.WARNING if lost else logging.INFO)
+
+    def _check_lost(self, name: str, src: Source, state: _SourceState, frame: Frame) -> None:
+        """Report frames the source lost since it was last looked at (the first times one by one, then every
+        ``_REPORT_EVERY``-th time; the end event and ``stats()`` give the total)."""
+        lost = frames_lost(src)
+        if lost <= state.lost_seen:
+            state.lost_seen = min(state.lost_seen, lost)
+            return
+        new, state.lost_seen = lost - state.lost_seen, lost
+        state.lost_reports += 1
+        if state.lost_reports <= _REPORTED_FIRST or state.lost_reports % _REPORT_EVERY == 0:
+            self._event(f"source {name}: {new} frame(s) lost before frame {frame.sequence} ({lost} in all)")
+
     def _next_frame(self, name: str, src: Source, state: _SourceState) -> Frame | None:
         """Open the source if needed (a reopened recording resumes after its last delivered frame) and read."""
         if not state.is_open:
@@ -489,6 +512,7 @@ class Pipeline:
             if state.stalled:
                 state.stalled = False
                 self._event(f"source {name} delivers frames again", logging.INFO)
+            self._check_lost(name, src, state, frame)
         return frame
 
     def _resume(self, src: Source, state: _SourceState) -> None:
@@ -702,8 +726,8 @@ class Pipeline:
                 )
         if self._stop.is_set():
             return
-        if self._iterating and not any(s.live for s in self.sources.values()):
-            while not self._stop.is_set():  # a consumer reads a recording: wait for it, drop nothing
+        if self._iterating and not self.sources[result.update.source].live:
+            while not self._stop.is_set():  # a consumer reads a recording: wait for it, drop none of its results
                 try:
                     self._results.put(result, timeout=0.1)
                     return
@@ -712,7 +736,11 @@ class Pipeline:
             return
         try:
             self._results.put_nowait(result)
-        except queue.Full:  # live, or nobody iterating: keep the newest results
+        except queue.Full:
+            if self._iterating and not all(s.live for s in self.sources.values()):
+                self.results_dropped += 1  # a live result, beside recordings: never push out a recording's
+                return
+            # live, or nobody iterating: keep the newest results
             try:
                 self._results.get_nowait()
                 self.results_dropped += 1
@@ -722,6 +750,15 @@ class Pipeline:
                 self._results.put_nowait(result)
             except queue.Full:
                 self.results_dropped += 1
+
+
+def frames_lost(source: object) -> int:
+    """The frames ``source`` says it could not deliver (its ``frames_lost``; 0 when it does not say)."""
+    try:
+        lost = getattr(source, "frames_lost", 0)
+    except Exception:  # noqa: BLE001 - a source's property must not fail the pipeline
+        return 0
+    return lost if isinstance(lost, int) and not isinstance(lost, bool) and lost > 0 else 0
 
 
 def _describe(exc: BaseException) -> str:

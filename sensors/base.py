@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any, Iterator
 
@@ -9,6 +10,8 @@ import numpy as np
 
 from lbedge.errors import SensorError
 from lbedge.frames import Frame
+
+log = logging.getLogger(__name__)
 
 
 class SourceIterationMixin:
@@ -30,7 +33,12 @@ class SourceIterationMixin:
 class BaseSource(SourceIterationMixin):
     """Subclasses implement ``_open``, ``_read`` (data, device timestamp or None; None at the end) and ``_close``.
 
-    ``realtime`` (replay sources): pace frames at the recording's rate instead of as fast as possible.
+    ``realtime`` (replay sources): pace frames at the recording's rate instead of as fast as possible. Pacing only
+    ever waits: a reader slower than the recording gets every frame, late, never a newer one instead.
+
+    ``frames_lost`` counts the frames the source could not deliver over its lifetime (reopenings included): a
+    recording's unreadable files or truncated end, the frame-number gaps of a device, the frames a real-time player
+    skipped. A pipeline reports it per source as ``lost``; a subclass adds to it with :meth:`_lose`.
     """
 
     modality = "image"
@@ -44,6 +52,8 @@ class BaseSource(SourceIterationMixin):
         self._seq = 0
         self._opened = False
         self._t0: float | None = None
+        self.frames_lost = 0
+        self._lost_keys: set[object] = set()
 
     # --- subclass hooks ------------------------------------------------------------------------------------
     def _open(self) -> None:
@@ -59,6 +69,29 @@ class BaseSource(SourceIterationMixin):
     def _meta(self) -> dict[str, Any]:
         """Meta every frame of the source carries (a frame's own meta from ``_read`` is added to it)."""
         return {}
+
+    def _lose(self, count: int, why: str, level: int = logging.WARNING) -> None:
+        """Count ``count`` frames that will never be delivered, and log why."""
+        if count > 0:
+            self.frames_lost += count
+            log.log(level, "%s: %d frame(s) lost: %s (%d in all)", self.name, count, why, self.frames_lost)
+
+    def _lose_once(self, key: object, why: str, count: int = 1) -> None:
+        """Count ``count`` lost frames for ``key`` (e.g. an unreadable file of a recording) the first time only: a
+        recording that loops or is resumed passes over the same damaged place again."""
+        if key not in self._lost_keys:
+            self._lost_keys.add(key)
+            self._lose(count, why)
+
+    def _lose_rest(self, announced: float | None, read: int, what: str) -> None:
+        """At the end of a pass over a recording that announces ``announced`` frames (unknown when None or not
+        positive), of which ``read`` came out: count the others as lost (a truncated or damaged file)."""
+        if announced and announced > 0 and read < int(announced):
+            self._lose_once(
+                ("end", read),
+                f"{what} announces {int(announced)} frames but ended after {read} (truncated or damaged?)",
+                int(announced) - read,
+            )
 
     def _skip(self) -> bool:
         """Pass over the next frame without delivering it (False at the end). Override when skipping is cheaper

@@ -3,11 +3,16 @@ and ``.db3``) and a writer of such recordings from depth arrays (:func:`write_re
 
 Depth is delivered as ``HxW`` uint16 millimetres whatever the device's depth unit (D400: 1 mm, D405/L515 and
 others: finer); 0 means "no depth" and stays 0. ``frame.meta`` holds ``depth_scale`` (the device's metres per
-raw unit), ``intrinsics`` of the delivered depth image (``fx, fy, ppx, ppy, width, height``), ``frame_number``
-and, with ``color=True``, ``color``: the matching ``HxWx3`` uint8 RGB image. ``align_to_color=True`` reprojects
-depth into the colour camera's view (and resolution) with librealsense's ``rs.align``. ``filters`` applies
+raw unit), ``intrinsics`` of the delivered depth image (``fx, fy, ppx, ppy, width, height``), ``frame_number``,
+``frames_lost`` (the frames the source could not deliver so far, see below) and, with ``color=True``, ``color``:
+the matching ``HxWx3`` uint8 RGB image. ``align_to_color=True`` reprojects depth into the colour camera's view
+(and resolution) with librealsense's ``rs.align``. ``filters`` applies
 librealsense's post-processing in the order Intel recommends: decimation, then spatial and temporal filtering
 in the disparity domain, then hole filling (all before alignment).
+
+Frames that never reach the reader are counted in the source's ``frames_lost``: gaps in a camera's frame
+numbers, and for a recording every recorded depth frame it did not deliver (exactly for ``.db3`` files, whose
+frames are counted when the recording opens; by frame-number gaps for ``.bag`` files and looping playback).
 
 Needs ``pip install "lbedge[realsense]"`` (``pyrealsense2``; on Linux also ``apt install libusb-1.0-0``; on a
 Jetson build librealsense with its Python bindings). ``pyrealsense2`` is imported only when a source opens
@@ -19,7 +24,9 @@ from __future__ import annotations
 import logging
 import math
 import os
+import sqlite3
 import time
+from contextlib import closing
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Iterable, Sequence
@@ -207,8 +214,8 @@ class RealSense(BaseSource):
         self.filters = _check_filters(filters)
         self.timeout_ms = int(timeout_ms)
         self.depth_scale = 0.001
-        self.frames_skipped = 0  # device frames that never arrived complete (see _read)
         self._last_number: int | None = None
+        self._gap_logged = False
         self._rs: ModuleType | None = None
         self._pipe: Any = None
         self._blocks: list[Any] = []
@@ -218,6 +225,21 @@ class RealSense(BaseSource):
     @property
     def _needs_color(self) -> bool:
         return self.color or self.align_to_color
+
+    @property
+    def _counts_gaps(self) -> bool:
+        """Whether a jump in frame numbers means frames were lost (a camera's numbers are consecutive)."""
+        return True
+
+    def _count_gap(self, number: int) -> None:
+        """Count the frames between the last delivered frame number and ``number`` as lost: frames a slow reader
+        missed, or that librealsense's syncer let through without their colour frame."""
+        last, self._last_number = self._last_number, number
+        if last is None or number <= last + 1 or not self._counts_gaps:
+            return
+        level = logging.DEBUG if self._gap_logged else logging.WARNING  # the first gap of a run, then quietly
+        self._gap_logged = True
+        self._lose(number - last - 1, f"frame numbers jump from {last} to {number}", level)
 
     # --- what differs between a camera and a recording ------------------------------------------------------
     def _configure(self, rs: ModuleType, config: Any) -> None:
@@ -271,7 +293,7 @@ class RealSense(BaseSource):
 
     # --- BaseSource hooks -------------------------------------------------------------------------------------
     def _open(self) -> None:
-        self._last_number = None
+        self._last_number, self._gap_logged = None, False
         rs = self._rs = _rs()
         pipe, config = rs.pipeline(), rs.config()
         self._configure(rs, config)
@@ -297,13 +319,8 @@ class RealSense(BaseSource):
             )
             if got is not None:
                 mm, device_ts, meta = got
-                number = meta["frame_number"]
-                if self._last_number is not None and number > self._last_number + 1:
-                    # librealsense's syncer lets framesets through without their colour frame when the consumer
-                    # is slow (even in non-real-time playback): those frames are lost, and counted here
-                    self.frames_skipped += number - self._last_number - 1
-                self._last_number = number
-                meta["frames_skipped"] = self.frames_skipped
+                self._count_gap(meta["frame_number"])
+                meta["frames_lost"] = self.frames_lost
                 return mm, device_ts, meta
             # a partial frameset (the syncer emits some around start-up): wait for a complete one, within bounds
             if self.live and time.monotonic() > deadline:
@@ -331,16 +348,19 @@ class RealSenseRecording(RealSense):
     """Replay of a RealSense recording (``.bag`` from realsense-viewer/rs-record, or ``.db3``) as a camera would
     deliver it, depth in uint16 millimetres.
 
-    ``realtime=False`` (default): every frame, as fast as the consumer reads (librealsense's non-real-time
-    playback, which waits for the reader). ``realtime=True``: at the recorded pace, which follows the host
-    clock of the recording session; like a live camera, frames a slow reader misses are dropped. With
-    ``lossless=True`` as well, librealsense plays without its real-time mode and lbedge paces every frame at
-    the recorded fps instead: nothing is dropped, and a recording written offline (``write_recording`` without
-    pacing, whose host clock does not advance) still plays at its rate. ``loop``:
-    start over at the end instead of ending. ``color``, ``align_to_color`` and ``filters`` as for
-    :class:`RealSense` (the recording must hold a colour stream for the first two). The stream mode and
-    ``fps`` come from the file. At the end ``read()`` returns None. Every wait is bounded: a recording that
-    stops delivering before its end (truncated) is ended after ``timeout_ms`` with a warning.
+    Every recorded frame is delivered: librealsense plays the file in its non-real-time mode, which waits for the
+    reader. ``realtime=False`` (default) delivers as fast as the consumer reads; ``realtime=True`` paces the frames
+    at the recorded fps (a slow reader gets every frame, late), also for a recording written offline
+    (``write_recording(paced=False)``, whose stored host times do not advance).
+
+    ``realtime=True, lossless=False`` asks for librealsense's own real-time playback instead, which follows the
+    host clock of the recording session and, like a live camera, drops the frames a slow reader misses: every one
+    of them is counted in ``frames_lost`` (and ``frame.meta["frames_lost"]``), never hidden.
+
+    ``loop``: start over at the end instead of ending. ``color``, ``align_to_color`` and ``filters`` as for
+    :class:`RealSense` (the recording must hold a colour stream for the first two). The stream mode and ``fps``
+    come from the file. At the end ``read()`` returns None. Every wait is bounded: a recording that stops
+    delivering before its end (truncated) is ended after ``timeout_ms`` with a warning.
     """
 
     live = False
@@ -356,7 +376,7 @@ class RealSenseRecording(RealSense):
         filters: Sequence[str] | str | None = (),
         timeout_ms: int = 5000,
         name: str = "",
-        lossless: bool = False,
+        lossless: bool = True,
     ):
         super().__init__(
             None,
@@ -369,12 +389,23 @@ class RealSenseRecording(RealSense):
         )
         self.path, self.realtime, self.loop = Path(path), bool(realtime), bool(loop)
         self.lossless = bool(lossless)
+        self.recorded_frames: int | None = None  # depth frames in the file (.db3), counted when it opens
         self._playback: Any = None
         self._delivered = 0
+        self._lost_at_open = 0
+        self._end_counted = False
+
+    @property
+    def _counts_gaps(self) -> bool:
+        """Gaps in frame numbers are losses only where no exact count exists (``.bag``, looping) or in
+        librealsense's lossy real-time mode; otherwise they were in the recording itself (a camera's own drops)."""
+        return self.loop or self.recorded_frames is None or (self.realtime and not self.lossless)
 
     def _configure(self, rs: ModuleType, config: Any) -> None:
         if not self.path.is_file():
             raise SensorError(f"{self.name}: recording not found: {self.path}")
+        self.recorded_frames = recorded_depth_frames(self.path)
+        self._lost_at_open, self._end_counted = self.frames_lost, False
         config.enable_device_from_file(str(self.path), repeat_playback=self.loop)
         config.enable_stream(rs.stream.depth)
         if self._needs_color:
@@ -385,7 +416,11 @@ class RealSenseRecording(RealSense):
             playback = config.resolve(pipe).get_device().as_playback()
             # before start: set afterwards, the first frames are already played in real time and lost
             playback.set_real_time(self.realtime and not self.lossless)
+            # streams start one after the other: played at once, the first frames of a stream that starts late
+            # are lost (and the syncer then drops the other stream's too); paused until all have started
+            playback.pause()
             profile = pipe.start(config)
+            playback.resume()
         except RuntimeError as exc:
             wanted = "depth and colour streams" if self._needs_color else "a depth stream"
             held = self._streams_in_file(rs)
@@ -399,6 +434,25 @@ class RealSenseRecording(RealSense):
         # that librealsense hands over early (a recording written faster than real time)
         self.fps = float(profile.get_stream(rs.stream.depth).fps()) or None
         return profile
+
+    def _read(self) -> tuple[np.ndarray, float | None, dict[str, Any]] | None:
+        got = super()._read()
+        if got is None:
+            self._count_end()
+        return got
+
+    def _count_end(self) -> None:
+        """At the end of a pass over a ``.db3`` file: every recorded depth frame not delivered is lost (at the
+        start, in between or at the end), whatever the frame numbers said."""
+        if self._end_counted or self.loop or self.recorded_frames is None:
+            return
+        self._end_counted = True
+        lost = self.recorded_frames - self._seq  # _seq: frames delivered (or passed over by seek) in this pass
+        counted = self.frames_lost - self._lost_at_open
+        if lost > counted:
+            self._lose(lost - counted, f"{self.path} holds {self.recorded_frames} depth frames, {self._seq} came out")
+        elif lost < counted:  # frame-number gaps of the recording itself, not of this replay
+            self.frames_lost = self._lost_at_open + max(0, lost)
 
     def _streams_in_file(self, rs: ModuleType) -> str:
         """The streams the recording holds ("depth z16 64x48@30, color rgb8 ..."), or "" when it cannot be read."""
@@ -472,6 +526,24 @@ class RealSenseRecording(RealSense):
     def _close(self) -> None:
         self._playback = None
         super()._close()
+
+
+def recorded_depth_frames(path: str | os.PathLike) -> int | None:
+    """How many depth frames a ROS 2 ``.db3`` RealSense recording holds (read from its SQLite tables, without
+    playing it); None for a ``.bag`` file or a recording whose depth stream cannot be told apart."""
+    path = Path(path)
+    if path.suffix.lower() != ".db3":
+        return None
+    try:
+        with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
+            rows = db.execute(
+                "SELECT COUNT(*) FROM messages JOIN topics ON messages.topic_id = topics.id "
+                "WHERE topics.name LIKE '/device_%/sensor_%/Depth_%/image/data%' GROUP BY topics.name"
+            ).fetchall()
+    except sqlite3.Error as exc:
+        log.debug("cannot count the frames of %s: %s", path, exc)
+        return None
+    return int(rows[0][0]) if len(rows) == 1 else None
 
 
 # --- writing recordings ---------------------------------------------------------------------------------------
@@ -697,4 +769,11 @@ def write_recording(
     return path
 
 
-__all__ = ["FILTERS", "RealSense", "RealSenseRecording", "recording_suffix", "write_recording"]
+__all__ = [
+    "FILTERS",
+    "RealSense",
+    "RealSenseRecording",
+    "recorded_depth_frames",
+    "recording_suffix",
+    "write_recording",
+]

@@ -3,7 +3,6 @@ video files, and image folders. Frames are RGB ``HxWx3`` uint8."""
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 
@@ -15,8 +14,6 @@ from lbedge.limits import hint, limits
 from lbedge.preprocess.image import decode_image
 
 from .base import BaseSource
-
-log = logging.getLogger(__name__)
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
@@ -92,14 +89,17 @@ class OpenCVCamera(BaseSource):
 
 
 class VideoFileSource(OpenCVCamera):
-    """Replay of a video file: as fast as possible, or paced at its frame rate with ``realtime=True``.
-    ``loop=True`` starts over at the end."""
+    """Replay of a video file: as fast as possible, or paced at its frame rate with ``realtime=True`` (every
+    frame either way). ``loop=True`` starts over at the end. A file that ends before the frame count its header
+    announces (truncated, damaged) counts the missing frames in ``frames_lost``."""
 
     live = False
 
     def __init__(self, path: str | os.PathLike, *, realtime: bool = False, loop: bool = False, name: str = ""):
         super().__init__(str(path), name=name or f"video:{Path(path).name}")
         self.realtime, self.loop = realtime, loop
+        self._announced = 0.0
+        self._decoded = 0  # frames decoded (or grabbed) in this pass over the file
 
     def _open(self) -> None:
         if not Path(str(self.device)).is_file():
@@ -108,27 +108,35 @@ class VideoFileSource(OpenCVCamera):
         assert self.cap is not None
         fps = self.cap.get(cv2.CAP_PROP_FPS)
         self.fps = fps if fps and fps > 0 else 30.0
+        self._announced, self._decoded = self.cap.get(cv2.CAP_PROP_FRAME_COUNT), 0
 
     def _read(self) -> tuple[np.ndarray, float | None] | None:
         assert self.cap is not None
         ok, frame = self.cap.read()
         if not ok:
+            self._lose_rest(self._announced, self._decoded, str(self.device))
             if not self.loop:
                 return None
             self.cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            self._decoded = 0
             ok, frame = self.cap.read()
             if not ok:
                 return None
+        self._decoded += 1
         ts = self.cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
         return np.ascontiguousarray(frame[..., ::-1]), ts
 
     def _skip(self) -> bool:
         assert self.cap is not None
-        return bool(self.cap.grab())  # no decoding: resuming a long video stays cheap
+        if not self.cap.grab():  # no decoding: resuming a long video stays cheap
+            return False
+        self._decoded += 1
+        return True
 
 
 class ImageFolderSource(BaseSource):
-    """Replay of a folder of images (sorted by name), RGB uint8, at ``fps`` when ``realtime``."""
+    """Replay of a folder of images (sorted by name), RGB uint8, at ``fps`` when ``realtime``. A file that cannot
+    be decoded is passed over and counted in ``frames_lost``."""
 
     modality = "image"
     units = "rgb8"
@@ -166,7 +174,7 @@ class ImageFolderSource(BaseSource):
             try:
                 img = decode_image(path, cv2.IMREAD_COLOR)
             except InputError as exc:
-                # an unreadable file in a recording is reported and skipped, never delivered as garbage
-                log.warning("%s: skipping %s: %s", self.name, path, exc)
+                # an unreadable file in a recording is counted and passed over, never delivered as garbage
+                self._lose_once(path, f"cannot read {path}: {exc}")
                 continue
             return np.ascontiguousarray(img[..., ::-1]), (self._i - 1) / (self.fps or 1.0)

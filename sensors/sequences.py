@@ -4,7 +4,6 @@ temperature map in ``meta``)."""
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 
@@ -17,21 +16,14 @@ from lbedge.preprocess.image import decode_image
 from .base import BaseSource
 from .thermal import PROFILES, check_agc, thermal_frame
 
-log = logging.getLogger(__name__)
-
 UNIT_TO_MM = {"mm": 1.0, "m": 1000.0, "cm": 10.0, "100um": 0.1}
 
 
-def _read_16bit(path: Path, name: str) -> np.ndarray | None:
-    """A 16-bit single-channel frame of a recording, or None (logged) for a file that is not one."""
-    try:
-        img = decode_image(path, cv2.IMREAD_UNCHANGED)
-    except InputError as exc:
-        log.warning("%s: skipping %s: %s", name, path, exc)
-        return None
+def _read_16bit(path: Path) -> np.ndarray:
+    """A 16-bit single-channel frame of a recording; an InputError saying why a file is not one."""
+    img = decode_image(path, cv2.IMREAD_UNCHANGED)
     if img.ndim != 2 or img.dtype != np.uint16:
-        log.warning("%s: skipping %s (not a 16-bit single-channel image: %s %s)", name, path, img.dtype, img.shape)
-        return None
+        raise InputError(f"not a 16-bit single-channel image: {img.dtype} {img.shape}")
     return img
 
 
@@ -40,7 +32,8 @@ def _frames_in(folder: Path) -> list[Path]:
 
 
 class DepthSequenceSource(BaseSource):
-    """16-bit depth images in ``unit`` (mm, cm, m, 100um) -> uint16 millimetres; 0 stays 0 (invalid)."""
+    """16-bit depth images in ``unit`` (mm, cm, m, 100um) -> uint16 millimetres; 0 stays 0 (invalid). A file that
+    is not a readable 16-bit image is passed over and counted in ``frames_lost``."""
 
     modality = "depth"
     units = "mm"
@@ -66,8 +59,10 @@ class DepthSequenceSource(BaseSource):
         while self._i < len(self.files):
             path = self.files[self._i]
             self._i += 1
-            img = _read_16bit(path, self.name)
-            if img is None:
+            try:
+                img = _read_16bit(path)
+            except InputError as exc:
+                self._lose_once(path, f"cannot read {path}: {exc}")
                 continue
             mm = img if self.scale == 1.0 else np.clip(np.rint(img * self.scale), 0, 65535).astype(np.uint16)
             return mm, (self._i - 1) / self.fps
@@ -78,7 +73,8 @@ class ThermalSequenceSource(BaseSource):
     """Radiometric 16-bit frames (PNG/TIFF folder or FFV1 video) of a camera ``profile`` -> 8-bit AGC RGB.
 
     ``meta["celsius"]`` holds the temperature map (float32 degC) when the profile is radiometric, and
-    ``meta["raw"]`` the 16-bit frame.
+    ``meta["raw"]`` the 16-bit frame. Unreadable files of a folder, and the frames a video announces but does not
+    hold (truncated), are counted in ``frames_lost``.
     """
 
     modality = "thermal"
@@ -101,6 +97,7 @@ class ThermalSequenceSource(BaseSource):
         self.files: list[Path] = []
         self.cap: cv2.VideoCapture | None = None
         self._i = 0
+        self._announced, self._decoded = 0.0, 0  # a video's announced frame count, and frames decoded so far
 
     def _open(self) -> None:
         if self.path.is_dir():
@@ -111,6 +108,7 @@ class ThermalSequenceSource(BaseSource):
             self.cap = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG, [cv2.CAP_PROP_CONVERT_RGB, 0])
             if not self.cap.isOpened():
                 raise SensorError(f"{self.name}: cannot open 16-bit video {self.path}")
+            self._announced, self._decoded = self.cap.get(cv2.CAP_PROP_FRAME_COUNT), 0
         else:
             raise SensorError(f"{self.name}: not found: {self.path}")
 
@@ -118,14 +116,17 @@ class ThermalSequenceSource(BaseSource):
         if self.cap is not None:
             ok, frame = self.cap.read()
             if not ok:
+                self._lose_rest(self._announced, self._decoded, str(self.path))
                 return None
+            self._decoded += 1
             return frame if frame.ndim == 2 else frame[..., 0]
         while self._i < len(self.files):
             path = self.files[self._i]
             self._i += 1
-            img = _read_16bit(path, self.name)
-            if img is not None:
-                return img
+            try:
+                return _read_16bit(path)
+            except InputError as exc:
+                self._lose_once(path, f"cannot read {path}: {exc}")
         return None
 
     def _read(self):

@@ -8,6 +8,10 @@ depth      ``realsense`` or ``realsense:SERIAL`` (live), a ``.bag``/``.db3`` rec
 thermal    camera index or ``/dev/videoN`` (live UVC), a folder of 16-bit frames, a 16-bit FFV1 video
 audio      ``mic``, ``mic:NAME`` or ``mic:INDEX`` (live), a WAV/FLAC file
 =========  ==========================================================================================
+
+Recordings deliver every recorded frame, as fast as they are read or, with ``realtime``, paced at their recorded
+rate; a frame a recording cannot deliver (a damaged file, a truncated video) is counted in its source's
+``frames_lost``.
 """
 
 from __future__ import annotations
@@ -25,7 +29,10 @@ KINDS = ("rgb", "depth", "thermal", "audio")
 class SourceOptions:
     """Options that apply to the sources a spec may name."""
 
-    realtime: bool = False  # pace recordings at their own rate
+    realtime: bool = False  # pace recordings at their own rate (every frame is still delivered)
+    # False: RealSense recordings paced by librealsense's real-time playback, which drops the frames a slow reader
+    # misses (counted in frames_lost); only with realtime
+    lossless: bool = True
     loop: bool = False  # start recordings over at their end (videos, RealSense recordings)
     thermal_profile: str = "lepton"
     agc: str = "percentile"
@@ -54,7 +61,7 @@ def source_from_spec(kind: str, spec: str, options: SourceOptions | None = None)
         if p.suffix.lower() in (".bag", ".db3"):
             from .realsense import RealSenseRecording
 
-            return RealSenseRecording(p, realtime=o.realtime, loop=o.loop)
+            return RealSenseRecording(p, realtime=o.realtime, loop=o.loop, lossless=o.lossless)
         if p.is_dir():
             from .sequences import DepthSequenceSource
 

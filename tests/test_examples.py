@@ -48,7 +48,7 @@ def test_webcam_example_replays_an_image_folder(tmp_path):
     ).stdout
     lines = [line for line in out.splitlines() if line.startswith("camera #")]
     assert len(lines) == 4 and all(("a cat" in line) or ("a dog" in line) for line in lines)
-    assert "4 results" in out and (tmp_path / "a.mp4").stat().st_size > 0
+    assert "4 results" in out and "0 frames dropped, 0 lost" in out and (tmp_path / "a.mp4").stat().st_size > 0
 
 
 def test_thermal_example_reports_temperatures(tmp_path, make_checkpoint):
@@ -129,5 +129,6 @@ def test_realsense_example_replays_an_rgbd_recording(tmp_path, make_checkpoint):
     ).stdout
     depth_lines = [line for line in out.splitlines() if line.startswith("depth #")]
     rgb_lines = [line for line in out.splitlines() if line.startswith("rgb #")]
-    assert depth_lines and len(rgb_lines) == len(depth_lines)  # colour framesets may be lost under load
+    assert len(depth_lines) == len(rgb_lines) == 4  # every recorded frameset, depth and colour
     assert any("fused" in line and "+" in line for line in out.splitlines())
+    assert "  depth: 4 processed, 0 dropped, 0 skipped, 0 lost" in out.splitlines()

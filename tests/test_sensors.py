@@ -31,11 +31,13 @@ def _frame(i: int, h: int = 60, w: int = 80) -> np.ndarray:
 def test_image_folder_replay(tmp_path):
     for i in range(4):
         cv2.imwrite(str(tmp_path / f"f_{i:03d}.png"), _frame(i)[..., ::-1])
-    (tmp_path / "f_002b.png").write_bytes(b"broken")  # skipped, not delivered
+    (tmp_path / "f_002b.png").write_bytes(b"broken")  # skipped, not delivered, counted as lost
     src = ImageFolderSource(tmp_path)
-    assert isinstance(src, Source)
+    assert isinstance(src, Source) and src.frames_lost == 0
     frames = list(src)
-    assert [f.sequence for f in frames] == [0, 1, 2, 3]
+    assert [f.sequence for f in frames] == [0, 1, 2, 3] and src.frames_lost == 1
+    src.close()
+    assert len(list(src)) == 4 and src.frames_lost == 1  # replayed: the same damaged file, counted once
     assert all(isinstance(f, Frame) and f.modality == "image" and f.units == "rgb8" for f in frames)
     np.testing.assert_array_equal(frames[2].data, _frame(2))  # RGB order, exact (PNG)
     assert all(a.timestamp <= b.timestamp for a, b in zip(frames, frames[1:]))
@@ -57,6 +59,30 @@ def test_video_replay_fast_and_paced(tmp_path):
     assert len(paced) == 10 and time.monotonic() - t0 >= 9 / 20 * 0.9  # paced at the file's 20 fps
     with VideoFileSource(path, loop=True) as src:
         assert len([src.read() for _ in range(25)]) == 25  # loops past the end
+        assert src.frames_lost == 0
+
+
+def _truncate(path, keep: float = 0.6) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+def test_truncated_videos_count_the_frames_they_announce_but_lack(tmp_path):
+    """A video cut short (a full disk, a copy interrupted) ends early: the frames its header announces but the
+    file no longer holds are counted as lost, never passed off as the end of the recording."""
+    rng = np.random.default_rng(0)
+    path = tmp_path / "noise.avi"
+    wr = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 20, (80, 60))
+    for _ in range(20):
+        wr.write(rng.integers(0, 255, (60, 80, 3), dtype=np.uint8))  # noise: every frame takes room
+    wr.release()
+    src = VideoFileSource(path)
+    assert len(list(src)) == 20 and src.frames_lost == 0
+    _truncate(path)
+    src = VideoFileSource(path)
+    frames = list(src)
+    assert 0 < len(frames) < 20 and len(frames) + src.frames_lost == 20
+    assert src.read() is None and src.frames_lost == 20 - len(frames)  # the end is counted once
 
 
 def test_camera_that_cannot_open_is_a_sensor_error():
@@ -71,9 +97,11 @@ def test_depth_sequence_units(tmp_path):
     cm = np.full((48, 64), 250, np.uint16)
     cm[:4] = 0  # invalid pixels stay 0
     cv2.imwrite(str(tmp_path / "d_000.png"), cm)
-    cv2.imwrite(str(tmp_path / "d_001.png"), np.zeros((48, 64), np.uint8))  # 8-bit: skipped
-    frames = list(DepthSequenceSource(tmp_path, unit="cm"))
+    cv2.imwrite(str(tmp_path / "d_001.png"), np.zeros((48, 64), np.uint8))  # 8-bit: skipped, counted as lost
+    src = DepthSequenceSource(tmp_path, unit="cm")
+    frames = list(src)
     assert len(frames) == 1 and frames[0].units == "mm" and frames[0].data.dtype == np.uint16
+    assert src.frames_lost == 1
     assert frames[0].data[10, 10] == 2500 and frames[0].data[0, 0] == 0
     with pytest.raises(SensorError, match="unknown depth unit"):
         DepthSequenceSource(tmp_path, unit="furlong")
@@ -110,11 +138,29 @@ def test_thermal_ffv1_16bit_video(tmp_path):
     for c in frames_c:
         wr.write(_celsius_to_centikelvin(c))
     wr.release()
-    got = list(ThermalSequenceSource(path, profile="lepton", fps=9))
-    assert len(got) == 3
+    src = ThermalSequenceSource(path, profile="lepton", fps=9)
+    got = list(src)
+    assert len(got) == 3 and src.frames_lost == 0
     np.testing.assert_allclose([f.device_timestamp for f in got], [0, 1 / 9, 2 / 9], atol=1e-6)  # recording time
     for f, c in zip(got, frames_c):
         np.testing.assert_allclose(f.meta["celsius"], c, atol=0.01)
+    noise = tmp_path / "noise.mkv"  # cut short: what the header announces but the file lacks is lost
+    wr = cv2.VideoWriter(
+        str(noise),
+        cv2.CAP_FFMPEG,
+        cv2.VideoWriter_fourcc(*"FFV1"),
+        9,
+        (160, 120),
+        [cv2.VIDEOWRITER_PROP_DEPTH, cv2.CV_16U, cv2.VIDEOWRITER_PROP_IS_COLOR, 0],
+    )
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        wr.write(rng.integers(27000, 31000, (120, 160), dtype=np.uint16))
+    wr.release()
+    _truncate(noise)
+    src = ThermalSequenceSource(noise, profile="lepton", fps=9)
+    got = list(src)
+    assert 0 < len(got) < 20 and len(got) + src.frames_lost == 20
 
 
 def test_infiray_profile_reads_the_bottom_half():
@@ -312,3 +358,66 @@ def test_split_source_views_one_device():
         assert dev.opens == 2 and [f.sequence for f in more] == [2, 3, 4]  # resumes after what it delivered
         assert b.read() is None and [f.sequence for f in (a.read(), a.read(), a.read())] == [2, 3, 4]
         assert a.read() is None
+
+
+class _Recording:
+    """A recording of ``n`` numbered frames that says it lost ``lost`` more."""
+
+    name, modality, live = "rec", "image", False
+
+    def __init__(self, n: int, lost: int = 0):
+        self.n, self.i, self.frames_lost = n, 0, lost
+
+    def open(self):
+        self.i = 0
+
+    def read(self):
+        if self.i >= self.n:
+            return None
+        self.i += 1
+        return Frame(np.zeros((2, 2, 3), np.uint8), "image", float(self.i), self.i - 1)
+
+    def close(self):
+        pass
+
+
+def _two_views(device, **kw):
+    from lbedge.sensors.split import SplitSource
+
+    split = SplitSource(device, {"a": ("image", lambda f: f), "b": ("image", lambda f: f)}, **kw)
+    return split, split.sources()["a"], split.sources()["b"]
+
+
+@pytest.mark.timeout(60)
+def test_split_recording_waits_for_its_slowest_view():
+    """A view far behind the other holds the device back instead of losing frames (the RGB view of an RGB-D
+    recording behind a faster depth model)."""
+    import threading
+
+    split, a, b = _two_views(_Recording(40), backlog=3)
+    got_b: list[int] = []
+
+    def read_slowly() -> None:
+        while (frame := b.read()) is not None:
+            got_b.append(frame.sequence)
+            time.sleep(0.002)
+
+    with a, b:
+        reader = threading.Thread(target=read_slowly)
+        reader.start()
+        got_a = [f.sequence for f in iter(a.read, None)]
+        reader.join(30)
+    assert got_a == got_b == list(range(40))
+    assert a.frames_lost == b.frames_lost == 0 and split.lost == {"a": 0, "b": 0}
+
+
+@pytest.mark.timeout(60)
+def test_split_recording_drops_only_what_a_silent_view_never_read():
+    """A view that is open but reads nothing stops holding the others back after stall_s; what it missed is
+    counted in its frames_lost (with the device's own losses), never dropped silently."""
+    split, a, b = _two_views(_Recording(20, lost=2), backlog=4, stall_s=0.2)
+    with a, b:
+        got_a = list(iter(a.read, None))
+        got_b = list(iter(b.read, None))
+    assert [f.sequence for f in got_a] == list(range(20)) and a.frames_lost == 2
+    assert [f.sequence for f in got_b] == list(range(16, 20)) and split.lost["b"] == 16 and b.frames_lost == 18
