@@ -14,7 +14,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .encoder import Encoder
-from .errors import InputError
+from .errors import InputError, UsageError
 from .limits import hint, limits
 
 log = logging.getLogger(__name__)
@@ -155,9 +155,17 @@ class PromptCache:
     ) -> np.ndarray:
         """Embeddings of ``prompts`` by ``encoder``'s text tower, from the cache when present.
 
-        ``progress(done, total)`` is called as prompts are embedded (or found in the cache)."""
-        fp = encoder.text_fingerprint
+        ``progress(done, total)`` is called as prompts are embedded (or found in the cache). An encoder without
+        a text fingerprint cannot be keyed: its prompts are embedded every time, with a warning."""
         prompts = list(prompts)
+        if not encoder.has_text_fingerprint:
+            log.warning(
+                "%s has no text-tower fingerprint, so its prompt embeddings are not cached: rebuild its bundle "
+                "with `lbedge build` (or give Encoder a text_fingerprint=) to cache them",
+                encoder.path or encoder.name or encoder.modality,
+            )
+            return encoder.embed_text(prompts, progress=progress)
+        fp = encoder.text_fingerprint
         parts = []
         for start in range(0, len(prompts), self.chunk):
             part = prompts[start : start + self.chunk]
@@ -261,7 +269,7 @@ class Prediction:
     labels: list[str]
     scores: list[float]  # softmax probabilities, highest first
     abstained: bool = False  # top score below the classifier's threshold
-    logits: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
+    logits: np.ndarray | None = field(default=None, repr=False)  # logit_scale * cos for every label, label order
 
     @property
     def label(self) -> str | None:
@@ -270,9 +278,11 @@ class Prediction:
 
     @property
     def score(self) -> float:
+        """The top score (also when the classifier abstained)."""
         return self.scores[0]
 
     def to_dict(self) -> dict[str, Any]:
+        """``{"label", "abstained", "top": [{"label", "score"}, ...]}``, for JSON."""
         return {
             "label": self.label,
             "abstained": self.abstained,
@@ -286,6 +296,12 @@ class ZeroShotClassifier:
     Each label's text embedding is the normalised mean over ``templates`` (the modality's CLIP-style
     set by default; ``templates=["{}"]`` uses labels verbatim). Scores are
     ``softmax(logit_scale * cos)``; with ``threshold`` set, a top score below it abstains.
+
+    :meth:`predict` takes one input and returns one :class:`Prediction`; :meth:`predict_batch` takes a list (or
+    a batched array) and returns a list, one per input. Calling the classifier picks one of the two: a list or
+    tuple of inputs gives a list, one path, image, frame or ``(samples, rate)`` clip gives one ``Prediction``, an
+    array gives one or a list by its shape; where the form cannot tell, it raises :class:`UsageError` naming
+    the explicit call.
     """
 
     def __init__(
@@ -334,28 +350,102 @@ class ZeroShotClassifier:
         """``logit_scale * cos`` of embeddings ``[B, D]`` against the labels."""
         return self.encoder.logit_scale * (embeds @ self.text_embeds.T)
 
+    def predict(self, x: Any, **kw: Any) -> Prediction:
+        """The prediction for one input: a path, encoded bytes, an image or frame, an audio clip (array or
+        ``(samples, rate)``), a video (array or list of frames), or a preprocessed array. An array with a batch
+        axis of one (as :meth:`Encoder.preprocess_frame` gives) is one input too; a list of inputs or a larger
+        batch is refused: use :meth:`predict_batch`. Keyword options go to :meth:`Encoder.preprocess`."""
+        enc = self.encoder
+        n = enc.count_inputs(x)
+        if n is not None and isinstance(x, (list, tuple)):
+            raise UsageError(
+                f"predict takes one input, got a {type(x).__name__} of {n}: call predict_batch(inputs), which "
+                "returns one Prediction per input"
+            )
+        if n is not None and n != 1:
+            raise UsageError(
+                f"predict takes one input, got a batch of {n} (an array of shape {tuple(x.shape)}): call "
+                "predict_batch(x), which returns one Prediction per input"
+            )
+        return self._predict(x, **kw)[0]
+
+    def predict_batch(self, inputs: Any, **kw: Any) -> list[Prediction]:
+        """One prediction per input, in order: ``inputs`` is a list or tuple of inputs (each as :meth:`predict`
+        takes it) or a batched array (preprocessed ``[B, *input_shape]``, images ``[B, H, W, C]``, depth maps
+        ``[B, H, W]``, videos ``[B, T, H, W, C]``). One input on its own is refused: wrap it, ``[x]``, or call
+        :meth:`predict`. Keyword options go to :meth:`Encoder.preprocess`."""
+        problem = self._not_a_batch(inputs)
+        if problem:
+            raise UsageError(f"predict_batch takes a list of inputs or a batched array; {problem}")
+        return self._predict(inputs, **kw)
+
+    def __call__(self, inputs: Any, **kw: Any) -> Prediction | list[Prediction]:
+        """:meth:`predict_batch` for a list, a tuple of inputs or a batched array; :meth:`predict` for one input.
+
+        Raises :class:`UsageError` where the input's form cannot tell one from many: a 2-D audio array (one
+        ``[channels, samples]`` clip or a ``[B, samples]`` batch) and, for video, a list of arrays (the frames of
+        one clip or several clips). New code can call :meth:`predict` or :meth:`predict_batch` directly."""
+        ambiguous = self._ambiguous(inputs)
+        if ambiguous:
+            raise UsageError(ambiguous)
+        if self.encoder.count_inputs(inputs) is None:  # one input, an audio (samples, rate) pair included
+            return self.predict(inputs, **kw)
+        return self.predict_batch(inputs, **kw)
+
     def classify(self, inputs: Any, **kw: Any) -> list[Prediction]:
-        """Predictions for a batch (anything ``Encoder.embed`` takes)."""
+        """Predictions for everything ``inputs`` holds, always a list (one input gives a list of one), reading
+        ``inputs`` as :meth:`Encoder.embed` does. Kept for compatibility: :meth:`predict_batch` states its
+        input's form and refuses what could be misread."""
+        return self._predict(inputs, **kw)
+
+    def _predict(self, inputs: Any, **kw: Any) -> list[Prediction]:
         logits = self.logits(self.encoder.embed(inputs, **kw))
         z = logits - logits.max(axis=1, keepdims=True)
         probs = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
-        out = []
-        for row, lg in zip(probs, logits):
-            order = np.argsort(-row, kind="stable")[: self.top_k]
-            scores = [float(row[i]) for i in order]
-            abstain = self.threshold is not None and scores[0] < self.threshold
-            out.append(Prediction([self.labels[i] for i in order], scores, abstain, lg))
-        return out
+        return [self._prediction(row, lg) for row, lg in zip(probs, logits)]
 
-    def __call__(self, inputs: Any, **kw: Any) -> Prediction | list[Prediction]:
-        """One ``Prediction`` for a single input, a list for a list or batch."""
+    def _prediction(self, probs: np.ndarray, logits: np.ndarray) -> Prediction:
+        order = np.argsort(-probs, kind="stable")[: self.top_k]
+        scores = [float(probs[i]) for i in order]
+        abstain = self.threshold is not None and scores[0] < self.threshold
+        return Prediction([self.labels[i] for i in order], scores, abstain, logits)
+
+    def _not_a_batch(self, inputs: Any) -> str:
+        """Why ``inputs`` is not a batch for :meth:`predict_batch` ("" when it is)."""
         enc = self.encoder
-        if enc.is_preprocessed(inputs):
-            batch = inputs.ndim == len(enc.input_shape) + 1
-        else:
-            batch = enc.preprocessor.split_batch(inputs)[1]
-        preds = self.classify(inputs, **kw)
-        return preds if batch else preds[0]
+        if isinstance(inputs, (list, tuple)):
+            if len(inputs) == 0:
+                return "got an empty list: nothing to classify"
+            if enc.count_inputs(inputs) is not None:
+                return ""
+            if enc.modality == "video":
+                return "this list holds the frames of one clip: call predict(frames), or predict_batch([frames])"
+            return "(samples, rate) is one clip: call predict((samples, rate)), or predict_batch([(samples, rate)])"
+        if isinstance(inputs, np.ndarray) and enc.modality == "audio" and not enc.is_preprocessed(inputs):
+            return (
+                f"an audio array (shape {inputs.shape}) is one clip, [samples] or [channels, samples]: call "
+                "predict(x), or pass a list of clips, predict_batch(list(clips))"
+            )
+        if enc.count_inputs(inputs) is None:
+            what = f"an array of shape {inputs.shape}" if isinstance(inputs, np.ndarray) else type(inputs).__name__
+            return f"got one input ({what}): call predict(x), or predict_batch([x])"
+        return ""
+
+    def _ambiguous(self, inputs: Any) -> str:
+        """Why ``clf(inputs)`` cannot tell one input from a batch ("" when it can)."""
+        enc = self.encoder
+        if enc.modality == "audio" and isinstance(inputs, np.ndarray) and not enc.is_preprocessed(inputs):
+            if inputs.ndim == 2:
+                return (
+                    f"a 2-D audio array (shape {inputs.shape}) is one [channels, samples] clip or a batch of "
+                    "[B, samples] clips: call predict(x) for one clip, predict_batch(list(x)) for a batch"
+                )
+        if enc.modality == "video" and isinstance(inputs, (list, tuple)) and enc.count_inputs(inputs) is None:
+            return (
+                "for video, a list of arrays is the frames of one clip or several clips: call predict(frames) "
+                "for one clip, predict_batch(clips) for several"
+            )
+        return ""
 
 
 def cross_modal_similarity(a: Encoder, xa: Any, b: Encoder, xb: Any) -> np.ndarray:

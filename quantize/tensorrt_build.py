@@ -46,7 +46,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from lbedge import __version__
-from lbedge.backends import run_batched
+from lbedge.backends import close_backends, run_batched
 from lbedge.backends.tensorrt_backend import TensorRTBackend, require_tensorrt, runtime_info, trt_logger
 from lbedge.bundle import Manifest, TowerFile, check_external_data, check_tokenizer_files, text_source, verify_file
 from lbedge.config import PreprocessConfig
@@ -686,10 +686,14 @@ def _verify(ctx: CompileContext, t: Target, prec: str, engine: Path, em: EngineM
     """Run the staged engine against ONNX Runtime FP32 and record the agreement in its manifest."""
     threshold = ctx.min_cosine if ctx.min_cosine is not None else DEFAULT_MIN_COSINE[prec]
     reference = reference_backend(t.folder, t.man, t.tower, prec, ctx.say)
-    candidate = ctx.factory(engine, em.onnx_sha256)
-    what = f"the TensorRT {prec} engine of the {t.tower} tower of {t.folder}"
-    probe = t.probe(ctx.say)
-    a = check_agreement(reference, candidate, probe, threshold, what)
+    candidate = None
+    try:
+        candidate = ctx.factory(engine, em.onnx_sha256)
+        what = f"the TensorRT {prec} engine of the {t.tower} tower of {t.folder}"
+        probe = t.probe(ctx.say)
+        a = check_agreement(reference, candidate, probe, threshold, what)
+    finally:  # the staged engine's GPU memory is released now, not at garbage collection
+        close_backends(candidate, reference)
     em.agreement = {
         **a.to_dict(),
         "threshold": threshold,

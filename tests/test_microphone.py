@@ -40,41 +40,74 @@ def wait_streams_closed(timeout: float = 5.0) -> None:
     assert microphone._open_streams == 0
 
 
+SEQUENCE_HZ = (500.0, 1000.0, 2000.0)
+
+
+def write_sequence(path, seconds: float, freqs=SEQUENCE_HZ, rate: int = 48000) -> None:
+    """Tones one after the other, ``seconds`` each, as 16-bit PCM WAV."""
+    t = np.arange(int(seconds * rate)) / rate
+    pcm = np.concatenate([np.round(TONE_AMP * 32767 * np.cos(2 * np.pi * f * t)) for f in freqs]).astype(np.int16)
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(rate), w.writeframes(pcm.tobytes())
+
+
+def tone_heard(x: np.ndarray, rate: int, freqs=SEQUENCE_HZ) -> float | None:
+    """The played tone a window holds and nothing else (99 % of its energy within 5 Hz of it), else None
+    (silence, or a window across two tones)."""
+    if np.sqrt(np.mean(x**2)) < 0.01:
+        return None
+    spec = np.abs(np.fft.rfft(x)) ** 2
+    bins = np.fft.rfftfreq(x.size, 1 / rate)
+    peak = bins[spec.argmax()]
+    tone = min(freqs, key=lambda f: abs(f - peak))
+    pure = abs(peak - tone) <= 1.0 and spec[np.abs(bins - tone) <= 5].sum() / spec.sum() > 0.99
+    return tone if pure else None
+
+
 def test_records_what_is_played(vmic, tmp_path):
+    """Three tones played in turn are heard, each pure and at full amplitude, in the order played. Nothing here
+    depends on when windows arrive: a reader slowed by a loaded machine gets later windows, not wrong ones
+    (benchmarks/bench_microphone.py measures the arrival gaps)."""
     from lbedge import PreprocessConfig, Preprocessor
     from lbedge.sensors.microphone import Microphone
 
-    write_tone(tmp_path / "tone.wav", 3.0)
-    mic = Microphone(device="pulse", window=1.0, hop=0.5, target_rate=16000)
-    with mic:
-        vmic.play(tmp_path / "tone.wav")
-        frames, arrivals = [], []
-        for _ in range(4):
+    write_sequence(tmp_path / "seq.wav", 2.0)
+    hop = 0.25
+    frames, heard_last = [], False
+    with Microphone(device="pulse", window=0.5, hop=hop, target_rate=16000) as mic:
+        vmic.play(tmp_path / "seq.wav")
+        while len(frames) < 80:  # the sequence lasts 6 s (about 24 windows); read until silence follows it
             frames.append(mic.read())
-            arrivals.append(time.monotonic())
+            x = frames[-1].data[0]
+            heard_last = heard_last or tone_heard(x, 16000) == SEQUENCE_HZ[-1]
+            if heard_last and not x.any():
+                break
     wait_streams_closed()
-    assert [f.sequence for f in frames] == [0, 1, 2, 3]
+    assert [f.sequence for f in frames] == list(range(len(frames)))
     for f in frames:
-        assert f.data.shape == (1, 16000) and f.data.dtype == np.float32 and f.data.flags.c_contiguous
+        assert f.data.shape == (1, 8000) and f.data.dtype == np.float32 and f.data.flags.c_contiguous
         assert f.modality == "audio" and f.units == "pcm_float"
         assert f.meta["sample_rate"] == 16000 and f.meta["device"] == "pulse"
         assert f.meta["device_rate"] == 44100  # the ALSA "pulse" device's default rate
-        assert f.meta["overflows"] == 0 and f.meta["dropped_windows"] == 0
+        assert isinstance(f.meta["overflows"], int) and isinstance(f.meta["dropped_windows"], int)
     assert all(b.timestamp > a.timestamp for a, b in zip(frames, frames[1:]))
-    # the device clock advances by exactly one hop per window (up to the jitter of PortAudio's block timestamps)
+    # the device clock advances exactly one hop per window (up to the jitter of PortAudio's block timestamps);
+    # a reader more than a hop late gets the newest window instead, between its skipped hops and one more
     dts = np.diff([f.device_timestamp for f in frames])
-    assert np.all(np.abs(dts - 0.5) < 0.03), dts
-    # windows arrive in real time, one hop apart
-    assert np.all(np.abs(np.diff(arrivals) - 0.5) < 0.15), np.diff(arrivals)
-    # the window from 0.5 s to 1.5 s lies inside the tone: a 1 kHz sine at full amplitude, nothing else
-    x = frames[1].data[0]
-    spec = np.abs(np.fft.rfft(x)) ** 2
-    freqs = np.fft.rfftfreq(x.size, 1 / 16000)
-    assert abs(freqs[spec.argmax()] - TONE_HZ) <= 1.0
-    assert spec[np.abs(freqs - TONE_HZ) <= 5].sum() / spec.sum() > 0.99
-    assert abs(np.sqrt(np.mean(x**2)) - TONE_AMP / np.sqrt(2)) < 0.02
+    hops = 1 + np.diff([f.meta["dropped_windows"] for f in frames])
+    assert np.all(np.abs(dts[hops == 1] - hop) < 0.03), (dts, hops)
+    assert np.all((dts > hops * hop - 0.03) & (dts < (hops + 1) * hop + 0.03)), (dts, hops)
+    # what was heard: each tone, pure, in the order played (windows across two tones or silence count as none)
+    heard = [tone_heard(f.data[0], 16000) for f in frames]
+    spans = {tone: [i for i, h in enumerate(heard) if h == tone] for tone in SEQUENCE_HZ}
+    assert all(spans.values()), heard  # every tone
+    assert max(spans[500.0]) < min(spans[1000.0]) and max(spans[1000.0]) < min(spans[2000.0]), heard  # in order
+    for tone in SEQUENCE_HZ:  # a window wholly inside each tone has its full amplitude
+        loudest = max(np.sqrt(np.mean(f.data[0] ** 2)) for f, h in zip(frames, heard) if h == tone)
+        assert abs(loudest - TONE_AMP / np.sqrt(2)) < 0.02, (tone, loudest)
     # the frames are valid model input as they are
-    assert Preprocessor(PreprocessConfig("audio"))((x[None], frames[1].meta["sample_rate"])).shape == (1, 3, 112, 1036)
+    f = frames[heard.index(1000.0)]
+    assert Preprocessor(PreprocessConfig("audio"))((f.data, f.meta["sample_rate"])).shape == (1, 3, 112, 1036)
 
 
 def test_native_rate_is_sample_exact(vmic, tmp_path):

@@ -6,7 +6,16 @@ import numpy as np
 import pytest
 
 from conftest import OFFICIAL, SAMPLES, FuncBackend, needs_samples
-from lbedge import ClipTokenizer, Encoder, InputError, PreprocessConfig, PromptCache, ZeroShotClassifier
+from lbedge import (
+    ClipTokenizer,
+    Encoder,
+    InputError,
+    Prediction,
+    PreprocessConfig,
+    PromptCache,
+    UsageError,
+    ZeroShotClassifier,
+)
 from lbedge.zeroshot import cross_modal_similarity
 
 TOK = ClipTokenizer.from_dir(OFFICIAL / "tokenizer")
@@ -24,14 +33,18 @@ def fake_text(ids: np.ndarray) -> np.ndarray:
     return out
 
 
-def make_encoder(fingerprint="fp-A", text_fn=fake_text):
-    """An Encoder whose vision tower maps a preprocessed image to basis[k] where k = x[0, 0, 0]."""
-    cfg = PreprocessConfig("image")
+def make_encoder(fingerprint="fp-A", text_fn=fake_text, modality="image"):
+    """An Encoder whose vision tower maps a preprocessed input to basis[k] where k = x.flat[0] (clipped to 0..4)."""
+    cfg = PreprocessConfig(modality)
     words = list(WORDS)
-    vision = FuncBackend(lambda x: np.stack([BASIS[words[int(v[0, 0, 0])]] + 0.05 for v in x]), "pixel_values")
+
+    def pick(v: np.ndarray) -> np.ndarray:
+        return BASIS[words[int(np.clip(v.flat[0], 0, len(words) - 1))]] + 0.05
+
+    vision = FuncBackend(lambda x: np.stack([pick(v) for v in x]), "pixel_values")
     text = FuncBackend(text_fn, "input_ids")
     return Encoder(
-        modality="image",
+        modality=modality,
         preprocess_config=cfg,
         vision=vision,
         text=text,
@@ -84,6 +97,72 @@ def test_template_ensemble_is_the_normalised_mean(tmp_path):
 def test_default_templates_follow_the_modality(tmp_path):
     clf = ZeroShotClassifier(make_encoder(), ["cat"], cache=tmp_path)
     assert "a photo of a {}." in clf.templates
+
+
+def test_predict_is_one_and_predict_batch_is_a_list(tmp_path):
+    clf = ZeroShotClassifier(make_encoder(), ["cat", "dog", "car"], templates=["{}"], cache=tmp_path)
+    x = images(0, 1, 2)
+    batch = clf.predict_batch(x)
+    assert isinstance(batch, list) and [p.label for p in batch] == ["cat", "dog", "car"]
+    assert [p.label for p in clf.predict_batch([x[0], x[2]])] == ["cat", "car"]  # a list of preprocessed samples
+    assert [p.label for p in clf.predict_batch(x[1:2])] == ["dog"]  # a batch of one is still a list
+    one = clf.predict(x[1])
+    assert isinstance(one, Prediction) and one.label == "dog"
+    assert clf.predict(x[1:2]).label == "dog"  # a batch axis of one (preprocess_frame's [1, ...]) is one input
+    frame = np.zeros((32, 48, 3), np.uint8)
+    assert isinstance(clf.predict(frame), Prediction)
+    assert len(clf.predict_batch([frame, frame])) == 2 and len(clf.predict_batch(np.stack([frame] * 3))) == 3
+    assert clf.classify(x[0])[0].label == "cat"  # kept: always a list
+
+
+def test_predict_refuses_many_and_predict_batch_refuses_one(tmp_path):
+    clf = ZeroShotClassifier(make_encoder(), ["cat", "dog"], templates=["{}"], cache=tmp_path)
+    x = images(0, 1)
+    with pytest.raises(UsageError, match=r"predict takes one input, got a batch of 2 .*call predict_batch"):
+        clf.predict(x)
+    with pytest.raises(UsageError, match="got a list of 1: call predict_batch"):
+        clf.predict([x[0]])  # a list in, a list out
+    for one in (x[0], np.zeros((32, 48, 3), np.uint8), "a.jpg"):
+        with pytest.raises(UsageError, match=r"got one input .*call predict\(x\), or predict_batch\(\[x\]\)"):
+            clf.predict_batch(one)
+    with pytest.raises(UsageError, match="empty list"):
+        clf.predict_batch([])
+
+
+def test_call_returns_a_list_for_a_list_and_one_prediction_for_one_input(tmp_path):
+    clf = ZeroShotClassifier(make_encoder(), ["cat", "dog", "car"], templates=["{}"], cache=tmp_path)
+    x = images(0, 1, 2)
+    assert isinstance(clf(x), list) and isinstance(clf(list(x)), list) and isinstance(clf(tuple(x)), list)
+    assert isinstance(clf(x[:1]), list)  # a batched array stays a batch: backward compatible
+    assert isinstance(clf(x[0]), Prediction)
+    frame = np.zeros((32, 48, 3), np.uint8)
+    assert isinstance(clf(frame), Prediction) and isinstance(clf([frame]), list)
+    assert isinstance(clf(np.stack([frame, frame])), list)
+
+
+def test_call_refuses_what_cannot_tell_one_from_many(tmp_path):
+    audio = ZeroShotClassifier(make_encoder(modality="audio"), ["cat", "dog"], templates=["{}"], cache=tmp_path)
+    clips = np.zeros((2, 16000), np.float32)
+    with pytest.raises(UsageError, match=r"one \[channels, samples\] clip or a batch.*predict\(x\)"):
+        audio(clips, sample_rate=16000)
+    assert isinstance(audio.predict(clips, sample_rate=16000), Prediction)  # predict reads it as one stereo clip
+    assert len(audio.predict_batch(list(clips), sample_rate=16000)) == 2
+    with pytest.raises(UsageError, match="an audio array .* is one clip"):
+        audio.predict_batch(clips, sample_rate=16000)
+    assert isinstance(audio((clips[0], 16000)), Prediction)  # (samples, rate) is one clip
+    with pytest.raises(UsageError, match=r"\(samples, rate\) is one clip"):
+        audio.predict_batch((clips[0], 16000))
+    assert isinstance(audio(clips[0], sample_rate=16000), Prediction)  # 1-D: one clip, no doubt
+
+    video = ZeroShotClassifier(make_encoder(modality="video"), ["cat", "dog"], templates=["{}"], cache=tmp_path)
+    frames = [np.zeros((32, 32, 3), np.uint8)] * 8
+    with pytest.raises(UsageError, match="frames of one clip or several clips"):
+        video(frames)
+    assert isinstance(video.predict(frames), Prediction)
+    assert len(video.predict_batch([frames, frames])) == 2
+    with pytest.raises(UsageError, match=r"the frames of one clip: call predict\(frames\)"):
+        video.predict_batch(frames)
+    assert isinstance(video(np.stack(frames)), Prediction) and len(video(np.stack([np.stack(frames)] * 2))) == 2
 
 
 def test_threshold_abstains(tmp_path):

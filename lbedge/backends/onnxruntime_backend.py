@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from ..deps import require
-from ..errors import CheckpointError, InputError
+from ..errors import CheckpointError, InputError, UsageError
 
 _DTYPES = {
     "tensor(float)": np.float32,
@@ -29,7 +29,8 @@ class OnnxRuntimeBackend:
     """Runs one ONNX tower graph with onnxruntime.
 
     ``max_batch``/``static_batch`` come from the graph (a fixed batch dimension makes it static); ``max_batch``
-    given here limits a dynamic graph too (e.g. to reproduce an engine's profile on a CPU)."""
+    given here limits a dynamic graph too (e.g. to reproduce an engine's profile on a CPU). :meth:`close` drops
+    the session (ONNX Runtime frees its memory, on the GPU too, with the last reference)."""
 
     name = "onnxruntime"
 
@@ -57,7 +58,7 @@ class OnnxRuntimeBackend:
                 f"{', '.join(ort.get_available_providers())})"
             )
         try:
-            self.session = ort.InferenceSession(str(self.path), sess_options=opts, providers=self.providers)
+            self.session: Any = ort.InferenceSession(str(self.path), sess_options=opts, providers=self.providers)
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
             raise CheckpointError(f"onnxruntime cannot load {self.path}: {str(exc).splitlines()[0]}") from exc
         self.threads = threads
@@ -73,7 +74,19 @@ class OnnxRuntimeBackend:
             raise InputError(f"{self.path.name} takes batches of exactly {dim0}, not up to {max_batch}")
         self.max_batch: int | None = dim0 if self.static_batch else max_batch
 
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self.session is None
+
+    def close(self) -> None:
+        """Drop the ONNX Runtime session; a run in progress keeps it until it returns. A second call does nothing."""
+        self.session = None
+
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        session = self.session  # one reference for the whole run, whatever close() does meanwhile
+        if session is None:
+            raise UsageError(f"the ONNX Runtime session of {self.path.name} was closed: load the model again")
         feed = {}
         for name, (dtype, shape) in self._in.items():
             if (
@@ -95,5 +108,5 @@ class OnnxRuntimeBackend:
                     f"{['B' if not isinstance(d, int) else d for d in shape]}, got {list(arr.shape)}"
                 )
             feed[name] = np.ascontiguousarray(arr.astype(dtype, copy=False))
-        outs = self.session.run(list(self.output_names), feed)
+        outs = session.run(list(self.output_names), feed)
         return {n: np.asarray(o, dtype=np.float32) for n, o in zip(self.output_names, outs)}

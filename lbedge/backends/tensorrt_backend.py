@@ -17,7 +17,10 @@ capability, platform, DLA cores, source ONNX and engine checksums): a mismatch r
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
+import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -25,7 +28,7 @@ import numpy as np
 
 from ..deps import require
 from ..engine import EngineManifest, RuntimeInfo, current_platform, require_compatible, sha256_file, tensorrt_problem
-from ..errors import EngineMismatch, InputError, MissingDependency
+from ..errors import EngineMismatch, InputError, MissingDependency, UsageError
 
 log = logging.getLogger(__name__)
 _LOGGER: tuple[Any, Any] | None = None
@@ -181,11 +184,35 @@ def batch_limits_of(profile: tuple[tuple[int, ...], tuple[int, ...], tuple[int, 
     return int(hi[0]), int(lo[0]) == int(hi[0])
 
 
+@dataclass
+class _Buffer:
+    """One tensor's device buffer and the pinned host buffer it is copied through (``host`` views ``host_ptr``)."""
+
+    device: int
+    host_ptr: int = 0
+    host: np.ndarray | None = None
+
+
+def _release_call(cudart: Any, call: str, *args: Any) -> str | None:
+    """Make one releasing CUDA call; a description of its failure, or None."""
+    try:
+        err, *_ = _as_tuple(getattr(cudart, call)(*args))
+    except Exception as exc:  # noqa: BLE001 - every other resource must still be released
+        return f"{call} ({exc})"
+    return None if int(err) == 0 else f"{call} (CUDA error {err})"
+
+
+def _as_tuple(result: Any) -> tuple:
+    return result if isinstance(result, tuple) else (result,)
+
+
 class TensorRTBackend:
     """Runs one engine; inputs and outputs are numpy arrays, batch within the engine's profile.
 
     ``max_batch`` is the largest batch one :meth:`run` accepts and ``static_batch`` whether it needs exactly that
-    many rows; the encoder splits (and pads) batches to fit.
+    many rows; the encoder splits (and pads) batches to fit. :meth:`close` releases the engine, its context, the
+    CUDA graphs, the device and pinned host buffers and the stream explicitly; runs and close are serialised by a
+    lock, so closing never frees memory a run is using.
     """
 
     name = "tensorrt"
@@ -199,9 +226,19 @@ class TensorRTBackend:
         device: int = 0,
         verify: bool = True,
     ):
+        self.path = Path(engine_path)
+        self._lock = threading.Lock()
+        self._closed = False
+        self._buffers: dict[str, _Buffer] = {}
+        self._graphs: dict[tuple, Any] = {}  # input shapes -> instantiated CUDA graph (cudaGraphExec_t)
+        self.stream: Any = None
+        self.context: Any = None
+        self.engine: Any = None
+        self._runtime: Any = None
+        self._device = device
+        self._use_graph = cuda_graph
         trt = require_tensorrt()
         self._cudart = cudart = _cudart()
-        self.path = Path(engine_path)
         self.manifest = EngineManifest.load(self.path.with_suffix(".json"))
         data = self.path.read_bytes()
         require_compatible(
@@ -211,7 +248,16 @@ class TensorRTBackend:
             onnx_sha256=onnx_sha256,
             engine_sha256=sha256_file(self.path) if verify else None,
         )
-        _ok(cudart.cudaSetDevice(device), "cudaSetDevice")
+        try:
+            self._load(trt, data)
+        except BaseException:
+            self._close_quietly()  # what was allocated before the failure
+            raise
+
+    def _load(self, trt: Any, data: bytes) -> None:
+        """Deserialize the engine, make its context and stream, and allocate the buffers."""
+        cudart = self._cudart
+        _ok(cudart.cudaSetDevice(self._device), "cudaSetDevice")
         self._runtime = trt.Runtime(trt_logger(trt))
         if self.manifest.build_flags.get("version_compatible"):
             self._runtime.engine_host_code_allowed = True
@@ -227,9 +273,6 @@ class TensorRTBackend:
         self.stream = _ok(cudart.cudaStreamCreate(), "cudaStreamCreate")
         self._io_names(trt)
         self.max_batch, self.static_batch = batch_limits_of(self._profile[self.input_names[0]])
-        self._buffers: dict[str, tuple[int, np.ndarray]] = {}  # name -> (device ptr, pinned host view)
-        self._use_graph = cuda_graph
-        self._graphs: dict[tuple, Any] = {}
         self._allocate()
 
     def _io_names(self, trt: Any) -> None:
@@ -259,14 +302,15 @@ class TensorRTBackend:
             self._alloc_one(n, shape)
 
     def _alloc_one(self, name: str, shape: tuple[int, ...]) -> None:
+        """Each buffer is recorded as soon as it exists, so that close() frees it even if the next call fails."""
         cudart = self._cudart
-        nbytes = max(1, int(np.prod(shape))) * self._dtype[name].itemsize
-        dev = _ok(cudart.cudaMalloc(nbytes), "cudaMalloc")
-        host_ptr = _ok(cudart.cudaMallocHost(nbytes), "cudaMallocHost")
-        buf = (ctypes.c_byte * nbytes).from_address(int(host_ptr))
-        host = np.frombuffer(buf, dtype=self._dtype[name])[: int(np.prod(shape))].reshape(shape)
-        self._buffers[name] = (int(dev), host)
-        self.context.set_tensor_address(name, int(dev))
+        count = int(np.prod(shape))
+        nbytes = max(1, count) * self._dtype[name].itemsize
+        buf = self._buffers[name] = _Buffer(int(_ok(cudart.cudaMalloc(nbytes), "cudaMalloc")))
+        buf.host_ptr = int(_ok(cudart.cudaMallocHost(nbytes), "cudaMallocHost"))
+        raw = (ctypes.c_byte * nbytes).from_address(buf.host_ptr)
+        buf.host = np.frombuffer(raw, dtype=self._dtype[name])[:count].reshape(shape)
+        self.context.set_tensor_address(name, buf.device)
 
     def _check_input(self, name: str, arr: np.ndarray) -> None:
         lo, _, hi = self._profile[name]
@@ -276,7 +320,18 @@ class TensorRTBackend:
                 f"{list(lo)}..{list(hi)}: split the batch (Encoder does) or rebuild with --max-batch"
             )
 
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self._closed
+
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        with self._lock:
+            if self._closed:
+                raise UsageError(f"TensorRT engine {self.path.name} was closed: load the model again")
+            return self._run(inputs)
+
+    def _run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         cudart = self._cudart
         h2d = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
         d2h = cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
@@ -287,20 +342,21 @@ class TensorRTBackend:
             arr = np.ascontiguousarray(np.asarray(inputs[n]).astype(self._dtype[n], copy=False))
             self._check_input(n, arr)
             self.context.set_input_shape(n, arr.shape)
-            dev, host = self._buffers[n]
-            flat = host.reshape(-1)[: arr.size]
+            buf = self._buffers[n]
+            flat = buf.host.reshape(-1)[: arr.size]
             flat[:] = arr.reshape(-1)
-            _ok(cudart.cudaMemcpyAsync(dev, flat.ctypes.data, arr.nbytes, h2d, self.stream), "cudaMemcpyAsync")
+            _ok(cudart.cudaMemcpyAsync(buf.device, flat.ctypes.data, arr.nbytes, h2d, self.stream), "cudaMemcpyAsync")
             shapes.append(arr.shape)
         self._execute(tuple(shapes))
         outs = {}
         for n in self.output_names:
             shape = tuple(self.context.get_tensor_shape(n))
-            dev, host = self._buffers[n]
-            flat = host.reshape(-1)[: int(np.prod(shape))]
-            _ok(cudart.cudaMemcpyAsync(flat.ctypes.data, dev, flat.nbytes, d2h, self.stream), "cudaMemcpyAsync")
+            buf = self._buffers[n]
+            flat = buf.host.reshape(-1)[: int(np.prod(shape))]
+            _ok(cudart.cudaMemcpyAsync(flat.ctypes.data, buf.device, flat.nbytes, d2h, self.stream), "cudaMemcpyAsync")
             outs[n] = (flat, shape)
         _ok(cudart.cudaStreamSynchronize(self.stream), "cudaStreamSynchronize")
+        # astype copies: nothing returned points into the pinned buffers that close() frees
         return {n: flat.reshape(shape).astype(np.float32) for n, (flat, shape) in outs.items()}
 
     def _execute(self, key: tuple) -> None:
@@ -314,7 +370,8 @@ class TensorRTBackend:
             raise EngineMismatch(f"TensorRT execution failed for {self.path.name} (see the TensorRT log above)")
 
     def _capture(self) -> Any:
-        """Capture one execution into a CUDA graph for replay at this input shape."""
+        """Capture one execution into a CUDA graph for replay at this input shape; the captured graph is destroyed
+        once instantiated (the instance does not need it)."""
         cudart = self._cudart
         self.context.execute_async_v3(_handle(self.stream))  # TensorRT needs one run before capture
         _ok(
@@ -323,13 +380,65 @@ class TensorRTBackend:
         )
         self.context.execute_async_v3(_handle(self.stream))
         graph = _ok(cudart.cudaStreamEndCapture(self.stream), "cudaStreamEndCapture")
-        return _ok(cudart.cudaGraphInstantiate(graph, 0), "cudaGraphInstantiate")
+        try:
+            return _ok(cudart.cudaGraphInstantiate(graph, 0), "cudaGraphInstantiate")
+        finally:
+            failed = _release_call(cudart, "cudaGraphDestroy", graph)
+            if failed:
+                log.warning("%s: %s failed after capture; the captured graph stays allocated", self.path.name, failed)
 
-    def __del__(self) -> None:  # pragma: no cover - needs a GPU
+    def close(self) -> None:
+        """Release everything this engine holds, each explicitly and in order: pending work is waited for, the
+        CUDA graphs are destroyed (``cudaGraphExecDestroy``), the execution context, engine and runtime are
+        dropped (TensorRT frees them with their last reference, the context's memory first), then the device
+        buffers (``cudaFree``), the pinned host buffers (``cudaFreeHost``) and the stream
+        (``cudaStreamDestroy``). A second call does nothing; :meth:`run` afterwards raises UsageError.
+
+        Every release is attempted; if any fails, :class:`EngineMismatch` names them afterwards."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            failed = self._release()
+        if failed:
+            raise EngineMismatch(
+                f"closing TensorRT engine {self.path.name}: {'; '.join(failed)} failed, so the GPU may be in an "
+                "error state (see the TensorRT log above): restart the process to get its memory back"
+            )
+
+    def _release(self) -> list[str]:
         cudart = getattr(self, "_cudart", None)
-        for dev, host in getattr(self, "_buffers", {}).values():
-            try:
-                cudart.cudaFree(dev)
-                cudart.cudaFreeHost(host.ctypes.data)
-            except Exception:
-                pass
+        held = self.stream is not None or self._buffers or self._graphs or self.engine is not None
+        if cudart is None or not held:  # failed before anything was made: no CUDA call to make
+            self.context = self.engine = self._runtime = None
+            return []
+        call = functools.partial(_release_call, cudart)
+        failed = [call("cudaSetDevice", self._device)]  # a close from another thread frees on the right GPU
+        if self.stream is not None:
+            failed.append(call("cudaStreamSynchronize", self.stream))
+        failed += [call("cudaGraphExecDestroy", g) for g in self._graphs.values()]
+        self._graphs.clear()
+        self.context = self.engine = self._runtime = None  # in this order: context, engine, runtime
+        buffers = list(self._buffers.values())
+        self._buffers.clear()  # the host views go before the memory they view
+        for buf in buffers:
+            buf.host = None
+            failed.append(call("cudaFree", buf.device))
+            if buf.host_ptr:
+                failed.append(call("cudaFreeHost", buf.host_ptr))
+        if self.stream is not None:
+            failed.append(call("cudaStreamDestroy", self.stream))
+            self.stream = None
+        return [f for f in failed if f]
+
+    def _close_quietly(self) -> None:
+        try:
+            self.close()
+        except Exception as exc:  # noqa: BLE001 - reported, never raised from a failed load or a finaliser
+            log.warning("%s", exc)
+
+    def __del__(self) -> None:
+        try:
+            self._close_quietly()
+        except Exception:  # noqa: BLE001 - at interpreter exit logging and cuda-python may be gone already
+            pass
