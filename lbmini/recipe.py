@@ -47,7 +47,7 @@ class LbMiniRecipe:
     """Everything that determines lb-mini. The defaults are the committed model (``make lb-mini``)."""
 
     work: str = "build/lb-mini"  # data, runs and checkpoints
-    out: str = "models/lb-mini"  # bundles (committed) and the shared text bundle (built, not committed)
+    out: str = "lbmini/bundles"  # bundles (committed) and the shared text bundle (built, not committed)
     seed: int = 0
     threads: int = 2
     # the synthetic world

@@ -30,7 +30,7 @@ from lbedge.limits import limits, set_limits  # noqa: E402
 from lbedge.onnx_refs import external_data_locations  # noqa: E402
 from lbedge.paths import bundle_file, lexical_problem, text_bundle_folder  # noqa: E402
 
-COMMITTED = ROOT / "models" / "lb-mini"
+COMMITTED = ROOT / "lbmini" / "bundles"
 
 
 # --- watching what is read -------------------------------------------------------------------------------

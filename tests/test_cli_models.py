@@ -41,7 +41,7 @@ def _cache(tmp_path, monkeypatch):
 
 @needs_samples
 def test_classify_and_embed_take_a_bundle_or_a_checkpoint(bundle, tmp_path):
-    """`lbedge classify -c models/lb-mini/image` refused a bundle; a torch-free Jetson user could not classify."""
+    """`lbedge classify -c lbmini/bundles/image` refused a bundle; a torch-free Jetson user could not classify."""
     files = [SAMPLES / "image" / "0.jpg", SAMPLES / "image" / "1.jpg"]
     by_bundle = run("classify", "-m", bundle, "-l", "parakeet,lion,room", "--json", "-p", "fp32", *files)
     by_ckpt = run("classify", "--model", CKPT, "-l", "parakeet,lion,room", "--json", *files)

@@ -22,7 +22,7 @@ from lbedge import CheckpointError, ClipTokenizer, Encoder, InputError, Preproce
 from lbedge.backends import close_backends
 
 ROOT = Path(__file__).resolve().parents[1]
-LBMINI = ROOT / "models" / "lb-mini"
+LBMINI = ROOT / "lbmini" / "bundles"
 TOK = ClipTokenizer.from_dir(OFFICIAL / "tokenizer")
 
 

@@ -19,7 +19,7 @@ from lbedge import load_bundle
 from lbedge.backends.onnxruntime_backend import OnnxRuntimeBackend
 from lbedge.errors import EngineMismatch
 
-LBMINI = ROOT / "models" / "lb-mini"
+LBMINI = ROOT / "lbmini" / "bundles"
 needs_text = pytest.mark.skipif(
     not (LBMINI / "text" / "manifest.json").is_file(), reason="lb-mini's text bundle is built by `make lb-mini-text`"
 )

@@ -17,7 +17,7 @@ pytest.importorskip("onnxruntime")
 torch = pytest.importorskip("torch")
 
 ROOT = Path(__file__).resolve().parent.parent
-COMMITTED = ROOT / "models" / "lb-mini"
+COMMITTED = ROOT / "lbmini" / "bundles"
 TEXT = minilm.get_model_path()
 PROMPTS = ["a ball", "a heat map showing a cone", "this is what a ring sounds like", "two large red boxes"]
 
@@ -255,7 +255,7 @@ def test_eval_cli_on_a_labelled_manifest(tmp_path, text_bundle):
 @pytest.fixture(scope="module")
 def lb_mini(tmp_path_factory, text_bundle):
     """The committed lb-mini bundles with their text bundle beside them (as `make demo` builds it)."""
-    assert (COMMITTED / "eval.json").is_file(), "models/lb-mini is committed with its eval.json"
+    assert (COMMITTED / "eval.json").is_file(), "lbmini/bundles is committed with its eval.json"
     root = shutil.copytree(
         COMMITTED, tmp_path_factory.mktemp("committed") / "lb-mini", ignore=shutil.ignore_patterns("text")
     )

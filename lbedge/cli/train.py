@@ -104,7 +104,7 @@ def train_distill(config_file: Path | None, **opts) -> None:
     help="Data, runs and checkpoints.",
 )
 @click.option(
-    "--out", type=click.Path(path_type=Path), default=Path("models/lb-mini"), show_default=True, help="Bundles."
+    "--out", type=click.Path(path_type=Path), default=Path("lbmini/bundles"), show_default=True, help="Bundles."
 )
 @click.option("--threads", default=2, show_default=True, help="Torch threads (part of exact reproduction).")
 def train_lb_mini(quick: bool, work: Path, out: Path, threads: int) -> None:

@@ -16,15 +16,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .. import opencv as _opencv  # noqa: F401 - every transform uses OpenCV: say at once where it comes from
 from ..config import PreprocessConfig
-
-if TYPE_CHECKING:  # pragma: no cover
-    from ..frames import Frame
 from ..errors import InputError
 from .audio import AudioClip, audio_transform, fbank, read_audio_file, resample
 from .image import decode_image, depth_transform, image_transform
 from .resize import resize
 from .video import is_frame_list, video_transform
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..frames import Frame
 
 #: file name extensions each modality reads (calibration folders, training data)
 FILE_EXTENSIONS: dict[str, frozenset[str]] = {
