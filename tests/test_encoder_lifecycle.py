@@ -166,11 +166,10 @@ def test_onnxruntime_sessions_are_dropped_on_close():
         vision.run({vision.input_names[0]: x})
 
 
-@pytest.mark.skipif(not (LBMINI / "text" / "manifest.json").is_file(), reason="`make lb-mini-text` builds it")
-def test_bundle_encoder_closes_its_sessions_text_included():
+def test_bundle_encoder_closes_its_sessions_text_included(lb_mini_copy):
     import lbedge
 
-    with lbedge.load_bundle(LBMINI / "image", backend="onnxruntime") as enc:
+    with lbedge.load_bundle(lb_mini_copy / "image", backend="onnxruntime") as enc:
         enc.embed_text(["a ball"])
         vision, text = enc.vision, enc.text
     assert vision.session is None and text.session is None

@@ -20,9 +20,6 @@ from lbedge.backends.onnxruntime_backend import OnnxRuntimeBackend
 from lbedge.errors import EngineMismatch
 
 LBMINI = ROOT / "lbmini" / "bundles"
-needs_text = pytest.mark.skipif(
-    not (LBMINI / "text" / "manifest.json").is_file(), reason="lb-mini's text bundle is built by `make lb-mini-text`"
-)
 
 
 class StandInEngine(OnnxRuntimeBackend):
@@ -50,10 +47,9 @@ def add_engine(folder: Path, tower: str, precision: str) -> None:
 
 
 @pytest.fixture
-def lbmini(tmp_path, monkeypatch):
+def lbmini(lb_mini_copy, monkeypatch):
     """Copies of lb-mini's image bundle and its shared text bundle, with TensorRT 'installed'."""
-    for name in ("image", "text"):
-        shutil.copytree(LBMINI / name, tmp_path / name, ignore=shutil.ignore_patterns("engines"))
+    tmp_path = lb_mini_copy
     real = bundle_mod.available
     monkeypatch.setattr(bundle_mod, "available", lambda m: True if m == "tensorrt" else real(m))
     monkeypatch.setattr(trt_backend, "TensorRTBackend", StandInEngine)
@@ -61,7 +57,6 @@ def lbmini(tmp_path, monkeypatch):
     return tmp_path
 
 
-@needs_text
 def test_vision_engine_and_text_without_engine_run_side_by_side(lbmini, caplog):
     """compile skips the CPU-form INT8 graph, so only an FP32 vision engine exists: auto must take it (it asked
     for an INT8 engine before and failed) and run the text tower, which has no engine, on ONNX Runtime."""
@@ -79,7 +74,6 @@ def test_vision_engine_and_text_without_engine_run_side_by_side(lbmini, caplog):
     assert t.shape == (2, 384)
 
 
-@needs_text
 def test_every_tower_takes_its_best_built_engine(lbmini):
     add_engine(lbmini / "image", "vision", "fp32")
     add_engine(lbmini / "text", "text", "fp32")
@@ -90,7 +84,6 @@ def test_every_tower_takes_its_best_built_engine(lbmini):
     assert StandInEngine.opened[-1] == lbmini / "text" / "engines" / "text.fp32.test.engine"
 
 
-@needs_text
 def test_tensorrt_asked_for_explicitly_needs_engines_for_every_tower(lbmini):
     with pytest.raises(EngineMismatch, match=r"no TensorRT engine for its vision tower.*lbedge compile"):
         load_bundle(lbmini / "image", backend="tensorrt")
@@ -105,7 +98,6 @@ def test_tensorrt_asked_for_explicitly_needs_engines_for_every_tower(lbmini):
         load_bundle(lbmini / "image", backend="tensorrt", precision="int8", text_precision="fp32")
 
 
-@needs_text
 def test_a_precision_without_an_engine_runs_on_onnx_runtime_and_says_so(lbmini, caplog):
     add_engine(lbmini / "image", "vision", "fp32")
     with caplog.at_level(logging.WARNING, logger="lbedge.bundle"):

