@@ -10,6 +10,7 @@ model is built, e.g. by :func:`from_pretrained`.
 
 from __future__ import annotations
 
+from .baked import NoTextTower
 from .config import MODALITIES, ModelConfig, PreprocessConfig, TextConfig, VisionConfig
 from .encoder import Encoder
 from .errors import CheckpointError, EngineMismatch, InputError, LBEdgeError, MissingDependency, SensorError, UsageError
@@ -110,6 +111,7 @@ __all__ = [
     "Result",
     "Source",
     "MissingDependency",
+    "NoTextTower",
     "ModelConfig",
     "Prediction",
     "PreprocessConfig",

@@ -175,7 +175,7 @@ def bench_bundle(
             rows += _bench_torch(man, cfg, batches, threads, warmup, iters, towers)
             continue
         for tower in towers:
-            for prec in [p for p in man.towers[tower] if precisions is None or p in precisions]:
+            for prec in [p for p in man.towers.get(tower, {}) if precisions is None or p in precisions]:
                 kw = {"precision": prec} if tower == "vision" else {"text_precision": prec}
                 enc = load_bundle(folder, backend=be, threads=threads, **kw)
                 runner = enc.vision if tower == "vision" else enc.text

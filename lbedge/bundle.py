@@ -11,6 +11,11 @@ relative to the vision bundle, e.g. ``"../text"``) instead of carrying their own
 manifest records the text tower's weight fingerprint, and loading refuses a text bundle whose
 fingerprint differs, so a shared text tower can be rebuilt or replaced but never silently swapped.
 
+A bundle may also carry a *baked label set* (:mod:`lbedge.baked`, ``baked_labels`` in the manifest): the text
+embeddings of a fixed label set, so a classifier of those labels needs neither text graph nor tokenizer. Such a
+bundle may have no text tower at all (``lbedge bake --drop-text``); loading it then reads no text file. The
+tokenizer of every bundle is read on first use, not at load.
+
 A bundle may come from anywhere, so nothing in it is trusted: ``manifest.json`` is read within size and
 nesting bounds and checked against its schema (:mod:`lbedge.manifest_schema`, every problem listed in one
 :class:`CheckpointError`), and every file it names goes through :func:`lbedge.paths.bundle_file`, which
@@ -23,10 +28,14 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Callable, Sequence
 
+import numpy as np
+
+from .baked import BakedLabels, read_baked
 from .config import PreprocessConfig, TextConfig
 from .deps import available
 from .encoder import Encoder
@@ -36,7 +45,7 @@ from .manifest_schema import PRECISIONS, SCHEMA_VERSION, manifest_problems  # no
 from .onnx_refs import external_data_locations
 from .paths import bundle_file, lexical_problem, real_folder, resolve_inside, text_bundle_folder
 from .schema import read_json
-from .tokenizer import load_tokenizer
+from .tokenizer import Tokenizer, load_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -73,12 +82,19 @@ class Manifest:
     text_bundle: str = ""  # relative path of a shared text bundle holding the text tower (see below)
     lbedge_version: str = ""
     schema_version: int = SCHEMA_VERSION
+    baked_labels: dict[str, str] = field(default_factory=dict)  # {"file", "sha256"} of a baked label set, or {}
 
     def to_json(self) -> str:
         def enc(o: Any) -> Any:
             return o.__dict__ if isinstance(o, TowerFile) else o
 
-        return json.dumps(self.__dict__, default=enc, indent=2, sort_keys=True) + "\n"
+        fields = {k: v for k, v in self.__dict__.items() if k != "baked_labels" or v}  # older manifests unchanged
+        return json.dumps(fields, default=enc, indent=2, sort_keys=True) + "\n"
+
+    @property
+    def has_text_tower(self) -> bool:
+        """Whether the bundle has a text tower: its own, or a shared text bundle's."""
+        return "text" in self.towers or bool(self.text_bundle)
 
     @classmethod
     def read(cls, folder: Path) -> "Manifest":
@@ -248,12 +264,21 @@ def choose_backend(man: Manifest, folder: Path, backend: str) -> str:
     return choose_tower(man, folder, "vision", backend, "auto").backend
 
 
-def text_source(folder: Path, man: Manifest) -> tuple[Path, Manifest]:
+def text_source(folder: Path, man: Manifest, *, text_from: str | Path | None = None) -> tuple[Path, Manifest]:
     """The folder and manifest that hold ``man``'s text tower and tokenizer: the bundle itself, or the shared
-    text bundle its manifest names (checked: a text bundle whose tower fingerprint matches)."""
+    text bundle its manifest names (checked: a text bundle whose tower fingerprint matches).
+
+    ``text_from``: another bundle or text bundle to take the text tower from instead (a label-baked bundle
+    without one, see :mod:`lbedge.baked`); its text tower must have the same fingerprint."""
+    if text_from is not None:
+        return _text_from(folder, man, Path(text_from))
     if not man.text_bundle:
         if "text" not in man.towers:
-            raise CheckpointError(f"bundle {folder} has no text tower and names no shared text bundle")
+            raise CheckpointError(
+                f"bundle {folder} has no text tower and names no shared text bundle"
+                + (" (its labels are baked and its text tower was dropped)" if man.baked_labels else "")
+                + ": give one with text_from= (`lbedge bake --text`), or use the bundle it was made from"
+            )
         return folder, man
     shared = text_bundle_folder(folder, man.text_bundle)
     if not (shared / "manifest.json").is_file():
@@ -274,6 +299,77 @@ def text_source(folder: Path, man: Manifest) -> tuple[Path, Manifest]:
     return shared, tman
 
 
+def _text_from(folder: Path, man: Manifest, other: Path) -> tuple[Path, Manifest]:
+    """The text tower of bundle or text bundle ``other``, checked to be the one ``man`` was trained against."""
+    if not other.is_dir():
+        raise CheckpointError(f"the text tower to use with {folder} was to come from {other}, which is not a folder")
+    oman = Manifest.read(other)
+    if oman.modality != "text" and not oman.has_text_tower:
+        raise CheckpointError(f"{other} has no text tower either: give a bundle or text bundle that has one")
+    tfolder, tman = text_source(other, oman) if oman.modality != "text" else (other, oman)
+    if "text" not in tman.towers:
+        raise CheckpointError(f"{tfolder} is not a text bundle (it has no text tower)")
+    want, got = man.text.get("fingerprint"), tman.text.get("fingerprint")
+    if want is None or want != got:
+        raise CheckpointError(
+            f"{tfolder} holds another text tower than the one {folder} was trained against (fingerprint "
+            f"{str(got)[:12]}... != {str(want)[:12]}...): give the text bundle or bundle it was built with"
+        )
+    return tfolder, tman
+
+
+class LazyTokenizer:
+    """A bundle's tokenizer, read from its files on first use: a classifier of baked labels, or one whose
+    prompt embeddings are cached, never reads it."""
+
+    def __init__(self, load: Callable[[], Tokenizer]):
+        self._load: Callable[[], Tokenizer] | None = load
+        self._tok: Tokenizer | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the tokenizer files were read."""
+        return self._tok is not None
+
+    def get(self) -> Tokenizer:
+        """The tokenizer, read now if it was not yet."""
+        with self._lock:
+            if self._tok is None:
+                assert self._load is not None
+                self._tok, self._load = self._load(), None
+            return self._tok
+
+    @property
+    def vocab_size(self) -> int:
+        return self.get().vocab_size
+
+    @property
+    def context_length(self) -> int:
+        return self.get().context_length
+
+    def encode(self, text: str) -> list[int]:
+        return self.get().encode(text)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.get().decode(ids)
+
+    def __call__(self, texts: str | Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        return self.get()(texts)
+
+
+def load_baked(folder: Path, man: Manifest, *, verify: bool) -> BakedLabels | None:
+    """The bundle's baked label set (checked, and with ``verify`` its sha256 too), or None when it has none."""
+    if not man.baked_labels:
+        return None
+    name, sha = man.baked_labels["file"], man.baked_labels["sha256"]
+    path = verify_file(folder, name, sha) if verify else bundle_file(folder, name, what="baked label set")
+    if not path.is_file():
+        raise CheckpointError(f"bundle file {name} is missing from {folder}: copy the whole bundle folder")
+    fix = "rebake it (`lbedge bake`), or re-copy the bundle"
+    return read_baked(path, embed_dim=man.embed_dim, fingerprint=man.text.get("fingerprint"), fix=fix)
+
+
 def load_bundle(
     path: str | Path,
     *,
@@ -285,11 +381,17 @@ def load_bundle(
     batch_size: int = 8,
     verify: bool = True,
     cuda_graph: bool = False,
+    text_from: str | Path | None = None,
+    baked_labels: bool = True,
 ) -> Encoder:
     """Load a bundle as an :class:`Encoder` on ONNX Runtime or TensorRT; torch is never imported.
 
     ``precision`` picks the vision graph (``int8``, ``fp16``, ``fp32`` or ``auto``); ``verify`` checks every
-    file's sha256 against the manifest.
+    file's sha256 against the manifest. ``text_from``: a bundle or text bundle to take the text tower from
+    (same fingerprint), for a label-baked bundle that carries none. The text graph is loaded on first use and
+    the tokenizer read on first use; a bundle with baked labels and no text tower reads neither.
+    ``baked_labels=False`` ignores the bundle's baked label set (to rebake it, or to compare it with the text
+    tower).
     """
     folder = Path(path)
     if not folder.is_dir():
@@ -297,14 +399,24 @@ def load_bundle(
     man = Manifest.read(folder)
     if man.modality == "text" or "vision" not in man.towers:
         raise CheckpointError(f"{folder} is a text bundle (no vision tower): load the vision bundles that share it")
-    tfolder, tman = text_source(folder, man)
-    choices = {
-        "vision": choose_tower(man, folder, "vision", backend, precision),
-        "text": choose_tower(tman, tfolder, "text", backend, text_precision),
-    }
-    family = man.text.get("family", "clip")
-    check_tokenizer_files(tfolder, tman, family, verify=verify)
-    tok = load_tokenizer(tfolder / "tokenizer", family=family, context_length=int(man.text["context_length"]))
+    baked = load_baked(folder, man, verify=verify) if baked_labels else None
+    choices = {"vision": choose_tower(man, folder, "vision", backend, precision)}
+    tok: LazyTokenizer | None = None
+    if man.has_text_tower or text_from is not None:
+        tfolder, tman = text_source(folder, man, text_from=text_from)
+        choices["text"] = choose_tower(tman, tfolder, "text", backend, text_precision)
+        family = man.text.get("family", "clip")
+        check_tokenizer_files(tfolder, tman, family, verify=verify)
+        length = int(man.text["context_length"])
+        tok = LazyTokenizer(lambda: load_tokenizer(tfolder / "tokenizer", family=family, context_length=length))
+    elif baked is None and not man.baked_labels:
+        raise CheckpointError(
+            f"bundle {folder} has no text tower, names no shared text bundle and has no baked labels, so it "
+            f"cannot classify anything: {REBUILD}"
+        )
+    elif baked is None:
+        raise CheckpointError(f"bundle {folder} has no text tower: load it with its baked labels, or give text_from=")
+    # without a text tower text_precision names nothing: it is ignored, and any text call names the fix
 
     def backend_for(tower: str):
         where, wman = (tfolder, tman) if tower == "text" else (folder, man)
@@ -333,7 +445,7 @@ def load_bundle(
         modality=man.modality,
         preprocess_config=PreprocessConfig.from_dict(man.preprocess),
         vision=backend_for("vision"),
-        text=lambda: backend_for("text"),
+        text=(lambda: backend_for("text")) if tok is not None else None,
         tokenizer=tok,
         logit_scale=man.logit_scale,
         embed_dim=man.embed_dim,
@@ -343,6 +455,7 @@ def load_bundle(
         precision={t: c.precision for t, c in choices.items()},
         backends={t: c.backend for t, c in choices.items()},
         path=folder,
+        baked=baked,
     )
 
 

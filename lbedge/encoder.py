@@ -2,7 +2,8 @@
 
 The caller cannot tell which backend runs: ``lbedge.from_pretrained`` builds one on PyTorch,
 bundles build one on ONNX Runtime or TensorRT. An encoder holds its backends' resources (sessions, engines,
-GPU memory) until :meth:`Encoder.close`, which ``with`` calls.
+GPU memory) until :meth:`Encoder.close`, which ``with`` calls. An encoder of a label-baked bundle may have no
+text tower and no tokenizer (:mod:`lbedge.baked`): it then carries its baked label set instead.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any, Callable, Mapping, NoReturn, Sequence
 import numpy as np
 
 from .backends import Backend, batch_step, close_backends, run_batched
+from .baked import BakedLabels, no_text_tower
 from .config import PreprocessConfig
 from .errors import CheckpointError, InputError, UsageError
 from .frames import Frame
@@ -40,8 +42,8 @@ class Encoder:
         modality: str,
         preprocess_config: PreprocessConfig,
         vision: Backend,
-        text: Backend | Callable[[], Backend],
-        tokenizer: Tokenizer,
+        text: Backend | Callable[[], Backend] | None,
+        tokenizer: Tokenizer | None,
         logit_scale: float,
         embed_dim: int,
         name: str = "",
@@ -50,13 +52,21 @@ class Encoder:
         precision: Mapping[str, str] | None = None,
         backends: Mapping[str, str] | None = None,
         path: str | os.PathLike | None = None,
+        baked: BakedLabels | None = None,
     ):
         _check_settings(batch_size=batch_size, logit_scale=logit_scale, embed_dim=embed_dim)
+        if (text is None) != (tokenizer is None):
+            raise UsageError(
+                "give text and tokenizer together (a text tower), or neither (a label-baked encoder, with baked=)"
+            )
+        if text is None and baked is None:
+            raise UsageError("an encoder without a text tower needs its baked labels: pass baked= (lbedge.baked)")
         self.modality = modality
         self.preprocess_config = preprocess_config
         self.preprocessor = Preprocessor(preprocess_config)
         self._vision: Backend | None = vision
         self._text: Backend | Callable[[], Backend] | None = text
+        self._has_text = text is not None
         self._lock = threading.RLock()  # the text tower is made once, and never after close()
         self._closed = False
         self.tokenizer = tokenizer
@@ -70,6 +80,8 @@ class Encoder:
         self.precision: dict[str, str] = dict(precision or {})
         self.backends: dict[str, str] = dict(backends or {"vision": getattr(vision, "name", "?")})
         self.path = Path(path) if path is not None else None
+        #: the bundle's baked label set (:mod:`lbedge.baked`), or None
+        self.baked = baked
 
     def __repr__(self) -> str:
         backend = self._vision.name if self._vision is not None else self.backends.get("vision", "?")
@@ -140,10 +152,23 @@ class Encoder:
         self._vision = backend
 
     @property
+    def has_text_tower(self) -> bool:
+        """Whether the encoder can embed text; False for a label-baked bundle without a text tower, which
+        classifies only its baked labels (:attr:`baked`)."""
+        return self._has_text
+
+    def _require_text(self) -> None:
+        if not self._has_text:
+            where = str(self.path) if self.path is not None else (self.name or self.modality)
+            raise no_text_tower(where, self.baked)
+
+    @property
     def text(self) -> Backend:
-        """The text tower's backend, loaded on first use: with a warm prompt cache it is never loaded."""
+        """The text tower's backend, loaded on first use: with a warm prompt cache, or baked labels, it is never
+        loaded. Raises :class:`lbedge.baked.NoTextTower` when the encoder has no text tower."""
         with self._lock:
             self._check_open()
+            self._require_text()
             if _is_factory(self._text):
                 made = self._text()  # type: ignore[operator, misc]
                 if not callable(getattr(made, "run", None)):
@@ -282,13 +307,15 @@ class Encoder:
 
     def tokenize(self, texts: str | Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Token ids and attention mask, int64 ``[N, 77]``, as the official tokenizer gives them."""
-        return self.tokenizer(texts)
+        self._require_text()
+        return self.tokenizer(texts)  # type: ignore[misc]
 
     def embed_text(self, texts: str | Sequence[str], progress: Callable[[int, int], None] | None = None) -> np.ndarray:
         """L2-normalised text embeddings ``[N, D]``, tokenized and embedded batch by batch;
         ``progress(done, total)`` is called after each batch."""
         items = [texts] if isinstance(texts, str) else list(texts)
         self._check_open()
+        self._require_text()
         if not items:
             return np.zeros((0, self.embed_dim), np.float32)
         text = self.text

@@ -4,7 +4,7 @@
 (``towers.vision.int8.sha256: expected 64 hex characters (a sha256), got 12345``): types, required
 fields, value ranges, the preprocessing section (through :func:`lbedge.config.preprocess_problems`), and,
 given the bundle's real folder, the confinement rule of :mod:`lbedge.paths` for every file the manifest names
-(tower graphs, their external data, tokenizer files, engines and engine manifests).
+(tower graphs, their external data, tokenizer files, engines and engine manifests, the baked label set).
 """
 
 from __future__ import annotations
@@ -36,10 +36,11 @@ TOWERS = ("vision", "text")
 BUNDLE_MODALITIES = (*MODALITIES, "text")
 
 REQUIRED = ("modality", "embed_dim", "logit_scale", "preprocess", "text", "tokenizer", "towers")
-OPTIONAL = ("engines", "provenance", "name", "text_bundle", "lbedge_version", "schema_version")
+OPTIONAL = ("engines", "provenance", "name", "text_bundle", "lbedge_version", "schema_version", "baked_labels")
 TOWER_FILE_REQUIRED = ("file", "sha256")
 TOWER_FILE_OPTIONAL = ("inputs", "extra_files", "agreement", "details")
 ENGINE_REQUIRED = ("tower", "precision", "file", "manifest")
+BAKED_REQUIRED = ("file", "sha256")
 
 
 def manifest_problems(raw: Any, root: Path | None = None) -> Problems:
@@ -73,6 +74,8 @@ def manifest_problems(raw: Any, root: Path | None = None) -> Problems:
         get_dict(p, "provenance", top["provenance"])
     if "text_bundle" in top and (problem := text_bundle_problem(top["text_bundle"])) is not None:
         p.add("text_bundle", problem)
+    if "baked_labels" in top:
+        _baked_labels(p, top["baked_labels"], root)
     return p
 
 
@@ -155,6 +158,19 @@ def _tower_file(p: Problems, where: str, value: Any, root: Path | None) -> None:
     if d.get("agreement") is not None:
         get_dict(p, join(where, "agreement"), d["agreement"])
     get_dict(p, join(where, "details"), d.get("details", {}))
+
+
+def _baked_labels(p: Problems, value: Any, root: Path | None) -> None:
+    """The baked label set (see :mod:`lbedge.baked`): ``{"file", "sha256"}``, the file confined."""
+    d = get_dict(p, "baked_labels", value)
+    if d is None:
+        return
+    unknown_keys(p, "baked_labels", d, BAKED_REQUIRED)
+    missing_keys(p, "baked_labels", d, BAKED_REQUIRED)
+    if "file" in d:
+        _file(p, "baked_labels.file", d["file"], root)
+    if "sha256" in d:
+        get_hex64(p, "baked_labels.sha256", d["sha256"])
 
 
 def _engines(p: Problems, value: Any, root: Path | None) -> None:

@@ -78,9 +78,12 @@ def validate_bundle(
         raise InputError("no inputs to validate on")
     e_ref = ref.embed(x)
     prompts = [fill(PROBE_TEMPLATE, label) for label in labels]
-    ids, _ = ref.tokenize(prompts)
-    usable_text = ids.max() < int(man.text["vocab_size"])
-    t_ref = ref.embed_text(prompts) if usable_text else None
+    if ref.has_text_tower:
+        ids, _ = ref.tokenize(prompts)
+        usable_text = ids.max() < int(man.text["vocab_size"])
+        t_ref = ref.embed_text(prompts) if usable_text else None
+    else:  # a label-baked bundle without a text tower: top-1 agreement over its baked labels
+        t_ref = ref.baked.embeddings if ref.baked is not None else None
     rows = []
     for prec in man.towers["vision"]:
         if prec == "fp32":

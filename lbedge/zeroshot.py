@@ -1,4 +1,5 @@
-"""Zero-shot classification against text prompts, with a disk cache of prompt embeddings."""
+"""Zero-shot classification against text prompts, with a disk cache of prompt embeddings and the baked label
+sets of label-baked bundles (:mod:`lbedge.baked`)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from .baked import no_text_tower
 from .encoder import Encoder
 from .errors import InputError, UsageError
 from .limits import hint, limits
@@ -297,6 +299,11 @@ class ZeroShotClassifier:
     set by default; ``templates=["{}"]`` uses labels verbatim). Scores are
     ``softmax(logit_scale * cos)``; with ``threshold`` set, a top score below it abstains.
 
+    When the encoder's bundle has baked labels (:mod:`lbedge.baked`) and ``labels`` are among them with exactly
+    the baked templates, the stored embeddings are used: no text graph is loaded and no tokenizer read
+    (``use_baked=False`` embeds them with the text tower instead). Other labels on a bundle without a text
+    tower raise :class:`lbedge.baked.NoTextTower`, which names the fix.
+
     :meth:`predict` takes one input and returns one :class:`Prediction`; :meth:`predict_batch` takes a list (or
     a batched array) and returns a list, one per input. Calling the classifier picks one of the two: a list or
     tuple of inputs gives a list, one path, image, frame or ``(samples, rate)`` clip gives one ``Prediction``, an
@@ -316,6 +323,7 @@ class ZeroShotClassifier:
         cache: PromptCache | str | Path | None = None,
         use_cache: bool = True,
         progress: Callable[[int, int], None] | None = None,
+        use_baked: bool = True,
     ):
         labels = check_labels(labels)
         tpl = check_templates(templates if templates is not None else TEMPLATES.get(encoder.modality, ("{}",)))
@@ -328,7 +336,25 @@ class ZeroShotClassifier:
         self.top_k = max(1, min(int(top_k), len(labels)))
         self.threshold = threshold
         self.cache = cache if isinstance(cache, PromptCache) else (PromptCache(cache) if use_cache else None)
-        self.text_embeds = self._label_embeddings(progress)
+        rows = self._baked_embeddings(use_baked, progress)
+        #: whether the label embeddings came from the bundle's baked label set (no text tower used)
+        self.from_baked = rows is not None
+        self.text_embeds = rows if rows is not None else self._label_embeddings(progress)
+
+    def _baked_embeddings(self, use_baked: bool, progress: Callable[[int, int], None] | None) -> np.ndarray | None:
+        """The label embeddings from the encoder's baked label set, when it covers the labels and templates; a
+        :class:`NoTextTower` error when it does not and the encoder has no text tower to embed them."""
+        enc = self.encoder
+        baked = getattr(enc, "baked", None)
+        rows = baked.embeddings_for(self.labels, self.templates) if baked is not None and use_baked else None
+        if rows is not None:
+            if progress is not None:
+                progress(len(self.labels) * len(self.templates), len(self.labels) * len(self.templates))
+            return rows
+        if not getattr(enc, "has_text_tower", True):
+            where = str(enc.path) if enc.path is not None else (enc.name or enc.modality)
+            raise no_text_tower(where, baked, self.labels, self.templates)
+        return None
 
     def _label_embeddings(self, progress: Callable[[int, int], None] | None) -> np.ndarray:
         prompts = [fill(t, label) for label in self.labels for t in self.templates]

@@ -57,7 +57,13 @@ def _probe_ids(folder: Path, man: Manifest, labels: Sequence[str]) -> tuple[np.n
 
 
 def _probe_text(folder: Path, man: Manifest, labels: Sequence[str]) -> np.ndarray:
-    """Probe-label text embeddings from the bundle's FP32 text graph (none for towers without a real vocabulary)."""
+    """Probe-label text embeddings from the bundle's FP32 text graph (none for towers without a real vocabulary);
+    for a label-baked bundle without a text tower, its baked label embeddings."""
+    if not man.has_text_tower:
+        from lbedge.bundle import load_baked
+
+        baked = load_baked(folder, man, verify=True)
+        return baked.embeddings if baked is not None else np.zeros((0, man.embed_dim), np.float32)
     ids, real = _probe_ids(folder, man, labels)
     if not real:
         return np.zeros((0, man.embed_dim), np.float32)  # tiny test towers: no real vocabulary
@@ -434,9 +440,20 @@ def build_bundle(
     calib_limit: int | None = 256,
     export_config: ExportConfig | None = None,
     int8_config: Int8Config | None = None,
+    labels: Sequence[str] | None = None,
+    templates: Sequence[str] | None = None,
+    drop_text: bool = False,
 ) -> Manifest:
-    """Export, FP16 and INT8 in one go (``lbedge build``)."""
+    """Export, FP16 and INT8 in one go (``lbedge build``); with ``labels``, then bake their text embeddings into
+    the bundle (``templates``, ``drop_text``: see :func:`lbedge.bake.bake_bundle`)."""
     from lbedge.config import ModelConfig
+    from lbedge.zeroshot import check_labels, check_templates
+
+    if labels is None and (templates is not None or drop_text):
+        raise InputError("templates and drop_text bake labels: give the labels too")
+    if labels is not None:  # checked before the long work, not after it
+        labels = check_labels(labels)
+        templates = check_templates(templates) if templates is not None else None
 
     bad = set(precisions) - {"fp32", "fp16", "int8"}
     if bad:
@@ -453,6 +470,10 @@ def build_bundle(
         man = add_fp16(out, inputs=val_set.arrays if val_set else None)
     if "int8" in precisions:
         man = add_int8(out, calib_set, holdout=val_set, config=int8_config)
+    if labels is not None:
+        from lbedge.bake import bake_bundle
+
+        man = bake_bundle(out, labels, templates, drop_text=drop_text)
     return man
 
 

@@ -54,10 +54,12 @@ def test_help_lists_commands_in_the_order_of_the_work():
         "export",
         "quantize",
         "build-text",
+        "bake",
         "validate",
         "bench",
         "compile",
         "demo",
+        "label-bag",
         "eval",
         "train",
     ]

@@ -112,6 +112,7 @@ def _register() -> None:
         deploy.export,
         deploy.quantize,
         deploy.build_text,
+        deploy.bake,
         deploy.validate,
         deploy.bench,
         deploy.compile_cmd,

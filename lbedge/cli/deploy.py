@@ -1,5 +1,5 @@
-"""Deploy a model: ``lbedge build`` (or ``export`` + ``quantize``), ``build-text``, ``validate``, ``bench``, and on
-the target device ``compile``. Each takes its model with ``-m/--model`` (the older positional argument still
+"""Deploy a model: ``lbedge build`` (or ``export`` + ``quantize``), ``build-text``, ``bake``, ``validate``, ``bench``,
+and on the target device ``compile``. Each takes its model with ``-m/--model`` (the older positional argument still
 works) and reports what it wrote with ``--json``."""
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from .common import (
     bundle_rows,
     echo_json,
     json_option,
+    label_options,
     model_option,
     one_model,
     parse_batches,
@@ -85,6 +86,50 @@ def int8_options(fn: Callable) -> Callable:
     return fn
 
 
+def bake_options(fn: Callable) -> Callable:
+    """The label-baking options shared by ``bake`` and ``build`` (the labels come from :func:`label_options`)."""
+    for opt in reversed(
+        [
+            click.option(
+                "--template",
+                "templates",
+                multiple=True,
+                help="Prompt template with {} for the label (repeatable; averaged). Default: the modality's set, "
+                "what a classifier uses when given none.",
+            ),
+            click.option(
+                "--drop-text",
+                is_flag=True,
+                help="Remove the text tower (own graphs, text engines, tokenizer; or the shared text bundle "
+                "reference): the bundle then classifies only its baked labels.",
+            ),
+        ]
+    ):
+        fn = opt(fn)
+    return fn
+
+
+def folder_bytes(folder: Path) -> int:
+    """Bytes of the files under ``folder``."""
+    return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
+
+
+def report_baked(folder: Path, before: int, as_json: bool) -> None:
+    """What ``bake`` (or ``build --labels``) stored, and the bytes the bundle gave up."""
+    from ..bake import baked_summary
+
+    info = baked_summary(folder)
+    freed = before - folder_bytes(folder)
+    if as_json:
+        echo_json({"bundle": str(folder), "baked_labels": info, "bytes_freed": max(freed, 0)})
+        return
+    n, t = len(info["labels"]), len(info["templates"])
+    click.echo(
+        f"baked {n} label(s) x {t} template(s) into {folder / info['file']} ({info['bytes'] / 1024:.1f} KiB); "
+        f"text tower: {info['text_tower']}" + (f", {freed / 2**20:.1f} MiB removed" if freed > 0 else "")
+    )
+
+
 def report_bundle(folder: Path, man: Any, as_json: bool, headline: str, extra: dict[str, Any] | None = None) -> None:
     rows = bundle_rows(man, folder)
     if as_json:
@@ -107,6 +152,8 @@ def report_bundle(folder: Path, man: Any, as_json: bool, headline: str, extra: d
     help="Highest reduction to build: int8 builds fp32+fp16+int8, fp16 builds fp32+fp16.",
 )
 @int8_options
+@label_options
+@bake_options
 @json_option()
 def build(
     model: Path | None,
@@ -118,10 +165,18 @@ def build(
     method: str | None,
     min_cosine: float,
     int8_target: str,
+    labels: str | None,
+    labels_file: Path | None,
+    templates: tuple[str, ...],
+    drop_text: bool,
     as_json: bool,
 ) -> None:
-    """Export, FP16 and INT8 in one go: a checkpoint (-m) -> a torch-free bundle (-o)."""
+    """Export, FP16 and INT8 in one go: a checkpoint (-m) -> a torch-free bundle (-o); with --labels, bake
+    those labels' text embeddings into it (see `lbedge bake`)."""
     source = one_model(model, checkpoint, "CHECKPOINT")
+    names = parse_labels(labels, labels_file) if labels or labels_file else None
+    if names is None and (templates or drop_text):
+        raise click.UsageError("--template and --drop-text bake labels: give them with --labels or --labels-file")
     writable_output(output, folder=True)
     from ..quantize.bundle_build import build_bundle
     from ..quantize.int8 import Int8Config
@@ -135,8 +190,14 @@ def build(
         calib=calib,
         val=val,
         int8_config=Int8Config(target=target, method=method, min_cosine=min_cosine),
+        labels=names,
+        templates=list(templates) or None,
+        drop_text=drop_text,
     )
-    report_bundle(output, man, as_json, f"wrote bundle {output} ({man.modality}):")
+    extra = {"baked_labels": man.baked_labels or None}
+    report_bundle(output, man, as_json, f"wrote bundle {output} ({man.modality}):", extra)
+    if names is not None and not as_json:
+        report_baked(output, folder_bytes(output), False)
 
 
 @click.command()
@@ -247,6 +308,54 @@ def build_text(model: Path | None, source: Path | None, output: Path, minilm: bo
         f"wrote text bundle {output} (fingerprint {man.text['fingerprint'][:12]}...)",
         {"fingerprint": man.text["fingerprint"]},
     )
+
+
+@click.command()
+@model_option(help=BUNDLE_HELP)
+@click.argument("bundle", required=False, type=click.Path(path_type=Path))
+@label_options
+@bake_options
+@click.option(
+    "--text",
+    "text_from",
+    type=click.Path(path_type=Path),
+    help="A bundle or text bundle with the text tower the bundle was built with (same fingerprint), for a bundle "
+    "baked before with --drop-text. Default: the bundle's own or shared text tower.",
+)
+@click.option("--threads", type=click.IntRange(1, 1024), default=None, help="Inference threads.")
+@json_option()
+def bake(
+    model: Path | None,
+    bundle: Path | None,
+    labels: str | None,
+    labels_file: Path | None,
+    templates: tuple[str, ...],
+    drop_text: bool,
+    text_from: Path | None,
+    threads: int | None,
+    as_json: bool,
+) -> None:
+    """Store the text embeddings of a fixed label set in a bundle (-m), so classifying those labels loads no
+    text graph and no tokenizer; with --drop-text the bundle keeps no text tower at all. Bakes again (replacing
+    the set) when run again."""
+    folder = one_model(model, bundle, "BUNDLE")
+    names = parse_labels(labels, labels_file)
+    if not (folder / "manifest.json").is_file():
+        raise click.BadParameter(f"{folder} is not a bundle (build one with `lbedge build`)", param_hint="-m/--model")
+    from ..bake import bake_bundle
+    from .common import label_progress
+
+    before = folder_bytes(folder)
+    bake_bundle(
+        folder,
+        names,
+        list(templates) or None,
+        drop_text=drop_text,
+        text_from=text_from,
+        threads=threads,
+        progress=label_progress(),
+    )
+    report_baked(folder, before, as_json)
 
 
 @click.command()

@@ -11,8 +11,10 @@ from .common import echo_json, json_option, model_option, writable_output
 
 
 def describe_model(path: Path) -> dict[str, Any]:
-    """A bundle (manifest, graphs, sizes, agreement, shared text bundle, engines) or a checkpoint (config)."""
+    """A bundle (manifest, graphs, sizes, agreement, shared text bundle, baked labels, engines) or a checkpoint
+    (config)."""
     if (path / "manifest.json").is_file():
+        from ..bake import baked_summary
         from ..bundle import Manifest, built_engines, engine_manifests, text_source
         from .common import bundle_rows
 
@@ -26,9 +28,14 @@ def describe_model(path: Path) -> dict[str, Any]:
             "text_bundle": man.text_bundle or None,
             "lbedge_version": man.lbedge_version,
         }
-        if man.modality != "text":
+        if man.modality != "text" and man.has_text_tower:
             tfolder, tman = text_source(path, man)
             out["text_graphs"] = bundle_rows(tman, tfolder) if tman is not man else []
+        elif man.modality != "text":
+            out["text_graphs"] = []
+            out["text_tower"] = "none: classifies only its baked labels"
+        if man.baked_labels:
+            out["baked_labels"] = baked_summary(path)
         out["engines"] = [{"tower": e["tower"], "precision": e["precision"], "file": e["file"]} for e in man.engines]
         out["engine_details"] = [
             {
