@@ -16,7 +16,7 @@ LBMINI := lbmini/bundles
 help:
 	@echo "make demo   create .venv if needed, then stream recorded held-out scenes (RGB, depth, thermal, audio)"
 	@echo "            through the live pipeline with lb-mini, the embedded default; video of every sensor: out/lb-mini-demo.mp4"
-	@echo "make test   create .venv if missing, install lbedge[torch,quantize,train,test,audio,hub,realsense], lint, run the tests"
+	@echo "make test   create .venv if missing, install lbedge[torch,quantize,train,test,audio,hub,realsense,ros], lint, run the tests"
 	@echo "make lint   ruff check and ruff format --check"
 	@echo "make dist   build the wheel and the sdist into dist/ (lb-mini's bundles included)"
 	@echo "make lb-mini  retrain lb-mini from scratch into $(LBMINI) (48 min measured on 2 cores) and evaluate it"
@@ -29,7 +29,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH)"
-	$(BIN)/python -m pip install -q -e ".[torch,quantize,train,test,audio,hub,realsense]" "$(TORCH)"
+	$(BIN)/python -m pip install -q -e ".[torch,quantize,train,test,audio,hub,realsense,ros]" "$(TORCH)"
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -8,7 +8,12 @@ recording is read without drops (the reader waits, paced or not), and frames a s
 moment in one batch per modality (several sources of a modality, or several frames of a recording, up to
 ``max_batch``), smooths each source's labels over time (EMA or majority with hysteresis, so labels do not
 flicker), fuses the latest per-source probabilities whose timestamps lie within ``sync_tolerance`` of each
-other, and publishes a :class:`Result` to the iterator and the callbacks.
+other (host capture times, or with ``sync_clock="device"`` the sensors' own stamps, e.g. ROS message stamps), and
+publishes a :class:`Result` to the iterator and the callbacks.
+
+Labels can change while the pipeline runs (:meth:`Pipeline.set_labels`): the new prompts are embedded in background
+threads, then the label set is switched between two batches; every result says which set classified it
+(``labels_version``).
 
 Every thread is supervised; what the pipeline promises:
 
@@ -30,6 +35,7 @@ import logging
 import queue
 import threading
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
@@ -38,7 +44,7 @@ import numpy as np
 from .encoder import Encoder
 from .errors import LBEdgeError, SensorError
 from .frames import Frame, Source, SourceTraits
-from .zeroshot import ZeroShotClassifier
+from .zeroshot import ZeroShotClassifier, check_labels, check_templates
 
 log = logging.getLogger(__name__)
 #: where events are logged (at WARNING, or INFO for recoveries and ends); an application that shows the events
@@ -47,6 +53,8 @@ event_log_channel = logging.getLogger(__name__ + ".events")
 
 #: exceptions a sensor may raise when it goes away for a while (unplugged, stream lost, driver hiccup): retried
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (SensorError, OSError, RuntimeError, TimeoutError)
+#: the clocks fusion can compare: the host's capture time, or the sensors' own stamps (``Frame.device_timestamp``)
+SYNC_CLOCKS = ("host", "device")
 
 
 class PipelineError(LBEdgeError):
@@ -101,6 +109,7 @@ class SourceResult:
     batch: int = 1  # frames embedded together (sources of one modality, recorded frames)
     preprocess_ms: float = 0.0  # this frame's preprocessing (in its reader thread)
     frame: Frame | None = field(default=None, repr=False)  # the classified frame (for overlays)
+    labels_version: int = 0  # the label set this frame was classified with (0: the pipeline's first)
 
 
 @dataclass
@@ -114,12 +123,14 @@ class Result:
     fused_scores: dict[str, float] = field(default_factory=dict)
     fused_sources: list[str] = field(default_factory=list)
     events: list[str] = field(default_factory=list)  # source failures, reopenings, stalls, ends
+    labels_version: int = 0  # the label set of every score in this result (see Pipeline.set_labels)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "timestamp": round(self.timestamp, 4),
+            "labels_version": self.labels_version,
             "update": {
-                **{k: v for k, v in self.update.__dict__.items() if k != "frame"},
+                **{k: v for k, v in self.update.__dict__.items() if k not in ("frame", "labels_version")},
                 "scores": {k: round(v, 4) for k, v in self.update.scores.items()},
             },
             "fused": {
@@ -193,7 +204,10 @@ class Pipeline:
     ``max_failures``). ``stall_timeout``: seconds without a frame before a source is reported stalled (at least
     three frame periods of a source that states its ``fps``). ``max_bad_frames``: consecutive frames of a
     source that fail preprocessing before the source is ended (None: never). ``progress``: called with
-    ``(done, total)`` while the label prompts are embedded.
+    ``(done, total)`` while the label prompts are embedded. ``sync_clock``: the times fusion compares, ``"host"``
+    (capture on this host) or ``"device"`` (each frame's ``device_timestamp``, the sensor's or the message's own
+    stamp, when every source stamps its frames on one clock: ROS 2 topics, a rosbag2 recording; a frame without one
+    is compared by its host time).
     """
 
     def __init__(
@@ -217,6 +231,7 @@ class Pipeline:
         results_queue: int = 16,
         max_batch: int = 8,
         progress: Callable[[int, int], None] | None = None,
+        sync_clock: str = "host",
     ):
         if not sources:
             raise LBEdgeError("a pipeline needs at least one source")
@@ -228,6 +243,8 @@ class Pipeline:
             raise LBEdgeError(f"max_bad_frames must be at least 1 or None, got {max_bad_frames}")
         if results_queue < 1:
             raise LBEdgeError(f"results_queue must be at least 1, got {results_queue}")
+        if sync_clock not in SYNC_CLOCKS:
+            raise LBEdgeError(f"sync_clock must be one of {', '.join(SYNC_CLOCKS)}, got {sync_clock!r}")
         self.sources = dict(sources)
         by_modality = (
             {m: encoders for m in {s.modality for s in self.sources.values()}}
@@ -242,10 +259,19 @@ class Pipeline:
             for m, e in by_modality.items()
         }
         self.labels = list(next(iter(self.classifiers.values())).labels)
-        self.top_k = max(1, min(int(top_k), len(self.labels)))
+        self._top_k = int(top_k)
+        self.top_k = max(1, min(self._top_k, len(self.labels)))
         self.max_batch = max_batch
-        self._smooth = {n: Smoother(smoothing, ema_alpha, majority_window, hysteresis) for n in self.sources}
+        self._smoothing = (smoothing, ema_alpha, majority_window, hysteresis)
+        self._smooth = {n: Smoother(*self._smoothing) for n in self.sources}
         self.sync_tolerance = sync_tolerance
+        self.sync_clock = sync_clock
+        self._templates = None if templates is None else list(templates)
+        #: the label set results are classified with now: 0 for the labels given here, then one more per switch
+        self.labels_version = 0
+        self._labels_requested = 0  # the newest version asked for by set_labels
+        # held while a batch is classified, smoothed and fused: a label switch waits for it, never cuts one in two
+        self._classify_lock = threading.Lock()
         policy = reopen or ReopenPolicy()
         if reopen_backoff is not None or max_reopen is not None:
             policy = ReopenPolicy(
@@ -269,7 +295,7 @@ class Pipeline:
         self._state = {n: _SourceState() for n in self.sources}
         self._threads: list[threading.Thread] = []
         self._worker_thread: threading.Thread | None = None
-        self._latest: dict[str, tuple[SourceResult, np.ndarray]] = {}
+        self._latest: dict[str, tuple[SourceResult, np.ndarray, float]] = {}  # result, smoothed probs, sync time
         self.dropped = {n: 0 for n in self.sources}
         self.processed = {n: 0 for n in self.sources}
         self._recent = {n: collections.deque(maxlen=100) for n in self.sources}  # (time, latency, pre, infer)
@@ -316,6 +342,87 @@ class Pipeline:
         """Call ``callback(result)`` from the worker thread for every result (keep it quick)."""
         self._callbacks.append(callback)
 
+    # --- labels --------------------------------------------------------------------------------------------
+    def set_labels(self, labels: Sequence[str], templates: Sequence[str] | None = None) -> Future:
+        """Classify against ``labels`` from now on, without stopping the pipeline; thread-safe, callable from a
+        result callback, a ROS parameter callback or any thread, before or while the pipeline runs.
+
+        The labels (and ``templates``; None keeps the pipeline's) are checked here, so a bad label set raises
+        :class:`~lbedge.errors.InputError` at once and nothing changes. The new prompts are then embedded in one
+        background thread per modality (through the prompt cache), while results go on with the current labels;
+        once every modality is ready, the worker switches all of them at once between two batches: no frame is
+        lost, and each is classified, smoothed and fused against one label set, which its result names in
+        ``labels_version``. Smoothing and fusion start afresh with the new set (their state belongs to the old one).
+
+        Returns a :class:`concurrent.futures.Future` whose result is the new ``labels_version`` once the switch
+        happened. It fails with :class:`~lbedge.errors.LBEdgeError` when the prompts could not be embedded (the
+        labels stay as they were) or when a newer call switched first (this older set is then never used).
+        """
+        new = check_labels(labels)
+        tpl = check_templates(templates) if templates is not None else self._templates
+        with self._lock:
+            self._labels_requested += 1
+            version = self._labels_requested
+        future: Future = Future()
+        future.set_running_or_notify_cancel()
+        threading.Thread(
+            target=self._prepare_labels,
+            args=(version, new, tpl, future),
+            name=f"lbedge-labels-{version}",
+            daemon=True,
+        ).start()
+        return future
+
+    def label_set(self) -> tuple[int, list[str]]:
+        """(``labels_version``, labels) as one consistent pair (never the version of one set with the other's labels;
+        it may wait for the batch being classified)."""
+        with self._classify_lock:
+            return self.labels_version, list(self.labels)
+
+    def _prepare_labels(self, version: int, labels: list[str], templates: list[str] | None, future: Future) -> None:
+        """Embed ``labels`` for every modality (one thread each), then switch to them (see :meth:`set_labels`)."""
+        ready: dict[str, ZeroShotClassifier] = {}
+        failed: list[str] = []
+
+        def embed(modality: str, clf: ZeroShotClassifier) -> None:
+            try:
+                ready[modality] = ZeroShotClassifier(clf.encoder, labels, templates=templates, top_k=len(labels))
+            except Exception as exc:  # noqa: BLE001 - reported through the future, the labels stay as they were
+                failed.append(f"{modality}: {_describe(exc)}")
+
+        threads = [
+            threading.Thread(target=embed, args=(m, c), name=f"lbedge-labels-{version}-{m}", daemon=True)
+            for m, c in self.classifiers.items()
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if failed:
+            self._event(f"labels version {version} not used: embedding failed ({'; '.join(failed)})", logging.ERROR)
+            future.set_exception(LBEdgeError(f"the new labels could not be embedded: {'; '.join(failed)}"))
+            return
+        with self._classify_lock:
+            if version <= self.labels_version:
+                superseded = self.labels_version
+            else:
+                superseded = 0
+                self.classifiers = ready
+                self.labels = list(labels)
+                self._templates = templates
+                self.top_k = max(1, min(self._top_k, len(self.labels)))
+                self._smooth = {n: Smoother(*self._smoothing) for n in self.sources}
+                self._latest.clear()
+                self.labels_version = version
+        if superseded:
+            future.set_exception(
+                LBEdgeError(f"labels version {version} was superseded by version {superseded}, which switched first")
+            )
+            return
+        shown = ", ".join(labels[:10]) + (f", ... ({len(labels)} in all)" if len(labels) > 10 else "")
+        self._event(f"labels switched to version {version}: {shown}", logging.INFO)
+        future.set_result(version)
+
     def __iter__(self) -> Iterator[Result]:
         """Results as they come; ends when every recording has ended (live sources never end) or on stop().
 
@@ -359,6 +466,22 @@ class Pipeline:
                 "skipped": self._state[name].skipped,
                 "lost": frames_lost(self.sources[name]),
             }
+        return out
+
+    def source_states(self) -> dict[str, str]:
+        """Per source: ``starting`` (not opened yet), ``running``, ``stalled`` (no frame for ``stall_timeout``),
+        ``reopening`` (failed, waiting to be reopened) or ``ended`` (a recording's end, or given up)."""
+        out = {}
+        with self._lock:
+            for name, st in self._state.items():
+                if st.finished:
+                    out[name] = "ended"
+                elif not st.opened_once:
+                    out[name] = "starting"
+                elif not st.is_open:
+                    out[name] = "reopening"
+                else:
+                    out[name] = "stalled" if st.stalled else "running"
         return out
 
     @property
@@ -595,7 +718,9 @@ class Pipeline:
         while not self._stop.is_set():
             batches = self._gather(names)
             for modality, items in batches.items():
-                for result in self._classify_batch(modality, items):
+                with self._classify_lock:  # one label set for the whole batch (see set_labels)
+                    results = self._classify_batch(modality, items)
+                for result in results:
                     self._publish(result)
                     if self._stop.is_set():
                         return
@@ -694,11 +819,12 @@ class Pipeline:
             pre_ms,
             frame,
         )
+        sr.labels_version = self.labels_version
         self.processed[name] += 1
         self._recent[name].append((time.monotonic(), sr.latency_ms, pre_ms, infer_ms))
-        self._latest[name] = (sr, smoothed)
-        in_sync = [n for n, (r, _) in self._latest.items() if abs(r.timestamp - frame.timestamp) <= self.sync_tolerance]
-        fused = np.mean([self._latest[n][1] for n in in_sync], axis=0)
+        at = self._sync_time(frame)
+        self._latest[name] = (sr, smoothed, at)
+        in_sync, fused = fuse({n: (t, p) for n, (_, p, t) in self._latest.items()}, at, self.sync_tolerance)
         fo = np.argsort(-fused)[: self.top_k]
         with self._lock:
             events = list(self._events)
@@ -706,12 +832,19 @@ class Pipeline:
         return Result(
             time.monotonic(),
             sr,
-            {n: r for n, (r, _) in self._latest.items()},
+            {n: r for n, (r, _, _) in self._latest.items()},
             self.labels[int(fo[0])],
             {self.labels[i]: float(fused[i]) for i in fo},
             in_sync,
             events,
+            self.labels_version,
         )
+
+    def _sync_time(self, frame: Frame) -> float:
+        """The time fusion compares for ``frame``: its host capture time, or its own stamp (``sync_clock``)."""
+        if self.sync_clock == "device" and frame.device_timestamp is not None:
+            return float(frame.device_timestamp)
+        return frame.timestamp
 
     def _publish(self, result: Result) -> None:
         for cb in self._callbacks:
@@ -750,6 +883,16 @@ class Pipeline:
                 self._results.put_nowait(result)
             except queue.Full:
                 self.results_dropped += 1
+
+
+def fuse(latest: Mapping[str, tuple[float, np.ndarray]], at: float, tolerance: float) -> tuple[list[str], np.ndarray]:
+    """Late fusion: the mean of the latest probabilities of the sources whose time lies within ``tolerance``
+    seconds of ``at``. ``latest`` maps each source to its newest (time, probabilities), all on one clock and over
+    one label set; returns the fused sources (in ``latest``'s order) and their mean probabilities."""
+    names = [n for n, (t, _) in latest.items() if abs(t - at) <= tolerance]
+    if not names:
+        raise LBEdgeError(f"no source has a result within {tolerance} s of {at}: nothing to fuse")
+    return names, np.mean([latest[n][1] for n in names], axis=0)
 
 
 def frames_lost(source: object) -> int:

@@ -7,8 +7,11 @@ delivered as 8-bit AGC images with the temperature map), :class:`AudioFileSource
 Thermal camera profiles and automatic gain control: :mod:`lbedge.sensors.thermal`.
 Live and replayed depth: :class:`RealSense`, :class:`RealSenseRecording` (.bag/.db3) and
 :func:`write_recording` (pyrealsense2, ``lbedge[realsense]``). Live thermal: :class:`ThermalCamera` (UVC, V4L2).
-Microphones: :class:`Microphone` (sounddevice, ``lbedge[audio]``). Optional packages are imported when a source
-opens, never by ``import lbedge.sensors``. Sources from command-line specs: :mod:`lbedge.sensors.spec`.
+Microphones: :class:`Microphone` (sounddevice, ``lbedge[audio]``). ROS 2: :class:`RosbagSource` replays one topic
+of a rosbag2 recording (MCAP or SQLite3, with rosbags: ``lbedge[ros]``, no ROS installation), :class:`TopicSource`
+is a live topic fed by a node's subscription; both decode messages with :mod:`lbedge.sensors.ros_messages`.
+Optional packages are imported when a source opens, never by ``import lbedge.sensors``. Sources from command-line
+specs: :mod:`lbedge.sensors.spec`.
 """
 
 from .audio import AudioFileSource
@@ -16,12 +19,17 @@ from .base import BaseSource
 from .microphone import InputDevice, Microphone, list_input_devices
 from .realsense import RealSense, RealSenseRecording, write_recording
 from .rgb import ImageFolderSource, OpenCVCamera, VideoFileSource
+from .ros_messages import AudioFormat, DecodeOptions
+from .ros_topic import TopicSource
+from .rosbag import RosbagSource
 from .sequences import DepthSequenceSource, ThermalSequenceSource
 from .thermal import PROFILES, ThermalProfile, agc, thermal_frame
 from .thermal_camera import ThermalCamera
 
 __all__ = [
     "AudioFileSource",
+    "AudioFormat",
+    "DecodeOptions",
     "BaseSource",
     "DepthSequenceSource",
     "ImageFolderSource",
@@ -31,6 +39,8 @@ __all__ = [
     "PROFILES",
     "RealSense",
     "RealSenseRecording",
+    "RosbagSource",
+    "TopicSource",
     "list_input_devices",
     "write_recording",
     "ThermalCamera",

@@ -93,6 +93,11 @@ class BaseSource(SourceIterationMixin):
                 int(announced) - read,
             )
 
+    def _pace_offset(self) -> float | None:
+        """Seconds after the start of playback at which the frame just read is due, for real-time pacing (None:
+        not paced). By default the frame's position at ``fps``; a recording with its own time stamps overrides it."""
+        return self._seq / self.fps if self.fps else None
+
     def _skip(self) -> bool:
         """Pass over the next frame without delivering it (False at the end). Override when skipping is cheaper
         than reading (e.g. grabbing a video frame without decoding it)."""
@@ -114,9 +119,9 @@ class BaseSource(SourceIterationMixin):
             return None
         data, device_ts = got[0], got[1]
         meta = {**self._meta(), **got[2]} if len(got) > 2 else self._meta()
-        if self.realtime and self.fps and self._t0 is not None:
-            due = self._t0 + self._seq / self.fps
-            delay = due - time.monotonic()
+        offset = self._pace_offset() if self.realtime else None
+        if offset is not None and self._t0 is not None:
+            delay = self._t0 + offset - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
         frame = Frame(

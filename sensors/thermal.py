@@ -29,6 +29,15 @@ class ThermalProfile:
             return self.raw16(raw).astype(np.float32) / 64.0 - 273.15
         return None
 
+    def plane_to_celsius(self, plane: np.ndarray) -> np.ndarray | None:
+        """Temperature map (float32 degC) of the camera's 16-bit thermal plane alone, as ROS 2 drivers publish it
+        (a ``mono16`` image of any size); None for cameras whose counts are not radiometric."""
+        if self.kind == "y16_centikelvin":
+            return plane.astype(np.float32) / 100.0 - 273.15
+        if self.kind == "yuyv_split":
+            return plane.astype(np.float32) / 64.0 - 273.15
+        return None
+
     @property
     def capture_size(self) -> tuple[int, int]:
         """(width, height) to ask V4L2 for: InfiRay/Topdon frames stack the image above the thermal plane."""

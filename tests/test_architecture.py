@@ -3,7 +3,8 @@ imports an application or another stage's private names, and the torch-free runt
 
 Packages (import path: folder): ``lbedge`` runtime (``lbedge/``, without the CLI and the demo application
 glue), ``lbedge.sensors`` (``sensors/``), ``lbedge.quantize`` (``quantize/``), ``lbedge.train`` (``train/``), and
-the application ``lbedge.lbmini`` (``lbmini/``). The rules are written down in docs/architecture.md.
+the applications ``lbedge.lbmini`` (``lbmini/``) and ``lbedge.ros2`` (``ros2/``, with its ament package under
+``ros2/package/``). The rules are written down in docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -21,11 +22,12 @@ FOLDERS = {
     "lbedge.quantize": ROOT / "quantize",
     "lbedge.train": ROOT / "train",
     "lbedge.lbmini": ROOT / "lbmini",
+    "lbedge.ros2": ROOT / "ros2",
 }
 #: runtime modules that are applications wiring every stage together: the command line
 APP_MODULES = ("lbedge.cli",)
 STAGES = ("lbedge.sensors", "lbedge.quantize", "lbedge.train")
-APPS = ("lbedge.lbmini",)
+APPS = ("lbedge.lbmini", "lbedge.ros2")
 #: what sensors may use of the runtime: the frame/source contract, errors, limits, optional imports and the
 #: model-free signal processing (image decoding with its limits, the audio resampler)
 SENSORS_MAY_USE = ("lbedge.frames", "lbedge.errors", "lbedge.limits", "lbedge.deps", "lbedge.preprocess")
@@ -90,6 +92,7 @@ def test_modules_are_found():
     mods = modules()
     assert "lbedge.pipeline" in mods and "lbedge.sensors.realsense" in mods and "lbedge.lbmini.world" in mods
     assert "lbedge.quantize.tensorrt_build" in mods and "lbedge.train.bind" in mods
+    assert "lbedge.ros2.core" in mods and "lbedge.sensors.rosbag" in mods
 
 
 def test_no_library_package_imports_an_application():
@@ -97,7 +100,7 @@ def test_no_library_package_imports_an_application():
         if package_of(name) in APPS or name.startswith(APP_MODULES):
             return None
         if package_of(target) in APPS:
-            return "a library package must not import the lb-mini application"
+            return "a library package must not import an application (lb-mini, ROS 2)"
 
     assert violations(rule) == []
 
@@ -150,6 +153,8 @@ def test_no_private_names_across_packages():
         "lbedge.backends.onnxruntime_backend",
         "lbedge.backends.tensorrt_backend",
         "lbedge.sensors.base",
+        "lbedge.sensors.rosbag",
+        "lbedge.ros2.core",
     ],
 )
 def test_torch_free_modules_do_not_import_torch_at_the_top(module):
@@ -160,3 +165,22 @@ def test_torch_free_modules_do_not_import_torch_at_the_top(module):
         n.module or "" for n in top if isinstance(n, ast.ImportFrom)
     ]
     assert not [n for n in names if n.split(".")[0] in ("torch", "peft")], names
+
+
+def test_only_the_ros2_node_imports_rclpy():
+    """rclpy comes with a ROS 2 installation, never from PyPI: one module (the node's thin shell) imports it, and
+    only inside functions; everything else of lbedge.ros2 runs and is tested without ROS."""
+    found = []
+    for name, path in modules().items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        top = {id(n) for n in tree.body}
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            if any(n.split(".")[0] in ("rclpy", "rcl_interfaces") for n in names):
+                found.append(name)
+                assert id(node) not in top, f"{name} imports rclpy at its top: import it inside the node's functions"
+    assert set(found) == {"lbedge.ros2.node"}, found

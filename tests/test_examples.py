@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import wave
@@ -93,19 +92,14 @@ def test_ros2_node_without_ros_says_what_to_source(tmp_path):
     assert proc.returncode == 1 and "source /opt/ros" in proc.stderr
 
 
-def test_ros2_node_pipeline_and_message(tmp_path):
-    sys.path.insert(0, str(EXAMPLES))
-    try:
-        import ros2_labels_node as node
-    finally:
-        sys.path.remove(str(EXAMPLES))
-    for i in range(3):
-        cv2.imwrite(str(tmp_path / f"{i}.png"), np.full((48, 64, 3), 60 * i, np.uint8))
-    pipe = node.build_pipeline([str(OFFICIAL / "image")], {"rgb": str(tmp_path), "depth": ""}, ["a", "b"])
-    with pipe:
-        messages = [json.loads(node.result_message(r)) for r in pipe]
-    assert len(messages) == 3 and messages[0]["update"]["source"] == "rgb"
-    assert messages[-1]["fused"]["label"] in ("a", "b")
+def test_ros2_example_is_the_node():
+    """The example runs lbedge's ROS 2 node (tested in tests/test_ros2_node.py, recordings in tests/test_rosbag.py)."""
+    import runpy
+
+    import lbedge.ros2.node
+
+    namespace = runpy.run_path(str(EXAMPLES / "ros2_labels_node.py"), run_name="not_main")
+    assert namespace["main"] is lbedge.ros2.node.main
 
 
 def test_realsense_example_replays_an_rgbd_recording(tmp_path, make_checkpoint):

@@ -11,6 +11,7 @@ import click
 from ..video_output import VIDEO_SUFFIXES
 from . import EXIT_ERROR
 from .common import echo_json, label_options, label_progress, load_model, model_option, parse_labels, writable_output
+from .ros import audio_format_option, rosbag_sources, topic_option
 
 
 @click.command()
@@ -26,6 +27,14 @@ from .common import echo_json, label_options, label_progress, load_model, model_
 @click.option("--thermal", help="UVC camera index or /dev/videoN, a folder of 16-bit frames or a 16-bit FFV1 video.")
 @click.option("--mic", help="Microphone: default, a device name (substring) or an index.")
 @click.option("--audio", help="WAV/FLAC file.")
+@click.option(
+    "--rosbag",
+    type=click.Path(path_type=Path),
+    help="A ROS 2 recording (rosbag2 folder, or its .mcap/.db3 file, with lbedge[ros]): its --topic's are the "
+    "sources, fused by their message stamps.",
+)
+@topic_option
+@audio_format_option
 @click.option(
     "--thermal-profile",
     default="lepton",
@@ -104,6 +113,9 @@ def demo(
     thermal: str | None,
     mic: str | None,
     audio: str | None,
+    rosbag: Path | None,
+    topics: tuple[str, ...],
+    audio_format: str | None,
     thermal_profile: str,
     agc: str,
     depth_unit: str,
@@ -142,7 +154,7 @@ def demo(
     if jsonl not in (None, "-"):
         writable_output(Path(jsonl), "--jsonl")
     if lb_mini:
-        if models or rgb or depth or thermal or mic or audio:
+        if models or rgb or depth or thermal or mic or audio or rosbag:
             raise click.UsageError("--lb-mini brings its own models and recordings: drop -m/--model and sources")
         from ..lbmini.demo import run_lb_mini_demo
 
@@ -157,8 +169,14 @@ def demo(
     specs = {k: v for k, v in (("rgb", rgb), ("depth", depth), ("thermal", thermal), ("audio", audio)) if v}
     if mic:
         specs["audio"] = f"mic:{mic}"
-    if not specs:
-        raise click.UsageError("give at least one source: --rgb, --depth, --thermal, --mic or --audio")
+    if rosbag is not None and specs:
+        raise click.UsageError("--rosbag brings its own sources (--topic): drop --rgb/--depth/--thermal/--mic/--audio")
+    if rosbag is None and (topics or audio_format):
+        raise click.UsageError("--topic and --audio-format name what to read from a recording: give --rosbag too")
+    if rosbag is not None and loop:
+        raise click.UsageError("--loop does not apply to --rosbag recordings")
+    if not specs and rosbag is None:
+        raise click.UsageError("give at least one source: --rgb, --depth, --thermal, --mic, --audio or --rosbag")
     if not models:
         raise click.UsageError("give the model(s) with -m/--model PATH, one per modality (a bundle or a checkpoint)")
     names = parse_labels(labels, labels_file)
@@ -179,13 +197,31 @@ def demo(
             sources[kind] = source_from_spec(kind, spec, opts)
         except SensorError as exc:  # a spec that names no usable source: the command line is wrong
             raise click.BadParameter(str(exc), param_hint=f"--{'mic' if spec.startswith('mic') else kind}") from None
+    if rosbag is not None:
+        sources = rosbag_sources(
+            rosbag,
+            topics,
+            realtime=realtime,
+            thermal_profile=thermal_profile,
+            agc=agc,
+            window=audio_window,
+            hop=audio_hop,
+            audio_format=audio_format,
+        )
     encoders = {}
     for path in models:
         enc = load_model(path)
         encoders[enc.modality] = enc
     for src in sources.values():  # fail now on a source that cannot open at all; later failures reopen
         src.open()
-    pipe = Pipeline(sources, encoders, names, smoothing=smoothing, progress=label_progress())
+    pipe = Pipeline(
+        sources,
+        encoders,
+        names,
+        smoothing=smoothing,
+        progress=label_progress(),
+        sync_clock="host" if rosbag is None else "device",  # a recording's sources: fused by message stamps
+    )
     log_to = None if jsonl == "-" else click.echo
     stats = run_demo(
         pipe,
