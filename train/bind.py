@@ -9,12 +9,20 @@ Determinism: each step's batch, text views, augmentation and dropout come from g
 ``(seed, step)``, and checkpoints hold the model, optimizer, scheduler and RNG states (:mod:`.state`), so a run
 interrupted and resumed ends with the same weights as an uninterrupted one.
 
+Several processes (torchrun, :mod:`.distributed`): ``batch_size`` is the global batch; every process draws the
+step's global batch and its texts and augmentation choices (:mod:`.sampler`), embeds and trains on its own
+share through ``DistributedDataParallel``, and gathers the others' embeddings (with their gradients) so that the
+loss has the negatives of the whole global batch. Each process takes the mean loss of its own rows; DDP's
+gradient averaging then gives the gradients of one process training on the whole batch. The text table is
+built by every process (the frozen tower gives every process the same numbers).
+
 Outputs in ``output/``: ``last/`` (an official-layout LoRA checkpoint that ``lbedge.from_pretrained`` loads
 with LoRA merged, plus ``optimizer.pt`` and ``trainer_state.json``), ``metrics.jsonl``, ``bad_samples.jsonl``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -33,8 +41,18 @@ from lbedge.preprocess import Preprocessor
 from lbedge.tokenizer import load_tokenizer
 
 from .config import BindConfig
-from .data import SampleStore, attribute_free, augment, photometric, read_samples
+from .data import (
+    SampleStore,
+    apply_augment,
+    apply_photometric,
+    attribute_free,
+    draw_augment,
+    draw_photometric,
+    read_samples,
+)
+from .distributed import World, current_world
 from .modality import convert_modality, with_lora_config
+from .sampler import StepSampler
 from .state import MetricsLog, RunState, data_order, make_optimizer, train_loop
 
 log = logging.getLogger(__name__)
@@ -71,21 +89,47 @@ def trainable_parameters(model: LanguageBindModel, learn_temperature: bool) -> l
     return [p for p in model.parameters() if p.requires_grad]
 
 
-def symmetric_infonce(v: torch.Tensor, t: torch.Tensor, scale: torch.Tensor, same: torch.Tensor) -> torch.Tensor:
-    """InfoNCE in both directions; rows sharing a text are each other's positives (soft targets)."""
-    logits = scale * v @ t.T
-    target = same.float() / same.float().sum(1, keepdim=True)
+def symmetric_infonce(
+    v: torch.Tensor, t: torch.Tensor, scale: torch.Tensor, same: torch.Tensor, rows: slice | None = None
+) -> torch.Tensor:
+    """InfoNCE in both directions; rows sharing a text are each other's positives (soft targets).
+
+    ``rows``: the mean over those rows of the batch only (vision rows against every text, text rows against every
+    vision embedding), the part of the loss one process of a distributed run takes; the mean of the parts of
+    equal shares is the loss of the whole batch."""
+    if rows is None:
+        logits = scale * v @ t.T
+        target = same.float() / same.float().sum(1, keepdim=True)
+        return 0.5 * (
+            torch.sum(-target * F.log_softmax(logits, 1), 1).mean()
+            + torch.sum(-target * F.log_softmax(logits.T, 1), 1).mean()
+        )
+    target = same[rows].float() / same[rows].float().sum(1, keepdim=True)  # `same` is symmetric
     return 0.5 * (
-        torch.sum(-target * F.log_softmax(logits, 1), 1).mean()
-        + torch.sum(-target * F.log_softmax(logits.T, 1), 1).mean()
+        torch.sum(-target * F.log_softmax(scale * v[rows] @ t.T, 1), 1).mean()
+        + torch.sum(-target * F.log_softmax(scale * t[rows] @ v.T, 1), 1).mean()
     )
 
 
-class Binder:
-    """One binding run; ``run()`` trains (resuming from ``output/last`` when present)."""
+class ContrastiveForward(torch.nn.Module):
+    """What ``DistributedDataParallel`` runs in a binding step: the vision embeddings and the temperature, so the
+    gradients of both are averaged over the processes."""
 
-    def __init__(self, cfg: BindConfig):
+    def __init__(self, model: LanguageBindModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.model.encode_vision(x), self.model.logit_scale.exp()
+
+
+class Binder:
+    """One binding run; ``run()`` trains (resuming from ``output/last`` when present). In a process group of
+    several processes (``world``, default :func:`~lbedge.train.distributed.current_world`) it is one of them."""
+
+    def __init__(self, cfg: BindConfig, *, world: World | None = None):
         self.cfg = cfg.validate()
+        self.world = world if world is not None else current_world()
         self.out = Path(cfg.output)
         base = Path(cfg.base)
         model = convert_modality(load_model(base), cfg.modality, cfg.modality_fields)
@@ -118,6 +162,7 @@ class Binder:
         else:
             self.val = None
             self.train_idx, self.val_idx = self.store.split(cfg.val_fraction, cfg.seed)
+        self.sampler = StepSampler(self.train_idx, cfg.batch_size, self.world)
         params = trainable_parameters(self.model, cfg.learn_temperature)
         self.opt, self.sched = make_optimizer(
             params, lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps, max_steps=cfg.max_steps
@@ -126,13 +171,20 @@ class Binder:
         held_out = self.val.samples if self.val is not None else [self.store.samples[i] for i in self.val_idx]
         order = data_order(cfg.seed, [self.store.samples[i].path for i in self.train_idx], [s.path for s in held_out])
         self.state = RunState(
-            self.model, self.opt, self.sched, folder=self.out / "last", tokenizer_dir=base, data_order=order
+            self.model,
+            self.opt,
+            self.sched,
+            folder=self.out / "last",
+            tokenizer_dir=base,
+            data_order=order,
+            process=self.world.process,
         )
-        self.device = torch.device(cfg.device)
+        self.device = self.world.device(cfg.device)
         self.model.to(self.device)
         self.model.eval()
         self._build_text_table()
         self.autocast = self._autocast()
+        self.ddp = self.world.wrap(ContrastiveForward(self.model), self.device) if self.world.distributed else None
 
     def _autocast(self):
         want = self.cfg.precision
@@ -152,6 +204,7 @@ class Binder:
     def try_resume(self) -> bool:
         """Continue from ``output/last`` when an earlier run left its state there."""
         resumed = self.state.resume()
+        self.world.agree(resumed.step if resumed else 0, f"the step to resume from ({self.out / 'last'})")
         if resumed is None:
             return False
         self.step = resumed.step
@@ -205,33 +258,52 @@ class Binder:
                 self.text_table[t] = e
         return torch.stack([self.text_table[t] for t in texts])
 
+    def _inputs(self, idx: list[int], texts: list[str], gen: torch.Generator) -> tuple[torch.Tensor, list[str]]:
+        """This process's share of the step's inputs, augmented, and the texts of the whole global batch: the
+        random choices are drawn for the whole batch, in one order, so every share is augmented as one process
+        augments the whole batch."""
+        cfg, share = self.cfg, self.sampler.share
+        shape = (len(idx), *self.store.arrays.shape[1:])
+        crops = draw_augment(shape, cfg.modality, gen, flip=cfg.augment_flip) if cfg.augment else None
+        recolour = None
+        if cfg.attribute_augment > 0:
+            texts = self._attribute_free_texts(idx, texts, gen)
+            recolour = draw_photometric(cfg.modality, gen, [attribute_free(t, cfg.modality) for t in texts])
+        x = torch.from_numpy(self.store.arrays[idx[share]])
+        if crops is not None:
+            x = apply_augment(x, cfg.modality, crops.rows(share))
+        if recolour is not None:
+            pc = self.pre.cfg
+            x = apply_photometric(x, cfg.modality, recolour[share], mean=pc.mean, std=pc.std)
+        return x, texts
+
+    def _loss(self, x: torch.Tensor, t: torch.Tensor, same: torch.Tensor) -> torch.Tensor:
+        """The loss of one (micro-)batch: of the whole batch in one process; of this process's rows against the
+        whole global batch (every process's embeddings gathered) in a distributed run."""
+        with self.autocast():
+            if self.ddp is None:
+                v = self.model.encode_vision(x.to(self.device))
+                return symmetric_infonce(v.float(), t.float(), self.model.logit_scale.exp(), same.to(self.device))
+            v, scale = self.ddp(x.to(self.device))
+            everyone = self.world.gather(v.float())
+            return symmetric_infonce(everyone, t.float(), scale, same.to(self.device), rows=self.sampler.share)
+
     def train_step(self) -> dict[str, float]:
         cfg = self.cfg
         self.model.train()
         self.opt.zero_grad(set_to_none=True)
         total = 0.0
         for micro in range(cfg.grad_accum):
-            torch.manual_seed(cfg.seed * 1_000_003 + self.step * 101 + micro)  # dropout
+            torch.manual_seed(self.world.seed(cfg.seed * 1_000_003 + self.step * 101 + micro))  # dropout
             gen = torch.Generator().manual_seed(cfg.seed * 7_919 + self.step * 131 + micro)
-            n = len(self.train_idx)
-            pick = torch.randperm(n, generator=gen)[: min(cfg.batch_size, n)].tolist()
-            idx = [self.train_idx[i] for i in pick]
-            texts = self._texts_for(idx, gen, self.store)
-            x = torch.from_numpy(self.store.arrays[idx])
-            if cfg.augment:
-                x = augment(x, cfg.modality, gen, flip=cfg.augment_flip)
-            if cfg.attribute_augment > 0:
-                texts = self._attribute_free_texts(idx, texts, gen)
-                pc = self.pre.cfg
-                x = photometric(
-                    x, cfg.modality, gen, [attribute_free(t, cfg.modality) for t in texts], mean=pc.mean, std=pc.std
-                )
+            idx = self.sampler.draw(gen)
+            x, texts = self._inputs(idx, self._texts_for(idx, gen, self.store), gen)
             t = self._embed_text(texts)
             same = torch.tensor([[a == b for b in texts] for a in texts])
-            with self.autocast():
-                v = self.model.encode_vision(x.to(self.device))
-                loss = symmetric_infonce(v.float(), t.float(), self.model.logit_scale.exp(), same.to(self.device))
-            (loss / cfg.grad_accum).backward()
+            last = micro == cfg.grad_accum - 1
+            with self.ddp.no_sync() if self.ddp is not None and not last else contextlib.nullcontext():
+                loss = self._loss(x, t, same)
+                (loss / cfg.grad_accum).backward()
             total += float(loss.detach()) / cfg.grad_accum
         self.opt.step()
         self.sched.step()
@@ -240,14 +312,15 @@ class Binder:
         self.step += 1
         return {
             "step": self.step,
-            "loss": total,
+            "loss": self.world.mean(total),
             "lr": self.sched.get_last_lr()[0],
             "logit_scale": float(self.model.logit_scale.detach().exp()),
         }
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, Any]:
-        """Zero-shot top-1 over the dataset's texts as labels, and retrieval R@1 (vision -> text)."""
+        """Zero-shot top-1 over the dataset's texts as labels, and retrieval R@1 (vision -> text); every process
+        of a distributed run evaluates (the same weights, the same numbers)."""
         store, idx = (self.val, list(range(len(self.val)))) if self.val is not None else (self.store, self.val_idx)
         if not idx:
             return {}
@@ -284,8 +357,10 @@ class Binder:
         if resume:
             self.try_resume()
         bad = [{"file": str(b.path), "reason": b.reason} for b in self.store.bad]
-        (self.out / "bad_samples.jsonl").write_text("".join(json.dumps(b) + "\n" for b in bad))
-        with MetricsLog(self.out, tensorboard=cfg.tensorboard) as metrics:
+        if self.world.is_main:
+            (self.out / "bad_samples.jsonl").write_text("".join(json.dumps(b) + "\n" for b in bad))
+        process = self.world.process
+        with MetricsLog(self.out, tensorboard=cfg.tensorboard, process=process) as metrics:
             loop = train_loop(
                 self,
                 max_steps=cfg.max_steps,
@@ -295,6 +370,7 @@ class Binder:
                 metrics=metrics,
                 stop_after=stop_after,
                 progress="bind" if progress else "",
+                process=process,
             )
         return BindResult(self.out, self.step, loop.last, loop.evals, bad)
 
@@ -304,4 +380,4 @@ def bind(cfg: BindConfig, **kw: Any) -> BindResult:
     return Binder(cfg).run(**kw)
 
 
-__all__ = ["BindResult", "Binder", "bind", "symmetric_infonce", "wrap_lora"]
+__all__ = ["BindResult", "Binder", "ContrastiveForward", "bind", "symmetric_infonce", "wrap_lora"]

@@ -149,31 +149,66 @@ class SampleStore:
         return sorted(order[k:].tolist()), sorted(order[:k].tolist())
 
 
-def augment(x: "Any", modality: str, generator: "Any", *, flip: bool = True) -> "Any":
-    """Training-time augmentation of a preprocessed batch (torch): random resized crop + flip for pixels
-    (``flip=False`` when texts name left and right), random time shift and gain for audio. Deterministic given
-    ``generator``."""
+@dataclass(frozen=True)
+class AugmentDraws:
+    """The random choices :func:`augment` makes for a batch, drawn before any pixel is touched: pixels get a crop
+    ``(top, left, height, width, flipped)`` per sample, audio one time shift and gain for the batch. Drawing them
+    for the whole batch and applying only some rows' (:meth:`rows`) lets each process of a distributed run
+    augment its share exactly as one process augments the whole batch."""
+
+    crops: tuple[tuple[int, int, int, int, bool], ...] = ()
+    shift: int = 0
+    gain: Any = None  # audio: a one-element tensor
+
+    def rows(self, part: slice) -> "AugmentDraws":
+        """The draws of the samples at ``part`` of the batch."""
+        return AugmentDraws(self.crops[part], self.shift, self.gain)
+
+
+def draw_augment(shape: Sequence[int], modality: str, generator: "Any", *, flip: bool = True) -> AugmentDraws:
+    """The random choices of :func:`augment` for a batch of ``shape`` (deterministic given ``generator``)."""
     import torch
-    import torch.nn.functional as F
 
     if modality == "audio":
-        shift = int(torch.randint(0, x.shape[-1], (1,), generator=generator))
+        shift = int(torch.randint(0, shape[-1], (1,), generator=generator))
         gain = (torch.rand(1, generator=generator) - 0.5) * 0.2  # +-0.1 in normalised log-mel units
-        return torch.roll(x, shifts=shift, dims=-1) + gain
-    out = []
-    for sample in x:
-        h, w = sample.shape[-2:]
+        return AugmentDraws(shift=shift, gain=gain)
+    h, w = shape[-2:]
+    crops = []
+    for _ in range(shape[0]):
         scale = 0.7 + 0.3 * float(torch.rand(1, generator=generator))
         ch, cw = max(8, int(h * scale)), max(8, int(w * scale))
         top = int(torch.randint(0, h - ch + 1, (1,), generator=generator))
         left = int(torch.randint(0, w - cw + 1, (1,), generator=generator))
+        flipped = float(torch.rand(1, generator=generator)) < 0.5 and flip
+        crops.append((top, left, ch, cw, flipped))
+    return AugmentDraws(tuple(crops))
+
+
+def apply_augment(x: "Any", modality: str, draws: AugmentDraws) -> "Any":
+    """:func:`augment` with its random choices made (``draws`` of as many samples as ``x`` holds)."""
+    import torch
+    import torch.nn.functional as F
+
+    if modality == "audio":
+        return torch.roll(x, shifts=draws.shift, dims=-1) + draws.gain
+    out = []
+    for sample, (top, left, ch, cw, flipped) in zip(x, draws.crops):
+        h, w = sample.shape[-2:]
         crop = sample[..., top : top + ch, left : left + cw]
-        flat = crop.reshape(-1, 1, ch, cw) if crop.dim() == 3 else crop.reshape(-1, 1, ch, cw)
+        flat = crop.reshape(-1, 1, ch, cw)
         res = F.interpolate(flat, size=(h, w), mode="bilinear", align_corners=False).reshape(sample.shape)
-        if float(torch.rand(1, generator=generator)) < 0.5 and flip:
+        if flipped:
             res = res.flip(-1)
         out.append(res)
     return torch.stack(out)
+
+
+def augment(x: "Any", modality: str, generator: "Any", *, flip: bool = True) -> "Any":
+    """Training-time augmentation of a preprocessed batch (torch): random resized crop + flip for pixels
+    (``flip=False`` when texts name left and right), random time shift and gain for audio. Deterministic given
+    ``generator``."""
+    return apply_augment(x, modality, draw_augment(x.shape, modality, generator, flip=flip))
 
 
 #: words that name a colour (RGB) or a temperature (thermal): a text without them says nothing about the
@@ -214,6 +249,64 @@ def _hue_rotation(angle: float) -> "Any":
     )
 
 
+def draw_photometric(modality: str, generator: "Any", mask: Sequence[bool]) -> list[tuple[float, ...] | None]:
+    """The random choices of :func:`photometric` per sample (None where ``mask`` is False, and for modalities
+    it leaves alone): RGB a hue angle, saturation and brightness gain; thermal a polarity and a contrast."""
+    import torch
+
+    if modality not in _PHOTOMETRIC_WORDS or not any(mask):
+        return [None] * len(mask)
+    draws: list[tuple[float, ...] | None] = []
+    for on in mask:
+        if not on:
+            draws.append(None)
+        elif modality in ("image", "video"):
+            angle = 2 * math.pi * float(torch.rand(1, generator=generator))
+            sat = 1.2 * float(torch.rand(1, generator=generator))  # 0 (grey, white) .. 1.2
+            gain = math.exp(math.log(0.6) + math.log(1.6 / 0.6) * float(torch.rand(1, generator=generator)))
+            draws.append((angle, sat, gain))
+        else:
+            invert = float(torch.rand(1, generator=generator)) < 0.5
+            draws.append((float(invert), 0.6 + 0.8 * float(torch.rand(1, generator=generator))))
+    return draws
+
+
+def apply_photometric(
+    x: "Any",
+    modality: str,
+    draws: Sequence[tuple[float, ...] | None],
+    *,
+    mean: Sequence[float],
+    std: Sequence[float],
+) -> "Any":
+    """:func:`photometric` with its random choices made (``draws`` of as many samples as ``x`` holds)."""
+    import torch
+
+    if modality not in _PHOTOMETRIC_WORDS or all(d is None for d in draws):
+        return x
+    m = torch.tensor(mean, dtype=x.dtype).reshape(1, -1, *([1] * (x.dim() - 2)))
+    s = torch.tensor(std, dtype=x.dtype).reshape(1, -1, *([1] * (x.dim() - 2)))
+    out = x.clone()
+    for i, d in enumerate(draws):
+        if d is None:
+            continue
+        if modality in ("image", "video"):
+            angle, sat, gain = d
+            p = (x[i : i + 1] * s + m)[0]  # 0..1 pixels, channels first
+            rot = _hue_rotation(angle).to(x.dtype)
+            grey = p.mean(0, keepdim=True)
+            chroma = torch.einsum("ij,j...->i...", rot, p - grey)
+            out[i] = (((grey + sat * chroma) * gain).clamp(0, 1) - m[0]) / s[0]
+        else:
+            invert, c = d
+            p = x[i : i + 1] * s + m  # back to 0..1 pixels
+            if invert:
+                p = 1.0 - p
+            p = (0.5 + (p - 0.5) * c).clamp(0, 1)
+            out[i] = ((p - m) / s)[0]
+    return out
+
+
 def photometric(
     x: "Any", modality: str, generator: "Any", mask: Sequence[bool], *, mean: Sequence[float], std: Sequence[float]
 ) -> "Any":
@@ -222,30 +315,4 @@ def photometric(
     random polarity (hot <-> cold) and contrast. Used only where the paired text does not name the attribute
     (:func:`attribute_free`), or in distillation, where the teacher labels the changed input itself; it teaches a
     category apart from its colour or temperature, so unseen combinations are still recognised."""
-    import torch
-
-    if modality not in _PHOTOMETRIC_WORDS or not any(mask):
-        return x
-    m = torch.tensor(mean, dtype=x.dtype).reshape(1, -1, *([1] * (x.dim() - 2)))
-    s = torch.tensor(std, dtype=x.dtype).reshape(1, -1, *([1] * (x.dim() - 2)))
-    out = x.clone()
-    for i, on in enumerate(mask):
-        if not on:
-            continue
-        if modality in ("image", "video"):
-            p = (x[i : i + 1] * s + m)[0]  # 0..1 pixels, channels first
-            angle = 2 * math.pi * float(torch.rand(1, generator=generator))
-            sat = 1.2 * float(torch.rand(1, generator=generator))  # 0 (grey, white) .. 1.2
-            gain = math.exp(math.log(0.6) + math.log(1.6 / 0.6) * float(torch.rand(1, generator=generator)))
-            rot = _hue_rotation(angle).to(x.dtype)
-            grey = p.mean(0, keepdim=True)
-            chroma = torch.einsum("ij,j...->i...", rot, p - grey)
-            out[i] = (((grey + sat * chroma) * gain).clamp(0, 1) - m[0]) / s[0]
-        else:
-            p = x[i : i + 1] * s + m  # back to 0..1 pixels
-            if float(torch.rand(1, generator=generator)) < 0.5:
-                p = 1.0 - p
-            c = 0.6 + 0.8 * float(torch.rand(1, generator=generator))
-            p = (0.5 + (p - 0.5) * c).clamp(0, 1)
-            out[i] = ((p - m) / s)[0]
-    return out
+    return apply_photometric(x, modality, draw_photometric(modality, generator, mask), mean=mean, std=std)

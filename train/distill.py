@@ -9,6 +9,12 @@ shapes allow (evenly spaced layers, leading slices of wider matrices, the positi
 
 Outputs in ``output/``: ``student/`` (the distilled checkpoint), ``report.json``, ``metrics.jsonl``, and ``last/``
 (the state a resumed run continues from, :mod:`.state`).
+
+Several processes (torchrun, :mod:`.distributed`): ``batch_size`` is the global batch; every process draws the
+step's global batch and augmentation choices (:mod:`.sampler`) and trains the student on its own share through
+``DistributedDataParallel``. The loss is a mean over samples, so the mean of the processes' losses (DDP's
+gradient averaging) is the loss of the whole batch: no embeddings need gathering. The main process computes
+the teacher's embeddings and writes their cache first; the others read it (or compute it where they cannot).
 """
 
 from __future__ import annotations
@@ -34,7 +40,9 @@ from lbedge.tokenizer import load_tokenizer
 from lbedge.zeroshot import PROBE_LABELS, PROBE_TEMPLATE, fill
 
 from .config import DistillConfig
-from .data import SampleStore, augment, photometric, read_samples
+from .data import SampleStore, apply_augment, apply_photometric, draw_augment, draw_photometric, read_samples
+from .distributed import World, current_world
+from .sampler import StepSampler
 from .state import MetricsLog, RunState, data_order, make_optimizer, train_loop
 
 log = logging.getLogger(__name__)
@@ -110,7 +118,7 @@ def flops_and_params(model: LanguageBindModel) -> tuple[float, int]:
     """Forward FLOPs (GFLOP) of the vision tower at batch 1 and its parameter count."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    x = torch.zeros(1, *model.config.preprocess.input_shape)
+    x = torch.zeros(1, *model.config.preprocess.input_shape, device=next(model.parameters()).device)
     with torch.no_grad(), FlopCounterMode(display=False) as fc:
         model.encode_vision(x)
     params = sum(p.numel() for p in model.vision_model.parameters()) + model.visual_projection.weight.numel()
@@ -126,12 +134,28 @@ class DistillResult:
     heldout: dict[str, Any] = field(default_factory=dict)
 
 
+class VisionForward(torch.nn.Module):
+    """What ``DistributedDataParallel`` runs in a distillation step: the student's vision embeddings."""
+
+    def __init__(self, model: LanguageBindModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.encode_vision(x)
+
+
 class Distiller:
-    def __init__(self, cfg: DistillConfig):
+    """One distillation run; ``run()`` trains (resuming from ``output/last`` when present). In a process group of
+    several processes (``world``, default :func:`~lbedge.train.distributed.current_world`) it is one of them."""
+
+    def __init__(self, cfg: DistillConfig, *, world: World | None = None):
         self.cfg = cfg.validate()
+        self.world = world if world is not None else current_world()
+        self.device = self.world.device(cfg.device)
         self.out = Path(cfg.output)
         self.teacher_dir = Path(cfg.teacher)
-        self.teacher = load_model(self.teacher_dir)
+        self.teacher = load_model(self.teacher_dir).to(self.device)
         tcfg = self.teacher.config
         rows, cols = (
             (tcfg.preprocess.num_mel_bins, tcfg.preprocess.target_length)
@@ -159,12 +183,17 @@ class Distiller:
         good, bad = read_samples(cfg.data, tcfg.modality, need_text=False)
         self.store = SampleStore(good, self.pre, on_bad=cfg.on_bad_data, bad=bad)
         self.train_idx, self.val_idx = self.store.split(cfg.val_fraction, cfg.seed)
-        self.teacher_embeds = self._teacher_embeddings()
+        self.sampler = StepSampler(self.train_idx, cfg.batch_size, self.world)
+        if self.world.is_main:  # computes and caches them; the others read the cache
+            self.teacher_embeds = self._teacher_embeddings()
+        self.world.barrier()
+        if not self.world.is_main:
+            self.teacher_embeds = self._teacher_embeddings()
         tok = load_tokenizer(self.teacher_dir, tcfg.text)
         ids, _ = tok([fill(PROBE_TEMPLATE, label) for label in (cfg.probe_labels or PROBE_LABELS)])
         ids = np.minimum(ids, tcfg.text.vocab_size - 1)
         with torch.no_grad():
-            self.text_embeds = self.teacher.encode_text(torch.from_numpy(ids))
+            self.text_embeds = self.teacher.encode_text(torch.from_numpy(ids).to(self.device))
         params = [p for p in self.student.parameters() if p.requires_grad]
         self.opt, self.sched = make_optimizer(
             params, lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps, max_steps=cfg.max_steps
@@ -180,16 +209,20 @@ class Distiller:
             folder=self.out / "last",
             tokenizer_dir=self.teacher_dir,
             data_order=order,
+            process=self.world.process,
         )
+        self.student.to(self.device)
+        self.ddp = self.world.wrap(VisionForward(self.student), self.device) if self.world.distributed else None
 
     def _teacher_embeddings(self) -> np.ndarray:
-        """Teacher embeddings of every sample, cached on disk by teacher weights and inputs."""
+        """Teacher embeddings of every sample, cached on disk by teacher weights and inputs (written by the main
+        process)."""
         h = hashlib.sha256(text_fingerprint(self.teacher).encode())
         h.update(hashlib.sha256(self.store.arrays.tobytes()).digest())
         for k, v in self.teacher.state_dict().items():
             if k.startswith("vision_model.") or k.startswith("visual_projection"):
                 h.update(k.encode())
-                h.update(v.numpy().tobytes()[:4096])
+                h.update(v.cpu().numpy().tobytes()[:4096])
         cache = self.out / "teacher_cache" / f"{h.hexdigest()[:20]}.npy"
         if cache.is_file():
             arr = np.load(cache, allow_pickle=False)
@@ -198,10 +231,12 @@ class Distiller:
         outs = []
         with torch.no_grad():
             for i in range(0, len(self.store), 16):
-                outs.append(self.teacher.encode_vision(torch.from_numpy(self.store.arrays[i : i + 16])).numpy())
+                x = torch.from_numpy(self.store.arrays[i : i + 16]).to(self.device)
+                outs.append(self.teacher.encode_vision(x).cpu().numpy())
         arr = np.concatenate(outs)
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        np.save(cache, arr, allow_pickle=False)
+        if self.world.is_main:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            np.save(cache, arr, allow_pickle=False)
         return arr
 
     def student_input(self, x: torch.Tensor) -> torch.Tensor:
@@ -227,36 +262,41 @@ class Distiller:
         cfg = self.cfg
         self.student.train()
         gen = torch.Generator().manual_seed(cfg.seed * 7_919 + self.step)
-        torch.manual_seed(cfg.seed * 1_000_003 + self.step)
-        n = len(self.train_idx)
-        idx = [self.train_idx[i] for i in torch.randperm(n, generator=gen)[: min(cfg.batch_size, n)].tolist()]
-        x = torch.from_numpy(self.store.arrays[idx])
-        t = torch.from_numpy(self.teacher_embeds[idx])
+        torch.manual_seed(self.world.seed(cfg.seed * 1_000_003 + self.step))
+        idx = self.sampler.draw(gen)
+        share = self.sampler.share  # every random choice is drawn for the global batch, applied to this share
+        x = torch.from_numpy(self.store.arrays[idx[share]])
+        t = torch.from_numpy(self.teacher_embeds[idx[share]])
         if cfg.augment:  # augmented views need fresh teacher targets
-            x = augment(x, self.student_cfg.modality, gen)
-            if cfg.photometric:
-                pc = self.teacher.config.preprocess
-                x = photometric(x, pc.modality, gen, [True] * len(x), mean=pc.mean, std=pc.std)
+            pc = self.teacher.config.preprocess
+            crops = draw_augment((len(idx), *self.store.arrays.shape[1:]), self.student_cfg.modality, gen)
+            recolour = draw_photometric(pc.modality, gen, [True] * len(idx)) if cfg.photometric else None
+            x = apply_augment(x, self.student_cfg.modality, crops.rows(share))
+            if recolour is not None:
+                x = apply_photometric(x, pc.modality, recolour[share], mean=pc.mean, std=pc.std)
             with torch.no_grad():
-                t = self.teacher.encode_vision(x)
-        loss = self.loss(self.student.encode_vision(self.student_input(x)), t)
+                t = self.teacher.encode_vision(x.to(self.device))
+        x, t = x.to(self.device), t.to(self.device)
+        forward = self.ddp if self.ddp is not None else self.student.encode_vision
+        loss = self.loss(forward(self.student_input(x)), t)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
         self.sched.step()
         self.step += 1
-        return {"step": self.step, "loss": float(loss.detach()), "lr": self.sched.get_last_lr()[0]}
+        return {"step": self.step, "loss": self.world.mean(float(loss.detach())), "lr": self.sched.get_last_lr()[0]}
 
     @torch.no_grad()
     def evaluate(self, idx: list[int] | None = None) -> dict[str, Any]:
-        """Held-out teacher-vs-student cosine and zero-shot agreement over the probe texts."""
+        """Held-out teacher-vs-student cosine and zero-shot agreement over the probe texts (every process of a
+        distributed run evaluates: the same weights, the same numbers)."""
         idx = self.val_idx if idx is None else idx
         if not idx:
             return {}
         self.student.eval()
         batches = (torch.from_numpy(self.store.arrays[idx[i : i + 32]]) for i in range(0, len(idx), 32))
-        s = torch.cat([self.student.encode_vision(self.student_input(x)) for x in batches])
-        t = torch.from_numpy(self.teacher_embeds[idx])
+        s = torch.cat([self.student.encode_vision(self.student_input(x.to(self.device))) for x in batches])
+        t = torch.from_numpy(self.teacher_embeds[idx]).to(self.device)
         cos = F.cosine_similarity(s, t)
         agree = ((s @ self.text_embeds.T).argmax(1) == (t @ self.text_embeds.T).argmax(1)).float().mean()
         return {
@@ -273,6 +313,7 @@ class Distiller:
     def try_resume(self) -> bool:
         """Continue from ``output/last`` when an earlier run left its state there."""
         resumed = self.state.resume()
+        self.world.agree(resumed.step if resumed else 0, f"the step to resume from ({self.out / 'last'})")
         if resumed is None:
             return False
         self.step, self.before = resumed.step, resumed.record.get("before", {})
@@ -284,7 +325,8 @@ class Distiller:
         self.out.mkdir(parents=True, exist_ok=True)
         if not (resume and self.try_resume()):  # a resumed run keeps the "before" of its first start
             self.before = self.evaluate()
-        with MetricsLog(self.out, tensorboard=cfg.tensorboard) as metrics:
+        process = self.world.process
+        with MetricsLog(self.out, tensorboard=cfg.tensorboard, process=process) as metrics:
             if self.step == 0 and self.before:
                 metrics.eval(0, self.before)
             train_loop(
@@ -296,8 +338,12 @@ class Distiller:
                 metrics=metrics,
                 stop_after=stop_after,
                 progress="distill" if progress else "",
+                process=process,
             )
-        save_pretrained(self.student.eval(), self.out / "student", tokenizer_dir=self.teacher_dir)
+        self.student.eval()
+        if self.world.is_main:
+            save_pretrained(self.student, self.out / "student", tokenizer_dir=self.teacher_dir)
+        self.world.barrier()
         t_flops, t_params = flops_and_params(self.teacher)
         s_flops, s_params = flops_and_params(self.student)
         result = DistillResult(
@@ -312,7 +358,8 @@ class Distiller:
             },
             {"before": self.before, "after": self.evaluate()},
         )
-        (self.out / "report.json").write_text(json.dumps(dataclasses.asdict(result), default=str, indent=2))
+        if self.world.is_main:
+            (self.out / "report.json").write_text(json.dumps(dataclasses.asdict(result), default=str, indent=2))
         return result
 
 
@@ -332,6 +379,7 @@ __all__ = [
     "PRESETS",
     "DistillResult",
     "Distiller",
+    "VisionForward",
     "distill",
     "flops_and_params",
     "inherit_weights",

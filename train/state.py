@@ -7,9 +7,11 @@ A run's ``output/`` folder holds ``last/``, the state that resumes the run: an o
 with the same weights as an uninterrupted one when every step draws its batch and randomness from
 ``(seed, step)``, as :class:`~lbedge.train.bind.Binder` and :class:`~lbedge.train.distill.Distiller` do.
 
-One process for now. The :class:`Process` a trainer passes says which process writes files (``is_main``) and how
-the processes wait for each other (``barrier``, called around every save): a distributed trainer would pass
-``Process(rank == 0, torch.distributed.barrier)``. Every process loads the state on resume.
+The :class:`Process` a trainer passes says which process writes files (``is_main``) and how the processes wait
+for each other (``barrier``, called around every save): one process alone by default; under torchrun the
+trainers pass their :class:`~lbedge.train.distributed.World`'s (rank 0 writes, ``torch.distributed.barrier``).
+Every process loads the state on resume. Nothing saved depends on the number of processes (a step's samples
+are a function of the seed, the step and the global batch, :mod:`.sampler`), so a run resumes on another number.
 """
 
 from __future__ import annotations

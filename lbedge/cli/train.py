@@ -1,4 +1,8 @@
-"""Train: ``lbedge train bind``, ``merge``, ``distill`` and ``lb-mini`` (needs ``lbedge[train]``)."""
+"""Train: ``lbedge train bind``, ``merge``, ``distill`` and ``lb-mini`` (needs ``lbedge[train]``).
+
+``bind`` and ``distill`` run unchanged under ``torchrun`` (docs/distributed-training.md): each process joins the
+run's process group, the main one prints and writes.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,15 @@ from pathlib import Path
 import click
 
 from .common import writable_output
+
+_DEVICE_HELP = "cpu or cuda (under torchrun each process trains on its own GPU, cuda:LOCAL_RANK)."
+_TIMEOUT_HELP = (
+    "Under torchrun: seconds a process waits for the others at a collective step before the run fails [default: 1800]."
+)
+
+
+def _silent(*args: object, **kwargs: object) -> None:
+    """click.echo of the processes other than the main one."""
 
 
 @click.group()
@@ -32,25 +45,32 @@ def train() -> None:
 @click.option("--seed", type=int)
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]))
 @click.option("--on-bad-data", type=click.Choice(["skip", "stop"]))
+@click.option("--device", help=_DEVICE_HELP)
 @click.option("--no-resume", is_flag=True, help="Start over even if the run folder has a checkpoint.")
-def train_bind(config_file: Path | None, no_resume: bool, **opts) -> None:
-    """Bind a modality tower to the frozen language tower (LoRA, symmetric InfoNCE)."""
+@click.option("--dist-timeout", type=float, help=_TIMEOUT_HELP)
+def train_bind(config_file: Path | None, no_resume: bool, dist_timeout: float | None, **opts) -> None:
+    """Bind a modality tower to the frozen language tower (LoRA, symmetric InfoNCE). Under torchrun, every
+    process trains on its share of each global batch (--batch-size is the global batch)."""
     from ..train.bind import Binder
     from ..train.config import BindConfig, load_config
+    from ..train.distributed import DEFAULT_TIMEOUT, distributed_run
 
     cfg = load_config(BindConfig, config_file, opts)
-    b = Binder(cfg)
-    click.echo(
-        f"binding {cfg.modality}: {len(b.train_idx)} training samples, {len(b.val_idx) or len(b.val or [])} "
-        f"held out, {len(b.store.bad)} bad (see {cfg.output}/bad_samples.jsonl)"
-    )
-    res = b.run(resume=not no_resume)
+    with distributed_run(cfg.device, timeout=dist_timeout or DEFAULT_TIMEOUT) as world:
+        say = click.echo if world.is_main else _silent
+        b = Binder(cfg, world=world)
+        say(
+            f"binding {cfg.modality}: {len(b.train_idx)} training samples, {len(b.val_idx) or len(b.val or [])} "
+            f"held out, {len(b.store.bad)} bad (see {cfg.output}/bad_samples.jsonl)"
+            + (f"; {world.size} processes, global batch {b.sampler.global_batch}" if world.distributed else "")
+        )
+        res = b.run(resume=not no_resume)
     for ev in res.evals:
-        click.echo(
+        say(
             f"step {ev['step']}: zero-shot top-1 {ev['zero_shot_top1']:.3f} (chance {ev['chance_top1']:.3f}), "
             f"retrieval R@1 {ev['retrieval_r1']:.3f}"
         )
-    click.echo(f"checkpoint {res.output / 'last'} (step {res.steps}); metrics in {res.output / 'metrics.jsonl'}")
+    say(f"checkpoint {res.output / 'last'} (step {res.steps}); metrics in {res.output / 'metrics.jsonl'}")
 
 
 @train.command("merge")
@@ -76,19 +96,25 @@ def train_merge(run: Path, output: Path) -> None:
 @click.option("--batch-size", type=int)
 @click.option("--lr", type=float)
 @click.option("--seed", type=int)
-def train_distill(config_file: Path | None, **opts) -> None:
-    """Distil the teacher's vision tower into a smaller student in the same language space."""
+@click.option("--device", help=_DEVICE_HELP)
+@click.option("--dist-timeout", type=float, help=_TIMEOUT_HELP)
+def train_distill(config_file: Path | None, dist_timeout: float | None, **opts) -> None:
+    """Distil the teacher's vision tower into a smaller student in the same language space. Under torchrun,
+    every process trains on its share of each global batch (--batch-size is the global batch)."""
     from ..train.config import DistillConfig, load_config
     from ..train.distill import Distiller
+    from ..train.distributed import DEFAULT_TIMEOUT, distributed_run
 
     cfg = load_config(DistillConfig, config_file, opts)
-    res = Distiller(cfg).run()
+    with distributed_run(cfg.device, timeout=dist_timeout or DEFAULT_TIMEOUT) as world:
+        res = Distiller(cfg, world=world).run()
+    say = click.echo if world.is_main else _silent
     after, before = res.heldout["after"], res.heldout["before"]
-    click.echo(
+    say(
         f"student {res.output}: {res.student['params'] / 1e6:.2f} M params, {res.student['gflops']:.2f} GFLOP "
         f"(teacher {res.teacher['params'] / 1e6:.2f} M, {res.teacher['gflops']:.2f} GFLOP)"
     )
-    click.echo(
+    say(
         f"held-out cosine to teacher {before.get('mean_cosine', 0):.3f} -> {after.get('mean_cosine', 0):.3f}, "
         f"zero-shot agreement {after.get('zero_shot_agreement', 0):.3f}"
     )
@@ -111,8 +137,13 @@ def train_lb_mini(quick: bool, work: Path, out: Path, threads: int) -> None:
     """Build lb-mini, lbedge's embedded default, from scratch: world data, RGB tower, LoRA binding of depth,
     thermal and audio, merge, students, INT8 bundles (resumable: finished stages are skipped)."""
     import dataclasses
+    import os
 
+    from ..errors import UsageError
     from ..lbmini.recipe import LbMiniRecipe, quick_recipe, run_recipe
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise UsageError("lbedge train lb-mini runs in one process: run it without torchrun (bind and distill use it)")
 
     recipe = quick_recipe(work, out) if quick else LbMiniRecipe(work=str(work), out=str(out))
     record = run_recipe(dataclasses.replace(recipe, threads=threads), say=click.echo)
