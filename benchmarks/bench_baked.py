@@ -237,7 +237,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5, help="Fresh processes per variant (medians are reported).")
     ap.add_argument("--models", default="lb-mini,vit-l")
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results_baked.json")
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=ROOT / "build" / "benchmarks" / "results_baked.json",
+        help="output JSON",
+    )
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     results: dict = {
@@ -267,6 +272,7 @@ def main() -> None:
         else:
             sys.exit(f"unknown model {model!r}: lb-mini, vit-l")
     results["load_average_after"] = os.getloadavg()
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(table(results))
 

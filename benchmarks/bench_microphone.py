@@ -133,6 +133,7 @@ def main() -> int:
     print(f"device-clock gaps: {summary(result['device_gaps_s'], a.hop)}")
     print(f"dropped windows {result['dropped_windows']}, input overflows {result['overflows']}")
     if a.out:
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         a.out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
     return 0
 

@@ -6,7 +6,8 @@ frames, optionally side by side with the official processors (run in their own e
     .venv/bin/python benchmarks/bench_preprocess.py --official-python /path/venv/bin/python \
         --official /path/LanguageBind
 
-Prints a table (median milliseconds per input, warm-up excluded) and writes benchmarks/results_preprocess.json.
+Prints a table (median milliseconds per input, warm-up excluded) and writes its JSON to --out
+(default build/benchmarks/results_preprocess.json).
 """
 
 from __future__ import annotations
@@ -63,7 +64,12 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=30)
     ap.add_argument("--official-python", help="Python of an environment with the official code's pins.")
     ap.add_argument("--official", help="Checkout of the official LanguageBind repository.")
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results_preprocess.json")
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=ROOT / "build" / "benchmarks" / "results_preprocess.json",
+        help="output JSON",
+    )
     args = ap.parse_args()
     cv2.setNumThreads(1)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -90,6 +96,7 @@ def main() -> None:
     for case, ms in ours.items():
         ref = theirs.get(case)
         print(f"{case:40s} {ms:10.2f} {ref if ref is not None else '-':>12}")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
         json.dumps({"lbedge": ours, "official": theirs, "threads": 1, "repeat": args.repeat}, indent=1) + "\n"
     )

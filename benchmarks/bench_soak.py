@@ -114,7 +114,11 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=300.0)
     ap.add_argument("--sample-s", type=float, default=10.0)
     ap.add_argument("--media", default=str(ROOT / "out" / "lb-mini-media"))
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results_soak.json"))
+    ap.add_argument(
+        "--out",
+        default=str(ROOT / "build" / "benchmarks" / "results_soak.json"),
+        help="output JSON",
+    )
     args = ap.parse_args()
 
     media = demo_media(args.media)
@@ -193,6 +197,7 @@ def main() -> None:
             all(b["results"][n] > a["results"][n] for n in sources) for a, b in zip(samples, samples[1:])
         ),
     }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     print(json.dumps({k: v for k, v in report.items() if k != "samples"}, indent=1))
 

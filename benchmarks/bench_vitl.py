@@ -288,7 +288,11 @@ def main() -> None:
     )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--modalities", default="image,audio")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results_vitl.json"))
+    ap.add_argument(
+        "--out",
+        default=str(ROOT / "build" / "benchmarks" / "results_vitl.json"),
+        help="output JSON",
+    )
     ap.add_argument("--work", default=None, help="Keep the exported bundles here (default: a temp folder).")
     args = ap.parse_args()
     if args.timing_only:
@@ -316,6 +320,7 @@ def main() -> None:
                 res[m]["torch_eager_fp32"]["p50_ms"] / res[m]["ort_fp32"]["p50_ms"], 2
             )
             print(json.dumps({m: t}), flush=True)
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(res, indent=2) + "\n")
         return
     out = {
@@ -330,6 +335,7 @@ def main() -> None:
         for m in args.modalities.split(","):
             out[m] = run(m, args.threads, work)
             print(json.dumps(out[m], indent=1), flush=True)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps({k: v for k, v in out.items() if not isinstance(v, dict)}))
 

@@ -481,7 +481,11 @@ def main() -> None:
     ap.add_argument("--requantize", action="store_true")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--iters", type=int, default=5)
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results_modelopt.json"))
+    ap.add_argument(
+        "--out",
+        default=str(ROOT / "build" / "benchmarks" / "results_modelopt.json"),
+        help="output JSON",
+    )
     ap.add_argument(
         "--diagnostic-only",
         action="store_true",
@@ -508,6 +512,7 @@ def main() -> None:
         res["softmax_scale_diagnostic"] = softmax_scale_diagnostic(
             diag_graph, Path(args.ort_int8), work, ref, held, args.threads
         )
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(res, indent=1))
         print(res["softmax_scale_diagnostic"])
         return
@@ -585,6 +590,7 @@ def main() -> None:
         "no GPU / TensorRT here: TRT compatibility = lbedge.quantize.trt_ops.check_ops (ONNX parser op "
         "table) plus the zero-point/dtype checks in graph.activation_quantize",
     ]
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(res, indent=1))
     print("wrote", args.out, flush=True)
 

@@ -161,39 +161,102 @@ def bench_bundle(
     warmup: int = 2,
     iters: int = 10,
     towers: Sequence[str] = ("vision", "text"),
+    isolate: bool = True,
 ) -> dict[str, Any]:
-    """Benchmark every (backend, precision) graph of a bundle."""
-    from .bundle import Manifest, load_bundle
+    """Benchmark every (backend, precision) graph of a bundle. ``isolate``: each graph in a process of its own,
+    so the memory reported for it (``graphs``, ``graph_mb``) is its own, not that of every graph loaded before."""
+    from .bundle import Manifest
 
     folder = Path(path)
     man = Manifest.read(folder)
     cfg = PreprocessConfig.from_dict(man.preprocess)
-    rows = [bench_preprocess(cfg, warmup=warmup, iters=iters)]
-    ids = None
+    rows = [bench_preprocess(cfg, warmup=warmup, iters=iters).to_dict()]
+    graphs = []
+    run = _in_child if isolate else _bench_graph
     for be in backends:
-        if be == "torch":
-            rows += _bench_torch(man, cfg, batches, threads, warmup, iters, towers)
-            continue
-        for tower in towers:
-            for prec in [p for p in man.towers.get(tower, {}) if precisions is None or p in precisions]:
-                kw = {"precision": prec} if tower == "vision" else {"text_precision": prec}
-                enc = load_bundle(folder, backend=be, threads=threads, **kw)
-                runner = enc.vision if tower == "vision" else enc.text
-                if tower == "vision":
-                    x = enc.preprocess(sample_raw_input(cfg))
-                else:
-                    ids = ids if ids is not None else enc.tokenize([SAMPLE_PROMPT])[0]
-                    x = np.minimum(ids, int(man.text["vocab_size"]) - 1)
-                rows += bench_backend(
-                    runner, x, stage=tower, precision=prec, batches=batches, threads=threads, warmup=warmup, iters=iters
-                )
+        jobs = (
+            [("torch", tower, "fp32") for tower in towers]
+            if be == "torch"
+            else [
+                (be, tower, prec)
+                for tower in towers
+                for prec in man.towers.get(tower, {})
+                if precisions is None or prec in precisions
+            ]
+        )
+        for job in jobs:
+            graph_rows, memory = run(str(folder), *job, list(batches), threads, warmup, iters)
+            rows += graph_rows
+            graphs.append({"backend": job[0], "tower": job[1], "precision": job[2], **memory})
     return {
         "bundle": str(folder),
         "modality": man.modality,
         "machine": machine(),
         "peak_rss_mb": round(peak_rss_mb(), 1),
-        "rows": [r.to_dict() for r in rows],
+        "graphs": graphs,
+        "rows": rows,
     }
+
+
+def current_rss_mb() -> float:
+    """Resident set size of this process now, in MiB (Linux; 0 where unknown)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return 0.0
+
+
+def _bench_graph(
+    folder: str,
+    backend: str,
+    tower: str,
+    precision: str,
+    batches: list[int],
+    threads: int | None,
+    warmup: int,
+    iters: int,
+) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    """The rows of one graph (one tower at one precision on one backend) and its memory: ``graph_mb``, what
+    loading it and running every batch added to the process (peak resident memory over the resident memory
+    before it was loaded, with the backend's library already imported; exact in a process of its own, see
+    ``isolate``)."""
+    import contextlib
+    import importlib
+
+    from .bundle import Manifest, load_bundle
+
+    with contextlib.suppress(ImportError):  # the runtime's own libraries are not the graph's memory
+        importlib.import_module(backend)
+    before = current_rss_mb()
+    man = Manifest.read(Path(folder))
+    cfg = PreprocessConfig.from_dict(man.preprocess)
+    if backend == "torch":
+        rows = _bench_torch(man, cfg, batches, threads, warmup, iters, (tower,))
+    else:
+        kw = {"precision": precision} if tower == "vision" else {"text_precision": precision}
+        with load_bundle(folder, backend=backend, threads=threads, **kw) as enc:
+            runner = enc.vision if tower == "vision" else enc.text
+            if tower == "vision":
+                x = enc.preprocess(sample_raw_input(cfg))
+            else:
+                x = np.minimum(enc.tokenize([SAMPLE_PROMPT])[0], int(man.text["vocab_size"]) - 1)
+            kws = dict(stage=tower, precision=precision, batches=batches, threads=threads, warmup=warmup, iters=iters)
+            rows = bench_backend(runner, x, **kws)
+    memory = {"rss_before_mb": round(before, 1), "graph_mb": round(max(0.0, peak_rss_mb() - before), 1)}
+    return [r.to_dict() for r in rows], memory
+
+
+def _in_child(*args: Any) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    """:func:`_bench_graph` in a fresh process (spawned: no memory inherited), so ``graph_mb`` is that graph's
+    alone; an error in the child is raised here."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(_bench_graph, *args).result()
 
 
 def _bench_torch(

@@ -37,6 +37,7 @@ import numpy as np
 
 from .baked import BakedLabels, read_baked
 from .config import PreprocessConfig, TextConfig
+from .cpu import int8_weights_suit
 from .deps import available
 from .encoder import Encoder
 from .engine import EngineManifest, sha256_file
@@ -249,6 +250,12 @@ def choose_tower(man: Manifest, folder: Path, tower: str, backend: str, precisio
         return TowerChoice(tower, "tensorrt", prec, engines[prec], f"TensorRT engine {engines[prec].name}")
     prec = pick_precision(man, tower, precision, "onnxruntime")
     reason = "ONNX Runtime"
+    bits = man.towers[tower][prec].details.get("int8", {}).get("weight_bits") if prec == "int8" else None
+    if bits is not None:
+        suits, why = int8_weights_suit(int(bits))
+        if not suits:
+            log.warning("%s tower of %s: %s", tower, folder, why)
+            reason = f"ONNX Runtime; {why}"
     if backend == "auto" and available("tensorrt"):
         which = "" if precision == "auto" else f"{precision} "
         reason = (

@@ -330,7 +330,9 @@ class LbMini:
                 calib = load_inputs(files[: len(files) // 2], pre)
                 hold = load_inputs(files[len(files) // 2 :], pre)
                 export_bundle(ckpt, dst, inputs=hold.arrays[:8], text_bundle=text)
-                add_int8(dst, calib, holdout=hold, config=Int8Config(target="cpu"), labels=_probe_labels())
+                # 7-bit weights: shipped bundles run on any CPU, with or without VNNI (lbedge.cpu)
+                int8 = Int8Config(target="cpu", reduce_range=True)
+                add_int8(dst, calib, holdout=hold, config=int8, labels=_probe_labels())
                 sizes[str(dst.relative_to(self.out))] = sum(f.stat().st_size for f in dst.rglob("*") if f.is_file())
         return {"bytes": sizes, "total_bytes": sum(sizes.values())}
 

@@ -31,7 +31,7 @@ from . import onnx_utils
 from .calibration import InputSet, load_inputs
 from .export import ExportConfig, export_tower, ort_outputs
 from .fp16 import convert_fp16
-from .int8 import Int8Config, quantize_int8
+from .int8 import Int8Config, quantize_int8, resolved_method
 
 log = logging.getLogger(__name__)
 
@@ -430,6 +430,24 @@ def _text_model(source: Path) -> tuple[Any, tuple[str, ...]]:
     return model.eval(), tuple(text_cfg.tokenizer_files)
 
 
+def int8_inputs(config: Int8Config, calib: InputSet | None, val: InputSet | None) -> InputSet:
+    """The calibration set INT8 quantization with ``config`` needs: ``calib`` (required by the calibrated
+    methods), or none at all for dynamic quantization when held-out inputs (``val``) are given."""
+    if calib is not None:
+        return calib
+    if resolved_method(config) != "dynamic":
+        raise InputError(
+            f"INT8 ({resolved_method(config)} calibration, {config.target} target) needs real calibration inputs: "
+            "pass --calib DIR (images, frames, audio or videos)"
+        )
+    if val is None:
+        raise InputError(
+            "dynamic INT8 calibrates nothing, but its agreement with FP32 is checked on real held-out inputs: "
+            "pass --val DIR (or --calib DIR, of which one in four files is held out)"
+        )
+    return InputSet(np.zeros((0, *val.arrays.shape[1:]), dtype=val.arrays.dtype), [], [], "")
+
+
 def build_bundle(
     checkpoint: str | Path,
     out: str | Path,
@@ -460,9 +478,9 @@ def build_bundle(
         raise InputError(f"unknown precision(s) {sorted(bad)}: choose fp32, fp16, int8")
     pre = Preprocessor(ModelConfig.from_json(checkpoint).preprocess)
     calib_set = load_inputs(calib, pre, limit=calib_limit) if calib else None
-    if "int8" in precisions and calib_set is None:
-        raise InputError("INT8 needs real calibration inputs: pass --calib DIR (images, frames, audio or videos)")
     val_set = load_inputs(val, pre) if val else None
+    if "int8" in precisions:
+        calib_set = int8_inputs(int8_config or Int8Config(), calib_set, val_set)
     if calib_set is not None and val_set is None:
         calib_set, val_set = calib_set.split()
     man, _ = export_bundle(checkpoint, out, inputs=val_set.arrays[:8] if val_set else None, config=export_config)

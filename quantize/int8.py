@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from lbedge.cpu import int8_weight_bits
 from lbedge.errors import LBEdgeError
 from lbedge.progress import stage
 
@@ -62,12 +63,16 @@ class Int8Config:
     method: str | None = None  # minmax | entropy | percentile | dynamic (cpu only); None: default
     percentile: float = 99.999
     per_channel: bool = True
-    # 7-bit weights for the cpu target: ONNX Runtime's U8S8 kernels on x86 without VNNI (AVX2, AVX-512BW) sum
-    # pairs of u8*s8 products into saturating int16, which full-range weights overflow; None: cpu only
+    # 7-bit weights: ONNX Runtime's U8S8 kernels on x86 without VNNI or AMX (AVX2, AVX-512BW) sum pairs of u8*s8
+    # products into saturating int16, which full-range weights overflow. None: for the cpu target, 7 bits unless
+    # the CPU building the graph accumulates exactly (lbedge.cpu.int8_weight_bits); tensorrt: 8 bits
     reduce_range: bool | None = None
     min_cosine: float = 0.99  # target: worst held-out embedding cosine vs FP32
     max_fallback_rounds: int = 4
     op_types: tuple[str, ...] = ("MatMul", "Conv", "Gemm")
+    # each self-attention as one ONNX Runtime MultiHeadAttention kernel (.attention_fusion); None: for the cpu
+    # target (TensorRT cannot parse com.microsoft operators, so never for tensorrt)
+    fuse_attention: bool | None = None
 
 
 @dataclass
@@ -80,6 +85,9 @@ class Int8Report:
     agreement: onnx_utils.Agreement | None
     rounds: list[dict[str, Any]] = field(default_factory=list)
     quantized_nodes: int = 0
+    weight_bits: int = 8
+    weight_bits_reason: str = ""
+    fused_attention: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -91,6 +99,9 @@ class Int8Report:
             "quantized_nodes": self.quantized_nodes,
             "agreement": self.agreement.to_dict() if self.agreement else None,
             "rounds": self.rounds,
+            "weight_bits": self.weight_bits,
+            "weight_bits_reason": self.weight_bits_reason,
+            "fused_attention": self.fused_attention,
         }
 
 
@@ -108,6 +119,44 @@ class _Reader:
 
     def rewind(self) -> None:
         self.i = 0
+
+
+def _fusing(cfg: Int8Config) -> bool:
+    if cfg.fuse_attention and cfg.target == "tensorrt":
+        raise QuantizationError(
+            "fused attention (com.microsoft.MultiHeadAttention) is for ONNX Runtime: not with TensorRT"
+        )
+    return cfg.target == "cpu" if cfg.fuse_attention is None else cfg.fuse_attention
+
+
+def _fuse_attention(path: Path) -> int:
+    """Fuse the attention blocks of the graph at ``path`` in place (:mod:`.attention_fusion`); how many."""
+    from .attention_fusion import fuse_attention
+
+    model = onnx.load(str(path))
+    fused = fuse_attention(model)
+    if fused:
+        big = model.ByteSize() > 1_800_000_000  # protobuf's 2 GB limit: weights beside the graph
+        onnx.save(model, str(path), save_as_external_data=big, location=path.name + ".data" if big else None)
+        stage("fused %d attention blocks into ONNX Runtime's MultiHeadAttention", fused)
+    return fused
+
+
+def resolved_method(cfg: Int8Config) -> str:
+    """The calibration method ``cfg`` runs: as given, or the target's default (dynamic for cpu, minmax for
+    tensorrt). ``dynamic`` calibrates nothing: it needs held-out inputs only, for the agreement check."""
+    return cfg.method or ("dynamic" if cfg.target == "cpu" else "minmax")
+
+
+def weight_width(cfg: Int8Config) -> tuple[bool, str]:
+    """(reduce_range, why) for ``cfg``: as given, else 8-bit weights for TensorRT and for CPUs whose INT8 kernels
+    accumulate exactly, 7-bit for the others (:func:`lbedge.cpu.int8_weight_bits` of the building machine)."""
+    if cfg.reduce_range is not None:
+        return cfg.reduce_range, f"{7 if cfg.reduce_range else 8}-bit weights asked for"
+    if cfg.target != "cpu":
+        return False, "TensorRT: symmetric 8-bit weights"
+    bits = int8_weight_bits()
+    return bits.bits == 7, f"built on {bits.reason}"
 
 
 def fallback_groups(model: onnx.ModelProto, op_types: tuple[str, ...]) -> list[list[str]]:
@@ -243,7 +292,7 @@ def quantize_int8(
     if cfg.target not in TARGETS:
         raise QuantizationError(f"unknown INT8 target {cfg.target!r}: choose {', '.join(TARGETS)}")
     if cfg.method is None:
-        cfg = dataclasses.replace(cfg, method="dynamic" if cfg.target == "cpu" else "minmax")
+        cfg = dataclasses.replace(cfg, method=resolved_method(cfg))
     if cfg.method not in METHODS:
         raise QuantizationError(f"unknown calibration method {cfg.method!r}: choose {', '.join(METHODS)}")
     if cfg.method == "dynamic" and cfg.target != "cpu":
@@ -257,7 +306,7 @@ def quantize_int8(
         "percentile": CalibrationMethod.Percentile,
         "dynamic": None,
     }[cfg.method]
-    reduce_range = cfg.target == "cpu" if cfg.reduce_range is None else cfg.reduce_range
+    reduce_range, bits_reason = weight_width(cfg)
     t0 = time.perf_counter()
     src, dst = Path(src), Path(dst)
     model = onnx.load(str(src), load_external_data=False)
@@ -271,6 +320,7 @@ def quantize_int8(
     with tempfile.TemporaryDirectory() as tmp:
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+        fused = _fuse_attention(pre) if _fusing(cfg) else 0
         extra = {
             "ActivationSymmetric": cfg.target == "tensorrt",
             "WeightSymmetric": True,
@@ -319,7 +369,19 @@ def quantize_int8(
                 run(excluded)
     q = onnx.load(str(dst), load_external_data=False)
     n_q = sum(1 for n in q.graph.node if n.op_type in ("DequantizeLinear", "MatMulInteger"))
-    report = Int8Report(cfg.target, cfg.method, time.perf_counter() - t0, len(calib), excluded, agree, rounds, n_q)
+    report = Int8Report(
+        cfg.target,
+        cfg.method,
+        time.perf_counter() - t0,
+        len(calib),
+        excluded,
+        agree,
+        rounds,
+        n_q,
+        7 if reduce_range else 8,
+        bits_reason,
+        fused,
+    )
     if agree is not None and agree.min_cosine < cfg.min_cosine:
         log.warning(
             "int8 agreement %.4f is below the target %.4f even with %d layers in float",

@@ -426,14 +426,17 @@ def test_cli_deploy_commands(tmp_path, make_checkpoint):
     stages = {(row["stage"], row["precision"], row["batch"]) for row in res["rows"]}
     assert ("preprocess", "fp32", 1) in stages and ("vision", "int8", 2) in stages and ("text", "fp32", 1) in stages
     assert res["peak_rss_mb"] > 0
+    graphs = {(g["tower"], g["precision"]): g for g in res["graphs"]}  # each measured in a process of its own
+    assert {("vision", "fp32"), ("vision", "int8"), ("text", "fp32")} <= set(graphs)
+    assert all(g["graph_mb"] > 0 and g["rss_before_mb"] > 0 for g in graphs.values())
     r = CliRunner().invoke(main, ["quantize", str(tmp_path / "b"), "-p", "int8"])
-    assert r.exit_code == 2 and "--calib" in r.output
+    assert r.exit_code == 2 and "--calib" in r.output and "--val" in r.output  # dynamic INT8 needs held-out inputs
     r = CliRunner().invoke(main, ["bench", str(tmp_path / "b"), "--batch", "x"])
     assert r.exit_code == 2 and "--batch" in r.output
 
 
 def test_int8_cpu_target_defaults_to_dynamic_quantization(tmp_path):
-    """The cpu target: dynamic per-channel 7-bit weights (no calibration), ONNX Runtime only; TensorRT refuses."""
+    """The cpu target: dynamic per-channel weights (no calibration), ONNX Runtime only; TensorRT refuses."""
     from lbedge.preprocess import Preprocessor
     from lbedge.quantize.int8 import QuantizationError
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import click
 
@@ -24,6 +24,9 @@ from .common import (
     writable_output,
 )
 
+if TYPE_CHECKING:
+    from ..quantize.int8 import Int8Config
+
 SOURCE_HELP = "The checkpoint folder to build from (official LanguageBind layout)."
 BUNDLE_HELP = "The bundle folder."
 
@@ -40,6 +43,17 @@ def resolve_int8_target(choice: str) -> str:
     return target
 
 
+def int8_config(int8_target: str, method: str | None, min_cosine: float, weight_bits: str) -> Int8Config:
+    """The INT8 settings of the command line (``--int8-target``, ``--method``, ``--min-cosine``, ``--weight-bits``)."""
+    from ..quantize.int8 import Int8Config
+
+    target = resolve_int8_target(int8_target)
+    if weight_bits != "auto" and target != "cpu":
+        raise click.UsageError(f"--weight-bits {weight_bits} is for the cpu target: TensorRT's INT8 has 8-bit weights")
+    reduce_range = None if weight_bits == "auto" else weight_bits == "7"
+    return Int8Config(target=target, method=method, min_cosine=min_cosine, reduce_range=reduce_range)
+
+
 def int8_options(fn: Callable) -> Callable:
     """The calibration and INT8 options shared by ``quantize`` and ``build``."""
     for opt in reversed(
@@ -48,13 +62,14 @@ def int8_options(fn: Callable) -> Callable:
                 "--calib",
                 multiple=True,
                 type=click.Path(path_type=Path),
-                help="Folder(s) or files of real inputs: INT8 calibration and held-out checks (repeatable).",
+                help="Folder(s) or files of real inputs: INT8 calibration and held-out checks (repeatable); "
+                "dynamic INT8 (the cpu target's default) calibrates nothing and needs only --val.",
             ),
             click.option(
                 "--val",
                 multiple=True,
                 type=click.Path(path_type=Path),
-                help="Held-out inputs (default: 1 in 4 of --calib).",
+                help="Held-out inputs for the agreement checks (default: 1 in 4 of --calib).",
             ),
             click.option(
                 "--method",
@@ -70,6 +85,15 @@ def int8_options(fn: Callable) -> Callable:
                 show_default=True,
                 type=click.FloatRange(-1.0, 1.0),
                 help="INT8 target; below it layers fall back to float.",
+            ),
+            click.option(
+                "--weight-bits",
+                type=click.Choice(["auto", "8", "7"]),
+                default="auto",
+                show_default=True,
+                help="INT8 weight width for the cpu target: 8 where this CPU's INT8 kernels add exactly in int32 "
+                "(VNNI, AMX, ARM64 dot product), 7 elsewhere (x86 without VNNI sums into saturating int16); pass 7 "
+                "for a bundle that runs on any CPU. The tensorrt target always has 8.",
             ),
             click.option(
                 "--int8-target",
@@ -165,6 +189,7 @@ def build(
     method: str | None,
     min_cosine: float,
     int8_target: str,
+    weight_bits: str,
     labels: str | None,
     labels_file: Path | None,
     templates: tuple[str, ...],
@@ -179,17 +204,16 @@ def build(
         raise click.UsageError("--template and --drop-text bake labels: give them with --labels or --labels-file")
     writable_output(output, folder=True)
     from ..quantize.bundle_build import build_bundle
-    from ..quantize.int8 import Int8Config
 
     precs = {"fp32": ["fp32"], "fp16": ["fp32", "fp16"], "int8": ["fp32", "fp16", "int8"]}[precision]
-    target = resolve_int8_target(int8_target) if "int8" in precs else "cpu"
+    config = int8_config(int8_target, method, min_cosine, weight_bits) if "int8" in precs else None
     man = build_bundle(
         source,
         output,
         precisions=precs,
         calib=calib,
         val=val,
-        int8_config=Int8Config(target=target, method=method, min_cosine=min_cosine),
+        int8_config=config,
         labels=names,
         templates=list(templates) or None,
         drop_text=drop_text,
@@ -250,6 +274,7 @@ def quantize(
     method: str | None,
     min_cosine: float,
     int8_target: str,
+    weight_bits: str,
     limit: int,
     as_json: bool,
 ) -> None:
@@ -257,10 +282,10 @@ def quantize(
     folder = one_model(model, bundle, "BUNDLE")
     from ..bundle import Manifest
     from ..config import PreprocessConfig
+    from ..errors import InputError
     from ..preprocess import Preprocessor
-    from ..quantize.bundle_build import add_fp16, add_int8
+    from ..quantize.bundle_build import add_fp16, add_int8, int8_inputs
     from ..quantize.calibration import load_inputs
-    from ..quantize.int8 import Int8Config
 
     man = Manifest.read(folder)
     pre = Preprocessor(PreprocessConfig.from_dict(man.preprocess))
@@ -268,15 +293,15 @@ def quantize(
     if precision == "fp16":
         man = add_fp16(folder, inputs=val_set.arrays if val_set else None)
     else:
-        if not calib:
-            raise click.UsageError("INT8 needs real inputs (calibration and held-out checks): pass --calib DIR")
-        target = resolve_int8_target(int8_target)
-        calib_set = load_inputs(calib, pre, limit=limit)
-        for f, why in calib_set.skipped:
+        config = int8_config(int8_target, method, min_cosine, weight_bits)
+        calib_set = load_inputs(calib, pre, limit=limit) if calib else None
+        for f, why in calib_set.skipped if calib_set else ():
             click.echo(f"skipped {f}: {why}", err=True)
-        man = add_int8(
-            folder, calib_set, holdout=val_set, config=Int8Config(target=target, method=method, min_cosine=min_cosine)
-        )
+        try:
+            calib_set = int8_inputs(config, calib_set, val_set)
+        except InputError as exc:
+            raise click.UsageError(str(exc)) from None
+        man = add_int8(folder, calib_set, holdout=val_set, config=config)
     report_bundle(folder, man, as_json, f"bundle {folder}:")
 
 
@@ -475,8 +500,14 @@ def bench(
         echo_json(res)
         return
     click.echo(format_table(res["rows"]))
+    for g in res.get("graphs", []):
+        click.echo(
+            f"memory {g['tower']:<6} {g['backend']:<12} {g['precision']:<5} {g['graph_mb']:>8.1f} MiB "
+            f"(in a process of its own: {g['rss_before_mb']:.0f} MiB with the runtime imported, before loading)"
+        )
+    what = "this process, preprocessing" if res.get("graphs") else "the whole process"
     click.echo(
-        f"peak RSS {res['peak_rss_mb']} MiB (the whole process); {res['machine']['cpus']} CPUs; threads: "
+        f"peak RSS {res['peak_rss_mb']} MiB ({what}); {res['machine']['cpus']} CPUs; threads: "
         f"{threads or 'the runtime default (all cores)'}"
     )
 
