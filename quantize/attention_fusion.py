@@ -9,7 +9,9 @@ pattern exactly as exported, and leaves anything else alone (masked attention, o
 cannot match runs as before.
 
 The fused graph is for ONNX Runtime only (TensorRT has no ``com.microsoft`` operators): the cpu INT8 target
-uses it; bundles' FP32 and FP16 graphs and the tensorrt target stay standard ONNX.
+uses it when asked (``Int8Config(fuse_attention=True)``); it is off by default because on the ViT-L image tower
+it measured no faster than ONNX Runtime's separate kernels (benchmarks/RESULTS.md). Bundles' FP32 and FP16
+graphs and the tensorrt target stay standard ONNX.
 """
 
 from __future__ import annotations

@@ -70,9 +70,10 @@ class Int8Config:
     min_cosine: float = 0.99  # target: worst held-out embedding cosine vs FP32
     max_fallback_rounds: int = 4
     op_types: tuple[str, ...] = ("MatMul", "Conv", "Gemm")
-    # each self-attention as one ONNX Runtime MultiHeadAttention kernel (.attention_fusion); None: for the cpu
-    # target (TensorRT cannot parse com.microsoft operators, so never for tensorrt)
-    fuse_attention: bool | None = None
+    # each self-attention as one ONNX Runtime MultiHeadAttention kernel (.attention_fusion; ONNX Runtime only,
+    # TensorRT cannot parse com.microsoft operators). Off by default: on the ViT-L image tower it measured no faster
+    # than ONNX Runtime's own kernels (benchmarks/bench_int8_cpu.py)
+    fuse_attention: bool = False
 
 
 @dataclass
@@ -126,7 +127,7 @@ def _fusing(cfg: Int8Config) -> bool:
         raise QuantizationError(
             "fused attention (com.microsoft.MultiHeadAttention) is for ONNX Runtime: not with TensorRT"
         )
-    return cfg.target == "cpu" if cfg.fuse_attention is None else cfg.fuse_attention
+    return cfg.fuse_attention
 
 
 def _fuse_attention(path: Path) -> int:

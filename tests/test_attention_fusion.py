@@ -1,6 +1,6 @@
 """Fused attention for ONNX Runtime CPUs: every exported vision self-attention (spatial, and the video towers'
 temporal one) becomes one com.microsoft.MultiHeadAttention with the same outputs; masked attention (the causal
-text tower) is left alone; only the cpu INT8 target uses it, never TensorRT."""
+text tower) is left alone; the cpu INT8 target uses it when asked (off by default), TensorRT never."""
 
 from __future__ import annotations
 
@@ -56,21 +56,24 @@ def test_masked_text_attention_is_left_alone(tmp_path):
     assert fuse_attention(graph) == 0 and graph.SerializeToString() == before
 
 
-def test_only_the_cpu_int8_target_fuses(tmp_path):
+def test_only_the_cpu_int8_target_fuses_and_only_when_asked(tmp_path):
     model = load_model(OFFICIAL / "image")
     export_tower(model, "vision", tmp_path / "v.onnx")
     x = dummy_input(model, "vision", batch=4) + np.linspace(0, 1, 4, dtype=np.float32)[:, None, None, None]
     ref = _run(str(tmp_path / "v.onnx"), x)
     rep = quantize_int8(
-        tmp_path / "v.onnx", tmp_path / "c.onnx", x[:0], holdout=x, reference=ref, config=Int8Config(target="cpu")
+        tmp_path / "v.onnx",
+        tmp_path / "c.onnx",
+        x[:0],
+        holdout=x,
+        reference=ref,
+        config=Int8Config(target="cpu", fuse_attention=True),
     )
     layers = model.config.vision.num_hidden_layers
     assert rep.fused_attention == layers and rep.to_dict()["fused_attention"] == layers
     assert _ops(onnx.load(str(tmp_path / "c.onnx")))["MultiHeadAttention"] == layers
     assert rep.agreement.min_cosine > 0.99
-    plain = quantize_int8(
-        tmp_path / "v.onnx", tmp_path / "p.onnx", x[:0], config=Int8Config(target="cpu", fuse_attention=False)
-    )
+    plain = quantize_int8(tmp_path / "v.onnx", tmp_path / "p.onnx", x[:0], config=Int8Config(target="cpu"))
     assert plain.fused_attention == 0 and _ops(onnx.load(str(tmp_path / "p.onnx")))["MultiHeadAttention"] == 0
     trt = quantize_int8(tmp_path / "v.onnx", tmp_path / "t.onnx", x, config=Int8Config(target="tensorrt"))
     assert trt.fused_attention == 0
