@@ -6,8 +6,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.lbedge-installed
 # torch is pinned: an unpinned torch pulls a multi-GB CUDA build.
 TORCH  := torch==2.13.0
-# Debian packages the sensor tests need: PortAudio + a PulseAudio virtual microphone, libusb for pyrealsense2.
-SYSDEPS := libportaudio2 pulseaudio pulseaudio-utils alsa-utils libasound2-plugins libusb-1.0-0 sox
+# Debian packages the sensor tests need: PortAudio + a PulseAudio virtual microphone, libusb for pyrealsense2;
+# Chromium and its driver for the web view's browser test (tests/test_web.py).
+SYSDEPS := libportaudio2 pulseaudio pulseaudio-utils alsa-utils libasound2-plugins libusb-1.0-0 sox chromium chromium-driver
 
 LBMINI := lbmini/bundles
 
@@ -16,7 +17,7 @@ LBMINI := lbmini/bundles
 help:
 	@echo "make demo   create .venv if needed, then stream recorded held-out scenes (RGB, depth, thermal, audio)"
 	@echo "            through the live pipeline with lb-mini, the embedded default; video of every sensor: out/lb-mini-demo.mp4"
-	@echo "make test   create .venv if missing, install lbedge[torch,quantize,train,test,audio,hub,realsense,ros], lint, run the tests"
+	@echo "make test   create .venv if missing, install lbedge[torch,quantize,train,test,audio,hub,realsense,ros,web], lint, run the tests"
 	@echo "make lint   ruff check and ruff format --check"
 	@echo "make dist   build the wheel and the sdist into dist/ (lb-mini's bundles included)"
 	@echo "make lb-mini  retrain lb-mini from scratch into $(LBMINI) (48 min measured on 2 cores) and evaluate it"
@@ -29,7 +30,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH)"
-	$(BIN)/python -m pip install -q -e ".[torch,quantize,train,test,audio,hub,realsense,ros]" "$(TORCH)"
+	$(BIN)/python -m pip install -q -e ".[torch,quantize,train,test,audio,hub,realsense,ros,web]" "$(TORCH)"
 	touch $(STAMP)
 
 venv: $(STAMP)

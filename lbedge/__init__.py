@@ -15,6 +15,7 @@ from .config import MODALITIES, ModelConfig, PreprocessConfig, TextConfig, Visio
 from .encoder import Encoder
 from .errors import CheckpointError, EngineMismatch, InputError, LBEdgeError, MissingDependency, SensorError, UsageError
 from .frames import Frame, Source
+from .gate import ChangeGate
 from .pipeline import Pipeline, Result
 from .preprocess import Preprocessor
 from .tokenizer import ClipTokenizer
@@ -100,6 +101,7 @@ def load(
 
 __all__ = [
     "MODALITIES",
+    "ChangeGate",
     "CheckpointError",
     "ClipTokenizer",
     "Encoder",

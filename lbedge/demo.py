@@ -19,6 +19,7 @@ from .frames import Source, SourceTraits
 from .mosaic import Mosaic
 from .pipeline import Pipeline, Result
 from .video_output import VIDEO_SUFFIXES, VideoOutput
+from .web import WebView
 
 __all__ = ["VIDEO_SUFFIXES", "VideoOutput", "Window", "display_problem", "format_result", "run_demo", "video_source"]
 
@@ -87,6 +88,8 @@ def run_demo(
     window: bool = False,
     say=print,
     on_result: Callable[[Result], None] | None = None,
+    web: WebView | None = None,
+    web_linger: float | None = None,
 ) -> dict[str, Any]:
     """Consume the pipeline's results: JSON lines, the mosaic of every source (:class:`~lbedge.mosaic.Mosaic`)
     in one window (``window``; q or Esc quits) and/or in ``output``, and ``on_result`` for each result. Every
@@ -99,7 +102,11 @@ def run_demo(
     Returns counts, FPS, the pipeline's per-source stats, ``video_frames``, ``video_source``, ``video_codec``,
     ``video_fps`` and ``interrupted``: None, or ``"SIGINT"``/``"SIGTERM"`` when Ctrl-C or SIGTERM (see
     :mod:`lbedge.interrupt`) stopped the run; the video is finished either way. An output that cannot be
-    written is an :class:`~lbedge.errors.LBEdgeError`, never a silent success."""
+    written is an :class:`~lbedge.errors.LBEdgeError`, never a silent success.
+
+    ``web``: a started :class:`~lbedge.web.WebView` that gets the pipeline, every result and event and the mosaic
+    (at its frame rate); when the results end it keeps serving for ``web_linger`` seconds (None: until Ctrl-C or
+    SIGTERM), and it is stopped with the pipeline."""
     from .interrupt import signal_name
     from .pipeline import event_log_channel
 
@@ -108,7 +115,7 @@ def run_demo(
     as_pictures = output is not None and output.suffix.lower() not in VIDEO_SUFFIXES
     mosaic = (
         Mosaic({name: src.modality for name, src in pipeline.sources.items()}, bars=pipeline.top_k)
-        if output is not None or window
+        if output is not None or window or web is not None
         else None
     )
     follow = video_source(pipeline.sources)
@@ -119,12 +126,16 @@ def run_demo(
         nonlocal shown
         for e in pipeline.events_since(shown):
             say(f"[event] {e}")
+            if web is not None:
+                web.send_event(e)
         shown = pipeline.event_count
 
     try:
         display = Window() if window else None
         if as_pictures:
             output.mkdir(parents=True, exist_ok=True)
+        if web is not None:
+            web.attach(pipeline)
         for result in pipeline:
             n += 1
             if jsonl is not None:
@@ -132,11 +143,16 @@ def run_demo(
                 jsonl.flush()
             if on_result is not None:
                 on_result(result)
+            if web is not None:
+                web.publish_result(result)
             if mosaic is not None:
                 mosaic.update(result)
                 source = result.update.source
                 to_video = output is not None and not as_pictures and source == follow
-                img = mosaic.render() if display is not None or as_pictures or to_video else None
+                to_web = web is not None and web.wants_frame()
+                img = mosaic.render() if display is not None or as_pictures or to_video or to_web else None
+                if to_web:
+                    web.publish_frame(img)
                 if display is not None and not display.show(img):
                     break
                 if as_pictures:
@@ -151,12 +167,27 @@ def run_demo(
             show_events()
             if max_results and n >= max_results:
                 break
+        if web is not None:
+            show_events()
+            if mosaic is not None:
+                web.publish_frame(mosaic.render())  # the final state stays on the page
+            until = "until Ctrl-C" if web_linger is None else f"for {web_linger:g} s"
+            web.end(f"the results ended after {n}; the view stays up {until}")
+            if web_linger != 0:
+                say(f"the results ended; the web view {web.url} stays up {until}")
+                deadline = None if web_linger is None else time.monotonic() + web_linger
+                while web.serving and (deadline is None or time.monotonic() < deadline):
+                    left = 0.5 if deadline is None else deadline - time.monotonic()
+                    web.wait(max(0.0, min(0.5, left)))
+                    show_events()  # e.g. labels switched from the page meanwhile
     except KeyboardInterrupt as exc:
         interrupted = signal_name(exc)
         say(f"interrupted ({interrupted}): stopping")
     finally:
         event_log_channel.disabled = quiet_events
         pipeline.stop()
+        if web is not None:
+            web.stop()
         if display is not None:
             display.close()
         if writer is not None:

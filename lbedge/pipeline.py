@@ -37,14 +37,18 @@ import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from .encoder import Encoder
 from .errors import LBEdgeError, SensorError
 from .frames import Frame, Source, SourceTraits
+from .gate import ChangeGate, GateDecision, GateState, resolve_gates
 from .zeroshot import ZeroShotClassifier, check_labels, check_templates
+
+if TYPE_CHECKING:
+    from .watch import WatchConfig, WatchEngine, WatchEvent
 
 log = logging.getLogger(__name__)
 #: where events are logged (at WARNING, or INFO for recoveries and ends); an application that shows the events
@@ -110,6 +114,8 @@ class SourceResult:
     preprocess_ms: float = 0.0  # this frame's preprocessing (in its reader thread)
     frame: Frame | None = field(default=None, repr=False)  # the classified frame (for overlays)
     labels_version: int = 0  # the label set this frame was classified with (0: the pipeline's first)
+    reused: bool = False  # change gate: the model was skipped, this is the last classified frame's result again
+    age_s: float = 0.0  # when reused: seconds since that classified frame (the fusion clock)
 
 
 @dataclass
@@ -207,7 +213,10 @@ class Pipeline:
     ``(done, total)`` while the label prompts are embedded. ``sync_clock``: the times fusion compares, ``"host"``
     (capture on this host) or ``"device"`` (each frame's ``device_timestamp``, the sensor's or the message's own
     stamp, when every source stamps its frames on one clock: ROS 2 topics, a rosbag2 recording; a frame without one
-    is compared by its host time).
+    is compared by its host time). ``gate``: change-gated inference (:mod:`lbedge.gate`), one
+    :class:`~lbedge.gate.ChangeGate` for every source or a mapping source name -> gate (None: off, the default): a
+    frame whose input barely changed since the source's last classified frame re-emits that result (marked
+    ``reused``) without running the model, until the gate's maximum age (docs/sensors.md, "Change-gated inference").
     """
 
     def __init__(
@@ -232,6 +241,7 @@ class Pipeline:
         max_batch: int = 8,
         progress: Callable[[int, int], None] | None = None,
         sync_clock: str = "host",
+        gate: ChangeGate | Mapping[str, ChangeGate | None] | None = None,
     ):
         if not sources:
             raise LBEdgeError("a pipeline needs at least one source")
@@ -300,6 +310,11 @@ class Pipeline:
         self.processed = {n: 0 for n in self.sources}
         self._recent = {n: collections.deque(maxlen=100) for n in self.sources}  # (time, latency, pre, infer)
         self.results_dropped = 0
+        # change gating (lbedge.gate), touched by the worker only: per gated source its state, the logits of its
+        # reference frame (by reference id), and the results that re-emitted them instead of running the model
+        self._gates = {n: GateState(g) for n, g in resolve_gates(gate, list(self.sources)).items()}
+        self._gate_logits: dict[str, tuple[int, np.ndarray]] = {}
+        self.reused = {n: 0 for n in self.sources}
         self.error: BaseException | None = None  # what ended the worker, when it failed
         self._started = False
         self._iterating = False
@@ -341,6 +356,49 @@ class Pipeline:
     def on_result(self, callback: Callable[[Result], None]) -> None:
         """Call ``callback(result)`` from the worker thread for every result (keep it quick)."""
         self._callbacks.append(callback)
+
+    def watch(
+        self,
+        watch: "WatchConfig | str",
+        callback: "Callable[[WatchEvent], None] | None" = None,
+        *,
+        timeout: float = 120.0,
+    ) -> "WatchEngine":
+        """Run a watch (a :class:`~lbedge.watch.WatchConfig` or a watch file's path; docs/watches.md) over this
+        pipeline's results and return its :class:`~lbedge.watch.WatchEngine`.
+
+        The watch's prompts missing from the labels are added (:meth:`set_labels`, waiting up to ``timeout`` s for
+        the switch), every result then carries every label's probability, and events go to ``callback`` (from the
+        worker thread) and ``engine.history``. Call ``engine.close()`` once the pipeline has ended: it ends the
+        events still open. Times are the frames' own stamps for recordings, host times for live sources.
+        """
+        from concurrent import futures
+
+        from .watch import WatchEngine
+
+        live = any(s.live for s in self.sources.values())
+        clock = "device" if self.sync_clock == "device" or not live else "host"
+        engine = WatchEngine(
+            watch,
+            list(self.sources),
+            clock=clock,
+            callback=callback,
+            fusion_tolerance=self.sync_tolerance,
+            fusion_skew=0.0 if live else 10.0,  # recordings: wait for a slow reader (the same events every time)
+        )
+        cfg = engine.config
+        with self._classify_lock:
+            self._top_k = max(self._top_k, 1 << 20)  # detectors read every label's probability
+            self.top_k = len(self.labels)
+            missing = [p for p in cfg.label_set() if p not in self.labels]
+            new_templates = cfg.templates is not None and list(cfg.templates) != self._templates
+        if missing or new_templates:
+            try:
+                self.set_labels([*self.labels, *missing], cfg.templates).result(timeout)
+            except (TimeoutError, futures.TimeoutError):  # one class from Python 3.11, two before
+                raise LBEdgeError(f"the watch's prompts were not embedded within {timeout:g} s") from None
+        self.on_result(engine.update)
+        return engine
 
     # --- labels --------------------------------------------------------------------------------------------
     def set_labels(self, labels: Sequence[str], templates: Sequence[str] | None = None) -> Future:
@@ -447,14 +505,17 @@ class Pipeline:
         """Per source, over its last 100 results: FPS, median capture-to-result latency, preprocessing and
         model time (ms), and the running totals of processed, dropped (a live sensor's frames replaced by newer
         ones), skipped (unusable) and lost frames (frames the source itself never delivered: a recording's damaged
-        or missing frames, gaps in a device's frame numbers; the source's ``frames_lost``)."""
+        or missing frames, gaps in a device's frame numbers; the source's ``frames_lost``), and reused (results of
+        the change gate that re-emitted the last classified frame's result: model calls skipped; ``processed``
+        counts them too)."""
         out = {}
         for name, recent in self._recent.items():
             rows = list(recent)
             span = rows[-1][0] - rows[0][0] if len(rows) > 1 else 0.0
 
             def med(i: int, rows: list = rows) -> float:
-                return round(float(np.median([r[i] for r in rows])), 2) if rows else 0.0
+                vals = [r[i] for r in rows if r[i] is not None]  # reused results have no model time
+                return round(float(np.median(vals)), 2) if vals else 0.0
 
             out[name] = {
                 "fps": round((len(rows) - 1) / span, 2) if span > 0 else 0.0,
@@ -465,6 +526,7 @@ class Pipeline:
                 "dropped": self.dropped[name],
                 "skipped": self._state[name].skipped,
                 "lost": frames_lost(self.sources[name]),
+                "reused": self.reused[name],
             }
         return out
 
@@ -719,7 +781,7 @@ class Pipeline:
             batches = self._gather(names)
             for modality, items in batches.items():
                 with self._classify_lock:  # one label set for the whole batch (see set_labels)
-                    results = self._classify_batch(modality, items)
+                    results = self._classify_gated(modality, items)
                 for result in results:
                     self._publish(result)
                     if self._stop.is_set():
@@ -773,8 +835,96 @@ class Pipeline:
             )
         return clf.encoder.preprocess_frame(frame)
 
+    def _classify_gated(
+        self, modality: str, items: list[tuple[str, Frame, np.ndarray, float]], done: dict[int, Any] | None = None
+    ) -> list[Result]:
+        """Classify one modality's batch, skipping the model for frames their source's change gate lets reuse the
+        last result (called under the classify lock, so one label set decides and classifies the whole batch).
+
+        The gate decides each frame in order (a frame sent to the model becomes its source's reference at once, so
+        the next frames of the batch compare with it), the frames to classify go to the model in one batch, then
+        the results are made in frame order: a reused frame re-emits its reference's logits, which smoothing counts
+        as one more observation of the same probabilities and fusion as that source's result at the new frame's
+        time. When the model fails on a frame, the frame is skipped and its source's reference forgotten, and the
+        source's later frames of the batch are decided again (what the model already gave for them is kept, in
+        ``done``: frame id -> output), so the decisions are those of frames classified one by one, whatever the
+        batching.
+        """
+        if not self._gates or not any(item[0] in self._gates for item in items):
+            return self._classify_batch(modality, items)
+        done = done or {}
+        version = self.labels_version
+        decisions: list[GateDecision | None] = [
+            self._gates[name].check(x, self._gate_time(name, frame), version) if name in self._gates else None
+            for name, frame, x, _ in items
+        ]
+        run = [it for it, d in zip(items, decisions) if (d is None or not d.reuse) and id(it[1]) not in done]
+        outs = {**done, **dict(zip((id(it[1]) for it in run), self._logits(modality, run) if run else []))}
+        results: list[Result] = []
+        redone: set[str] = set()
+        for k, (item, d) in enumerate(zip(items, decisions)):
+            name, frame, _, pre_ms = item
+            if name in redone:
+                continue
+            gate = self._gates.get(name)
+            if gate is not None and d is not None and d.reuse:
+                ref = self._gate_logits.get(name)
+                if ref is not None and ref[0] == d.ref_id:
+                    gate.reused(d)
+                    self.reused[name] += 1
+                    results.append(self._result(name, frame, ref[1], 0.0, 0, pre_ms, reused_age=d.age_s))
+                    continue
+                redo = items[k:]  # cannot happen (a reference always has its logits): never reuse a wrong result
+            else:
+                out = outs[id(frame)]
+                if not isinstance(out, BaseException):
+                    if gate is not None and d is not None:
+                        gate.confirm(d)
+                        self._gate_logits[name] = (d.ref_id, out[0])
+                    results.append(self._result(name, frame, *out, pre_ms))
+                    continue
+                self._skip_frame(name, frame, out)
+                if gate is None:
+                    continue
+                redo = items[k + 1 :]
+            gate.invalidate()  # the source's next frame is classified, and its later frames here decided again
+            redone.add(name)
+            rest = [it for it in redo if it[0] == name]
+            if rest:
+                kept = {id(it[1]): outs[id(it[1])] for it in rest if id(it[1]) in outs}
+                results.extend(self._classify_gated(modality, rest, kept))
+        return results
+
+    def _gate_time(self, name: str, frame: Frame) -> float:
+        """The time a change gate ages results by: a recording's own stamps (so a recording is gated alike, paced or
+        read as fast as possible), else the fusion clock (:meth:`_sync_time`)."""
+        if not self.sources[name].live and frame.device_timestamp is not None:
+            return float(frame.device_timestamp)
+        return self._sync_time(frame)
+
     def _classify_batch(self, modality: str, items: list[tuple[str, Frame, np.ndarray, float]]) -> list[Result]:
-        """Embed the frames of one modality in one batch; one Result per frame, in order."""
+        """Embed the frames of one modality in one batch; one Result per frame, in order (a frame the model refuses
+        is skipped, with an event)."""
+        results = []
+        for (name, frame, _, pre_ms), out in zip(items, self._logits(modality, items)):
+            if isinstance(out, BaseException):
+                self._skip_frame(name, frame, out)
+            else:
+                results.append(self._result(name, frame, *out, pre_ms))
+        return results
+
+    def _skip_frame(self, name: str, frame: Frame, exc: BaseException) -> None:
+        """Count and report a frame the model could not classify."""
+        state = self._state[name]
+        state.skipped += 1
+        self._skip_event(name, frame, exc, state.skipped)
+
+    def _logits(
+        self, modality: str, items: list[tuple[str, Frame, np.ndarray, float]]
+    ) -> list[tuple[np.ndarray, float, int] | Exception]:
+        """Per frame, in order: its logits, the model time and size of the batch it was embedded in; or, for a frame
+        the model could not classify, the exception (a failing batch is retried frame by frame, so that only the
+        failing frames are lost; the caller skips them)."""
         clf = self.classifiers[modality]
         t0 = time.monotonic()
         try:
@@ -786,20 +936,20 @@ class Pipeline:
                 )
         except Exception as exc:  # noqa: BLE001 - find the unusable frame: the others still count
             if len(items) > 1:
-                return [r for item in items for r in self._classify_batch(modality, [item])]
-            name, frame = items[0][:2]
-            state = self._state[name]
-            state.skipped += 1
-            self._skip_event(name, frame, exc, state.skipped)
-            return []
+                return [out for item in items for out in self._logits(modality, [item])]
+            return [exc]
         infer_ms = (time.monotonic() - t0) * 1000
-        return [
-            self._result(name, frame, row, infer_ms, len(items), pre_ms)
-            for (name, frame, _, pre_ms), row in zip(items, logits)
-        ]
+        return [(row, infer_ms, len(items)) for row in logits]
 
     def _result(
-        self, name: str, frame: Frame, logits: np.ndarray, infer_ms: float, batch: int, pre_ms: float
+        self,
+        name: str,
+        frame: Frame,
+        logits: np.ndarray,
+        infer_ms: float,
+        batch: int,
+        pre_ms: float,
+        reused_age: float | None = None,
     ) -> Result:
         probs = np.exp(logits - logits.max())
         probs /= probs.sum()
@@ -820,8 +970,12 @@ class Pipeline:
             frame,
         )
         sr.labels_version = self.labels_version
+        if reused_age is not None:  # change gate: the reference frame's logits again, no model time
+            sr.reused, sr.age_s = True, round(reused_age, 4)
         self.processed[name] += 1
-        self._recent[name].append((time.monotonic(), sr.latency_ms, pre_ms, infer_ms))
+        self._recent[name].append(
+            (time.monotonic(), sr.latency_ms, pre_ms, None if reused_age is not None else infer_ms)
+        )
         at = self._sync_time(frame)
         self._latest[name] = (sr, smoothed, at)
         in_sync, fused = fuse({n: (t, p) for n, (_, p, t) in self._latest.items()}, at, self.sync_tolerance)

@@ -12,6 +12,8 @@ import numpy as np
 
 from lbedge import Pipeline, load_bundle
 from lbedge.demo import VIDEO_SUFFIXES, run_demo
+from lbedge.gate import ChangeGate
+from lbedge.web import WebView
 
 from .evaluation import world_version
 from .models import bundle_dirs, ensure_text_bundle
@@ -125,12 +127,17 @@ def run_lb_mini_demo(
     student: bool = False,
     window: bool = False,
     say: Callable[[str], None] = print,
+    gate: ChangeGate | None = None,
+    web: WebView | None = None,
+    web_linger: float | None = None,
 ) -> dict:
     """``make demo``: lb-mini's INT8 bundles classify recorded held-out scenes streamed through the live
     pipeline (RGB MP4, RealSense recording, 16-bit thermal frames, WAV, recorded under ``out``); prints per
     scene each sensor's and the fused label with scores, then FPS and accuracy; writes the mosaic of every sensor
     (RGB, depth, thermal, the audio's spectrogram, labels, scores, the fused label) as the video ``video``
-    (default ``out/lb-mini-demo.mp4``, H.264; a .webm is VP9, a folder gets PNGs; None: no video)."""
+    (default ``out/lb-mini-demo.mp4``, H.264; a .webm is VP9, a folder gets PNGs; None: no video). ``gate``: the
+    pipeline's change gate for every source (None: off). ``web``: a started :class:`~lbedge.web.WebView` serving
+    the run to a browser, up ``web_linger`` seconds after the recordings end (None: until Ctrl-C)."""
     out = Path(out)
     ensure_text_bundle(say=say)
     media = demo_media(out / "lb-mini-media", scenes=scenes, seed=seed)
@@ -141,11 +148,20 @@ def run_lb_mini_demo(
         say(f"  {m:<8} {dirs[m]} ({enc.precision['vision']} vision, {enc.precision['text']} text, {enc.vision.name})")
     sources = demo_sources(media, realtime=realtime)
     tally = SceneTally(media)
-    pipe = Pipeline(sources, encoders, list(DEMO_LABELS), templates=list(DEMO_TEMPLATES))
+    pipe = Pipeline(sources, encoders, list(DEMO_LABELS), templates=list(DEMO_TEMPLATES), gate=gate)
     video_path = out / "lb-mini-demo.mp4" if video == "default" else (Path(video) if video else None)
     for src in sources.values():  # open now: a recording's frame rate (the video's) is known once it is open
         src.open()
-    stats = run_demo(pipe, output=video_path, jsonl=None, window=window, say=say, on_result=tally)
+    stats = run_demo(
+        pipe,
+        output=video_path,
+        jsonl=None,
+        window=window,
+        say=say,
+        on_result=tally,
+        web=web,
+        web_linger=web_linger,
+    )
     lines, accuracy = tally.summary(list(sources))
     for line in lines:
         say(line)
@@ -153,7 +169,9 @@ def run_lb_mini_demo(
         say(
             f"  {name:<8} {st['processed']:>4} classified at {st['fps']:>6} FPS, latency {st['latency_ms']} ms "
             f"(preprocess {st['preprocess_ms']} ms, model {st['infer_ms']} ms), "
-            f"correct {100 * accuracy.get(name, 0):.0f}%" + (f", {st['lost']} lost" if st.get("lost") else "")
+            f"correct {100 * accuracy.get(name, 0):.0f}%"
+            + (f", {st['lost']} lost" if st.get("lost") else "")
+            + (f", {st['reused']} reused (change gate)" if st.get("reused") else "")
         )
     if "fused" in accuracy:
         say(f"  fused    correct {100 * accuracy['fused']:.0f}% of fused results")

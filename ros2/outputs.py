@@ -1,6 +1,7 @@
 """Pipeline results as standard ROS 2 messages: ``vision_msgs/Classification`` per source and fused (header stamp
 and frame of the classified input), ``vision_msgs/LabelInfo`` and ``VisionInfo`` for the label set, and
-``diagnostic_msgs/DiagnosticArray`` with each source's rate, latency and state.
+``diagnostic_msgs/DiagnosticArray`` with each source's rate, latency and state, and watch events
+(:func:`watch_event_status`).
 
 Class ids are stable for a whole run (:class:`ClassIds`): a label keeps its id across label changes and a new label
 gets the next free one, so an id never changes meaning and a Classification can always be read with any LabelInfo
@@ -14,6 +15,7 @@ from typing import Any, Mapping, Sequence
 
 from lbedge.errors import InputError
 from lbedge.pipeline import Result, SourceResult
+from lbedge.watch import WatchEvent
 
 from .messages import (
     CLASSIFICATION,
@@ -188,3 +190,33 @@ def diagnostics(
             )
         )
     return f.make(DIAGNOSTIC_ARRAY, header=header(f, stamp_ns, ""), status=statuses)
+
+
+#: a watch event's kind -> diagnostic level: an event going on is a warning, its end is OK again
+WATCH_LEVELS = {"start": WARN, "end": OK}
+
+
+def watch_event_status(factory: MessageFactory, event: WatchEvent, *, node: str = "lbedge") -> Any:
+    """A ``diagnostic_msgs/DiagnosticArray`` with one status for a watch event (docs/watches.md): level WARN when it
+    starts, OK when it ends; name ``"<node> watch: <detector>"``, the stream as hardware id, a one-line message, and
+    the event's fields (times, peak, threshold, sources, snapshot) as values. Stamped at the event's confirmation (a
+    start) or end, on the clock of the frames (a ROS source's header stamps)."""
+    f = factory
+    t = event.end if event.end is not None else event.confirmed
+    values = {k: v for k, v in event.to_dict().items() if k != "snapshot"}
+    snap = event.snapshot
+    if snap is not None:
+        values.update(snapshot_source=snap.source, snapshot_sequence=snap.sequence)
+    kv = [
+        f.make(KEY_VALUE, key=k, value=",".join(v) if isinstance(v, list) else "" if v is None else str(v))
+        for k, v in values.items()
+    ]
+    status = f.make(
+        DIAGNOSTIC_STATUS,
+        level=f.byte(WATCH_LEVELS.get(event.kind, WARN)),
+        name=f"{node} watch: {event.detector}",
+        message=event.describe(),
+        hardware_id=event.stream,
+        values=kv,
+    )
+    return f.make(DIAGNOSTIC_ARRAY, header=header(f, int(round(t * 1e9)), ""), status=[status])

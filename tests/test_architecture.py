@@ -147,6 +147,7 @@ def test_no_private_names_across_packages():
     [
         "lbedge.bundle",
         "lbedge.pipeline",
+        "lbedge.web",
         "lbedge.zeroshot",
         "lbedge.encoder",
         "lbedge.preprocess",

@@ -59,6 +59,7 @@ def test_help_lists_commands_in_the_order_of_the_work():
         "bench",
         "compile",
         "demo",
+        "watch",
         "label-bag",
         "eval",
         "train",

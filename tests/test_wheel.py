@@ -46,6 +46,7 @@ def test_wheel_and_sdist_carry_lb_mini_and_the_typed_marker(dist):
         assert f"lbedge/lbmini/bundles/{modality}/vision.int8.onnx" in names
         assert f"lbedge/lbmini/bundles/student/{modality}/manifest.json" in names
     assert "lbedge/py.typed" in names and "lbedge/quantize/tensorrt_ops.json" in names
+    assert "lbedge/web.html" in names  # the web view's page (lbedge demo --web)
     assert not [n for n in names if n.startswith("lbedge/lbmini/bundles/text/")]  # built on first use
     size = wheel_of(dist).stat().st_size
     assert size < 40 * 2**20, f"wheel of {size / 2**20:.1f} MiB"

@@ -101,7 +101,7 @@ def main(verbose: int, quiet: bool) -> None:
 
 def _register() -> None:
     """Add the commands in the order of the work (what ``--help`` lists)."""
-    from . import deploy, info, ros, run, train, use
+    from . import deploy, info, ros, run, train, use, watch
 
     for command in (
         info.info,
@@ -117,6 +117,7 @@ def _register() -> None:
         deploy.bench,
         deploy.compile_cmd,
         run.demo,
+        watch.watch,
         ros.label_bag,
         run.eval_cmd,
         train.train,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -12,6 +13,9 @@ from ..video_output import VIDEO_SUFFIXES
 from . import EXIT_ERROR
 from .common import echo_json, label_options, label_progress, load_model, model_option, parse_labels, writable_output
 from .ros import audio_format_option, rosbag_sources, topic_option
+
+if TYPE_CHECKING:
+    from ..web import WebView
 
 
 @click.command()
@@ -91,6 +95,22 @@ from .ros import audio_format_option, rosbag_sources, topic_option
 @click.option("--loop", is_flag=True, help="Start recordings over at their end.")
 @click.option("--max-results", type=click.IntRange(1), help="Stop after this many results.")
 @click.option(
+    "--web",
+    metavar="HOST:PORT",
+    callback=lambda ctx, param, value: _web_option(value),
+    help="Serve the live view to a browser at http://HOST:PORT/ (lbedge[web]): the mosaic (MJPEG), results and "
+    "events (Server-Sent Events) and a page that changes the labels while it runs. No authentication: bind "
+    "127.0.0.1 (e.g. 127.0.0.1:8080) and use an ssh tunnel; 0.0.0.0:8080 serves every network, with a warning. "
+    "Implies --headless.",
+)
+@click.option(
+    "--web-linger",
+    metavar="SECONDS",
+    type=click.FloatRange(0),
+    help="With --web: seconds the view stays up after the results end (recordings, --max-results); default: until "
+    "Ctrl-C or SIGTERM.",
+)
+@click.option(
     "--lb-mini",
     "lb_mini",
     is_flag=True,
@@ -106,6 +126,15 @@ from .ros import audio_format_option, rosbag_sources, topic_option
     help="With --lb-mini: how many scenes (2 s each).",
 )
 @click.option("--student", is_flag=True, help="With --lb-mini: the distilled students instead of the teachers.")
+@click.option(
+    "--gate",
+    metavar="THRESHOLD[:MAX_AGE_S]",
+    callback=lambda ctx, param, value: _gate_option(value),
+    help="Change-gated inference (default: off): a source's frame whose preprocessed input differs from its last "
+    "classified frame by at most THRESHOLD (mean absolute difference of 16x16 thumbnails of its channels, in "
+    "normalised input units; e.g. 0.02) re-emits that result, marked reused, without running the model; a frame is "
+    "classified anyway MAX_AGE_S seconds (default 1.0) after the last classified one, and always after a label switch.",
+)
 def demo(
     models: tuple[Path, ...],
     rgb: str | None,
@@ -130,22 +159,29 @@ def demo(
     realtime: bool,
     loop: bool,
     max_results: int | None,
+    web: tuple[str, int] | None,
+    web_linger: float | None,
     lb_mini: bool,
     scenes: int,
     student: bool,
+    gate,
 ) -> None:
     """Stream sensors or recordings through zero-shot classification.
 
     Shows every source in one window (labels, score bars, FPS, fused label; q quits), or with --headless writes
     the same view as a video and/or JSON lines. Ctrl-C or SIGTERM stop cleanly (the video is finished) with
     exit status 130 or 143; a run that produced no result at all exits with 1. `lbedge demo --lb-mini
-    --headless` is `make demo`.
+    --headless` is `make demo`. With --web HOST:PORT a browser shows the same live, and changes the labels
+    (docs/web-view.md).
     """
     from ..demo import display_problem, open_jsonl, run_demo
     from ..errors import SensorError
     from ..pipeline import Pipeline
     from ..sensors.spec import SourceOptions, source_from_spec
 
+    if web_linger is not None and web is None:
+        raise click.UsageError("--web-linger applies to --web: give --web HOST:PORT too")
+    headless = headless or web is not None  # the browser is the screen
     problem = None if headless else display_problem()
     if problem:
         raise click.UsageError(problem)
@@ -158,8 +194,17 @@ def demo(
             raise click.UsageError("--lb-mini brings its own models and recordings: drop -m/--model and sources")
         from ..lbmini.demo import run_lb_mini_demo
 
+        view = _start_web(web, err=False)
         stats = run_lb_mini_demo(
-            out="out", video=output or "default", scenes=scenes, student=student, window=not headless, say=click.echo
+            out="out",
+            video=output or "default",
+            scenes=scenes,
+            student=student,
+            window=not headless,
+            say=click.echo,
+            gate=gate,
+            web=view,
+            web_linger=web_linger,
         )
         demo_exit(stats)
         return
@@ -180,8 +225,9 @@ def demo(
     if not models:
         raise click.UsageError("give the model(s) with -m/--model PATH, one per modality (a bundle or a checkpoint)")
     names = parse_labels(labels, labels_file)
-    if headless and not (output or jsonl):
+    if headless and not (output or jsonl or web):
         jsonl = "-"
+    view = _start_web(web, err=jsonl == "-")  # before the models load: a port in use fails at once
     opts = SourceOptions(
         realtime=realtime,
         loop=loop,
@@ -221,6 +267,7 @@ def demo(
         smoothing=smoothing,
         progress=label_progress(),
         sync_clock="host" if rosbag is None else "device",  # a recording's sources: fused by message stamps
+        gate=gate,
     )
     log_to = None if jsonl == "-" else click.echo
     stats = run_demo(
@@ -230,11 +277,14 @@ def demo(
         max_results=max_results,
         window=not headless,
         say=log_to or (lambda s: click.echo(s, err=True)),
+        web=view,
+        web_linger=web_linger,
     )
     err = jsonl == "-"
     click.echo(f"{stats['results']} results at {stats['fps']} FPS" + (f"; output {output}" if output else ""), err=err)
     for name, st in stats["sources"].items():
         lost = f", {st['lost']} lost in the recording" if st.get("lost") else ""
+        lost += f", {st['reused']} reused (change gate: model skipped)" if st.get("reused") else ""
         click.echo(
             f"  {name}: {st['processed']} processed, {st['dropped']} dropped, {st['skipped']} skipped{lost}, "
             f"{st['fps']} FPS, latency {st['latency_ms']} ms (preprocess {st['preprocess_ms']}, model "
@@ -242,6 +292,44 @@ def demo(
             err=err,
         )
     demo_exit(stats)
+
+
+def _gate_option(value: str | None):
+    """``--gate THRESHOLD[:MAX_AGE_S]`` as a :class:`lbedge.gate.ChangeGate` (None: off); a bad value is a usage
+    error."""
+    if value is None:
+        return None
+    from ..errors import UsageError
+    from ..gate import parse_gate
+
+    try:
+        return parse_gate(value)
+    except UsageError as exc:
+        raise click.BadParameter(str(exc), param_hint="--gate") from None
+
+
+def _web_option(value: str | None) -> tuple[str, int] | None:
+    """``--web HOST:PORT`` as (host, port); a bad value is a usage error."""
+    if value is None:
+        return None
+    from ..errors import UsageError
+    from ..web import parse_address
+
+    try:
+        return parse_address(value)
+    except UsageError as exc:
+        raise click.BadParameter(str(exc), param_hint="--web") from None
+
+
+def _start_web(web: tuple[str, int] | None, *, err: bool) -> WebView | None:
+    """The started web view of ``--web`` (None without it), stopped when the command ends, however it ends."""
+    if web is None:
+        return None
+    from ..web import WebView
+
+    view = WebView(*web, say=lambda s: click.echo(s, err=err)).start()
+    click.get_current_context().call_on_close(view.stop)
+    return view
 
 
 def demo_exit(stats: dict) -> None:
