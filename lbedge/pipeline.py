@@ -687,6 +687,7 @@ class Pipeline:
         if not state.is_open:
             src.open()
             state.is_open = state.opened_once = True
+            state.last_frame = time.monotonic()  # a stall counts from the opening, not from the pipeline's creation
         if state.needs_resume:
             self._resume(src, state)
             state.needs_resume = False

@@ -255,6 +255,25 @@ def test_a_stalled_source_is_reported_and_others_go_on():
         hang.release.set()
 
 
+def test_a_source_is_not_stalled_by_the_time_before_it_opened():
+    """A stall counts from the source's opening: a pipeline created long before start() (a demo preparing its
+    recordings) reports none for a source that delivers as soon as it is open."""
+
+    class SlowStart(Recording):
+        def _read(self):
+            if self._i == 0:
+                time.sleep(0.3)  # the first frame comes a little after the opening, well within the timeout
+            return super()._read()
+
+    rec = SlowStart(n=20, name="rec", live=True)
+    p = Pipeline({"rec": rec}, fake_encoder(), LABELS, stall_timeout=1.0)
+    time.sleep(1.5)  # longer than the stall timeout, before anything was opened
+    with p:
+        results = [r for r, _ in zip(p, range(5))]
+    assert len(results) == 5
+    assert not [e for e in p.event_log if "stalled" in e], p.event_log
+
+
 def test_stop_from_a_callback_is_clean(caplog):
     caplog.set_level(logging.ERROR)
     p = Pipeline({"rec": Recording(n=10**6, live=True)}, fake_encoder(), LABELS)
