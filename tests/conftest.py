@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -128,3 +129,10 @@ def lb_mini_copy(tmp_path, lb_mini_text):
     shutil.copytree(LBMINI / "image", tmp_path / "image", ignore=shutil.ignore_patterns("engines"))
     shutil.copytree(lb_mini_text, tmp_path / "text", ignore=shutil.ignore_patterns("engines"))
     return tmp_path
+
+
+def sigint_as_in_a_terminal() -> None:
+    """``preexec_fn`` of the subprocesses a test interrupts with SIGINT: SIGINT's default disposition, as in a
+    terminal. A test run started in the background (``make test &``, some CI runners) inherits SIGINT ignored, and
+    Python then keeps ignoring it, as shells intend for background jobs; the product honours that too."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import OFFICIAL, FuncBackend
+from conftest import OFFICIAL, FuncBackend, sigint_as_in_a_terminal
 from lbedge import ClipTokenizer, Encoder, PreprocessConfig, SensorError
 from lbedge.frames import Frame
 from lbedge.pipeline import Pipeline, Smoother
@@ -369,6 +369,7 @@ def test_cli_demo_png_output_and_clean_exit_on_sigint(tmp_path):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=sigint_as_in_a_terminal,
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and (not jl.exists() or len(jl.read_text().splitlines()) < 5):

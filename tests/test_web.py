@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import LBMINI, ROOT
+from conftest import LBMINI, ROOT, sigint_as_in_a_terminal
 from lbedge.cli import main
 from lbedge.demo import run_demo
 from lbedge.errors import LBEdgeError, MissingDependency, UsageError
@@ -295,6 +295,7 @@ def test_web_view_in_a_headless_browser_on_lb_mini(tmp_path, lb_mini_root):
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        preexec_fn=sigint_as_in_a_terminal,
     )
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
