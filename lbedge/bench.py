@@ -127,18 +127,26 @@ def bench_backend(
     return rows
 
 
+def _status_mb(field: str) -> float | None:
+    """A memory field of /proc/self/status (``VmHWM``, ``VmRSS``) in MiB; None where there is none (not Linux)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return None
+
+
 def peak_rss_mb() -> float:
     """Peak resident set size of this process in MiB.
 
     Linux: ``VmHWM`` from /proc/self/status. (``ru_maxrss`` is not used there: the kernel carries the
     parent's high-water mark across fork+exec, so a child started by a big process reports the parent's peak.)
     """
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
+    peak = _status_mb("VmHWM")
+    if peak is not None:
+        return peak
     scale = 1024.0 if platform.system() == "Linux" else 1024.0 * 1024.0  # macOS reports bytes
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale
 
@@ -200,13 +208,7 @@ def bench_bundle(
 
 def current_rss_mb() -> float:
     """Resident set size of this process now, in MiB (Linux; 0 where unknown)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return 0.0
+    return _status_mb("VmRSS") or 0.0
 
 
 def _bench_graph(

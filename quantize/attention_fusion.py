@@ -87,7 +87,7 @@ def fuse_attention(model: onnx.ModelProto) -> int:
     """Replace every unmasked exported self-attention of ``model`` by ``com.microsoft.MultiHeadAttention``, in
     place; returns how many were fused (0: the graph is unchanged)."""
     graph = _Graph(model)
-    fused: list[tuple[list[onnx.NodeProto], onnx.NodeProto, str, str]] = []
+    fused: list[tuple[list[onnx.NodeProto], onnx.NodeProto]] = []  # the nodes an attention replaces, its node
     for sm in [n for n in model.graph.node if n.op_type == "Softmax"]:
         if next((a.i for a in sm.attribute if a.name == "axis"), -1) not in (-1, 3):
             continue
@@ -122,12 +122,12 @@ def fuse_attention(model: onnx.ModelProto) -> int:
             num_heads=heads,
             scale=scale,
         )
-        fused.append(([scores, sm, ctx, back, out], mha, sm.name, out.output[0]))
+        fused.append(([scores, sm, ctx, back, out], mha))
     if not fused:
         return 0
     nodes = list(model.graph.node)
-    replaced = {id(n) for group, _, _, _ in fused for n in group}
-    first_of = {id(group[-1]): mha for group, mha, _, _ in fused}  # the MHA takes the place of the out Reshape
+    replaced = {id(n) for group, _ in fused for n in group}
+    first_of = {id(group[-1]): mha for group, mha in fused}  # the MHA takes the place of the out Reshape
     del model.graph.node[:]
     for n in nodes:
         if id(n) in first_of:

@@ -18,6 +18,22 @@ if TYPE_CHECKING:
     from ..web import WebView
 
 
+def _parsed_option(ctx: click.Context, param: click.Parameter, value: str | None) -> object:
+    """A click callback: ``--gate THRESHOLD[:MAX_AGE_S]`` as a :class:`lbedge.gate.ChangeGate`, ``--web HOST:PORT``
+    as (host, port); None when the option is not given, a usage error naming the option for a bad value."""
+    if value is None:
+        return None
+    from ..errors import UsageError
+    from ..gate import parse_gate
+    from ..web import parse_address
+
+    parse = {"gate": parse_gate, "web": parse_address}[param.name]
+    try:
+        return parse(value)
+    except UsageError as exc:
+        raise click.BadParameter(str(exc), param_hint=f"--{param.name}") from None
+
+
 @click.command()
 @model_option(
     "--bundle",
@@ -97,7 +113,7 @@ if TYPE_CHECKING:
 @click.option(
     "--web",
     metavar="HOST:PORT",
-    callback=lambda ctx, param, value: _web_option(value),
+    callback=_parsed_option,
     help="Serve the live view to a browser at http://HOST:PORT/ (lbedge[web]): the mosaic (MJPEG), results and "
     "events (Server-Sent Events) and a page that changes the labels while it runs. No authentication: bind "
     "127.0.0.1 (e.g. 127.0.0.1:8080) and use an ssh tunnel; 0.0.0.0:8080 serves every network, with a warning. "
@@ -129,7 +145,7 @@ if TYPE_CHECKING:
 @click.option(
     "--gate",
     metavar="THRESHOLD[:MAX_AGE_S]",
-    callback=lambda ctx, param, value: _gate_option(value),
+    callback=_parsed_option,
     help="Change-gated inference (default: off): a source's frame whose preprocessed input differs from its last "
     "classified frame by at most THRESHOLD (mean absolute difference of 16x16 thumbnails of its channels, in "
     "normalised input units; e.g. 0.02) re-emits that result, marked reused, without running the model; a frame is "
@@ -292,33 +308,6 @@ def demo(
             err=err,
         )
     demo_exit(stats)
-
-
-def _gate_option(value: str | None):
-    """``--gate THRESHOLD[:MAX_AGE_S]`` as a :class:`lbedge.gate.ChangeGate` (None: off); a bad value is a usage
-    error."""
-    if value is None:
-        return None
-    from ..errors import UsageError
-    from ..gate import parse_gate
-
-    try:
-        return parse_gate(value)
-    except UsageError as exc:
-        raise click.BadParameter(str(exc), param_hint="--gate") from None
-
-
-def _web_option(value: str | None) -> tuple[str, int] | None:
-    """``--web HOST:PORT`` as (host, port); a bad value is a usage error."""
-    if value is None:
-        return None
-    from ..errors import UsageError
-    from ..web import parse_address
-
-    try:
-        return parse_address(value)
-    except UsageError as exc:
-        raise click.BadParameter(str(exc), param_hint="--web") from None
 
 
 def _start_web(web: tuple[str, int] | None, *, err: bool) -> WebView | None:
