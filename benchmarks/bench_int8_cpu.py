@@ -38,13 +38,11 @@ M, K, N = 257, 1024, 4096  # one ViT-L MLP matmul
 
 
 def cpu_record() -> dict:
-    from lbedge.cpu import EXACT_X86_INT8, cpu_flags, int8_weight_bits
+    from lbedge.cpu import EXACT_X86_INT8, cpu_flags, cpu_model, int8_weight_bits
 
-    lines = Path("/proc/cpuinfo").read_text().splitlines()
-    model = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "unknown")
     keep = ("avx2", "avx512f", "avx512bw", "avx512_bf16", "amx_tile", *EXACT_X86_INT8)
     return {
-        "model": model,
+        "model": cpu_model(),
         "flags": sorted(f for f in cpu_flags() if f in keep),
         "lbedge_weight_bits": int8_weight_bits().bits,
     }

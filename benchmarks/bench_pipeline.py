@@ -120,9 +120,8 @@ def main() -> None:
 
 def real_model(a: argparse.Namespace) -> None:
     """End-to-end latency through the pipeline with a real bundle, beside the model's own time."""
-    import platform
-
     import lbedge
+    from lbedge.cpu import cpu_model
 
     enc = lbedge.load_bundle(a.bundle, threads=a.threads)
     cam = Camera(a.fps, a.seconds)
@@ -133,11 +132,9 @@ def real_model(a: argparse.Namespace) -> None:
         stats = p.stats()["camera"]
     wall = time.monotonic() - t0
     lat = float(np.percentile(lat_ms[2:] or lat_ms, 50))  # the first results include the graph's warm-up
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), platform.processor())  # fmt: skip
     out = {
         "command": " ".join(sys.argv),
-        "cpu": cpu,
+        "cpu": cpu_model(),
         "bundle": str(a.bundle),
         "precision": getattr(enc, "precision", None),
         "input_fps": a.fps,

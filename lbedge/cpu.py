@@ -22,19 +22,29 @@ EXACT_X86_INT8 = ("amx_int8", "avx512_vnni", "avx_vnni")
 ARM_DOTPROD = "asimddp"
 
 
-def cpu_flags(cpuinfo: str | None = None) -> frozenset[str]:
-    """The CPU's feature flags (x86 ``flags``, ARM64 ``Features``) from ``/proc/cpuinfo`` (or the text given);
-    empty where the file cannot be read (macOS, Windows)."""
+def _cpuinfo_field(keys: tuple[str, ...], cpuinfo: str | None) -> str | None:
+    """The first value of one of ``keys`` in ``/proc/cpuinfo`` (or the text given); None where there is none."""
     if cpuinfo is None:
         try:
             cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
         except OSError:
-            return frozenset()
+            return None
     for line in cpuinfo.splitlines():
         key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):
-            return frozenset(value.split())
-    return frozenset()
+        if key.strip() in keys:
+            return value.strip()
+    return None
+
+
+def cpu_flags(cpuinfo: str | None = None) -> frozenset[str]:
+    """The CPU's feature flags (x86 ``flags``, ARM64 ``Features``) from ``/proc/cpuinfo`` (or the text given);
+    empty where the file cannot be read (macOS, Windows)."""
+    return frozenset((_cpuinfo_field(("flags", "Features"), cpuinfo) or "").split())
+
+
+def cpu_model(cpuinfo: str | None = None) -> str:
+    """The CPU's model name from ``/proc/cpuinfo`` (or the text given), else what the platform says."""
+    return _cpuinfo_field(("model name",), cpuinfo) or platform.processor() or platform.machine() or "unknown"
 
 
 @dataclass(frozen=True)
@@ -77,4 +87,12 @@ def int8_weights_suit(bits: int, flags: frozenset[str] | None = None, machine: s
     )
 
 
-__all__ = ["ARM_DOTPROD", "EXACT_X86_INT8", "WeightBits", "cpu_flags", "int8_weight_bits", "int8_weights_suit"]
+__all__ = [
+    "ARM_DOTPROD",
+    "EXACT_X86_INT8",
+    "WeightBits",
+    "cpu_flags",
+    "cpu_model",
+    "int8_weight_bits",
+    "int8_weights_suit",
+]

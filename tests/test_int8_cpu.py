@@ -16,7 +16,7 @@ pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 
 from lbedge import cpu  # noqa: E402
-from lbedge.cpu import cpu_flags, int8_weight_bits, int8_weights_suit  # noqa: E402
+from lbedge.cpu import cpu_flags, cpu_model, int8_weight_bits, int8_weights_suit  # noqa: E402
 
 X86_VNNI = "processor\t: 0\nmodel name\t: Intel Xeon\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni\n"
 X86_AVX2 = "processor\t: 0\nflags\t\t: fpu sse2 avx2 fma\n"
@@ -27,6 +27,7 @@ def test_flags_are_read_from_cpuinfo():
     assert "avx512_vnni" in cpu_flags(X86_VNNI) and "avx2" in cpu_flags(X86_AVX2)
     assert "asimddp" in cpu_flags(ARM_ORIN)
     assert cpu_flags("model name: nothing here\n") == frozenset()
+    assert cpu_model(X86_VNNI) == "Intel Xeon" and cpu_model("flags: avx2\n")  # the platform's name where none
 
 
 @pytest.mark.parametrize(
