@@ -24,14 +24,17 @@ from .zeroshot import Prediction, PromptCache, ZeroShotClassifier, cross_modal_s
 __version__ = "0.1.0"
 
 
-def from_pretrained(path, *, device: str = "cpu", batch_size: int = 8) -> Encoder:
-    """Load an official LanguageBind checkpoint folder as an :class:`Encoder` (PyTorch backend).
+def from_pretrained(
+    path, *, device: str = "cpu", batch_size: int = 8, precision: str = "fp32", text_precision: str = "fp32"
+) -> Encoder:
+    """Load an official LanguageBind checkpoint folder as an :class:`Encoder` (PyTorch backend), in ``fp32`` or
+    ``bf16``.
 
     Needs ``lbedge[torch]``. See :func:`lbedge.checkpoint.from_pretrained`.
     """
     from .checkpoint import from_pretrained as _load
 
-    return _load(path, device=device, batch_size=batch_size)
+    return _load(path, device=device, batch_size=batch_size, precision=precision, text_precision=text_precision)
 
 
 def load_bundle(path, **kw) -> Encoder:
@@ -59,7 +62,8 @@ def load(
     :func:`from_pretrained`: what the CLI and the examples accept as ``--model``.
 
     The same keywords for both: ``backend`` (bundle: ``auto``, ``tensorrt``, ``onnxruntime``; checkpoint:
-    ``auto`` or ``torch``), ``precision``/``text_precision`` (a checkpoint runs in fp32), ``device`` (``cpu`` or
+    ``auto`` or ``torch``), ``precision``/``text_precision`` (a bundle's graphs: ``auto``, ``fp32``, ``fp16``,
+    ``int8``; a checkpoint: ``auto`` = ``fp32``, or ``bf16`` on PyTorch), ``device`` (``cpu`` or
     ``cuda``: a torch device, or ONNX Runtime's CPU or CUDA provider), ``threads`` (ONNX Runtime intra-op threads,
     or torch's), ``batch_size``, ``verify`` (bundles: check every file's sha256). A keyword that makes no sense
     for the folder given is a :class:`UsageError`, never ignored.
@@ -67,6 +71,11 @@ def load(
     from pathlib import Path
 
     if (Path(path) / "manifest.json").is_file():
+        if "bf16" in (precision, text_precision):
+            raise UsageError(
+                "bf16 runs on PyTorch, which bundles do not use (ONNX Runtime has no BF16 CPU kernels): give the "
+                "checkpoint folder the bundle was built from, or choose fp32, fp16 or int8"
+            )
         providers = None
         if device is not None:
             if device not in ("cpu", "cuda"):
@@ -90,13 +99,19 @@ def load(
             "with `lbedge build` for ONNX Runtime or TensorRT"
         )
     for name, value in (("precision", precision), ("text_precision", text_precision)):
-        if value not in ("auto", "fp32"):
-            raise UsageError(f"{name}={value!r}: a checkpoint runs in fp32; build a bundle for fp16 or int8")
+        if value not in ("auto", "fp32", "bf16"):
+            raise UsageError(f"{name}={value!r}: a checkpoint runs in fp32 or bf16; build a bundle for fp16 or int8")
     if threads is not None:
         import torch
 
         torch.set_num_threads(int(threads))
-    return from_pretrained(path, device=device or "cpu", batch_size=batch_size)
+    return from_pretrained(
+        path,
+        device=device or "cpu",
+        batch_size=batch_size,
+        precision="fp32" if precision == "auto" else precision,
+        text_precision="fp32" if text_precision == "auto" else text_precision,
+    )
 
 
 __all__ = [

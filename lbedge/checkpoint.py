@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping
@@ -9,11 +10,13 @@ from typing import TYPE_CHECKING, Mapping
 from .config import ModelConfig, count_parameters
 from .deps import require
 from .encoder import Encoder, fingerprint_arrays
-from .errors import CheckpointError
+from .errors import CheckpointError, UsageError
 from .tokenizer import Tokenizer, copy_tokenizer_files, load_tokenizer
 
 if TYPE_CHECKING:  # pragma: no cover
     from .models.towers import LanguageBindModel
+
+log = logging.getLogger(__name__)
 
 
 def load_model(path: str | Path) -> "LanguageBindModel":
@@ -65,10 +68,38 @@ def check_weights_hold(cfg: ModelConfig, shapes: Mapping[str, tuple[int, ...]], 
 
 
 def text_fingerprint(model: "LanguageBindModel") -> str:
-    """sha256 of the text tower and text projection weights."""
+    """sha256 of the text tower and text projection weights (BF16 weights hash apart from their FP32 source:
+    their embeddings differ, so cached prompt embeddings must not be shared between them)."""
+    import torch
+
     sd = model.state_dict()
     keys = sorted(k for k in sd if k.startswith(("text_model.", "text_projection.")))
-    return fingerprint_arrays([(k, sd[k].detach().cpu().numpy()) for k in keys])
+    tag = {k: "bf16:" if sd[k].dtype == torch.bfloat16 else "" for k in keys}
+    return fingerprint_arrays([(tag[k] + k, sd[k].detach().float().cpu().numpy()) for k in keys])
+
+
+#: checkpoint precisions: the torch dtype each runs in
+TORCH_PRECISIONS = ("fp32", "bf16")
+
+
+def _torch_dtype(precision: str, tower: str):
+    import torch
+
+    if precision not in TORCH_PRECISIONS:
+        raise UsageError(
+            f"{tower} precision {precision!r}: a checkpoint runs in {' or '.join(TORCH_PRECISIONS)} on PyTorch; "
+            "build a bundle (`lbedge build`) for fp16 or int8"
+        )
+    return torch.bfloat16 if precision == "bf16" else torch.float32
+
+
+def _warn_emulated_bf16(device: str) -> None:
+    from .cpu import bf16_support
+
+    if str(device).startswith("cpu"):
+        here = bf16_support()
+        if not here.native:
+            log.warning("BF16 on this CPU: %s; fp32, or an INT8 bundle, runs faster here", here.reason)
 
 
 def encoder_from_model(
@@ -79,10 +110,20 @@ def encoder_from_model(
     device: str = "cpu",
     batch_size: int = 8,
     path: str | Path | None = None,
+    precision: str = "fp32",
+    text_precision: str = "fp32",
 ) -> Encoder:
-    """Wrap a torch ``LanguageBindModel`` as an :class:`Encoder` on the PyTorch backend."""
+    """Wrap a torch ``LanguageBindModel`` as an :class:`Encoder` on the PyTorch backend.
+
+    ``precision`` / ``text_precision``: ``fp32`` or ``bf16`` for the vision and the text tower (BF16 weights
+    and activations; embeddings come back as float32). On a CPU without BF16 units BF16 is emulated and slow:
+    a warning says so (:func:`lbedge.cpu.bf16_support`)."""
     from .backends.torch_backend import TorchBackend
     from .models.towers import TextTower, VisionTower
+
+    vision_dtype, text_dtype = _torch_dtype(precision, "vision"), _torch_dtype(text_precision, "text")
+    if "bf16" in (precision, text_precision):
+        _warn_emulated_bf16(device)
 
     cfg = model.config
     if tokenizer.vocab_size > cfg.text.vocab_size:
@@ -93,30 +134,48 @@ def encoder_from_model(
     return Encoder(
         modality=cfg.modality,
         preprocess_config=cfg.preprocess,
-        vision=TorchBackend(VisionTower(model), ("pixel_values",), "embeds", device=device),
-        text=TorchBackend(TextTower(model), ("input_ids",), "embeds", device=device),
+        vision=TorchBackend(VisionTower(model), ("pixel_values",), "embeds", device=device, dtype=vision_dtype),
+        text=TorchBackend(TextTower(model), ("input_ids",), "embeds", device=device, dtype=text_dtype),
         tokenizer=tokenizer,
         logit_scale=float(model.logit_scale.detach().exp()),
         embed_dim=cfg.projection_dim,
         name=name,
         text_fingerprint=lambda: text_fingerprint(model),
         batch_size=batch_size,
-        precision={"vision": "fp32", "text": "fp32"},
+        precision={"vision": precision, "text": text_precision},
         backends={"vision": "torch", "text": "torch"},
         path=path,
     )
 
 
-def from_pretrained(path: str | Path, *, device: str = "cpu", batch_size: int = 8) -> Encoder:
+def from_pretrained(
+    path: str | Path,
+    *,
+    device: str = "cpu",
+    batch_size: int = 8,
+    precision: str = "fp32",
+    text_precision: str = "fp32",
+) -> Encoder:
     """Load an official LanguageBind checkpoint folder as an :class:`Encoder` (PyTorch backend).
 
     The folder holds ``config.json``, ``model.safetensors`` or ``pytorch_model.bin`` (optionally
     sharded) and the tokenizer's ``vocab.json`` and ``merges.txt``. LoRA weights are merged.
+    ``precision`` / ``text_precision``: ``fp32`` or ``bf16`` (see :func:`encoder_from_model`).
     """
+    _torch_dtype(precision, "vision"), _torch_dtype(text_precision, "text")  # a typo fails before loading
     folder = Path(path)
     model = load_model(folder)
     tok = load_tokenizer(folder, model.config.text)
-    return encoder_from_model(model, tok, name=folder.name, device=device, batch_size=batch_size, path=folder)
+    return encoder_from_model(
+        model,
+        tok,
+        name=folder.name,
+        device=device,
+        batch_size=batch_size,
+        path=folder,
+        precision=precision,
+        text_precision=text_precision,
+    )
 
 
 def write_checkpoint(

@@ -1,4 +1,4 @@
-"""What this CPU's instruction set means for INT8 inference on ONNX Runtime (torch-free).
+"""What this CPU's instruction set means for INT8 inference on ONNX Runtime and BF16 on PyTorch (torch-free).
 
 ONNX Runtime's x86 INT8 kernels multiply unsigned 8-bit activations by signed 8-bit weights (U8S8). With VNNI
 (AVX512-VNNI, AVX-VNNI) or AMX the products are accumulated exactly in int32. Without them (AVX2, AVX-512BW) the
@@ -8,6 +8,10 @@ precision. ARM64 kernels accumulate in 32 bits (``sdot``/``udot`` with the dot-p
 
 :func:`int8_weight_bits` chooses the weight width for the machine an INT8 graph is built on;
 :func:`int8_weights_suit` says whether a graph built with a width suits the machine it runs on.
+
+BF16 runs on PyTorch only (ONNX Runtime's CPU provider has no BF16 kernels). PyTorch's BF16 matrix products use
+BF16 units where the CPU has them (x86 AVX512-BF16 or AMX-BF16, ARM64 BF16) and are emulated, several times
+slower than FP32, elsewhere: :func:`bf16_support` says which.
 """
 
 from __future__ import annotations
@@ -20,6 +24,10 @@ from pathlib import Path
 EXACT_X86_INT8 = ("amx_int8", "avx512_vnni", "avx_vnni")
 #: ARM64 feature (as /proc/cpuinfo spells it) of the int8 dot-product instructions
 ARM_DOTPROD = "asimddp"
+#: x86 flags of BF16 matrix or dot-product units, fastest first
+X86_BF16 = ("amx_bf16", "avx512_bf16")
+#: ARM64 feature of the BF16 instructions
+ARM_BF16 = "bf16"
 
 
 def _cpuinfo_field(keys: tuple[str, ...], cpuinfo: str | None) -> str | None:
@@ -87,10 +95,39 @@ def int8_weights_suit(bits: int, flags: frozenset[str] | None = None, machine: s
     )
 
 
+@dataclass(frozen=True)
+class Bf16Support:
+    """Whether this CPU computes BF16 matrix products natively, and why (the units found, or their absence)."""
+
+    native: bool
+    reason: str
+
+
+def bf16_support(flags: frozenset[str] | None = None, machine: str | None = None) -> Bf16Support:
+    """Native BF16 on this CPU (``flags``/``machine``: another CPU's, for tests): x86 with AMX-BF16 or
+    AVX512-BF16, ARM64 with the BF16 extension."""
+    flags = cpu_flags() if flags is None else flags
+    machine = (machine or platform.machine()).lower()
+    if machine in ("x86_64", "amd64", "i686", "x86"):
+        units = [f for f in X86_BF16 if f in flags]
+        if units:
+            return Bf16Support(True, f"x86 with {units[0]}: BF16 products run on the CPU's BF16 units")
+        return Bf16Support(False, "x86 without AMX-BF16 or AVX512-BF16: BF16 products are emulated, slower than FP32")
+    if machine in ("aarch64", "arm64"):
+        if ARM_BF16 in flags:
+            return Bf16Support(True, "ARM64 with the BF16 extension: BF16 products run natively")
+        return Bf16Support(False, "ARM64 without the BF16 extension: BF16 products are emulated, slower than FP32")
+    return Bf16Support(False, f"{machine or 'unknown'} CPU: no known BF16 units")
+
+
 __all__ = [
+    "ARM_BF16",
     "ARM_DOTPROD",
     "EXACT_X86_INT8",
+    "X86_BF16",
+    "Bf16Support",
     "WeightBits",
+    "bf16_support",
     "cpu_flags",
     "cpu_model",
     "int8_weight_bits",
