@@ -159,6 +159,20 @@ def audio_inputs() -> Any:
     ]
 
 
+def cpu_info() -> dict[str, Any]:
+    """The CPU and what its instruction set means for precisions: INT8 weight width (ONNX Runtime) and BF16."""
+    from .cpu import bf16_support, cpu_model, int8_weight_bits
+
+    bits, bf16 = int8_weight_bits(), bf16_support()
+    return {
+        "model": cpu_model(),
+        "int8_weight_bits": bits.bits,
+        "int8": bits.reason,
+        "bf16_native": bf16.native,
+        "bf16": bf16.reason,
+    }
+
+
 def report(*, devices: bool = True) -> dict[str, Any]:
     """Everything above, as one JSON-ready dictionary (``devices=False`` skips the sensor scans)."""
     out: dict[str, Any] = {
@@ -170,6 +184,7 @@ def report(*, devices: bool = True) -> dict[str, Any]:
         "jetson": _safe(jetson_info),
         "opencv_features": _safe(opencv_features),
         "cpu_count": os.cpu_count(),
+        "cpu": _safe(cpu_info),
     }
     if devices:
         out["cameras_v4l2"] = _safe(v4l2_cameras)

@@ -39,6 +39,9 @@ def test_info_describes_checkpoint_and_machine():
     assert d["optional"]["torch"] is True
     assert "CPUExecutionProvider" in d["onnxruntime"]["providers"]
     assert d["opencv_features"]["gui"] and d["jetson"] == {"jetson": False}
+    from lbedge.cpu import bf16_support, int8_weight_bits
+
+    assert d["cpu"]["int8_weight_bits"] == int8_weight_bits().bits and d["cpu"]["bf16_native"] == bf16_support().native
     assert isinstance(d["cameras_v4l2"], list) and "audio_inputs" in d
     assert "modality" in run("info", "--checkpoint", CKPT).output  # the older option name still works
 

@@ -61,8 +61,8 @@ def describe_model(path: Path) -> dict[str, Any]:
 @click.option("--no-devices", is_flag=True, help="Skip the scans for cameras and audio inputs.")
 @json_option("Print JSON instead of text.")
 def info(model: Path | None, load: bool, no_devices: bool, as_json: bool) -> None:
-    """What this machine offers (versions, ONNX Runtime providers, CUDA, TensorRT, Jetson release, OpenCV's
-    GStreamer and GUI support, cameras, audio inputs), and a model's description."""
+    """What this machine offers (versions, the CPU's INT8 and BF16 support, ONNX Runtime providers, CUDA, TensorRT,
+    Jetson release, OpenCV's GStreamer and GUI support, cameras, audio inputs), and a model's description."""
     from ..sysinfo import report
 
     rep = report(devices=not no_devices)
@@ -79,7 +79,7 @@ def info(model: Path | None, load: bool, no_devices: bool, as_json: bool) -> Non
     for key in ("lbedge", "python", "platform", "numpy", "opencv", "tokenizers"):
         click.echo(f"{key:<18}{rep.get(key)}")
     click.echo(f"{'optional':<18}" + ", ".join(f"{m} {'yes' if ok else 'no'}" for m, ok in rep["optional"].items()))
-    for key in ("onnxruntime", "cuda", "tensorrt", "jetson", "opencv_features"):
+    for key in ("cpu", "onnxruntime", "cuda", "tensorrt", "jetson", "opencv_features"):
         value = rep[key]
         text = ", ".join(f"{k} {v}" for k, v in value.items()) if isinstance(value, dict) else str(value)
         click.echo(f"{key:<18}{text}")
