@@ -293,6 +293,31 @@ TINY_TEXT = dict(
     hidden_act="quick_gelu",
     projection_dim=8,
 )
+# the released ViT-L/14 models (LanguageBind_Image, _Thermal, _Depth, ...): CLIP ViT-L/14 text tower, vision
+# tower with LoRA r=16
+VIT_L_TEXT = dict(
+    vocab_size=49408,
+    hidden_size=768,
+    intermediate_size=3072,
+    num_hidden_layers=12,
+    num_attention_heads=12,
+    max_position_embeddings=77,
+    hidden_act="quick_gelu",
+    projection_dim=768,
+)
+VIT_L_LORA_VISION = dict(
+    hidden_size=1024,
+    intermediate_size=4096,
+    num_hidden_layers=24,
+    num_attention_heads=16,
+    patch_size=14,
+    image_size=224,
+    hidden_act="quick_gelu",
+    projection_dim=768,
+    lora_r=16,
+    lora_alpha=16,
+    lora_dropout=0.1,
+)
 AUDIO_VISION = dict(
     num_mel_bins=112,
     target_length=1036,
@@ -801,29 +826,8 @@ def main():
         "vit_l_lora_shapes.json",
         lb.LanguageBindImageConfig,
         lb.LanguageBindImage,
-        dict(
-            vocab_size=49408,
-            hidden_size=768,
-            intermediate_size=3072,
-            num_hidden_layers=12,
-            num_attention_heads=12,
-            max_position_embeddings=77,
-            hidden_act="quick_gelu",
-            projection_dim=768,
-        ),
-        dict(
-            hidden_size=1024,
-            intermediate_size=4096,
-            num_hidden_layers=24,
-            num_attention_heads=16,
-            patch_size=14,
-            image_size=224,
-            hidden_act="quick_gelu",
-            projection_dim=768,
-            lora_r=16,
-            lora_alpha=16,
-            lora_dropout=0.1,
-        ),
+        VIT_L_TEXT,
+        VIT_L_LORA_VISION,
         768,
     )
     notes["vit_h"] = {k: list(sd_h[k].shape) for k in sd_h if "vision_model.embeddings." in k}
