@@ -287,6 +287,7 @@ def _torch_rows(
     warmup: int,
     iters: int,
     towers: Sequence[str],
+    precisions: Sequence[str] = ("fp32",),
 ) -> list[BenchRow]:
     from .checkpoint import from_pretrained
 
@@ -294,13 +295,15 @@ def _torch_rows(
         import torch
 
         torch.set_num_threads(threads)
-    enc = from_pretrained(checkpoint)
-    kw = dict(precision="fp32", batches=batches, threads=threads, warmup=warmup, iters=iters)
     rows = []
-    if "vision" in towers:
-        rows += bench_backend(enc.vision, enc.preprocess(sample_raw_input(cfg)), stage="vision", **kw)
-    if "text" in towers:
-        rows += bench_backend(enc.text, enc.tokenize([SAMPLE_PROMPT])[0], stage="text", **kw)
+    for precision in precisions:
+        enc = from_pretrained(checkpoint, precision=precision, text_precision=precision)
+        kw = dict(precision=precision, batches=batches, threads=threads, warmup=warmup, iters=iters)
+        if "vision" in towers:
+            rows += bench_backend(enc.vision, enc.preprocess(sample_raw_input(cfg)), stage="vision", **kw)
+        if "text" in towers:
+            rows += bench_backend(enc.text, enc.tokenize([SAMPLE_PROMPT])[0], stage="text", **kw)
+        enc.close()
     return rows
 
 
@@ -312,14 +315,16 @@ def bench_checkpoint(
     warmup: int = 2,
     iters: int = 10,
     towers: Sequence[str] = ("vision", "text"),
+    precisions: Sequence[str] = ("fp32",),
 ) -> dict[str, Any]:
-    """Benchmark a checkpoint folder on the PyTorch backend (eager FP32), preprocessing included."""
+    """Benchmark a checkpoint folder on the PyTorch backend (eager, ``fp32`` and/or ``bf16``), preprocessing
+    included."""
     from .config import ModelConfig
 
     folder = Path(path)
     cfg = ModelConfig.from_json(folder).preprocess
     rows = [bench_preprocess(cfg, warmup=warmup, iters=iters)]
-    rows += _torch_rows(folder, cfg, batches, threads, warmup, iters, towers)
+    rows += _torch_rows(folder, cfg, batches, threads, warmup, iters, towers, precisions)
     return {
         "checkpoint": str(folder),
         "modality": cfg.modality,

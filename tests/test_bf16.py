@@ -98,3 +98,20 @@ def test_the_cli_classifies_with_a_bf16_checkpoint(monkeypatch, tmp_path):
     for a, b in zip(fp32, bf16):
         assert a["label"] == b["label"]
         assert abs(a["top"][0]["score"] - b["top"][0]["score"]) < 0.05
+
+
+def test_bench_times_a_checkpoint_in_fp32_and_bf16(tmp_path):
+    from lbedge.cli import main
+    from lbedge.quantize.bundle_build import export_bundle
+
+    args = ["bench", "-m", str(CKPT), "--iters", "1", "--warmup", "0", "--json", "-p", "fp32", "-p", "bf16"]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.stdout)["rows"]
+    got = {(row["stage"], row["precision"]) for row in rows if row["stage"] != "preprocess"}
+    assert got == {(t, p) for t in ("vision", "text") for p in ("fp32", "bf16")}
+    r = CliRunner().invoke(main, ["bench", "-m", str(CKPT), "-p", "int8"])
+    assert r.exit_code == 2 and "fp32 or bf16" in r.output
+    export_bundle(CKPT, tmp_path / "image")
+    r = CliRunner().invoke(main, ["bench", "-m", str(tmp_path / "image"), "-p", "bf16"])
+    assert r.exit_code == 2 and "checkpoint folder" in r.output

@@ -448,7 +448,11 @@ def validate(
     "installed). A checkpoint runs on torch.",
 )
 @click.option(
-    "--precision", "-p", multiple=True, type=click.Choice(["fp32", "fp16", "int8"]), help="Default: all present."
+    "--precision",
+    "-p",
+    multiple=True,
+    type=click.Choice(["fp32", "fp16", "int8", "bf16"]),
+    help="A bundle's graphs (default: all present); a checkpoint: fp32 (default) and/or bf16.",
 )
 @click.option("--batch", default="1", show_default=True, help="Comma-separated batch sizes, e.g. 1,4,8.")
 @click.option("--threads", type=click.IntRange(1, 1024), help="Inference threads (default: all cores).")
@@ -472,6 +476,8 @@ def bench(
     folder = one_model(model, bundle, "BUNDLE")
     batches = parse_batches(batch)
     if (folder / "manifest.json").is_file():
+        if "bf16" in precision:
+            raise click.UsageError("bf16 runs on PyTorch from a checkpoint folder; a bundle holds fp32/fp16/int8")
         backends = (
             [backend]
             if backend != "all"
@@ -491,11 +497,13 @@ def bench(
             iters=iters,
         )
     else:
-        if backend == "tensorrt" or precision not in ((), ("fp32",)):
+        if backend == "tensorrt" or set(precision) - {"fp32", "bf16"}:
             raise click.UsageError(
-                "a checkpoint runs on torch in fp32: build a bundle (lbedge build) for TensorRT, FP16 or INT8"
+                "a checkpoint runs on torch in fp32 or bf16: build a bundle (lbedge build) for TensorRT, FP16 or INT8"
             )
-        res = bench_checkpoint(folder, batches=batches, threads=threads, warmup=warmup, iters=iters)
+        res = bench_checkpoint(
+            folder, batches=batches, threads=threads, warmup=warmup, iters=iters, precisions=precision or ("fp32",)
+        )
     if as_json:
         echo_json(res)
         return
