@@ -38,6 +38,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_int8_cpu import TOWER_GOP, cpu_record, kernel_ceiling  # noqa: E402
 
+from lbedge.cpu import bf16_support  # noqa: E402
+
 WORKERS = ("official", "torch_fp32", "ort_fp32", "ort_int8", "torch_bf16")
 
 
@@ -217,6 +219,7 @@ def main() -> None:
     official = str(args.official or args.official_env / "LanguageBind")
     names = [w for w in WORKERS if not (args.no_bf16 and w == "torch_bf16")]
     record: dict = {"cpu": cpu_record(), "threads": args.threads, "tower_gop": TOWER_GOP, "rounds": args.rounds}
+    record["bf16_units"] = bf16_support().reason
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         record["kernel_gops_one_thread"] = kernel_ceiling(work)
@@ -241,9 +244,10 @@ def main() -> None:
             embeds[name] = np.load(work / f"embeds.{name}.npy")
             w.ask({"pixels": str(work / "one.npy")})
         rows: dict[str, dict] = {n: {"cpu_ms": [], "wall_ms": []} for n in names}
+        bf16_passes = args.passes if bf16_support().native else 1  # emulated BF16 is slow without BF16 units
         for r in range(args.rounds):
             for name, w in workers.items():
-                passes = 1 if name == "torch_bf16" else args.passes  # emulated BF16 is slow without BF16 units
+                passes = bf16_passes if name == "torch_bf16" else args.passes
                 one = w.ask({"passes": passes, "threads": 1})
                 many = w.ask({"passes": passes, "threads": args.threads})
                 rows[name]["cpu_ms"].append(statistics.median(one["cpu_ms"]))
@@ -262,6 +266,9 @@ def main() -> None:
         row["speedup_wall_per_round"] = [round(o / x, 2) for o, x in zip(base["wall_ms"], row["wall_ms"])]
         row["gops_one_thread"] = round(TOWER_GOP / (row["cpu_ms_median"] / 1000), 1)
         row["fraction_of_int8_kernel"] = round(row["gops_one_thread"] / int8_ceiling, 3)
+        if name == "torch_bf16":
+            bf16_ceiling = record["kernel_gops_one_thread"]["bf16_torch_matmul"]
+            row["fraction_of_bf16_kernel"] = round(row["gops_one_thread"] / bf16_ceiling, 3)
         row["cosine_vs_official"] = cosine_rows(embeds["official"], embeds[name])
         row["cpu_ms"] = [round(x, 1) for x in row["cpu_ms"]]
         row["wall_ms"] = [round(x, 1) for x in row["wall_ms"]]
