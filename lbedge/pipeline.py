@@ -6,7 +6,8 @@ recording is read without drops (the reader waits, paced or not), and frames a s
 (its ``frames_lost``: a damaged file, a gap in a device's frame numbers) are reported as events and in
 :meth:`Pipeline.stats`. One worker thread classifies the frames ready at each
 moment in one batch per modality (several sources of a modality, or several frames of a recording, up to
-``max_batch``), smooths each source's labels over time (EMA or majority with hysteresis, so labels do not
+``max_batch``; several recordings read as fast as possible are taken in the time order of their frames' stamps
+across sources, so that a replay gives the same results every time), smooths each source's labels over time (EMA or majority with hysteresis, so labels do not
 flicker), fuses the latest per-source probabilities whose timestamps lie within ``sync_tolerance`` of each
 other (host capture times, or with ``sync_clock="device"`` the sensors' own stamps, e.g. ROS message stamps), and
 publishes a :class:`Result` to the iterator and the callbacks.
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import math
 import queue
 import threading
 import time
@@ -202,6 +204,11 @@ _REPORTED_FIRST = 3  # the first skipped frames of a run are reported one by one
 _REPORT_EVERY = 100  # ...then one event every this many
 
 
+def _replay_time(frame: Frame) -> float:
+    """The time that orders a recording's frames among other recordings': its own stamp, else its host time."""
+    return float(frame.device_timestamp) if frame.device_timestamp is not None else frame.timestamp
+
+
 class Pipeline:
     """Classify several sources' frames zero-shot against ``labels``; iterate results or register callbacks.
 
@@ -294,6 +301,13 @@ class Pipeline:
         self.stall_timeout = float(stall_timeout)
         self.max_bad_frames = max_bad_frames
         self._queues = {n: queue.Queue(maxsize=1 if s.live else max(4, max_batch)) for n, s in self.sources.items()}
+        # several recordings read as fast as possible are replayed in time order across sources (_gather_in_order),
+        # so that a replay gives the same results, fused stream and watch events however its readers are scheduled
+        self._in_order = len(self.sources) > 1 and all(
+            not s.live and not SourceTraits.of(s).realtime for s in self.sources.values()
+        )
+        self._heads: dict[str, tuple[float, tuple[Frame, np.ndarray, float]] | None] = {n: None for n in self.sources}
+        self._replay_clock = {n: (-math.inf, 0.0) for n in self.sources}  # per source: last time, shift (loops)
         self._results: queue.Queue[Result | None] = queue.Queue(maxsize=results_queue)
         self._callbacks: list[Callable[[Result], None]] = []
         # events not yet attached to a result (bounded: a source failing for hours with no result to carry them)
@@ -791,7 +805,8 @@ class Pipeline:
                 self._check_stalls()
                 with self._lock:
                     done = all(s.finished for s in self._state.values())
-                if done and all(q.empty() for q in self._queues.values()):
+                drained = all(q.empty() for q in self._queues.values()) and not any(self._heads.values())
+                if done and drained:
                     return
                 self._stop.wait(0.002)
             names = names[1:] + names[:1]  # rotate: no source always goes first
@@ -813,6 +828,8 @@ class Pipeline:
 
         A live source gives its one newest frame; a recording may give several (in order).
         """
+        if self._in_order:
+            return self._gather_in_order()
         groups: dict[str, list[tuple[str, Frame, np.ndarray, float]]] = {}
         for name in names:
             src = self.sources[name]
@@ -826,6 +843,50 @@ class Pipeline:
                     break
                 group.append((name, frame, x, pre_ms))
         return {m: g for m, g in groups.items() if g}
+
+    def _gather_in_order(self) -> dict[str, list[tuple[str, Frame, np.ndarray, float]]]:
+        """Recordings read as fast as possible: the next frames in time order across sources (each frame's own
+        stamp, its host time where it has none), up to ``max_batch`` consecutive frames of one modality.
+
+        Nothing is taken while a source's next frame is still being read (a slow opening, a slow decoder): the
+        other sources wait for it, held by their bounded queues, unless it ended or is stalled (``stall_timeout``),
+        so a replay is processed in the same order whatever the threads' scheduling.
+        """
+        with self._lock:  # read before the queues: a source that ended has queued all of its frames
+            gone = {n for n, st in self._state.items() if st.finished or st.stalled}
+        for name, head in self._heads.items():
+            if head is None and not self._next_head(name) and name not in gone:
+                return {}
+        items: list[tuple[str, Frame, np.ndarray, float]] = []
+        modality = None
+        while len(items) < self.max_batch:
+            ready = [(h[0], n) for n, h in self._heads.items() if h is not None]
+            if not ready:
+                break
+            name = min(ready)[1]
+            if modality is not None and self.sources[name].modality != modality:
+                break
+            modality = self.sources[name].modality
+            frame, x, pre_ms = self._heads[name][1]  # type: ignore[index]
+            items.append((name, frame, x, pre_ms))
+            if not self._next_head(name) and name not in gone:
+                break  # its next frame may come before the other sources' next ones
+        return {modality: items} if items else {}
+
+    def _next_head(self, name: str) -> bool:
+        """Take a recording's next queued frame as its head, with the time that orders it; False: none queued."""
+        try:
+            item = self._queues[name].get_nowait()
+        except queue.Empty:
+            self._heads[name] = None
+            return False
+        t = _replay_time(item[0])
+        last, shift = self._replay_clock[name]
+        if t + shift < last:  # the recording started over (looped): its order continues from where it was
+            shift = last - t
+        self._heads[name] = (t + shift, item)
+        self._replay_clock[name] = (t + shift, shift)
+        return True
 
     def _preprocess(self, frame: Frame) -> np.ndarray:
         """The model input of a frame (runs in the source's reader thread)."""
