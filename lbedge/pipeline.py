@@ -4,12 +4,12 @@ One reader thread per source reads and preprocesses frames (overlapping the mode
 a live source keeps only its newest frame (a slow model drops frames, it never lags behind the sensor), a
 recording is read without drops (the reader waits, paced or not), and frames a source itself could not deliver
 (its ``frames_lost``: a damaged file, a gap in a device's frame numbers) are reported as events and in
-:meth:`Pipeline.stats`. One worker thread classifies the frames ready at each
-moment in one batch per modality (several sources of a modality, or several frames of a recording, up to
-``max_batch``; several recordings read as fast as possible are taken in the time order of their frames' stamps
-across sources, so that a replay gives the same results every time), smooths each source's labels over time
-(EMA or majority with hysteresis, so labels do not flicker), fuses the latest per-source probabilities whose timestamps lie within ``sync_tolerance`` of each
-other (host capture times, or with ``sync_clock="device"`` the sensors' own stamps, e.g. ROS message stamps), and
+:meth:`Pipeline.stats`. One worker thread classifies the frames ready at each moment in one batch per modality
+(several sources of a modality, or several frames of a recording, up to ``max_batch``; several recordings read as
+fast as possible are taken in the time order of their frames' stamps across sources, so that a replay gives the
+same results every time), smooths each source's labels over time (EMA or majority with hysteresis, so labels do not
+flicker), fuses the latest per-source probabilities whose timestamps lie within ``sync_tolerance`` of each other
+(host capture times, or with ``sync_clock="device"`` the sensors' own stamps, e.g. ROS message stamps), and
 publishes a :class:`Result` to the iterator and the callbacks.
 
 Labels can change while the pipeline runs (:meth:`Pipeline.set_labels`): the new prompts are embedded in background
