@@ -204,11 +204,6 @@ _REPORTED_FIRST = 3  # the first skipped frames of a run are reported one by one
 _REPORT_EVERY = 100  # ...then one event every this many
 
 
-def _replay_time(frame: Frame) -> float:
-    """The time that orders a recording's frames among other recordings': its own stamp, else its host time."""
-    return float(frame.device_timestamp) if frame.device_timestamp is not None else frame.timestamp
-
-
 class Pipeline:
     """Classify several sources' frames zero-shot against ``labels``; iterate results or register callbacks.
 
@@ -880,7 +875,7 @@ class Pipeline:
         except queue.Empty:
             self._heads[name] = None
             return False
-        t = _replay_time(item[0])
+        t = self._source_time(name, item[0])
         last, shift = self._replay_clock[name]
         if t + shift < last:  # the recording started over (looped): its order continues from where it was
             shift = last - t
@@ -917,7 +912,7 @@ class Pipeline:
         done = done or {}
         version = self.labels_version
         decisions: list[GateDecision | None] = [
-            self._gates[name].check(x, self._gate_time(name, frame), version) if name in self._gates else None
+            self._gates[name].check(x, self._source_time(name, frame), version) if name in self._gates else None
             for name, frame, x, _ in items
         ]
         run = [it for it, d in zip(items, decisions) if (d is None or not d.reuse) and id(it[1]) not in done]
@@ -957,9 +952,9 @@ class Pipeline:
                 results.extend(self._classify_gated(modality, rest, kept))
         return results
 
-    def _gate_time(self, name: str, frame: Frame) -> float:
-        """The time a change gate ages results by: a recording's own stamps (so a recording is gated alike, paced or
-        read as fast as possible), else the fusion clock (:meth:`_sync_time`)."""
+    def _source_time(self, name: str, frame: Frame) -> float:
+        """A recording's own stamps, else the fusion clock (:meth:`_sync_time`): the time change gates age results
+        by (so a recording is gated alike, paced or read as fast as possible) and recordings are replayed in."""
         if not self.sources[name].live and frame.device_timestamp is not None:
             return float(frame.device_timestamp)
         return self._sync_time(frame)
